@@ -1,0 +1,24 @@
+"""What a source reader yields: a prompt with its origin, or a skipped record with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRecord:
+    """One raw prompt as found in a file. `ref` says where: "file.json:categories[12].name", "file.txt:41"."""
+
+    raw: str
+    subset: str
+    ref: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A record that was read but is not a prompt (empty, not a string, a dataset root category, ...)."""
+
+    reason: str
+    ref: str
+    example: str = ""
