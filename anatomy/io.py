@@ -20,7 +20,15 @@ from typing import IO, Any
 RESULTS_SCHEMA_VERSION = 1
 
 # Packages whose versions are recorded in every results file (those that can change the numbers).
-_PROVENANCE_PACKAGES = ("prompt-anatomy", "numpy", "scipy", "scikit-learn", "scikit-dimension", "torch", "open_clip_torch")
+_PROVENANCE_PACKAGES = (
+    "prompt-anatomy",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "scikit-dimension",
+    "torch",
+    "open_clip_torch",
+)
 
 
 @contextlib.contextmanager
@@ -97,7 +105,9 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise InputError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -138,7 +148,8 @@ def write_result(
         "schema_version": RESULTS_SCHEMA_VERSION,
         "command": command,
         "inputs": {
-            role: {"name": Path(p).name, "sha256": file_sha256(p)} for role, p in sorted((inputs or {}).items())
+            role: {"name": Path(p).name, "sha256": file_sha256(p)}
+            for role, p in sorted((inputs or {}).items())
         },
         "versions": package_versions(),
     }

@@ -9,7 +9,7 @@ import time
 
 
 def run_measured(args: list[str], **kwargs) -> tuple[float, float]:
-    """Run `python args...` in a fresh process; return (wall seconds, peak RSS in MiB) of that process alone."""
+    """Run `anatomy ARGS` in a fresh process; return (wall seconds, peak RSS in MiB) of that process alone."""
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, check=False, **kwargs
@@ -21,16 +21,17 @@ def run_measured(args: list[str], **kwargs) -> tuple[float, float]:
     return wall, peak_kib / 1024
 
 
-# Runs the anatomy CLI in-process, then prints its own peak RSS (KiB) as the last stdout line.
+# Runs the anatomy CLI in-process, then prints its own peak RSS (KiB) as the last stdout line. VmHWM, not
+# ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a big parent would report the parent's.
 _WRAPPER = """
-import resource, sys, contextlib, io
+import sys, contextlib, io
 from anatomy.cli import app
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         app(sys.argv[1:], standalone_mode=False)
     except SystemExit as e:
         if e.code: raise
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """
 
 

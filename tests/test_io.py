@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from anatomy.io import atomic_write, dumps_json, read_json, write_json, write_result
 from anatomy.errors import InputError
+from anatomy.io import atomic_write, dumps_json, read_json, write_json, write_result
 
 
 def test_atomic_write_keeps_old_file_on_error(tmp_path):
@@ -34,8 +34,14 @@ def test_write_result_is_byte_identical_and_path_free(tmp_path):
     paths = []
     for run in ("a", "b"):
         paths.append(
-            write_result(tmp_path / run, "tokens", {"overall": {"n": 1}}, command="tokens", params={"k": 2},
-                         inputs={"corpus": corpus})
+            write_result(
+                tmp_path / run,
+                "tokens",
+                {"overall": {"n": 1}},
+                command="tokens",
+                params={"k": 2},
+                inputs={"corpus": corpus},
+            )
         )
     assert paths[0].read_bytes() == paths[1].read_bytes()
     payload = read_json(paths[0])

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anatomy.corpus.normalize import normalize
-from anatomy.corpus.records import PromptRecord, Skipped
+from anatomy.corpus.records import Skipped
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 from anatomy.errors import InputError
 from anatomy.io import atomic_path, file_sha256, write_json
@@ -62,7 +62,9 @@ class IngestReport:
 
 def _options_for(source: str, options: ReadOptions) -> dict:
     """Only the options that change what a source reads, so the manifest key is stable."""
-    relevant = {"lvis": ("synonyms", "encoding"), "text": ("column", "field", "encoding")}.get(source, ("encoding",))
+    relevant = {"lvis": ("synonyms", "encoding"), "text": ("column", "field", "encoding")}.get(
+        source, ("encoding",)
+    )
     return {k: getattr(options, k) for k in relevant}
 
 
@@ -74,36 +76,48 @@ def _input_sha256(src: SourceFile, data: bytes | None) -> str:
 
         return hashlib.sha256(fingerprint(src.spec).encode()).hexdigest()
     path = src.path
-    if path.is_dir():  # a dataset tree (rf100vl): hash the sorted relative names and contents
+    if path.is_dir():  # a dataset tree (rf100vl): hash the annotation files it reads, not the images
+        from anatomy.corpus.sources.rf100vl import ANNOTATIONS
+
         digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        for child in sorted(path.rglob(ANNOTATIONS)):
             digest.update(str(child.relative_to(path)).encode() + b"\0" + file_sha256(child).encode())
         return digest.hexdigest()
     if not path.exists():
         raise InputError(f"{src.spec}: no such file or directory", "check the path")
-    return file_sha256(path)
+    try:
+        return file_sha256(path)
+    except OSError as err:  # permissions, a vanished mount, ...
+        raise InputError(f"{src.spec}: cannot read ({err.strerror or err})") from None
 
 
 def load_corpus(path: str | Path):
     """Read a corpus Parquet file into a DataFrame, checking it is one."""
-    import pandas as pd
+    return _read_table(Path(path)).to_pandas()
+
+
+def _read_table(path: Path):
+    """The corpus columns of `path` as an Arrow table; InputError when it is missing or not a corpus."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such corpus", "build one with `anatomy ingest SOURCE PATH --out CORPUS.parquet`")
+        raise InputError(
+            f"{path}: no such corpus", "build one with `anatomy ingest SOURCE PATH --out CORPUS.parquet`"
+        )
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
     except Exception as err:  # pyarrow raises several types for non-Parquet input
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    missing = [c for c in CORPUS_COLUMNS if c not in table.column_names]
+    missing = [c for c in CORPUS_COLUMNS if c not in names]
     if missing:
         raise InputError(
-            f"{path}: not a corpus; missing columns {missing} (found {table.column_names})",
+            f"{path}: not a corpus; missing columns {missing} (found {names})",
             "build one with `anatomy ingest`",
         )
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+    try:
+        return pq.read_table(path, columns=list(CORPUS_COLUMNS))
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -119,21 +133,21 @@ def ingest(
     out: str | Path,
     options: ReadOptions = ReadOptions(),
 ) -> IngestReport:
-    """Read `inputs` with the `source` reader and merge them into the corpus at `out` (created if absent)."""
-    import pandas as pd
+    """Read `inputs` with the `source` reader and merge them into the corpus at `out` (created if absent).
 
+    Nothing is written unless every input reads cleanly, and then corpus and manifest are replaced atomically;
+    when every input is already in the manifest the corpus is not rewritten at all.
+    """
     out = Path(out)
     if not inputs:
         raise InputError("no inputs given", "name at least one file, directory, '-' (stdin) or builtin:NAME")
     reader = get_reader(source)
 
-    rows: dict[tuple[str, str, str], list] = {}  # (source, subset, prompt) -> [raw, count, ref, meta]
+    rows = _Rows()
     manifest: list[dict] = []
     if out.exists():
-        existing = load_corpus(out)
+        rows.load(_read_table(out))
         manifest = read_manifest(out)
-        for r in existing.itertuples(index=False):
-            rows[(r.source, r.subset, r.prompt)] = [r.raw, int(r.count), r.ref, r.meta]
     seen = {(m["source"], m["sha256"], json.dumps(m["options"], sort_keys=True)) for m in manifest}
 
     reports = []
@@ -148,46 +162,125 @@ def ingest(
             log.info("%s: already in %s (same sha256), not counted again", spec, out)
             continue
         records = reader(src, options) if data is None else reader(_BufferedStdin(data), options)
-        for record in records:
-            stats.read += 1
-            if isinstance(record, Skipped):
-                stats.skip(record)
-                continue
-            _add(rows, source, record, stats)
+        _merge(rows, source, records, stats)
         seen.add(key)
         reports.append(stats)
         manifest.append({k: v for k, v in asdict(stats).items() if k != "already_ingested"})
 
-    if not rows:
+    fresh = [r for r in reports if not r.already_ingested]
+    if fresh and not sum(r.kept + r.merged for r in fresh):
         raise InputError(
             f"no prompts found in {', '.join(inputs)}",
             "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field",
         )
-    frame = pd.DataFrame(
-        [(k[2], v[0], k[0], k[1], v[1], v[2], v[3]) for k, v in rows.items()], columns=list(CORPUS_COLUMNS)
-    ).astype({"count": "int64"})
-    _write_corpus(frame, manifest, out)
-    return IngestReport(out, reports, len(frame), frame["prompt"].nunique())
+    report = IngestReport(out, reports, len(rows), rows.n_distinct())
+    if not fresh:
+        return report  # nothing new: leave the bytes alone
+    _write_corpus(rows.take_table(), manifest, out)
+    return report
 
 
-def _add(rows: dict, source: str, record: PromptRecord, stats: FileStats) -> None:
-    raw = record.raw
-    if not isinstance(raw, str):
-        stats.skip(Skipped("not a string", record.ref, repr(raw)[:80]))
-        return
-    prompt = normalize(raw)
-    if not prompt:
-        stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
-        return
-    key = (source, record.subset, prompt)
-    row = rows.get(key)
-    if row is None:
+def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
+    """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest)."""
+    for record in records:
+        stats.read += 1
+        if isinstance(record, Skipped):
+            stats.skip(record)
+            continue
+        raw = record.raw
+        if not isinstance(raw, str):
+            stats.skip(Skipped("not a string", record.ref, repr(raw)[:80]))
+            continue
+        prompt = normalize(raw)
+        if not prompt:
+            stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
+            continue
         meta = json.dumps(record.meta, sort_keys=True) if record.meta else ""
-        rows[key] = [raw, 1, record.ref, meta]
-        stats.kept += 1
-    else:
-        row[1] += 1
-        stats.merged += 1
+        if rows.add(source, record.subset, prompt, raw, record.ref, meta):
+            stats.kept += 1
+        else:
+            stats.merged += 1
+
+
+class _Rows:
+    """The corpus under construction, with an index per (source, subset) for dedupe.
+
+    Rows of an existing corpus stay in their Arrow table (only their prompts are indexed and their counts
+    copied); new rows are kept column by column, `raw` sharing the prompt's string when the two are equal.
+    That keeps a million-prompt ingest to a few hundred bytes a row.
+    """
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.index: dict[tuple[str, str], dict[str, int]] = {}
+        self.names: dict[tuple[str, str], tuple[str, str]] = {}
+        self.columns: dict[str, list] = {c: [] for c in CORPUS_COLUMNS if c != "count"}
+        self.count = array("q")  # every row's count: existing rows first, then new ones
+        self.base = None  # the existing corpus (Arrow table, without its count column)
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def _group(self, source: str, subset: str) -> dict[str, int]:
+        group = self.index.get((source, subset))
+        if group is None:
+            group = self.index[(source, subset)] = {}
+            self.names[(source, subset)] = (source, subset)
+        return group
+
+    def add(self, source: str, subset: str, prompt: str, raw: str, ref: str, meta: str) -> bool:
+        """Add one occurrence; True when it is a new row, False when it merged into an existing one."""
+        group = self._group(source, subset)
+        at = group.get(prompt)
+        if at is not None:
+            self.count[at] += 1
+            return False
+        group[prompt] = len(self.count)
+        source, subset = self.names[(source, subset)]  # one shared string per source and subset
+        cols = self.columns
+        cols["prompt"].append(prompt)
+        cols["raw"].append(prompt if raw == prompt else raw)
+        cols["source"].append(source)
+        cols["subset"].append(subset)
+        cols["ref"].append(ref)
+        cols["meta"].append(meta)
+        self.count.append(1)
+        return True
+
+    def n_distinct(self) -> int:
+        return len({p for group in self.index.values() for p in group})
+
+    def load(self, table) -> None:
+        """Start from an existing corpus table."""
+        import pyarrow as pa
+
+        self.count.extend(table.column("count").to_pylist())
+        self.base = table.drop_columns(["count"]).replace_schema_metadata(None)
+        # source and subset through their (small) dictionaries, so no string object per row is made
+        codes = {}
+        for name in ("source", "subset"):
+            encoded = pa.chunked_array(table.column(name)).combine_chunks().dictionary_encode()
+            codes[name] = (encoded.dictionary.to_pylist(), encoded.indices.to_pylist())
+        (sources, source_at), (subsets, subset_at) = codes["source"], codes["subset"]
+        for i, (prompt, so, su) in enumerate(
+            zip(table.column("prompt").to_pylist(), source_at, subset_at, strict=True)
+        ):
+            self._group(sources[so], subsets[su]).setdefault(prompt, i)
+
+    def take_table(self):
+        """All rows as an Arrow table; empties this object as it goes, so Python and Arrow copies of a
+        large corpus are never held at once."""
+        import pyarrow as pa
+
+        self.index.clear()
+        new = {name: pa.array(self.columns.pop(name), pa.string()) for name in list(self.columns)}
+        table = pa.table({c: new[c] for c in CORPUS_COLUMNS if c != "count"})
+        if self.base is not None:
+            table = pa.concat_tables([self.base.select(table.column_names).cast(table.schema), table])
+            self.base = None
+        table = table.append_column("count", pa.array(self.count, pa.int64()))
+        return table.select(list(CORPUS_COLUMNS))
 
 
 class _BufferedStdin:
@@ -203,11 +296,9 @@ class _BufferedStdin:
         return SourceFile("-").read_text(encoding, self._data)
 
 
-def _write_corpus(frame, manifest: list[dict], out: Path) -> None:
-    import pyarrow as pa
+def _write_corpus(table, manifest: list[dict], out: Path) -> None:
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode()})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -231,6 +322,7 @@ def corpus_summary(frame) -> dict:
         "distinct_prompts": int(frame["prompt"].nunique()),
         "occurrences": int(frame["count"].sum()),
         "sources": {
-            s: {"rows": by_source[s], "subsets": dict(sorted(by_subset[s].items()))} for s in sorted(by_source)
+            s: {"rows": by_source[s], "subsets": dict(sorted(by_subset[s].items()))}
+            for s in sorted(by_source)
         },
     }

@@ -28,7 +28,9 @@ def read(src: SourceFile, options: ReadOptions) -> Iterator[PromptRecord | Skipp
     for t, template in enumerate(OPENAI_IMAGENET_TEMPLATES):
         for i, cls in enumerate(IMAGENET_CLASSNAMES):
             yield PromptRecord(
-                raw=template(cls), subset="imagenet-prompts", ref=f"open_clip:OPENAI_IMAGENET_TEMPLATES[{t}]({i})"
+                raw=template(cls),
+                subset="imagenet-prompts",
+                ref=f"open_clip:OPENAI_IMAGENET_TEMPLATES[{t}]({i})",
             )
 
 

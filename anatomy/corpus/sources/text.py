@@ -1,0 +1,138 @@
+"""Plain prompt files: .txt (one prompt per line), .csv/.tsv (--column), .jsonl (--field), a JSON list.
+
+'-' reads stdin: as JSON lines when --field is given, CSV when --column is, else one prompt per line. The
+subset is the file name without its extension ("stdin" for stdin). A .json file may hold a list of strings
+or a list of lists of strings (the YOLO-World class-text form: a class name and its synonyms).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from anatomy.corpus.records import PromptRecord, Skipped
+from anatomy.corpus.sources import ReadOptions, SourceFile, describe, load_json, text_record
+from anatomy.errors import InputError
+
+LINE_SUFFIXES = {".txt", ".text", ".lst", ".list", ""}
+DEFAULT_FIELDS = ("prompt", "text", "caption", "sent")  # tried in order when --column/--field is not given
+
+
+def read(src: SourceFile, options: ReadOptions) -> Iterator[PromptRecord | Skipped]:
+    suffix = "" if src.is_stdin else Path(src.name).suffix.lower()
+    subset = "stdin" if src.is_stdin else Path(src.name).stem
+    if src.is_stdin:
+        kind = "jsonl" if options.field else "csv" if options.column else "lines"
+    elif suffix in LINE_SUFFIXES:
+        kind = "lines"
+    elif suffix in (".csv", ".tsv"):
+        kind = "csv"
+    elif suffix in (".jsonl", ".ndjson"):
+        kind = "jsonl"
+    elif suffix == ".json":
+        kind = "json"
+    else:
+        raise InputError(
+            f"{src.spec}: the text source reads .txt, .csv, .tsv, .jsonl or .json, not {suffix}",
+            "rename a one-prompt-per-line file to .txt, or pick the matching source (lvis, refcoco, saco, rf100vl)",
+        )
+    if kind == "json":
+        yield from _read_json(src, options, subset)
+        return
+    text = src.read_text(options.encoding)
+    if kind == "lines":
+        yield from _read_lines(src, text, subset)
+    elif kind == "csv":
+        yield from _read_csv(src, text, options, subset, "\t" if suffix == ".tsv" else ",")
+    else:
+        yield from _read_jsonl(src, text, options, subset)
+
+
+def _read_lines(src: SourceFile, text: str, subset: str) -> Iterator[PromptRecord | Skipped]:
+    # Split on "\n" only (str.splitlines would also split on form feeds and Unicode separators inside a
+    # prompt), one line at a time so a million-line file is never held twice.
+    name, start, number, end = src.name, 0, 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        stop = end if stop < 0 else stop
+        number += 1
+        yield PromptRecord(text[start:stop].removesuffix("\r"), subset, f"{name}:{number}")
+        start = stop + 1
+
+
+def _pick(src: SourceFile, found: list[str], given: str | None, flag: str) -> str:
+    if given is not None:
+        if given not in found:
+            raise InputError(
+                f"{src.spec}: no {flag.strip('-')} {given!r}; found {found[:20]}", f"pass {flag} NAME"
+            )
+        return given
+    for name in DEFAULT_FIELDS:
+        if name in found:
+            return name
+    if len(found) == 1:
+        return found[0]
+    raise InputError(
+        f"{src.spec}: which {flag.strip('-')} holds the prompts? found {found[:20]}", f"pass {flag} NAME"
+    )
+
+
+def _read_csv(src: SourceFile, text: str, options: ReadOptions, subset: str, delimiter: str):
+    # strict: an unclosed or stray quote is an error, not a prompt swallowing the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
+            raise InputError(f"{src.spec}: empty CSV, expected a header row naming the columns")
+        at = header.index(_pick(src, header, options.column, "--column"))
+        for row in reader:
+            where = f"{src.name}:{reader.line_num}"
+            if not row:
+                continue  # a blank line is not a record
+            if len(row) <= at:
+                yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
+            else:
+                yield PromptRecord(row[at], subset, where)
+    except csv.Error as err:
+        raise InputError(f"{src.spec}: malformed CSV at line {reader.line_num}: {err}") from None
+
+
+def _read_jsonl(src: SourceFile, text: str, options: ReadOptions, subset: str):
+    field = options.field
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue  # blank lines separate nothing in JSON lines; they are not records
+        where = f"{src.name}:{number}"
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError, as is an over-long int
+            column = f", column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+            yield Skipped("invalid JSON line", f"{where}{column}", line[:80])
+            continue
+        if not isinstance(obj, dict):
+            yield Skipped("line is not a JSON object", where, line[:80])
+            continue
+        if field is None:
+            field = _pick(src, sorted(map(str, obj)), None, "--field")
+        if field not in obj:
+            yield Skipped(f"no field {field!r}", where, line[:80])
+        else:
+            yield text_record(obj[field], subset, where)
+
+
+def _read_json(src: SourceFile, options: ReadOptions, subset: str):
+    data = load_json(src, options)
+    if not isinstance(data, list):
+        raise InputError(
+            f"{src.spec}: expected a JSON list of prompts (strings, or lists of strings); found {describe(data)}",
+            "structured annotation files have their own sources: lvis, saco, rf100vl",
+        )
+    for i, item in enumerate(data):
+        if isinstance(item, list):
+            for j, value in enumerate(item):
+                yield text_record(value, subset, f"{src.name}:[{i}][{j}]")
+        else:
+            yield text_record(item, subset, f"{src.name}:[{i}]")
