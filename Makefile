@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 OUT ?= audit-out
 
-.PHONY: help install test lint bench audit clean
+.PHONY: help install test lint bench audit reports notebooks clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -35,9 +35,96 @@ lint: install ## Check style with ruff
 bench: install ## Speed and memory benchmarks (ratios against baselines measured in the same run)
 	$(PY) -m benchmarks
 
-audit: install ## The main job on its embedded default (built-in ImageNet prompts)
-	$(PY) -m anatomy ingest builtin builtin:imagenet-prompts --out $(OUT)/corpus.parquet
-	$(PY) -m anatomy corpus $(OUT)/corpus.parquet
+audit: install ## The main job on its embedded default (built-in ImageNet prompts, minilm) into OUT=audit-out
+	$(PY) -m anatomy audit --out $(OUT)
+
+# ----------------------------------------------------------------------------------------------- reports
+# `make reports`: the paper-style report from the shared data into REPORTS=reports, built step by step with
+# the same subcommands a person uses. Each file depends on the code that writes it, so only what changed is
+# rebuilt. TEACHER=SPEC / STUDENT=SPEC add encoders (e.g. TEACHER=sam3:/path/sam3.pt), and with both the
+# student-teacher agreement; SAMPLE=N sets the prompts for the output analyses (default: theirs).
+DATA ?= ../shared/data
+REPORTS ?= reports
+TEACHER ?=
+STUDENT ?=
+SAMPLE ?=
+ANATOMY := $(PY) -m anatomy
+REPORT_ENCODERS := minilm $(if $(TEACHER),teacher) $(if $(STUDENT),student)
+encoder_spec = $(if $(filter teacher,$1),$(TEACHER),$(if $(filter student,$1),$(STUDENT),$1))
+REPORT_INPUTS := $(wildcard $(DATA)/lvis/lvis_v1_categories.json $(DATA)/refcoco/*.csv \
+	$(DATA)/saco/toy_saco_veval_sav_test_gt.json $(DATA)/rf100vl/rf100v1_labels_names.json \
+	$(DATA)/v3det/category_name_13204_v3det_2023_v1.txt $(DATA)/coco/yoloworld_coco_class_texts.json)
+CORPUS_CODE := $(wildcard anatomy/corpus/*.py anatomy/corpus/sources/*.py) anatomy/io.py
+TOKENS_CODE := $(wildcard anatomy/tokens.py anatomy/tokens/*.py anatomy/context.py anatomy/figures/*.py) \
+	anatomy/tokenizer.py anatomy/io.py
+ANALYSIS_CODE := $(wildcard anatomy/analysis/*.py anatomy/encoders/*.py anatomy/embed.py anatomy/figures/*.py) \
+	anatomy/tokenizer.py anatomy/io.py
+REPORT_CODE := $(wildcard anatomy/report/*.py) anatomy/findings.py anatomy/audit.py
+ENCODER_RESULTS := positions spectrum dims robustness
+REPORT_RESULTS := $(REPORTS)/results/tokens.json \
+	$(foreach e,$(REPORT_ENCODERS),$(foreach r,$(ENCODER_RESULTS),$(REPORTS)/encoders/$e/results/$r.json)) \
+	$(if $(and $(TEACHER),$(STUDENT)),$(REPORTS)/agreement/results/agreement.json)
+.DELETE_ON_ERROR:
+.PRECIOUS: $(REPORTS)/encoders/%/spec.txt
+
+reports: $(REPORTS)/index.html ## Paper-style report from ../shared/data into reports/ (TEACHER=, STUDENT= optional)
+
+$(REPORTS)/corpus.parquet: $(CORPUS_CODE) $(REPORT_INPUTS) | $(STAMP)
+	@test -f $(DATA)/README.md || { echo "make reports: no shared data at $(DATA); set DATA=..." >&2; exit 1; }
+	rm -f $@ $(REPORTS)/corpus.manifest.json
+	$(ANATOMY) ingest lvis $(DATA)/lvis/lvis_v1_categories.json --out $@ -q
+	$(ANATOMY) ingest refcoco $(wildcard $(DATA)/refcoco/*.csv) --out $@ -q
+	$(ANATOMY) ingest saco $(DATA)/saco/toy_saco_veval_sav_test_gt.json --out $@ -q
+	$(ANATOMY) ingest rf100vl $(DATA)/rf100vl/rf100v1_labels_names.json --out $@ -q
+	$(ANATOMY) ingest text $(DATA)/v3det/category_name_13204_v3det_2023_v1.txt \
+		$(DATA)/coco/yoloworld_coco_class_texts.json --out $@ -q
+
+$(REPORTS)/results/tokens.json: $(REPORTS)/corpus.parquet $(TOKENS_CODE) | $(STAMP)
+	$(ANATOMY) tokens $< --out $(REPORTS) > /dev/null
+
+# The encoder spec behind each folder; rewritten only when it changes, so a new TEACHER= reruns its analyses.
+$(REPORTS)/encoders/%/spec.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(call encoder_spec,$*)' | cmp -s - $@ || echo '$(call encoder_spec,$*)' > $@
+
+$(REPORTS)/encoders/%/results/positions.json: $(REPORTS)/encoders/%/spec.txt $(ANALYSIS_CODE) | $(STAMP)
+	$(ANATOMY) positions --encoder '$(call encoder_spec,$*)' --out $(REPORTS)/encoders/$* > /dev/null
+
+$(REPORTS)/encoders/%/results/spectrum.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
+	$(ANATOMY) spectrum --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
+		--out $(REPORTS)/encoders/$* > /dev/null
+
+$(REPORTS)/encoders/%/results/dims.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
+	$(ANATOMY) dims --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
+		$(if $(SAMPLE),--sample $(SAMPLE)) --out $(REPORTS)/encoders/$* > /dev/null
+
+$(REPORTS)/encoders/%/results/robustness.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
+	$(ANATOMY) robustness --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
+		--out $(REPORTS)/encoders/$* > /dev/null
+
+$(REPORTS)/agreement/results/agreement.json: $(REPORTS)/encoders/teacher/spec.txt $(REPORTS)/encoders/student/spec.txt \
+		$(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
+	$(ANATOMY) agreement --teacher '$(TEACHER)' --student '$(STUDENT)' --corpus $(REPORTS)/corpus.parquet \
+		$(if $(SAMPLE),--sample $(SAMPLE)) --out $(REPORTS)/agreement > /dev/null
+
+$(REPORTS)/index.html: $(REPORT_RESULTS) $(REPORT_CODE) | $(STAMP)
+	$(ANATOMY) report $(REPORTS) > $(REPORTS)/findings.txt
+	@cat $(REPORTS)/findings.txt
+
+# --------------------------------------------------------------------------------------------- notebooks
+# `make notebooks`: execute notebooks/0.*.py (jupytext percent format) on a small sample: an audit of the
+# 1,000 built-in ImageNet class names and a tiny distillation, into build/notebooks/ (outputs in *.ipynb).
+NOTEBOOKS := $(sort $(wildcard notebooks/0.*.py))
+NB_BUILD := build/notebooks
+
+notebooks: install ## Execute the notebooks on a small sample (build/notebooks/*.ipynb)
+	$(ANATOMY) audit builtin:imagenet-classes --out $(NB_BUILD)/audit --sample 300 --quiet > /dev/null
+	rm -rf $(NB_BUILD)/distill
+	echo '{"layers": 2, "width": 64, "heads": 2}' > $(NB_BUILD)/student.json
+	$(ANATOMY) distill --teacher minilm --student $(NB_BUILD)/student.json --corpus $(NB_BUILD)/audit/corpus.parquet \
+		--steps 30 --eval-every 10 --batch-size 32 --out $(NB_BUILD)/distill --quiet > /dev/null
+	ANATOMY_AUDIT_DIR=$(abspath $(NB_BUILD)/audit) ANATOMY_DISTILL_RUN=$(abspath $(NB_BUILD)/distill) \
+		$(PY) notebooks/execute.py $(NOTEBOOKS) --out $(NB_BUILD)
 
 clean: ## Remove outputs (keeps .venv)
-	rm -rf $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(NB_BUILD) .pytest_cache .ruff_cache

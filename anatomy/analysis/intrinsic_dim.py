@@ -1,0 +1,327 @@
+"""Intrinsic dimension of a point cloud: TwoNN and MLE from one exact k-nearest-neighbour search.
+
+Conventions (spec/metrics.md), chosen to equal scikit-dimension 0.5.0 on the same points:
+- points are deduplicated first (a repeated point has r1 = 0, which breaks both estimators) and handled in
+  float64;
+- one exact kNN (k = 20, self excluded) is computed once; TwoNN reads r1, r2 from it, MLE all k distances;
+- TwoNN linear: sort mu = r2/r1, keep the smallest floor(0.9 N), fit -log(1 - i/N) = d log mu through the
+  origin; TwoNN closed form: d = (N - 1) / sum log mu over all N;
+- MLE (Levina-Bickel): local d_i = (k - 1) / sum_j log(r_k / r_j); combined by the harmonic mean (scikit-
+  dimension's default, MacKay-Ghahramani) and by the arithmetic mean;
+- spread: a bootstrap over points of the per-point quantities (mu_i, d_i) with the neighbour graph fixed.
+
+The kNN is exact but fast: candidates come from float32 Gram blocks (each pair of row blocks once, using
+symmetry), their distances are recomputed in float64 by direct differences, and each row is verified against a
+rigorous float32 error bound; a row that cannot be verified is searched again in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+K_NEIGHBOURS = 20
+DISCARD_FRACTION = 0.1
+F32_UNIT_ROUNDOFF = 2.0**-24
+
+
+# --------------------------------------------------------------------------------------------- dedupe
+
+
+def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows (float64) in first-occurrence order, and the indices they came from."""
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"points must be a 2-D array [n, d], got shape {x.shape}")
+    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first = np.unique(rows, return_index=True)
+    first.sort()
+    return x[first], first
+
+
+# ------------------------------------------------------------------------------------------ exact kNN
+
+
+def exact_knn(points: np.ndarray, k: int, block: int = 4096, fast: bool | None = None):
+    """Exact k nearest neighbours of every row (self excluded): (distances [n, k] float64 ascending, indices).
+
+    `fast` picks float32 candidate search with verification (default: when n * n * d is large).
+    """
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    n, d = x.shape
+    if not 1 <= k < n:
+        raise ValueError(f"need 1 <= k < n points, got k={k}, n={n}")
+    n_cand = min(n - 1, k + max(8, k // 2))  # spare candidates absorb float32 ordering errors
+    if fast is None:
+        fast = n * n * d > 2e10
+    work_dtype = np.float32 if fast else np.float64
+    centred = x - x.mean(axis=0)  # translation-invariant; smaller norms mean smaller rounding errors
+    cand_i, cand_val = _gram_candidates(centred.astype(work_dtype), n_cand, block)
+    dist, idx = _exact_from_candidates(x, cand_i, k)
+    # Rigorous bound on |float squared distance - exact| for row i against any j (see module docstring).
+    norms = np.sqrt((centred**2).sum(1))
+    unit = F32_UNIT_ROUNDOFF if fast else 2.0**-53
+    bound = (d + 16) * unit * (norms + norms.max()) ** 2
+    # Any point outside the candidates has float value >= the last candidate's; verified when the exact k-th
+    # squared distance lies below that minus the bound.
+    if n_cand == n - 1:  # every other point was a candidate: nothing can be missing
+        return dist, idx
+    unverified = np.flatnonzero(dist[:, -1] ** 2 > cand_val.max(axis=1) - bound)
+    if unverified.size:
+        log.info("kNN: %d of %d rows re-searched in float64", unverified.size, n)
+        dist[unverified], idx[unverified] = _rows_float64(x, centred, unverified, k)
+    return dist, idx
+
+
+def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n_cand smallest squared distances per row (by Gram blocks of x's dtype), without self.
+
+    Each unordered block pair is multiplied once. The squared norms ride inside the product (augmented
+    columns), so a block of squared distances costs one GEMM; a per-row threshold (the current n_cand-th
+    value) filters most entries with one comparison, and survivors are merged in batches. torch runs the
+    block work (its GEMM, comparisons and top-k use every core; numpy's elementwise work uses one).
+    """
+    import torch
+
+    n = len(x)
+    sq = (x.astype(np.float64) ** 2).sum(1).astype(x.dtype)
+    left = torch.from_numpy(np.hstack([x, sq[:, None], np.ones((n, 1), x.dtype)]))  # [x, |x|^2, 1]
+    right = torch.from_numpy(np.hstack([-2 * x, np.ones((n, 1), x.dtype), sq[:, None]]))  # [-2y, 1, |y|^2]
+    block = max(block, n_cand + 1)
+    starts = list(range(0, n, block))
+    cand = _Candidates(n, n_cand, x.dtype)
+    threshold = torch.from_numpy(cand.threshold)  # shares memory: flushes update it in place
+    for s in starts:  # diagonal blocks: a first threshold for every row
+        e = min(s + block, n)
+        d2 = left[s:e] @ right[s:e].T
+        d2.fill_diagonal_(float("inf"))
+        if e - s - 1 < n_cand:  # a short last block: let the off-diagonal pairs fill it
+            cand.add(s, np.repeat(np.arange(s, e), e - s), np.tile(np.arange(s, e), e - s), d2.numpy().ravel())
+            continue
+        value, top = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
+        cand.set_rows(s, top.numpy() + s, value.numpy())
+    for bi, s in enumerate(starts):
+        e = min(s + block, n)
+        cand.flush(s)  # survivors from earlier pairs tighten this block's thresholds first
+        for t in starts[bi + 1 :]:
+            f = min(t + block, n)
+            d2 = left[s:e] @ right[t:f].T
+            r, c = torch.nonzero(d2 < threshold[s:e, None], as_tuple=True)
+            cand.add(s, r.numpy() + s, c.numpy() + t, d2[r, c].numpy())
+            c2, r2 = torch.nonzero(d2 < threshold[None, t:f], as_tuple=True)
+            cand.add(t, r2.numpy() + t, c2.numpy() + s, d2[c2, r2].numpy())
+            cand.flush_if_full(s, e - s)
+            cand.flush_if_full(t, f - t)
+        cand.flush(s)
+    return cand.index, cand.value.astype(np.float64)
+
+
+@dataclass
+class _Candidates:
+    """Per-row best n_cand (value, index) lists with buffered, batched merging per row block."""
+
+    n: int
+    n_cand: int
+    dtype: np.dtype
+    index: np.ndarray = field(init=False)
+    value: np.ndarray = field(init=False)
+    threshold: np.ndarray = field(init=False)
+    buffers: dict = field(default_factory=dict)  # block start -> list of (rows, cols, values)
+
+    def __post_init__(self):
+        self.index = np.full((self.n, self.n_cand), -1, dtype=np.int64)
+        self.value = np.full((self.n, self.n_cand), np.inf, dtype=self.dtype)
+        self.threshold = np.full(self.n, np.inf, dtype=self.dtype)
+
+    def set_rows(self, start, index, value):
+        stop = start + len(index)
+        self.index[start:stop], self.value[start:stop] = index, value
+        self.threshold[start:stop] = value.max(1)  # in place: a torch view shares this array
+
+    def add(self, start, rows, cols, values):
+        if rows.size:
+            self.buffers.setdefault(start, []).append((rows, cols, values))
+
+    def flush_if_full(self, start, n_rows):
+        # Merge once a block has gathered about two extra lists per row, so thresholds stay tight.
+        if sum(b[0].size for b in self.buffers.get(start, ())) > 2 * self.n_cand * n_rows:
+            self.flush(start)
+
+    def flush(self, start):
+        parts = self.buffers.pop(start, [])
+        if not parts:
+            return
+        rows = np.concatenate([p[0] for p in parts])
+        touched = np.unique(rows)
+        rows = np.concatenate([np.repeat(touched, self.n_cand), rows])
+        cols = np.concatenate([self.index[touched].ravel(), *(p[1] for p in parts)])
+        vals = np.concatenate([self.value[touched].ravel(), *(p[2] for p in parts)])
+        order = np.lexsort((vals, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+        keep = rank < self.n_cand
+        self.index[rows[keep], rank[keep]] = cols[keep]
+        self.value[rows[keep], rank[keep]] = vals[keep]
+        self.threshold[touched] = self.value[touched, -1]
+
+
+def _exact_from_candidates(x: np.ndarray, cand_i: np.ndarray, k: int, chunk: int = 256):
+    """Float64 distances by direct differences for each row's candidates; the k smallest, ascending."""
+    import torch
+
+    n = len(x)
+    xt = torch.from_numpy(x)
+    dist = np.empty((n, k))
+    idx = np.empty((n, k), dtype=np.int64)
+    for s in range(0, n, chunk):
+        ci = torch.from_numpy(cand_i[s : s + chunk])
+        valid = ci >= 0
+        diff = xt[ci.clamp_min(0)] - xt[s : s + chunk, None, :]
+        dd = torch.where(valid, torch.linalg.vector_norm(diff, dim=2), torch.inf).numpy()
+        order = np.argsort(dd, axis=1, kind="stable")[:, :k]
+        dist[s : s + chunk] = np.take_along_axis(dd, order, 1)
+        idx[s : s + chunk] = np.take_along_axis(cand_i[s : s + chunk], order, 1)
+    return dist, idx
+
+
+def _rows_float64(x: np.ndarray, centred: np.ndarray, rows: np.ndarray, k: int, chunk: int = 256):
+    """Exact neighbours of selected rows against all points, searched in float64."""
+    import torch
+
+    ct = torch.from_numpy(centred)
+    sq = (ct**2).sum(1)
+    n_cand = min(len(x) - 1, k + 8)
+    dist = np.empty((rows.size, k))
+    idx = np.empty((rows.size, k), dtype=np.int64)
+    for s in range(0, rows.size, chunk):
+        r = torch.from_numpy(rows[s : s + chunk])
+        d2 = sq[r, None] + sq[None, :] - 2 * ct[r] @ ct.T
+        d2[torch.arange(r.numel()), r] = torch.inf
+        cand = torch.topk(d2, n_cand, dim=1, largest=False).indices.numpy()
+        diff = x[cand] - x[r.numpy(), None, :]
+        dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        order = np.argsort(dd, axis=1, kind="stable")[:, :k]
+        dist[s : s + chunk] = np.take_along_axis(dd, order, 1)
+        idx[s : s + chunk] = np.take_along_axis(cand, order, 1)
+    return dist, idx
+
+
+# -------------------------------------------------------------------------------------------- estimators
+
+
+def twonn_linear(mu: np.ndarray, discard_fraction: float = DISCARD_FRACTION) -> float:
+    """Facco et al.: slope through the origin of -log(1 - i/N) against log mu_(i), largest ratios dropped."""
+    mu = np.sort(np.asarray(mu, dtype=np.float64))
+    n = mu.size
+    n_keep = int(n * (1 - discard_fraction))
+    if not 0 < discard_fraction < 1 or n_keep < 2:
+        raise ValueError(f"need 0 < discard_fraction < 1 and >= 2 kept ratios (n={n}, discard={discard_fraction})")
+    x = np.log(mu[:n_keep])
+    y = -np.log(1 - np.arange(1, n_keep + 1) / n)
+    return float(np.dot(x, y) / np.dot(x, x))
+
+
+def twonn_closed_form(mu: np.ndarray) -> float:
+    """The unbiased Pareto-shape maximum likelihood estimate (N - 1) / sum log mu over all points."""
+    log_mu = np.log(np.asarray(mu, dtype=np.float64))
+    return float((log_mu.size - 1) / log_mu.sum())
+
+
+def mle_local(knn_dist: np.ndarray) -> np.ndarray:
+    """Levina-Bickel local estimates from each row's ascending k neighbour distances."""
+    r = np.asarray(knn_dist, dtype=np.float64)
+    k = r.shape[1]
+    return (k - 1) / np.log(r[:, -1:] / r).sum(1)
+
+
+def harmonic_mean(values: np.ndarray) -> float:
+    return float(1.0 / np.mean(1.0 / values))
+
+
+@dataclass(frozen=True)
+class IntrinsicDim:
+    n_points: int  # after deduplication
+    n_duplicates: int  # rows dropped as exact repeats
+    ambient_dim: int
+    k: int
+    twonn_linear: float
+    twonn_closed_form: float
+    mle_harmonic: float
+    mle_mean: float
+    erank: float
+    spread: dict  # estimate -> {"std", "low", "high"} (bootstrap percentiles)
+
+    def as_result(self) -> dict:
+        """The JSON shape of `anatomy dims` for one group of points."""
+        return {
+            "n_points": self.n_points,
+            "n_duplicates": self.n_duplicates,
+            "ambient_dim": self.ambient_dim,
+            "twonn": {"linear": self.twonn_linear, "closed_form": self.twonn_closed_form},
+            "mle": {"harmonic": self.mle_harmonic, "mean": self.mle_mean, "k": self.k},
+            "erank": self.erank,
+            "spread": self.spread,
+        }
+
+
+def estimates_from_knn(knn_dist: np.ndarray) -> dict[str, float]:
+    """TwoNN (both forms) and MLE (both means) from one kNN distance table."""
+    mu = knn_dist[:, 1] / knn_dist[:, 0]
+    local = mle_local(knn_dist)
+    return {
+        "twonn_linear": twonn_linear(mu),
+        "twonn_closed_form": twonn_closed_form(mu),
+        "mle_harmonic": harmonic_mean(local),
+        "mle_mean": float(np.mean(local)),
+    }
+
+
+def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+    """Resample points (with their fixed neighbour distances) and recompute each estimate."""
+    rng = np.random.default_rng(seed)
+    mu = knn_dist[:, 1] / knn_dist[:, 0]
+    local = mle_local(knn_dist)
+    draws = {"twonn_linear": [], "twonn_closed_form": [], "mle_harmonic": [], "mle_mean": []}
+    for _ in range(n_boot):
+        pick = rng.integers(0, mu.size, mu.size)
+        draws["twonn_linear"].append(twonn_linear(mu[pick]))
+        draws["twonn_closed_form"].append(twonn_closed_form(mu[pick]))
+        draws["mle_harmonic"].append(harmonic_mean(local[pick]))
+        draws["mle_mean"].append(float(np.mean(local[pick])))
+    tail = (1 - level) / 2 * 100
+    return {
+        name: {
+            "std": float(np.std(v, ddof=1)),
+            "low": float(np.percentile(v, tail)),
+            "high": float(np.percentile(v, 100 - tail)),
+        }
+        for name, v in draws.items()
+    }
+
+
+def intrinsic_dim(
+    points: np.ndarray, k: int = K_NEIGHBOURS, n_boot: int = 200, seed: int = 0, fast: bool | None = None
+) -> IntrinsicDim:
+    """Deduplicate, compute one exact kNN, and derive every estimate (with its bootstrap spread)."""
+    from anatomy.analysis.spectrum import linear_erank
+
+    raw = np.asarray(points)
+    x, _ = dedupe_rows(raw)
+    if len(x) < 3:
+        raise ValueError(f"need at least 3 distinct points, got {len(x)}")
+    k_used = min(k, len(x) - 1)
+    dist, _ = exact_knn(x, k_used, fast=fast)
+    values = estimates_from_knn(dist)
+    return IntrinsicDim(
+        n_points=len(x),
+        n_duplicates=len(raw) - len(x),
+        ambient_dim=int(x.shape[1]),
+        k=k_used,
+        erank=linear_erank(x),
+        spread=bootstrap_spread(dist, n_boot, seed) if n_boot else {},
+        **values,
+    )

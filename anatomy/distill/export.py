@@ -1,0 +1,180 @@
+"""`anatomy export`: a trained student in the layouts other tools load.
+
+- litetext: the SAM3-LiteText checkpoint layout (keys under detector.backbone.language_backbone., wrapped
+  in {"model": ...} for .pt files), so a LiteText body trained for SAM3 drops into SAM3-LiteText. Only the
+  three LiteText bodies with the CLIP tokenizer and 256-d output qualify: that is what SAM3 consumes.
+- open_clip: an open_clip-style local directory (open_clip_config.json + open_clip_model.safetensors with
+  the text tower under `text.`, as a CustomTextCLIP). The student maps onto open_clip's TextTransformer with
+  no causal mask, pool_type "none" and a biased linear text_projection applied to every token, which is
+  exactly the student's per-token projector. S0's RepMixer blocks have no open_clip counterpart.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from anatomy.errors import InputError
+from anatomy.io import write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("litetext", "open_clip")
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
+
+# LiteText transformer-layer names -> open_clip ResidualAttentionBlock names
+_LAYER_KEYS = {
+    "pre_norm_mha.0.weight": "ln_1.weight",
+    "pre_norm_mha.0.bias": "ln_1.bias",
+    "pre_norm_mha.1.qkv_proj.weight": "attn.in_proj_weight",
+    "pre_norm_mha.1.qkv_proj.bias": "attn.in_proj_bias",
+    "pre_norm_mha.1.out_proj.weight": "attn.out_proj.weight",
+    "pre_norm_mha.1.out_proj.bias": "attn.out_proj.bias",
+    "pre_norm_ffn.0.weight": "ln_2.weight",
+    "pre_norm_ffn.0.bias": "ln_2.bias",
+    "pre_norm_ffn.1.weight": "mlp.c_fc.weight",
+    "pre_norm_ffn.1.bias": "mlp.c_fc.bias",
+    "pre_norm_ffn.4.weight": "mlp.c_proj.weight",
+    "pre_norm_ffn.4.bias": "mlp.c_proj.bias",
+}
+_TOP_KEYS = {
+    "encoder.embedding_layer.weight": "token_embedding.weight",
+    "encoder.final_layer_norm.weight": "ln_final.weight",
+    "encoder.final_layer_norm.bias": "ln_final.bias",
+    "projector.weight": "text_projection.weight",
+    "projector.bias": "text_projection.bias",
+}
+_POS_KEY = "encoder.positional_embedding.pos_embed.pos_embed"
+
+
+def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
+    """RUN_DIR/checkpoints/{best,latest}; a student directory itself is accepted too."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists() and (run_dir / "model.safetensors").exists():
+        return run_dir
+    path = run_dir / "checkpoints" / which
+    if not (path / "config.json").exists():
+        raise InputError(
+            f"{run_dir}: no '{which}' student checkpoint ({path} is missing)",
+            "give a RUN_DIR written by `anatomy distill` (or a student directory)",
+        )
+    return path
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") -> dict:
+    """Write the student of `run_dir` to `out` in `fmt`; returns a summary (what, where, how to load)."""
+    from anatomy.encoders.student import load_student
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+    source = checkpoint_dir(run_dir, which)
+    encoder = load_student(source, device="cpu")
+    cfg, module = encoder.config, encoder.module
+    if fmt == "litetext":
+        return _litetext(module, cfg, source, Path(out))
+    return _open_clip(module, cfg, source, Path(out))
+
+
+def _litetext(module, cfg, source: Path, out: Path) -> dict:
+    from anatomy.encoders import mobileclip
+    from anatomy.encoders.checkpoints import save_state_dict
+
+    if not cfg.architecture.startswith("litetext-") or cfg.tokenizer != "clip" or cfg.output_dim != 256:
+        raise InputError(
+            f"{source}: the LiteText layout holds only s0/s1/l students with the CLIP tokenizer and 256-d output "
+            f"(this one: {cfg.architecture}, tokenizer {cfg.tokenizer}, output {cfg.output_dim})",
+            "use --format open_clip, or load the student directly as student:PATH",
+        )
+    state = mobileclip.litetext_state_dict(module)
+    if out.suffix == ".safetensors":
+        save_state_dict(state, out, metadata={"format": "sam3-litetext"})
+    else:
+        _save_wrapped(state, out)
+    kind = cfg.architecture.removeprefix("litetext-")
+    return {
+        "format": "litetext",
+        "source": str(source),
+        "out": str(out),
+        "keys": len(state),
+        "load_as": f"litetext-{kind}:{out}",
+    }
+
+
+def _save_wrapped(state: dict, out: Path) -> None:
+    import torch
+
+    from anatomy.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in state.items()}}, tmp)
+
+
+def open_clip_text_cfg(cfg) -> dict:
+    """open_clip text_cfg of a student: bidirectional, every token projected, no pooling."""
+    return {
+        "context_length": cfg.context_length,
+        "vocab_size": cfg.vocab_size,
+        "width": cfg.width,
+        "heads": cfg.heads,
+        "layers": cfg.layers,
+        "mlp_ratio": cfg.mlp_ratio,
+        "no_causal_mask": True,
+        "pool_type": "none",
+        "proj_bias": True,
+        "output_tokens": False,
+    }
+
+
+def open_clip_state_dict(module) -> dict:
+    """The student's weights under open_clip TextTransformer names (the unused projection_layer is dropped)."""
+    state = module.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key in _TOP_KEYS:
+            out[_TOP_KEYS[key]] = value
+        elif key == _POS_KEY:
+            out["positional_embedding"] = value.reshape(value.shape[2], value.shape[3])
+        elif key.startswith("encoder.transformer."):
+            index, _, rest = key.removeprefix("encoder.transformer.").partition(".")
+            out[f"transformer.resblocks.{index}.{_LAYER_KEYS[rest]}"] = value
+        elif key != "encoder.projection_layer":
+            raise InputError(f"student key '{key}' has no open_clip counterpart")
+    return out
+
+
+def _open_clip(module, cfg, source: Path, out: Path) -> dict:
+    from anatomy.encoders.checkpoints import save_state_dict
+
+    if cfg.architecture == "litetext-s0":
+        raise InputError(
+            f"{source}: S0's RepMixer blocks have no open_clip counterpart",
+            "use --format litetext for S0, or load it directly as student:PATH",
+        )
+    if cfg.tokenizer != "clip":
+        raise InputError(
+            f"{source}: open_clip text towers here use the CLIP tokenizer, this student uses {cfg.tokenizer}",
+            "load the student directly as student:PATH",
+        )
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory", "the open_clip format is a directory")
+    state = {f"text.{k}": v for k, v in open_clip_state_dict(module).items()}
+    save_state_dict(state, out / OPEN_CLIP_WEIGHTS, metadata={"format": "open_clip"})
+    model_cfg = {
+        "embed_dim": cfg.output_dim,
+        "custom_text": True,
+        "text_cfg": open_clip_text_cfg(cfg),
+        # a text-only export: open_clip's schema needs a vision_cfg; the image tower is not part of it
+        "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 16},
+    }
+    write_json(
+        out / OPEN_CLIP_CONFIG,
+        {"model_cfg": model_cfg, "preprocess_cfg": {}, "anatomy_student": cfg.to_dict()},
+    )
+    return {
+        "format": "open_clip",
+        "source": str(source),
+        "out": str(out),
+        "keys": len(state),
+        "load_as": None,
+    }

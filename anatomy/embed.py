@@ -1,0 +1,340 @@
+"""Embed every corpus row with one encoder: pooled vectors (and per-token outputs on request), cached.
+
+OUT/ holds pooled.npy [N, D] float32 aligned with the corpus rows, optionally tokens.npy [N, W, D] and
+mask.npy [N, W] (W = the longest prompt in tokens, at most the context; outputs at invalid positions are
+zero), and embeddings.json, the manifest written LAST: its presence means the arrays are complete.
+
+- Reuse: a rerun with the same encoder (spec + weight-file hashes), corpus (sha256), context, dtype and
+  per-token choice returns the existing arrays without loading the encoder.
+- Resume: rows are processed in chunks, each written atomically to OUT/.partial-KEY/; a killed run
+  restarts at the first missing chunk.
+- Length bucketing: encoders whose outputs do not depend on padding (causal ones like the SAM3 teacher, or
+  Hugging Face models that mask padding) are run on rows sorted by length, each batch cut to its longest
+  prompt. Exact: tests/test_embed.py proves it equals padding to the full context. Bidirectional students
+  attend to padding in the original, so they keep the full context.
+- Sharding: under torchrun (RANK/WORLD_SIZE) rank r embeds chunks r, r + W, ...; rank 0 waits for every
+  rank's chunks and merges them into the same files a single process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anatomy.errors import AnatomyError, InputError
+from anatomy.io import atomic_path, atomic_write, file_sha256, package_versions, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "embeddings.json"
+DEFAULT_BATCH = 256
+
+
+@dataclass
+class EmbedResult:
+    out_dir: Path
+    manifest: dict | None  # None on a non-zero rank (rank 0 merges and writes it)
+    reused: bool = False
+
+
+@dataclass
+class Embeddings:
+    pooled: np.ndarray  # [N, D] float32 (memory-mapped)
+    tokens: np.ndarray | None  # [N, W, D] float32, zero outside the mask
+    mask: np.ndarray | None  # [N, W] bool, True at start..end
+    manifest: dict
+
+
+def encoder_fingerprint(spec: str) -> dict:
+    """What identifies an encoder's weights without loading it: the spec and the sha256 of its files."""
+    from anatomy.encoders.registry import parse_spec
+
+    parsed = parse_spec(spec)
+    path = None
+    if parsed.family == "minilm":
+        from anatomy.encoders.hf import minilm_dir
+
+        path = minilm_dir()
+    elif parsed.path is not None:
+        path = Path(parsed.path)
+    return {"spec": spec, "family": parsed.family, "weights_sha256": _tree_sha256(path) if path else None}
+
+
+def _tree_sha256(path: Path) -> str:
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(child.relative_to(path)).encode() + b"\0" + file_sha256(child).encode())
+    return digest.hexdigest()
+
+
+def load_embeddings(out_dir: str | Path) -> Embeddings:
+    """The arrays of a finished `embed` run (memory-mapped)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / MANIFEST).exists():
+        raise InputError(
+            f"{out_dir}: no finished embeddings here ({MANIFEST} missing)", "run `anatomy embed` first"
+        )
+    manifest = read_json(out_dir / MANIFEST)
+    tokens = mask = None
+    if manifest["per_token"]:
+        tokens = np.load(out_dir / "tokens.npy", mmap_mode="r")
+        mask = np.load(out_dir / "mask.npy", mmap_mode="r")
+    return Embeddings(np.load(out_dir / "pooled.npy", mmap_mode="r"), tokens, mask, manifest)
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if not 0 <= rank < world:
+        raise AnatomyError(f"rank {rank} is outside a world of {world} processes")
+    return rank, world
+
+
+def _default_device(device: str | None) -> str | None:
+    """Under torchrun each rank takes its own GPU (LOCAL_RANK)."""
+    if device is not None or "LOCAL_RANK" not in os.environ:
+        return device
+    import torch
+
+    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
+
+
+def embed_corpus(
+    corpus_path: str | Path,
+    encoder_spec: str,
+    out: str | Path,
+    context_length: int | None = None,
+    dtype: str = "fp32",
+    batch_size: int = DEFAULT_BATCH,
+    per_token: bool = False,
+    quiet: bool = False,
+    *,
+    device: str | None = None,
+    bucket: bool | None = None,
+    chunk_rows: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    merge_timeout_s: float = 24 * 3600,
+) -> EmbedResult:
+    """Embed every row of a corpus; see the module docstring for caching, resuming and sharding.
+
+    bucket: None = automatically when exact (causal or padding-masked encoders); False = full context.
+    """
+    from anatomy.corpus import load_corpus
+
+    out_dir = Path(out)
+    corpus_path = Path(corpus_path)
+    rank, world = _rank_and_world(rank, world_size)
+    key_fields = {
+        "schema_version": SCHEMA_VERSION,
+        "encoder": encoder_fingerprint(encoder_spec),
+        "corpus_sha256": file_sha256(corpus_path),
+        "context_requested": context_length,
+        "dtype": dtype,
+        "per_token": per_token,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+    existing = _current_manifest(out_dir, key)
+    if existing is not None:
+        log.info("%s: embeddings are current (same encoder and corpus); reused", out_dir)
+        return EmbedResult(out_dir, existing if rank == 0 else None, reused=True)
+
+    if rank == 0:  # arrays are about to change: a manifest must never describe arrays of another key
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+
+    from anatomy.encoders.registry import load
+
+    encoder = load(encoder_spec, device=_default_device(device), dtype=dtype, context_length=context_length)
+    prompts = load_corpus(corpus_path)["prompt"].tolist()
+    if not prompts:
+        raise InputError(f"{corpus_path}: the corpus has no rows to embed", "ingest prompts into it first")
+    bucket = _resolve_bucket(encoder, bucket)
+
+    context = encoder.context_length
+    content, n_valid, order = _plan(encoder, prompts, bucket)
+    width = int(n_valid.max()) if len(prompts) else 1
+    chunk_rows = chunk_rows or max(batch_size * 8, 2048)
+    n_chunks = max(1, -(-len(prompts) // chunk_rows))
+    partial = out_dir / f".partial-{key[:16]}-{chunk_rows}"
+    partial.mkdir(parents=True, exist_ok=True)
+
+    mine = [c for c in range(n_chunks) if c % world == rank]
+    todo = [c for c in mine if not _chunk_path(partial, c).exists()]
+    if len(todo) < len(mine):
+        log.info("%s: resuming, %d of %d chunks already done", out_dir, len(mine) - len(todo), len(mine))
+    total_rows = sum(len(order[c * chunk_rows : (c + 1) * chunk_rows]) for c in mine)
+    done_rows = total_rows - sum(len(order[c * chunk_rows : (c + 1) * chunk_rows]) for c in todo)
+    if on_progress:
+        on_progress(done_rows, total_rows)
+    for c in todo:
+        rows = order[c * chunk_rows : (c + 1) * chunk_rows]
+        arrays = _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token)
+        with atomic_write(_chunk_path(partial, c)) as handle:
+            np.savez(handle, rows=rows, **arrays)
+        done_rows += len(rows)
+        if on_progress:
+            on_progress(done_rows, total_rows)
+    (partial / f"rank-{rank}-of-{world}.done").touch()
+
+    if rank != 0:
+        return EmbedResult(out_dir, None)
+    _wait_for_chunks(partial, n_chunks, merge_timeout_s)
+    manifest = {
+        **key_fields,
+        "encoder": {
+            **key_fields["encoder"],
+            "trained": bool(encoder.trained),
+            "causal": bool(encoder.causal),
+        },
+        "corpus": corpus_path.name,
+        "rows": len(prompts),
+        "dim": int(encoder.output_dim),
+        "context_length": int(context),
+        "token_width": width,
+        "bucketed": bool(bucket),
+        "key": key,
+        "versions": package_versions(),
+    }
+    _merge(partial, n_chunks, out_dir, len(prompts), int(encoder.output_dim), width, per_token)
+    write_json(out_dir / MANIFEST, manifest)
+    shutil.rmtree(partial, ignore_errors=True)
+    for stale in out_dir.glob(".partial-*"):  # chunks of an older encoder/corpus are no longer resumable
+        shutil.rmtree(stale, ignore_errors=True)
+    return EmbedResult(out_dir, manifest)
+
+
+def _current_manifest(out_dir: Path, key: str) -> dict | None:
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, InputError):
+        manifest = read_json(out_dir / MANIFEST)
+        needed = ["pooled.npy"] + (["tokens.npy", "mask.npy"] if manifest.get("per_token") else [])
+        if manifest.get("key") == key and all((out_dir / n).exists() for n in needed):
+            return manifest
+    return None
+
+
+def _chunk_path(partial: Path, index: int) -> Path:
+    return partial / f"chunk-{index:06d}.npz"
+
+
+def can_bucket(encoder) -> bool:
+    """Whether cutting a batch to its longest prompt leaves every output unchanged (exact bucketing)."""
+    return bool(encoder.causal or getattr(encoder, "masks_padding", False))
+
+
+def _resolve_bucket(encoder, bucket: bool | None) -> bool:
+    if bucket is None:
+        return can_bucket(encoder)
+    if bucket and not can_bucket(encoder):
+        raise AnatomyError(
+            f"{encoder.name}: length bucketing is not exact for this bidirectional encoder (it attends to padding)",
+            "leave bucketing automatic",
+        )
+    return bucket
+
+
+def _plan(encoder, prompts, bucket):
+    """Content ids, valid lengths (start..end, capped at the context) and the processing order."""
+    content = encoder.tokenizer.encode(prompts)
+    lengths = np.fromiter((len(c) + 2 for c in content), dtype=np.int64, count=len(content))
+    n_valid = np.minimum(lengths, encoder.context_length)
+    order = np.argsort(n_valid, kind="stable") if bucket else np.arange(len(prompts))
+    return content, n_valid, order
+
+
+def embed_prompts(
+    encoder,
+    prompts: list[str],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    bucket: bool | None = None,
+    per_token=False,
+) -> dict[str, np.ndarray]:
+    """In-memory embedding of a prompt list, in input order: {"pooled"[, "tokens", "mask"]}.
+
+    The same batching and bucketing as embed_corpus, without the cache (for samples and benchmarks).
+    """
+    bucket = _resolve_bucket(encoder, bucket)
+    content, n_valid, order = _plan(encoder, prompts, bucket)
+    width = int(n_valid.max()) if len(prompts) else 1
+    arrays = _embed_rows(encoder, content, n_valid, order, batch_size, bucket, width, per_token)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {name: value[inverse] for name, value in arrays.items()}
+
+
+def _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token) -> dict:
+    """Pooled [n, D] (and tokens [n, W, D], mask [n, W]) for the given corpus rows, batch by batch."""
+    from anatomy.encoders.base import valid_mask
+    from anatomy.tokenizer import pack
+
+    tok = encoder.tokenizer
+    pooled, tokens, masks = [], [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        length = int(n_valid[batch].max()) if bucket else encoder.context_length
+        ids = pack([content[i] for i in batch], length, tok.sot_id, tok.eot_id, tok.pad_id)
+        valid = valid_mask(ids, [len(content[i]) for i in batch])
+        encoded = encoder.encode_ids(ids, valid)
+        pooled.append(encoded.pooled.cpu().numpy().astype(np.float32, copy=False))
+        if per_token:
+            t = (encoded.tokens * encoded.mask.unsqueeze(-1)).cpu().numpy().astype(np.float32, copy=False)
+            keep = min(width, t.shape[1])
+            padded = np.zeros((len(batch), width, t.shape[2]), dtype=np.float32)
+            padded[:, :keep] = t[:, :keep]
+            mask = np.zeros((len(batch), width), dtype=bool)
+            mask[:, :keep] = valid[:, :keep]
+            tokens.append(padded)
+            masks.append(mask)
+    arrays = {"pooled": np.concatenate(pooled)}
+    if per_token:
+        arrays |= {"tokens": np.concatenate(tokens), "mask": np.concatenate(masks)}
+    return arrays
+
+
+def _wait_for_chunks(partial: Path, n_chunks: int, timeout_s: float) -> None:
+    """Rank 0 waits (polling the shared folder) until every rank has written its chunks."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = [c for c in range(n_chunks) if not _chunk_path(partial, c).exists()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise AnatomyError(
+                f"{partial}: {len(missing)} of {n_chunks} chunks still missing after {timeout_s:.0f} s "
+                f"(first: {missing[0]})",
+                "another rank failed or is still running; rerun `anatomy embed` with the same options to finish",
+            )
+        time.sleep(1.0)
+
+
+def _merge(
+    partial: Path, n_chunks: int, out_dir: Path, n: int, dim: int, width: int, per_token: bool
+) -> None:
+    """Chunk files -> the final arrays in corpus row order, each written atomically (memory-mapped)."""
+    names = {"pooled": ((n, dim), np.float32)}
+    if per_token:
+        names |= {"tokens": ((n, width, dim), np.float32), "mask": ((n, width), np.bool_)}
+    for name, (shape, dtype) in names.items():
+        with atomic_path(out_dir / f"{name}.npy") as tmp:
+            target = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            for c in range(n_chunks):
+                with np.load(_chunk_path(partial, c)) as chunk:
+                    target[chunk["rows"]] = chunk[name]
+            target.flush()
+            del target

