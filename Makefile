@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 # Optional: a PyTorch wheel index to take torch from, e.g. the CPU-only one (see README).
 TORCH_INDEX ?=
 OUT ?= audit-out
+# pytest-xdist workers for `make test` (the suite is sized for 2 cores)
+TEST_WORKERS ?= 2
 
 .PHONY: help install test lint bench audit reports notebooks clean FORCE
 
@@ -26,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: install ## Run the test suite (uses ../shared/data where present)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: install ## Check style with ruff
 	$(VENV)/bin/ruff check anatomy tests benchmarks

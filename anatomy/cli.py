@@ -27,7 +27,9 @@ app = typer.Typer(
 out = Console()  # results: stdout
 err = Console(stderr=True)  # messages and progress: stderr
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices on stderr.")]
 
 
@@ -57,7 +59,9 @@ def print_json(data) -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -74,8 +78,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 @command("ingest")
 def ingest_cmd(
     source: Annotated[str, typer.Argument(help="lvis | refcoco | saco | rf100vl | text | builtin")],
-    paths: Annotated[list[str], typer.Argument(help="Files or directories; '-' reads stdin; builtin:NAME for built-in sets.")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Corpus Parquet file (created, or merged into).")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or directories; '-' reads stdin; builtin:NAME for built-in sets."),
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Corpus Parquet file (created, or merged into).")
+    ],
     synonyms: Annotated[bool, typer.Option(help="lvis: add each synonym as its own prompt.")] = False,
     column: Annotated[str | None, typer.Option(help="text: the csv/tsv column holding prompts.")] = None,
     field: Annotated[str | None, typer.Option(help="text: the jsonl field holding prompts.")] = None,
@@ -93,13 +102,19 @@ def ingest_cmd(
         return
     for f in report.files:
         if f.already_ingested:
-            err.print(f"{f.input}: already in {out_path.name} (same sha256); nothing changed") if not quiet else None
+            err.print(
+                f"{f.input}: already in {out_path.name} (same sha256); nothing changed"
+            ) if not quiet else None
             continue
         line = f"{f.input}: read {f.read:,}, kept {f.kept:,}, merged {f.merged:,} duplicates, skipped {f.skipped:,}"
         out.print(line, highlight=False)
         for reason, entry in f.skips.items():
-            err.print(f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})", highlight=False)
-    out.print(f"{out_path}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts", highlight=False)
+            err.print(
+                f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})", highlight=False
+            )
+    out.print(
+        f"{out_path}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts", highlight=False
+    )
 
 
 @command("corpus")
@@ -125,7 +140,9 @@ def corpus_cmd(
             table.add_row(source, subset, f"{n:,}")
         table.add_row(f"[bold]{source}[/]", "[bold]all[/]", f"[bold]{entry['rows']:,}[/]", end_section=True)
     out.print(table)
-    out.print(f"distinct prompts overall: {summary['distinct_prompts']:,} (occurrences {summary['occurrences']:,})")
+    out.print(
+        f"distinct prompts overall: {summary['distinct_prompts']:,} (occurrences {summary['occurrences']:,})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- tokens
@@ -304,18 +321,33 @@ def _findings_json(result) -> dict:
 def audit_cmd(
     inputs: Annotated[
         list[str] | None,
-        typer.Argument(help="Prompt files (source detected), builtin:NAME, or one corpus .parquet. Default: builtin:imagenet-prompts."),
+        typer.Argument(
+            help="Prompt files (source detected), builtin:NAME, or one corpus .parquet. Default: builtin:imagenet-prompts."
+        ),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Audit directory (created; reruns overwrite).")] = Path("audit-out"),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Audit directory (created; reruns overwrite).")
+    ] = Path("audit-out"),
     encoders: Annotated[
-        list[str] | None, typer.Option("--encoder", "-e", help="Encoder spec to analyse (repeatable). Default: minilm.")
+        list[str] | None,
+        typer.Option("--encoder", "-e", help="Encoder spec to analyse (repeatable). Default: minilm."),
     ] = None,
-    teacher: Annotated[str | None, typer.Option(help="Teacher encoder spec (with --student: agreement).")] = None,
-    student: Annotated[str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher encoder spec (with --student: agreement).")
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")
+    ] = None,
     source: Annotated[
-        str | None, typer.Option(help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected.")
+        str | None,
+        typer.Option(
+            help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected."
+        ),
     ] = None,
-    sample: Annotated[int | None, typer.Option(min=50, help="Prompts for the output analyses (dims, robustness, agreement).")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=50, help="Prompts for the output analyses (dims, robustness, agreement)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for every sampling step.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     as_json: JsonOpt = False,
@@ -350,7 +382,9 @@ def audit_cmd(
 
 @command("report")
 def report_cmd(
-    audit_dir: Annotated[Path, typer.Argument(help="An audit directory (from `anatomy audit` or `make reports`).")],
+    audit_dir: Annotated[
+        Path, typer.Argument(help="An audit directory (from `anatomy audit` or `make reports`).")
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild findings, report.md and index.html from the results in an audit directory."""
@@ -371,7 +405,9 @@ def report_cmd(
 
 @command("encoders")
 def encoders_cmd(
-    context: Annotated[int, typer.Option("--context", help="Context length of the students' positional tables.")] = 16,
+    context: Annotated[
+        int, typer.Option("--context", help="Context length of the students' positional tables.")
+    ] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """The teacher and student architectures with parameter breakdowns (no weights needed)."""
@@ -396,12 +432,20 @@ def encoders_cmd(
 @command("embed")
 def embed_cmd(
     corpus: Annotated[Path, typer.Argument(help="Corpus Parquet file (from `anatomy ingest`).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Embeddings directory (created; reused when current).")],
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder spec (see `anatomy encoders`).")] = "minilm",
-    context: Annotated[int | None, typer.Option("--context", min=2, help="Context length (default: the encoder's).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Embeddings directory (created; reused when current).")
+    ],
+    encoder: Annotated[
+        str, typer.Option("--encoder", "-e", help="Encoder spec (see `anatomy encoders`).")
+    ] = "minilm",
+    context: Annotated[
+        int | None, typer.Option("--context", min=2, help="Context length (default: the encoder's).")
+    ] = None,
     dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per forward pass.")] = 256,
-    per_token: Annotated[bool, typer.Option("--per-token", help="Also keep per-token outputs (tokens.npy).")] = False,
+    per_token: Annotated[
+        bool, typer.Option("--per-token", help="Also keep per-token outputs (tokens.npy).")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -416,11 +460,21 @@ def embed_cmd(
             bar.update(task, completed=done, total=total)
 
         result = embed_corpus(
-            corpus, encoder, out_dir, context_length=context, dtype=dtype, batch_size=batch_size,
-            per_token=per_token, quiet=quiet, device=device, on_progress=on_progress,
+            corpus,
+            encoder,
+            out_dir,
+            context_length=context,
+            dtype=dtype,
+            batch_size=batch_size,
+            per_token=per_token,
+            quiet=quiet,
+            device=device,
+            on_progress=on_progress,
         )
     if result.manifest is None:  # a torchrun rank other than 0: its shard is written, rank 0 merges
-        err.print(f"{out_dir}: shard written; rank 0 merges", highlight=False, soft_wrap=True) if not quiet else None
+        err.print(
+            f"{out_dir}: shard written; rank 0 merges", highlight=False, soft_wrap=True
+        ) if not quiet else None
         return
     if as_json:
         print_json(result.manifest)
@@ -457,26 +511,48 @@ def _progress(quiet: bool):
 def distill_cmd(
     corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
-    teacher: Annotated[str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")] = "minilm",
-    student: Annotated[str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")] = "s0",
+    teacher: Annotated[
+        str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
+    ] = "minilm",
+    student: Annotated[
+        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
+    ] = "s0",
     context: Annotated[int, typer.Option(help="The student's context length.")] = 16,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size (all processes together).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")] = None,
-    warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size (all processes together).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")
+    ] = None,
     w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss.")] = None,
     w_cons: Annotated[float | None, typer.Option(help="Weight of the word-shuffle consistency loss.")] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
     eval_every: Annotated[int, typer.Option(help="Evaluate on the held-out prompts every N steps.")] = 200,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")
+    ] = None,
     eval_size: Annotated[int, typer.Option(help="Held-out prompts (at most 10% of the corpus).")] = 1000,
-    limit: Annotated[int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, the data order and the initial weights.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, the data order and the initial weights.")
+    ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
+    ] = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
-    cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -487,9 +563,24 @@ def distill_cmd(
 
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
     cfg = DistillConfig(
-        teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
-        warmup_steps=warmup_steps, batch_size=batch_size, lr=lr, w_cos=w_cos, w_cons=w_cons, clip=clip,
-        eval_every=eval_every, save_every=save_every, eval_size=eval_size, limit=limit, seed=seed, dtype=dtype,
+        teacher=teacher,
+        student=student,
+        corpus=str(corpus),
+        context=context,
+        epochs=epochs,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        batch_size=batch_size,
+        lr=lr,
+        w_cos=w_cos,
+        w_cons=w_cons,
+        clip=clip,
+        eval_every=eval_every,
+        save_every=save_every,
+        eval_size=eval_size,
+        limit=limit,
+        seed=seed,
+        dtype=dtype,
     )
     with _progress(quiet) as bar:
         cache_task = bar.add_task("teacher cache", total=None, status="")
@@ -500,9 +591,23 @@ def distill_cmd(
 
         def on_step(done: int, total: int, loss: float, rate: float) -> None:
             bar.update(cache_task, visible=False)
-            bar.update(train_task, completed=done, total=total, visible=True, status=f"loss {loss:.4f} {rate:,.0f} texts/s")
+            bar.update(
+                train_task,
+                completed=done,
+                total=total,
+                visible=True,
+                status=f"loss {loss:.4f} {rate:,.0f} texts/s",
+            )
 
-        result = distill(cfg, out_dir, resume=resume, device=device, cache_dir=cache_dir, on_step=on_step, on_cache=on_cache)
+        result = distill(
+            cfg,
+            out_dir,
+            resume=resume,
+            device=device,
+            cache_dir=cache_dir,
+            on_step=on_step,
+            on_cache=on_cache,
+        )
     if result["eval"]:  # rank 0: the held-out curve as a figure beside the metrics
         from anatomy.distill.train import read_metrics
         from anatomy.figures.distill import draw_training_curves, prepare_training_curves
@@ -520,7 +625,9 @@ def distill_cmd(
             f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {last['eval_knn_overlap10']:.3f}",
             highlight=False,
         )
-        out.print(f"student: student:{out_dir / 'checkpoints' / 'best'} (best) and .../latest", highlight=False)
+        out.print(
+            f"student: student:{out_dir / 'checkpoints' / 'best'} (best) and .../latest", highlight=False
+        )
 
 
 # ----------------------------------------------------------------------------------- representation anatomy
@@ -547,7 +654,9 @@ def positions_cmd(
     out_dir: OutOpt,
     encoder: EncoderOpt = "minilm",
     block: Annotated[int, typer.Option("--block", min=1, help="Block size for the block means.")] = 8,
-    rows: Annotated[str, typer.Option("--rows", help="context: the first context-length rows; all: the whole table.")] = "context",
+    rows: Annotated[
+        str, typer.Option("--rows", help="context: the first context-length rows; all: the whole table.")
+    ] = "context",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -560,17 +669,25 @@ def positions_cmd(
         return
     out.print(f"{result['encoder']}: {result['rows_rule']}, {result['dim']} dims", highlight=False)
     within = ", ".join(f"{v:.3f}" for v in result["within_block"][:8])
-    out.print(f"within-block mean cosine (block {block}): {within}{' ...' if len(result['within_block']) > 8 else ''}")
-    out.print(f"adjacent positions: mean cosine {result['adjacent']['mean']:.3f}; PCA: {result['pca']['n90']} components for 90%")
+    out.print(
+        f"within-block mean cosine (block {block}): {within}{' ...' if len(result['within_block']) > 8 else ''}"
+    )
+    out.print(
+        f"adjacent positions: mean cosine {result['adjacent']['mean']:.3f}; PCA: {result['pca']['n90']} components for 90%"
+    )
     _print_rank_family("table", result["spectrum"])
-    out.print(f"written: {out_dir / 'results' / 'positions.json'} and figures/positions_*.png", highlight=False)
+    out.print(
+        f"written: {out_dir / 'results' / 'positions.json'} and figures/positions_*.png", highlight=False
+    )
 
 
 @command("spectrum")
 def spectrum_cmd(
     out_dir: OutOpt,
     encoder: EncoderOpt = "minilm",
-    corpus: Annotated[Path | None, typer.Option("--corpus", "-c", help="Corpus: also the subset of ids it uses.")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option("--corpus", "-c", help="Corpus: also the subset of ids it uses.")
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -590,10 +707,18 @@ def spectrum_cmd(
 @command("dims")
 def dims_cmd(
     out_dir: OutOpt,
-    encoder: Annotated[str | None, typer.Option("--encoder", "-e", help="Encoder spec (with --corpus).")] = None,
-    corpus: Annotated[Path | None, typer.Option("--corpus", "-c", help="Corpus whose prompts are embedded.")] = None,
-    embeddings: Annotated[Path | None, typer.Option("--embeddings", help="A saved [N, D] .npy array instead.")] = None,
-    sample: Annotated[int | None, typer.Option("--sample", min=3, help="Distinct points per group [default: 5000].")] = None,
+    encoder: Annotated[
+        str | None, typer.Option("--encoder", "-e", help="Encoder spec (with --corpus).")
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option("--corpus", "-c", help="Corpus whose prompts are embedded.")
+    ] = None,
+    embeddings: Annotated[
+        Path | None, typer.Option("--embeddings", help="A saved [N, D] .npy array instead.")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option("--sample", min=3, help="Distinct points per group (default 5000).")
+    ] = None,
     all_points: Annotated[bool, typer.Option("--all", help="Every distinct point (100k+ is fine).")] = False,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -605,9 +730,18 @@ def dims_cmd(
     if all_points and sample is not None:
         raise typer.BadParameter("give --sample N or --all, not both", param_hint="--sample/--all")
     if (encoder is None) == (embeddings is None):
-        raise typer.BadParameter("give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder")
+        raise typer.BadParameter(
+            "give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder"
+        )
     result = run_dims(
-        out_dir, encoder, corpus, embeddings, sample=sample or DIMS_SAMPLE, all_points=all_points, seed=seed, quiet=quiet
+        out_dir,
+        encoder,
+        corpus,
+        embeddings,
+        sample=sample or DIMS_SAMPLE,
+        all_points=all_points,
+        seed=seed,
+        quiet=quiet,
     )
     if as_json:
         print_json(result)
@@ -615,7 +749,16 @@ def dims_cmd(
     from rich.table import Table
 
     table = Table(title=f"intrinsic dimension: {result['input']}")
-    for col in ("group", "points", "dims", "TwoNN linear", "TwoNN closed", "MLE harmonic", "MLE mean", "erank"):
+    for col in (
+        "group",
+        "points",
+        "dims",
+        "TwoNN linear",
+        "TwoNN closed",
+        "MLE harmonic",
+        "MLE mean",
+        "erank",
+    ):
         table.add_column(col, justify="left" if col == "group" else "right")
 
     def cell(value: float, key: str, spread: dict) -> str:
@@ -637,8 +780,12 @@ def robustness_cmd(
     out_dir: OutOpt,
     corpus: Annotated[Path, typer.Option("--corpus", "-c", help="Corpus whose prompts are embedded.")],
     encoder: EncoderOpt = "minilm",
-    noise: Annotated[list[float] | None, typer.Option("--noise", help="Noise level(s), repeatable [default: 0.1].")] = None,
-    sample: Annotated[int, typer.Option("--sample", min=2, help="Distinct prompts in the attention set.")] = 2000,
+    noise: Annotated[
+        list[float] | None, typer.Option("--noise", help="Noise level(s), repeatable (default 0.1).")
+    ] = None,
+    sample: Annotated[
+        int, typer.Option("--sample", min=2, help="Distinct prompts in the attention set.")
+    ] = 2000,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -647,12 +794,16 @@ def robustness_cmd(
     from anatomy.analysis.run import run_robustness
     from anatomy.io import to_jsonable
 
-    result = run_robustness(encoder, corpus, out_dir, noise=tuple(noise or (0.1,)), seed=seed, sample=sample, quiet=quiet)
+    result = run_robustness(
+        encoder, corpus, out_dir, noise=tuple(noise or (0.1,)), seed=seed, sample=sample, quiet=quiet
+    )
     if as_json:
         print_json(result)
         return
     c = result["construction"]
-    out.print(f"X: {c['X']}; {c['queries']}; {c['keys']}; logits {c['logits']}; {c['values']}", highlight=False)
+    out.print(
+        f"X: {c['X']}; {c['queries']}; {c['keys']}; logits {c['logits']}; {c['values']}", highlight=False
+    )
     for level in to_jsonable(result["levels"]):
         out.print(
             f"noise {level['noise']:g}: input {level['input_error']:.4f}, logits {level['logit_error']:.4f}, "
@@ -660,7 +811,9 @@ def robustness_cmd(
             f"(output with noisy values {level['output_error_noisy_values']:.4f})",
             highlight=False,
         )
-    out.print(f"written: {out_dir / 'results' / 'robustness.json'} and figures/robustness.png", highlight=False)
+    out.print(
+        f"written: {out_dir / 'results' / 'robustness.json'} and figures/robustness.png", highlight=False
+    )
 
 
 @command("agreement")
@@ -678,11 +831,15 @@ def agreement_cmd(
     from anatomy.analysis.run import run_agreement
     from anatomy.io import to_jsonable
 
-    result = to_jsonable(run_agreement(teacher, student, corpus, out_dir, sample=sample, seed=seed, quiet=quiet))
+    result = to_jsonable(
+        run_agreement(teacher, student, corpus, out_dir, sample=sample, seed=seed, quiet=quiet)
+    )
     if as_json:
         print_json(result)
         return
-    out.print(f"{result['student']} vs {result['teacher']} on {result['n_prompts']:,} prompts", highlight=False)
+    out.print(
+        f"{result['student']} vs {result['teacher']} on {result['n_prompts']:,} prompts", highlight=False
+    )
     for key in ("token_cosine", "pooled_cosine", "knn_overlap@10"):
         d = result.get(key)
         if d:
@@ -701,9 +858,15 @@ def agreement_cmd(
 
 @command("export")
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by anatomy distill (or a student directory).")],
-    fmt: Annotated[str, typer.Option("--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir).")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="litetext: a .pt/.safetensors file; open_clip: a directory.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory written by anatomy distill (or a student directory).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir).")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="litetext: a .pt/.safetensors file; open_clip: a directory.")
+    ],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint of the run: best | latest.")] = "best",
     as_json: JsonOpt = False,
 ) -> None:
@@ -721,13 +884,21 @@ def export_cmd(
 @command("ablate")
 def ablate_cmd(
     corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: runs/, cache/, results/, figures/.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: runs/, cache/, results/, figures/.")
+    ],
     teacher: Annotated[str, typer.Option(help="Teacher encoder spec.")] = "minilm",
-    student: Annotated[str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")] = "s0",
+    student: Annotated[
+        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
+    ] = "s0",
     budget: Annotated[int, typer.Option(help="Optimizer steps per variant.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
-    lr: Annotated[float | None, typer.Option(help="Learning rate at batch 512 (default: the student's).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use a seeded sample of this many distinct prompts.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate at batch 512 (default: the student's).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a seeded sample of this many distinct prompts.")
+    ] = None,
     eval_size: Annotated[int, typer.Option(help="Held-out prompts.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed for the split, data order and initial weights.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
@@ -757,7 +928,9 @@ def ablate_cmd(
     if as_json:
         print_json(result)
         return
-    table = Table(title=f"ablations ({budget} steps each; 'full' = vs the teacher's full prompt at context 32)")
+    table = Table(
+        title=f"ablations ({budget} steps each; 'full' = vs the teacher's full prompt at context 32)"
+    )
     for col in ("ablation", "variant", "context", "token cos", "pooled cos full", "kNN@10 full"):
         table.add_column(col, justify="left" if col in ("ablation", "variant") else "right")
     for r in result["rows"]:
@@ -766,4 +939,6 @@ def ablate_cmd(
             f"{r['pooled_cosine_full']:.4f}", f"{r['knn_overlap10_full']:.3f}",
         )  # fmt: skip
     out.print(table)
-    out.print(f"results: {out_dir / 'results' / 'ablation.json'}; figure: {out_dir / 'figures' / 'ablation.png'}")
+    out.print(
+        f"results: {out_dir / 'results' / 'ablation.json'}; figure: {out_dir / 'figures' / 'ablation.png'}"
+    )

@@ -31,6 +31,13 @@ _PROVENANCE_PACKAGES = (
 )
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp's temporaries are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success move it into place, on error remove it."""
@@ -42,6 +49,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,6 +66,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -24,7 +24,6 @@ _MODIFIERS = ["red", "small", "the", "a", "large", "white", "black", "wooden", "
               "near the", "behind the", "on top of", "next to the", "striped", "two", "broken", "shiny"]  # fmt: skip
 
 
-
 def generate_prompts(path: Path, n: int, seed: int = 0) -> None:
     """n referring-expression-like lines over a 3,000-word made-up vocabulary (about 80% distinct at 1M)."""
     rng = random.Random(seed)

@@ -42,7 +42,9 @@ rows = {}
 for enc in record["encoders"]:
     dims = enc["results"].get("dims", {})
     for name, block in {"overall": dims.get("overall", {}), **dims.get("sources", {})}.items():
-        rows[(enc["spec"], name)] = dict(flatten({k: block.get(k) for k in ("n_points", "twonn", "mle", "erank")}))
+        rows[(enc["spec"], name)] = dict(
+            flatten({k: block.get(k) for k in ("n_points", "twonn", "mle", "erank")})
+        )
 pd.DataFrame.from_dict(rows, orient="index")
 
 # %% [markdown]

@@ -23,7 +23,9 @@ from anatomy.io import read_json
 
 RUN_DIR = Path(os.environ.get("ANATOMY_DISTILL_RUN", "../runs/student"))
 config = read_json(RUN_DIR / "config.json")
-metrics = pd.DataFrame([json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines() if line])
+metrics = pd.DataFrame(
+    [json.loads(line) for line in (RUN_DIR / "metrics.jsonl").read_text().splitlines() if line]
+)
 {k: config[k] for k in ("teacher", "student", "context") if k in config}
 
 # %% [markdown]

@@ -31,8 +31,13 @@ def minilm():
 def small_corpus(shared_data, tmp_path_factory):
     """LVIS names (1,203) and RF100 class names (724): two real sources, small enough to embed quickly."""
     path = tmp_path_factory.mktemp("corpus") / "corpus.parquet"
-    for source, file in (("lvis", "lvis/lvis_v1_categories.json"), ("rf100vl", "rf100vl/rf100v1_labels_names.json")):
-        result = runner.invoke(app, ["ingest", source, str(shared_data / file), "--out", str(path), "--quiet"])
+    for source, file in (
+        ("lvis", "lvis/lvis_v1_categories.json"),
+        ("rf100vl", "rf100vl/rf100v1_labels_names.json"),
+    ):
+        result = runner.invoke(
+            app, ["ingest", source, str(shared_data / file), "--out", str(path), "--quiet"]
+        )
         assert result.exit_code == 0, result.output
     return path
 
@@ -47,20 +52,28 @@ def _read(out, name):
 def test_dims_fixture_comes_out_through_the_command(tmp_path):
     x = skdim.datasets.hyperBall(300, 5, random_state=0)
     path = tmp_path / "ball.npy"
-    np.save(path, np.vstack([np.hstack([x, np.zeros_like(x)]), np.zeros((4, 10)) + x[0, 0]]))  # + repeated rows
-    result = runner.invoke(app, ["dims", "--embeddings", str(path), "--out", str(tmp_path / "o"), "--all", "--quiet"])
+    np.save(
+        path, np.vstack([np.hstack([x, np.zeros_like(x)]), np.zeros((4, 10)) + x[0, 0]])
+    )  # + repeated rows
+    result = runner.invoke(
+        app, ["dims", "--embeddings", str(path), "--out", str(tmp_path / "o"), "--all", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     dims = _read(tmp_path / "o", "dims")
     overall = dims["overall"]
     assert overall["n_points"] == 301 and overall["ambient_dim"] == 10 and dims["sources"] == {}
     # 300 fixture points + 1 distinct repeated row: check the fixture itself through --sample on its own file
     np.save(path, np.hstack([x, np.zeros_like(x)]))
-    result = runner.invoke(app, ["dims", "--embeddings", str(path), "--out", str(tmp_path / "f"), "--sample", "300"])
+    result = runner.invoke(
+        app, ["dims", "--embeddings", str(path), "--out", str(tmp_path / "f"), "--sample", "300"]
+    )
     assert result.exit_code == 0, result.output
     first = (tmp_path / "f" / "results" / "dims.json").read_bytes()
     o = json.loads(first)["overall"]
     got = (o["twonn"]["linear"], o["twonn"]["closed_form"], o["mle"]["harmonic"], o["mle"]["mean"])
-    assert got == pytest.approx((4.362176532655348, 4.113138917297787, 4.43582345694338, 4.67110085488116), rel=1e-9)
+    assert got == pytest.approx(
+        (4.362176532655348, 4.113138917297787, 4.43582345694338, 4.67110085488116), rel=1e-9
+    )
     assert set(o) >= {"n_points", "ambient_dim", "twonn", "mle", "erank", "spread"}
     assert set(o["spread"]) == {"twonn_linear", "twonn_closed_form", "mle_harmonic", "mle_mean"}
     assert (tmp_path / "f" / "figures" / "dims.png").stat().st_size > 0
@@ -71,7 +84,16 @@ def test_dims_fixture_comes_out_through_the_command(tmp_path):
 
 def test_dims_usage_errors(tmp_path):
     np.save(tmp_path / "e.npy", np.random.default_rng(0).standard_normal((50, 4)))
-    both = ["dims", "--embeddings", str(tmp_path / "e.npy"), "--out", str(tmp_path), "--all", "--sample", "10"]
+    both = [
+        "dims",
+        "--embeddings",
+        str(tmp_path / "e.npy"),
+        "--out",
+        str(tmp_path),
+        "--all",
+        "--sample",
+        "10",
+    ]
     assert runner.invoke(app, both).exit_code == 2
     assert runner.invoke(app, ["dims", "--out", str(tmp_path)]).exit_code == 2
     np.save(tmp_path / "bad.npy", np.zeros(5))
@@ -119,12 +141,25 @@ def test_spectrum_minilm(minilm, small_corpus, tmp_path):
     assert saved["full"]["centred"]["erank"] == pytest.approx(352.0, abs=1.0)
     assert saved["used"]["centred"]["erank"] < saved["full"]["centred"]["erank"]
     frame = fig.prepare_spectrum(result)
-    assert set(frame["matrix"]) == {"full", "used"} and (frame.groupby(["matrix", "centring"]).size() == 384).all()
+    assert (
+        set(frame["matrix"]) == {"full", "used"}
+        and (frame.groupby(["matrix", "centring"]).size() == 384).all()
+    )
     assert (tmp_path / "figures" / "spectrum.png").stat().st_size > 0
 
 
 def test_dims_minilm_through_the_cli(small_corpus, tmp_path):
-    args = ["dims", "--encoder", "minilm", "--corpus", str(small_corpus), "--out", str(tmp_path), "--sample", "1500"]
+    args = [
+        "dims",
+        "--encoder",
+        "minilm",
+        "--corpus",
+        str(small_corpus),
+        "--out",
+        str(tmp_path),
+        "--sample",
+        "1500",
+    ]
     result = runner.invoke(app, [*args, "--quiet"])
     assert result.exit_code == 0, result.output
     dims = _read(tmp_path, "dims")
@@ -145,7 +180,9 @@ def test_dims_minilm_through_the_cli(small_corpus, tmp_path):
 def test_robustness_minilm(minilm, small_corpus, tmp_path):
     result = run.run_robustness(minilm, small_corpus, tmp_path, noise=(0.01, 0.1), sample=400)
     saved = _read(tmp_path, "robustness")
-    assert "Q = X" in saved["construction"]["queries"] and "400 distinct prompts" in saved["construction"]["X"]
+    assert (
+        "Q = X" in saved["construction"]["queries"] and "400 distinct prompts" in saved["construction"]["X"]
+    )
     low, high = saved["levels"]
     assert low["noise"] == 0.01 and high["noise"] == 0.1
     assert low["input_error"] < high["input_error"] and low["output_error"] < high["output_error"]

@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 from anatomy.cli import app
 from anatomy.encoders.student import StudentConfig, build_student, load_student, save_student
 
-PROMPTS = ["a photo of a dog", "aerosol can", "the man on the left holding a red umbrella near the bus", "kite"]
+PROMPTS = [
+    "a photo of a dog",
+    "aerosol can",
+    "the man on the left holding a red umbrella near the bus",
+    "kite",
+]
 
 
 def _run_dir(folder, cfg: StudentConfig, seed: int = 0):
@@ -34,7 +39,9 @@ def test_litetext_export_loads_back_as_a_litetext_student(tmp_path):
     from anatomy.encoders.registry import load
 
     run = _run_dir(tmp_path / "run", StudentConfig("litetext-s0", context_length=16))
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "litetext", "--out", str(tmp_path / "s0.pt"), "--json"])
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--format", "litetext", "--out", str(tmp_path / "s0.pt"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["load_as"] == f"litetext-s0:{tmp_path / 's0.pt'}"
@@ -81,16 +88,24 @@ def test_open_clip_export_matches_open_clip_and_our_loader(tmp_path):
 
 def test_export_refuses_what_the_format_cannot_hold(tmp_path):
     custom = _run_dir(tmp_path / "custom", StudentConfig("custom", layers=1, width=32, heads=2))
-    result = CliRunner().invoke(app, ["export", str(custom), "--format", "litetext", "--out", str(tmp_path / "x.pt")])
+    result = CliRunner().invoke(
+        app, ["export", str(custom), "--format", "litetext", "--out", str(tmp_path / "x.pt")]
+    )
     assert result.exit_code == 1 and "LiteText layout holds only" in result.output
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "nothing"), "--format", "open_clip", "--out", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "nothing"), "--format", "open_clip", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 1 and "no 'best' student checkpoint" in result.output
-    result = CliRunner().invoke(app, ["export", str(custom), "--format", "onnx", "--out", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        app, ["export", str(custom), "--format", "onnx", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 1 and "unknown export format" in result.output
 
 
 @pytest.mark.slow
 def test_s0_cannot_go_to_open_clip(tmp_path):
     run = _run_dir(tmp_path / "run", StudentConfig("litetext-s0"))
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "open_clip", "--out", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--format", "open_clip", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 1 and "RepMixer" in result.output

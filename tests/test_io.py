@@ -55,3 +55,14 @@ def test_read_json_names_file_and_position(tmp_path):
     bad.write_text('{"a": 1,\n "b": }')
     with pytest.raises(InputError, match=r"bad.json: invalid JSON at line 2, column 7"):
         read_json(bad)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

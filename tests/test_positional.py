@@ -23,7 +23,9 @@ def test_rotating_positions_have_known_similarities():
     angles = w * np.arange(n)
     table = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     got = positional_anatomy(table, block=8)
-    np.testing.assert_allclose(got.cosine, np.cos(w * (np.arange(n)[:, None] - np.arange(n)[None, :])), atol=1e-13)
+    np.testing.assert_allclose(
+        got.cosine, np.cos(w * (np.arange(n)[:, None] - np.arange(n)[None, :])), atol=1e-13
+    )
     np.testing.assert_allclose(got.adjacent, np.cos(w), atol=1e-13)
     offsets = [i - j for i in range(8) for j in range(8) if i != j]
     assert got.within_block[0] == pytest.approx(np.mean(np.cos(w * np.array(offsets))), abs=1e-13)

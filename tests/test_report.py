@@ -232,11 +232,19 @@ def test_notebooks_are_percent_format_with_short_cells():
     import jupytext
 
     paths = sorted((ROOT / "notebooks").glob("0.*.py"))
-    assert [p.name for p in paths] == ["0.01-corpus-exploration.py", "0.02-encoder-anatomy.py", "0.03-distillation.py"]
+    assert [p.name for p in paths] == [
+        "0.01-corpus-exploration.py",
+        "0.02-encoder-anatomy.py",
+        "0.03-distillation.py",
+    ]
     for path in paths:
         notebook = jupytext.read(path)
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert code and any("anatomy" in c.source for c in code), path.name
         for cell in code:
-            lines = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            lines = [
+                line
+                for line in cell.source.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
             assert len(lines) <= 15, f"{path.name}: a {len(lines)}-line cell belongs in the anatomy package"

@@ -24,7 +24,9 @@ class Distribution:
     @classmethod
     def of(cls, values: np.ndarray) -> Distribution:
         v = np.asarray(values, dtype=np.float64)
-        return cls(int(v.size), float(v.mean()), float(np.median(v)), float(np.percentile(v, 5)), float(v.min()))
+        return cls(
+            int(v.size), float(v.mean()), float(np.median(v)), float(np.percentile(v, 5)), float(v.min())
+        )
 
 
 def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -33,10 +35,14 @@ def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=-1) / np.where(denom == 0, np.inf, denom)
 
 
-def token_cosines(teacher: np.ndarray, teacher_mask: np.ndarray, student: np.ndarray, student_mask: np.ndarray):
+def token_cosines(
+    teacher: np.ndarray, teacher_mask: np.ndarray, student: np.ndarray, student_mask: np.ndarray
+):
     """Cosine of each token valid in both: teacher/student [B, L, D] with masks [B, L] (by position)."""
     if teacher.shape[-1] != student.shape[-1]:
-        raise ValueError(f"output widths differ ({teacher.shape[-1]} vs {student.shape[-1]}): no per-token cosine")
+        raise ValueError(
+            f"output widths differ ({teacher.shape[-1]} vs {student.shape[-1]}): no per-token cosine"
+        )
     length = min(teacher.shape[1], student.shape[1])
     both = np.asarray(teacher_mask)[:, :length] & np.asarray(student_mask)[:, :length]
     return _rowwise_cosine(teacher[:, :length][both], student[:, :length][both])

@@ -56,8 +56,8 @@ def exact_knn(points: np.ndarray, k: int, block: int = 4096, fast: bool | None =
     if not 1 <= k < n:
         raise ValueError(f"need 1 <= k < n points, got k={k}, n={n}")
     n_cand = min(n - 1, k + max(8, k // 2))  # spare candidates absorb float32 ordering errors
-    if fast is None:
-        fast = n * n * d > 2e10
+    if fast is None:  # float32 GEMMs run twice as fast; tiny inputs are not worth the verification step
+        fast = n * n * d > 1e9
     work_dtype = np.float32 if fast else np.float64
     centred = x - x.mean(axis=0)  # translation-invariant; smaller norms mean smaller rounding errors
     cand_i, cand_val = _gram_candidates(centred.astype(work_dtype), n_cand, block)
@@ -95,12 +95,18 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
     starts = list(range(0, n, block))
     cand = _Candidates(n, n_cand, x.dtype)
     threshold = torch.from_numpy(cand.threshold)  # shares memory: flushes update it in place
+    # Reused output buffers: allocating (and page-faulting) a fresh block per product costs as much as the
+    # comparisons themselves.
+    d2_buf = torch.empty((block, block), dtype=left.dtype)
+    mask_buf = torch.empty((block, block), dtype=torch.bool)
     for s in starts:  # diagonal blocks: a first threshold for every row
         e = min(s + block, n)
         d2 = left[s:e] @ right[s:e].T
         d2.fill_diagonal_(float("inf"))
         if e - s - 1 < n_cand:  # a short last block: let the off-diagonal pairs fill it
-            cand.add(s, np.repeat(np.arange(s, e), e - s), np.tile(np.arange(s, e), e - s), d2.numpy().ravel())
+            cand.add(
+                s, np.repeat(np.arange(s, e), e - s), np.tile(np.arange(s, e), e - s), d2.numpy().ravel()
+            )
             continue
         value, top = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
         cand.set_rows(s, top.numpy() + s, value.numpy())
@@ -109,10 +115,12 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
         cand.flush(s)  # survivors from earlier pairs tighten this block's thresholds first
         for t in starts[bi + 1 :]:
             f = min(t + block, n)
-            d2 = left[s:e] @ right[t:f].T
-            r, c = torch.nonzero(d2 < threshold[s:e, None], as_tuple=True)
+            full = e - s == block and f - t == block
+            d2 = torch.matmul(left[s:e], right[t:f].T, out=d2_buf) if full else left[s:e] @ right[t:f].T
+            mask = mask_buf if full else None
+            r, c = torch.nonzero(torch.lt(d2, threshold[s:e, None], out=mask), as_tuple=True)
             cand.add(s, r.numpy() + s, c.numpy() + t, d2[r, c].numpy())
-            c2, r2 = torch.nonzero(d2 < threshold[None, t:f], as_tuple=True)
+            c2, r2 = torch.nonzero(torch.lt(d2, threshold[None, t:f], out=mask), as_tuple=True)
             cand.add(t, r2.numpy() + t, c2.numpy() + s, d2[c2, r2].numpy())
             cand.flush_if_full(s, e - s)
             cand.flush_if_full(t, f - t)
@@ -219,7 +227,9 @@ def twonn_linear(mu: np.ndarray, discard_fraction: float = DISCARD_FRACTION) -> 
     n = mu.size
     n_keep = int(n * (1 - discard_fraction))
     if not 0 < discard_fraction < 1 or n_keep < 2:
-        raise ValueError(f"need 0 < discard_fraction < 1 and >= 2 kept ratios (n={n}, discard={discard_fraction})")
+        raise ValueError(
+            f"need 0 < discard_fraction < 1 and >= 2 kept ratios (n={n}, discard={discard_fraction})"
+        )
     x = np.log(mu[:n_keep])
     y = -np.log(1 - np.arange(1, n_keep + 1) / n)
     return float(np.dot(x, y) / np.dot(x, x))

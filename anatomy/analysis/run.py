@@ -94,7 +94,9 @@ def embed_sequences(encoder, prompts: Sequence[str], per_token: bool = False, qu
             from anatomy.tokenizer import pack
 
             tok = encoder.tokenizer
-            ids = pack([content[i] for i in rows], int(n_valid[rows].max()), tok.sot_id, tok.eot_id, tok.pad_id)
+            ids = pack(
+                [content[i] for i in rows], int(n_valid[rows].max()), tok.sot_id, tok.eot_id, tok.pad_id
+            )
             encoded = encoder.encode_ids(ids, valid_mask(ids, [len(content[i]) for i in rows]))
         else:
             encoded = encoder.encode([prompts[i] for i in rows])
@@ -153,7 +155,9 @@ def run_positions(encoder_spec, out_dir, block: int = 8, rows: str = "context", 
     write_result(out_dir, "positions", result, command="positions", params={"block": block, "rows": rows})
     figures = out_dir / "figures"
     fig.save_figure(fig.draw_positions_heatmap(got.cosine), figures / "positions_heatmap.png")
-    fig.save_figure(fig.draw_positions_blocks(fig.prepare_positions_blocks(result)), figures / "positions_blocks.png")
+    fig.save_figure(
+        fig.draw_positions_blocks(fig.prepare_positions_blocks(result)), figures / "positions_blocks.png"
+    )
     fig.save_figure(fig.draw_positions_pca(fig.prepare_positions_pca(result)), figures / "positions_pca.png")
     return result
 
@@ -170,7 +174,10 @@ def _spectrum_entry(matrix: np.ndarray) -> dict:
         "dim": spec.shape[1],
         "centred": spec.centred,
         "uncentred": spec.uncentred,
-        "singular_values": {"centred": spec.singular_values_centred, "uncentred": spec.singular_values_uncentred},
+        "singular_values": {
+            "centred": spec.singular_values_centred,
+            "uncentred": spec.singular_values_uncentred,
+        },
     }
 
 
@@ -221,7 +228,11 @@ def run_dims(
     from anatomy.figures import representation as fig
     from anatomy.io import write_result
 
-    if not isinstance(out_dir, str | Path) and isinstance(encoder_spec, str | Path) and hasattr(out_dir, "encode"):
+    if (
+        not isinstance(out_dir, str | Path)
+        and isinstance(encoder_spec, str | Path)
+        and hasattr(out_dir, "encode")
+    ):
         out_dir, encoder_spec = encoder_spec, out_dir  # the audit calls run_dims(encoder, out_dir, ...)
     if (embeddings is None) == (encoder_spec is None):
         raise InputError("give either an encoder (with a corpus) or an embeddings file, not both or neither")
@@ -258,7 +269,11 @@ def run_dims(
         rows = {key: [row_of[int(i)] for i in idx] for key, idx in picks.items()}
         overall = pooled[rows.pop("overall")]
         sources = {s: pooled[r] for s, r in rows.items()}
-        name, dedupe_rule, inputs = encoder.name, "token-id sequences (truncated to the context)", {"corpus": corpus}
+        name, dedupe_rule, inputs = (
+            encoder.name,
+            "token-id sequences (truncated to the context)",
+            {"corpus": corpus},
+        )
         duplicates_before = frame["prompt"].nunique() - len(prompts)  # prompts sharing token ids
         skipped = sorted(set(by_source) - set(sources))
     result = {
@@ -277,7 +292,9 @@ def run_dims(
         },
     }
     if skipped:
-        result["method"]["sources_skipped"] = f"{', '.join(skipped)}: fewer than {MIN_SOURCE_POINTS} distinct points"
+        result["method"]["sources_skipped"] = (
+            f"{', '.join(skipped)}: fewer than {MIN_SOURCE_POINTS} distinct points"
+        )
     out_dir = Path(out_dir)
     params = {"sample": None if all_points else sample, "all": all_points, "seed": seed, "n_boot": n_boot}
     write_result(out_dir, "dims", result, command="dims", params=params, inputs=inputs)
@@ -310,8 +327,12 @@ def run_robustness(
     }
     out_dir = Path(out_dir)
     params = {"noise": [float(s) for s in noise], "seed": seed, "sample": sample}
-    write_result(out_dir, "robustness", result, command="robustness", params=params, inputs={"corpus": corpus})
-    fig.save_figure(fig.draw_robustness(fig.prepare_robustness(result)), out_dir / "figures" / "robustness.png")
+    write_result(
+        out_dir, "robustness", result, command="robustness", params=params, inputs={"corpus": corpus}
+    )
+    fig.save_figure(
+        fig.draw_robustness(fig.prepare_robustness(result)), out_dir / "figures" / "robustness.png"
+    )
     return result
 
 
@@ -336,7 +357,13 @@ def run_agreement(
     s_pooled, s_tokens, s_mask = embed_sequences(student, picked, per_token=True, quiet=quiet)
     same_tokens = getattr(teacher.tokenizer, "name", None) == getattr(student.tokenizer, "name", None)
     got = agreement(
-        t_tokens if same_tokens else None, t_mask, t_pooled, s_tokens if same_tokens else None, s_mask, s_pooled, k
+        t_tokens if same_tokens else None,
+        t_mask,
+        t_pooled,
+        s_tokens if same_tokens else None,
+        s_mask,
+        s_pooled,
+        k,
     )
     result = {
         "teacher": teacher.name,

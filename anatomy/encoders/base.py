@@ -85,7 +85,9 @@ class ModuleEncoder:
         self.name, self.context_length, self.output_dim = name, context_length, output_dim
         self.causal, self.trained = causal, trained
 
-    def tokenize(self, prompts: Sequence[str], context_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def tokenize(
+        self, prompts: Sequence[str], context_length: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids [B, L] and the valid mask [B, L] for `prompts`."""
         context = context_length or self.context_length
         content = self.tokenizer.encode(prompts)

@@ -216,7 +216,7 @@ def _hf_tokenizer(spec: str) -> Tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError) as error:
         raise EncoderError(f"tokenizer {spec!r}: cannot load it from {directory} ({error})") from None
-    return HFTokenizer(tokenizer, name="minilm" if spec == "minilm" else f"hf:{directory.name}")
+    return HFTokenizer(tokenizer, name=f"hf:{directory.name}")  # the name hf.load_hf gives the same files
 
 
 def load_student(

@@ -99,5 +99,6 @@ def draw_ablation(frame):
             ylim=(0, 1),
         )
     axes[0, 0].set_ylabel("held-out agreement with the teacher")
-    axes[0, 1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7)
     return fig

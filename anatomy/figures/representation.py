@@ -30,7 +30,9 @@ def prepare_positions_heatmap(cosine: np.ndarray):
 
 
 def draw_positions_heatmap(cosine_or_frame):
-    frame = cosine_or_frame if hasattr(cosine_or_frame, "columns") else prepare_positions_heatmap(cosine_or_frame)
+    frame = (
+        cosine_or_frame if hasattr(cosine_or_frame, "columns") else prepare_positions_heatmap(cosine_or_frame)
+    )
     grid = frame.pivot(index="row", columns="col", values="cosine").to_numpy()
     fig, axes = new_figure(size=(4.8, 4.0))
     ax = axes[0, 0]
@@ -88,7 +90,9 @@ def draw_positions_pca(frame):
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
     n90 = int(frame["component"][frame["cumulative_variance"] >= 0.9 - 1e-12].min())
     ax.axvline(n90, color="grey", linestyle=":", linewidth=0.8)
-    ax.set(title=f"positional PCA: {n90} components for 90%", xlabel="components", ylabel="cumulative variance")
+    ax.set(
+        title=f"positional PCA: {n90} components for 90%", xlabel="components", ylabel="cumulative variance"
+    )
     ax.set_xscale("log")
     return fig
 
@@ -217,6 +221,9 @@ def draw_agreement(frame):
     ax.bar(x - 0.2, frame["mean"], 0.4, label="mean")
     ax.bar(x + 0.2, frame["p05"], 0.4, label="5th percentile")
     ax.set_xticks(x, frame["measure"])
-    ax.set(title="student vs teacher agreement", ylim=(min(0.0, float(frame["p05"].min()) if len(frame) else 0), 1.05))
+    ax.set(
+        title="student vs teacher agreement",
+        ylim=(min(0.0, float(frame["p05"].min()) if len(frame) else 0), 1.05),
+    )
     ax.legend(fontsize=7)
     return fig
