@@ -284,122 +284,6 @@ def _print_tokens(result: dict, out_dir: Path) -> None:
     )
 
 
-# ----------------------------------------------------------------------------------------------- audit
-
-_MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
-
-
-def _print_findings(findings, out_dir: Path) -> None:
-    """spaCy `debug data` style: a rule per section, one marked line per finding, then the counts."""
-    from anatomy.findings import MARK_SYMBOLS, counts
-
-    section = None
-    for f in findings:
-        if f.section != section:
-            section = f.section
-            out.rule(f"[bold]{section}[/]", align="left")
-        style = _MARK_STYLE[f.mark]
-        out.print(f"[{style}]{MARK_SYMBOLS[f.mark]}[/] {f.line()}", highlight=False, soft_wrap=True)
-    total = counts(findings)
-    out.rule()
-    out.print(", ".join(f"[{_MARK_STYLE[m]}]{n} {m}[/]" for m, n in total.items()), highlight=False)
-    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}", highlight=False)
-
-
-def _findings_json(result) -> dict:
-    from anatomy.findings import as_data, counts
-
-    return {
-        "out": str(result.out_dir),
-        "counts": counts(result.findings),
-        "findings": as_data(result.findings),
-        "report": {"html": str(result.out_dir / "index.html"), "markdown": str(result.out_dir / "report.md")},
-    }
-
-
-@command("audit")
-def audit_cmd(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Prompt files (source detected), builtin:NAME, or one corpus .parquet. Default: builtin:imagenet-prompts."
-        ),
-    ] = None,
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Audit directory (created; reruns overwrite).")
-    ] = Path("audit-out"),
-    encoders: Annotated[
-        list[str] | None,
-        typer.Option("--encoder", "-e", help="Encoder spec to analyse (repeatable). Default: minilm."),
-    ] = None,
-    teacher: Annotated[
-        str | None, typer.Option(help="Teacher encoder spec (with --student: agreement).")
-    ] = None,
-    student: Annotated[
-        str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")
-    ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(
-            help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected."
-        ),
-    ] = None,
-    sample: Annotated[
-        int | None,
-        typer.Option(min=50, help="Prompts for the output analyses (dims, robustness, agreement)."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for every sampling step.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Run the whole study on a corpus: ingest, tokens, per-encoder analyses, findings and an HTML report.
-
-    Exits 1, after writing everything, when a finding is a failure (unreadable input, encoder not loaded).
-    """
-    from anatomy.audit import AuditConfig, run_audit
-
-    cfg = AuditConfig(
-        inputs=tuple(inputs or ()),
-        source=source,
-        encoders=tuple(encoders or ()),
-        teacher=teacher,
-        student=student,
-        sample=sample,
-        seed=seed,
-        device=device,
-        quiet=quiet,
-    )
-    progress = None if quiet else (lambda msg: err.print(f"[dim]audit:[/] {msg}", highlight=False))
-    result = run_audit(cfg, out_dir, progress=progress)
-    if as_json:
-        print_json(_findings_json(result))
-    else:
-        _print_findings(result.findings, out_dir)
-    if result.failed:
-        raise typer.Exit(1)
-
-
-@command("report")
-def report_cmd(
-    audit_dir: Annotated[
-        Path, typer.Argument(help="An audit directory (from `anatomy audit` or `make reports`).")
-    ],
-    as_json: JsonOpt = False,
-) -> None:
-    """Rebuild findings, report.md and index.html from the results in an audit directory."""
-    from anatomy.audit import finish
-    from anatomy.errors import InputError
-
-    if not audit_dir.is_dir():
-        raise InputError(f"{audit_dir}: not a directory", "give the --out folder of `anatomy audit`")
-    result = finish(audit_dir)
-    if as_json:
-        print_json(_findings_json(result))
-    else:
-        _print_findings(result.findings, audit_dir)
-
-
 # -------------------------------------------------------------------------------------- encoders, embed
 
 
@@ -486,148 +370,6 @@ def embed_cmd(
         highlight=False,
         soft_wrap=True,
     )
-
-
-# --------------------------------------------------------------------------------------------- distill
-
-
-def _progress(quiet: bool):
-    """A rich progress bar on stderr (a no-op context when quiet)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-        transient=True,
-    )
-
-
-@command("distill")
-def distill_cmd(
-    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
-    teacher: Annotated[
-        str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
-    ] = "minilm",
-    student: Annotated[
-        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
-    ] = "s0",
-    context: Annotated[int, typer.Option(help="The student's context length.")] = 16,
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size (all processes together).")
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")
-    ] = None,
-    warmup_steps: Annotated[
-        int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")
-    ] = None,
-    w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss.")] = None,
-    w_cons: Annotated[float | None, typer.Option(help="Weight of the word-shuffle consistency loss.")] = None,
-    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
-    eval_every: Annotated[int, typer.Option(help="Evaluate on the held-out prompts every N steps.")] = 200,
-    save_every: Annotated[
-        int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")
-    ] = None,
-    eval_size: Annotated[int, typer.Option(help="Held-out prompts (at most 10% of the corpus).")] = 1000,
-    limit: Annotated[
-        int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Seed for the split, the data order and the initial weights.")
-    ] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
-    ] = None,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
-    ] = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Distil a teacher's per-token outputs into a student (run with torchrun for several GPUs/processes)."""
-    import os
-
-    from anatomy.distill.train import DistillConfig, distill
-
-    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
-    cfg = DistillConfig(
-        teacher=teacher,
-        student=student,
-        corpus=str(corpus),
-        context=context,
-        epochs=epochs,
-        steps=steps,
-        warmup_steps=warmup_steps,
-        batch_size=batch_size,
-        lr=lr,
-        w_cos=w_cos,
-        w_cons=w_cons,
-        clip=clip,
-        eval_every=eval_every,
-        save_every=save_every,
-        eval_size=eval_size,
-        limit=limit,
-        seed=seed,
-        dtype=dtype,
-    )
-    with _progress(quiet) as bar:
-        cache_task = bar.add_task("teacher cache", total=None, status="")
-        train_task = bar.add_task("distill", total=None, status="", visible=False)
-
-        def on_cache(done: int, total: int) -> None:
-            bar.update(cache_task, completed=done, total=total)
-
-        def on_step(done: int, total: int, loss: float, rate: float) -> None:
-            bar.update(cache_task, visible=False)
-            bar.update(
-                train_task,
-                completed=done,
-                total=total,
-                visible=True,
-                status=f"loss {loss:.4f} {rate:,.0f} texts/s",
-            )
-
-        result = distill(
-            cfg,
-            out_dir,
-            resume=resume,
-            device=device,
-            cache_dir=cache_dir,
-            on_step=on_step,
-            on_cache=on_cache,
-        )
-    if result["eval"]:  # rank 0: the held-out curve as a figure beside the metrics
-        from anatomy.distill.train import read_metrics
-        from anatomy.figures.distill import draw_training_curves, prepare_training_curves
-        from anatomy.figures.style import save_figure
-
-        frame = prepare_training_curves({out_dir.name: read_metrics(out_dir)})
-        save_figure(draw_training_curves(frame), out_dir / "figures" / "training.png")
-    if as_json:
-        print_json(result)
-        return
-    last = result["eval"]
-    if last:
-        out.print(
-            f"{out_dir}: {result['config']['steps']} steps; held-out token cosine {last['eval_token_cosine']:.4f}, "
-            f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {last['eval_knn_overlap10']:.3f}",
-            highlight=False,
-        )
-        out.print(
-            f"student: student:{out_dir / 'checkpoints' / 'best'} (best) and .../latest", highlight=False
-        )
 
 
 # ----------------------------------------------------------------------------------- representation anatomy
@@ -856,6 +598,148 @@ def agreement_cmd(
     out.print(f"written: {out_dir / 'results' / 'agreement.json'} and figures/agreement.png", highlight=False)
 
 
+# --------------------------------------------------------------------------------------------- distill
+
+
+def _progress(quiet: bool):
+    """A rich progress bar on stderr (a no-op context when quiet)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    )
+
+
+@command("distill")
+def distill_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
+    ] = "minilm",
+    student: Annotated[
+        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
+    ] = "s0",
+    context: Annotated[int, typer.Option(help="The student's context length.")] = 16,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size (all processes together).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")
+    ] = None,
+    w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss.")] = None,
+    w_cons: Annotated[float | None, typer.Option(help="Weight of the word-shuffle consistency loss.")] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Evaluate on the held-out prompts every N steps.")] = 200,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")
+    ] = None,
+    eval_size: Annotated[int, typer.Option(help="Held-out prompts (at most 10% of the corpus).")] = 1000,
+    limit: Annotated[
+        int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, the data order and the initial weights.")
+    ] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil a teacher's per-token outputs into a student (run with torchrun for several GPUs/processes)."""
+    import os
+
+    from anatomy.distill.train import DistillConfig, distill
+
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
+    cfg = DistillConfig(
+        teacher=teacher,
+        student=student,
+        corpus=str(corpus),
+        context=context,
+        epochs=epochs,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        batch_size=batch_size,
+        lr=lr,
+        w_cos=w_cos,
+        w_cons=w_cons,
+        clip=clip,
+        eval_every=eval_every,
+        save_every=save_every,
+        eval_size=eval_size,
+        limit=limit,
+        seed=seed,
+        dtype=dtype,
+    )
+    with _progress(quiet) as bar:
+        cache_task = bar.add_task("teacher cache", total=None, status="")
+        train_task = bar.add_task("distill", total=None, status="", visible=False)
+
+        def on_cache(done: int, total: int) -> None:
+            bar.update(cache_task, completed=done, total=total)
+
+        def on_step(done: int, total: int, loss: float, rate: float) -> None:
+            bar.update(cache_task, visible=False)
+            bar.update(
+                train_task,
+                completed=done,
+                total=total,
+                visible=True,
+                status=f"loss {loss:.4f} {rate:,.0f} texts/s",
+            )
+
+        result = distill(
+            cfg,
+            out_dir,
+            resume=resume,
+            device=device,
+            cache_dir=cache_dir,
+            on_step=on_step,
+            on_cache=on_cache,
+        )
+    if result["eval"]:  # rank 0: the held-out curve as a figure beside the metrics
+        from anatomy.distill.train import read_metrics
+        from anatomy.figures.distill import draw_training_curves, prepare_training_curves
+        from anatomy.figures.style import save_figure
+
+        frame = prepare_training_curves({out_dir.name: read_metrics(out_dir)})
+        save_figure(draw_training_curves(frame), out_dir / "figures" / "training.png")
+    if as_json:
+        print_json(result)
+        return
+    last = result["eval"]
+    if last:
+        out.print(
+            f"{out_dir}: {result['config']['steps']} steps; held-out token cosine {last['eval_token_cosine']:.4f}, "
+            f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {last['eval_knn_overlap10']:.3f}",
+            highlight=False,
+        )
+        out.print(
+            f"student: student:{out_dir / 'checkpoints' / 'best'} (best) and .../latest", highlight=False
+        )
+
+
 @command("export")
 def export_cmd(
     run_dir: Annotated[
@@ -942,3 +826,119 @@ def ablate_cmd(
     out.print(
         f"results: {out_dir / 'results' / 'ablation.json'}; figure: {out_dir / 'figures' / 'ablation.png'}"
     )
+
+
+# ----------------------------------------------------------------------------------------------- audit
+
+_MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
+
+
+def _print_findings(findings, out_dir: Path) -> None:
+    """spaCy `debug data` style: a rule per section, one marked line per finding, then the counts."""
+    from anatomy.findings import MARK_SYMBOLS, counts
+
+    section = None
+    for f in findings:
+        if f.section != section:
+            section = f.section
+            out.rule(f"[bold]{section}[/]", align="left")
+        style = _MARK_STYLE[f.mark]
+        out.print(f"[{style}]{MARK_SYMBOLS[f.mark]}[/] {f.line()}", highlight=False, soft_wrap=True)
+    total = counts(findings)
+    out.rule()
+    out.print(", ".join(f"[{_MARK_STYLE[m]}]{n} {m}[/]" for m, n in total.items()), highlight=False)
+    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}", highlight=False)
+
+
+def _findings_json(result) -> dict:
+    from anatomy.findings import as_data, counts
+
+    return {
+        "out": str(result.out_dir),
+        "counts": counts(result.findings),
+        "findings": as_data(result.findings),
+        "report": {"html": str(result.out_dir / "index.html"), "markdown": str(result.out_dir / "report.md")},
+    }
+
+
+@command("audit")
+def audit_cmd(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Prompt files (source detected), builtin:NAME, or one corpus .parquet. Default: builtin:imagenet-prompts."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Audit directory (created; reruns overwrite).")
+    ] = Path("audit-out"),
+    encoders: Annotated[
+        list[str] | None,
+        typer.Option("--encoder", "-e", help="Encoder spec to analyse (repeatable). Default: minilm."),
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher encoder spec (with --student: agreement).")
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected."
+        ),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=50, help="Prompts for the output analyses (dims, robustness, agreement)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every sampling step.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole study on a corpus: ingest, tokens, per-encoder analyses, findings and an HTML report.
+
+    Exits 1, after writing everything, when a finding is a failure (unreadable input, encoder not loaded).
+    """
+    from anatomy.audit import AuditConfig, run_audit
+
+    cfg = AuditConfig(
+        inputs=tuple(inputs or ()),
+        source=source,
+        encoders=tuple(encoders or ()),
+        teacher=teacher,
+        student=student,
+        sample=sample,
+        seed=seed,
+        device=device,
+        quiet=quiet,
+    )
+    progress = None if quiet else (lambda msg: err.print(f"[dim]audit:[/] {msg}", highlight=False))
+    result = run_audit(cfg, out_dir, progress=progress)
+    if as_json:
+        print_json(_findings_json(result))
+    else:
+        _print_findings(result.findings, out_dir)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@command("report")
+def report_cmd(
+    audit_dir: Annotated[
+        Path, typer.Argument(help="An audit directory (from `anatomy audit` or `make reports`).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild findings, report.md and index.html from the results in an audit directory."""
+    from anatomy.audit import finish
+    from anatomy.errors import InputError
+
+    if not audit_dir.is_dir():
+        raise InputError(f"{audit_dir}: not a directory", "give the --out folder of `anatomy audit`")
+    result = finish(audit_dir)
+    if as_json:
+        print_json(_findings_json(result))
+    else:
+        _print_findings(result.findings, audit_dir)
