@@ -264,28 +264,40 @@ def embed_prompts(
     batch_size: int = DEFAULT_BATCH,
     bucket: bool | None = None,
     per_token=False,
+    quiet: bool = True,
 ) -> dict[str, np.ndarray]:
     """In-memory embedding of a prompt list, in input order: {"pooled"[, "tokens", "mask"]}.
 
-    The same batching and bucketing as embed_corpus, without the cache (for samples and benchmarks).
+    The same batching and bucketing as embed_corpus, without the cache (for samples, analyses, benchmarks).
     """
     bucket = _resolve_bucket(encoder, bucket)
     content, n_valid, order = _plan(encoder, prompts, bucket)
     width = int(n_valid.max()) if len(prompts) else 1
-    arrays = _embed_rows(encoder, content, n_valid, order, batch_size, bucket, width, per_token)
+    progress = None
+    if not quiet:
+        from rich.console import Console
+        from rich.progress import track
+
+        console = Console(stderr=True)
+
+        def progress(batches):
+            return track(batches, description="embedding", console=console, transient=True)
+
+    arrays = _embed_rows(encoder, content, n_valid, order, batch_size, bucket, width, per_token, progress)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return {name: value[inverse] for name, value in arrays.items()}
 
 
-def _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token) -> dict:
+def _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token, progress=None) -> dict:
     """Pooled [n, D] (and tokens [n, W, D], mask [n, W]) for the given corpus rows, batch by batch."""
     from anatomy.encoders.base import valid_mask
     from anatomy.tokenizer import pack
 
     tok = encoder.tokenizer
     pooled, tokens, masks = [], [], []
-    for start in range(0, len(rows), batch_size):
+    starts = range(0, len(rows), batch_size)
+    for start in progress(starts) if progress else starts:
         batch = rows[start : start + batch_size]
         length = int(n_valid[batch].max()) if bucket else encoder.context_length
         ids = pack([content[i] for i in batch], length, tok.sot_id, tok.eot_id, tok.pad_id)

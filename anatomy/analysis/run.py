@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 DIMS_SAMPLE = 5000  # the paper's 5,000 prompts
 AGREEMENT_SAMPLE = 2000
 ROBUSTNESS_SAMPLE = 2000
-BATCH = 256
 MIN_SOURCE_POINTS = 50  # fewer distinct points than this: no estimate for that source (k = 20 neighbours)
 
 
@@ -68,45 +67,12 @@ def _sample(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 
 def embed_sequences(encoder, prompts: Sequence[str], per_token: bool = False, quiet: bool = True):
-    """Pooled float32 outputs [N, D] (and per-token outputs [N, W, D] with masks [N, W]) of prompts.
+    """Pooled float32 outputs [N, D] (and per-token outputs [N, W, D] with masks [N, W]) of prompts, through
+    the embed step's batching (length-bucketed where that is exact)."""
+    from anatomy.embed import embed_prompts
 
-    Rows are run sorted by length with each batch cut to its longest prompt when that is exact (causal
-    encoders, or ones that mask padding); otherwise at the full context.
-    """
-    from rich.console import Console
-    from rich.progress import track
-
-    exact = bool(getattr(encoder, "causal", False) or getattr(encoder, "masks_padding", False))
-    can_cut = exact and hasattr(encoder, "encode_ids")
-    content = encoder.tokenizer.encode(list(prompts))
-    n_valid = np.minimum(np.array([len(c) + 2 for c in content], dtype=np.int64), encoder.context_length)
-    order = np.argsort(n_valid, kind="stable") if can_cut else np.arange(len(prompts))
-    width = int(n_valid.max()) if len(prompts) else 0
-    pooled = np.zeros((len(prompts), encoder.output_dim), dtype=np.float32)
-    tokens = np.zeros((len(prompts), width, encoder.output_dim), dtype=np.float32) if per_token else None
-    masks = np.zeros((len(prompts), width), dtype=bool) if per_token else None
-    starts = range(0, len(prompts), BATCH)
-    console = Console(stderr=True)
-    for start in track(starts, description="embedding", console=console, disable=quiet, transient=True):
-        rows = order[start : start + BATCH]
-        if can_cut:
-            from anatomy.encoders.base import valid_mask
-            from anatomy.tokenizer import pack
-
-            tok = encoder.tokenizer
-            ids = pack(
-                [content[i] for i in rows], int(n_valid[rows].max()), tok.sot_id, tok.eot_id, tok.pad_id
-            )
-            encoded = encoder.encode_ids(ids, valid_mask(ids, [len(content[i]) for i in rows]))
-        else:
-            encoded = encoder.encode([prompts[i] for i in rows])
-        pooled[rows] = encoded.pooled.float().cpu().numpy()
-        if per_token:
-            t = encoded.tokens.float().cpu().numpy()[:, :width]
-            m = encoded.mask.cpu().numpy()[:, :width]
-            tokens[rows, : t.shape[1]] = t * m[..., None]
-            masks[rows, : m.shape[1]] = m
-    return pooled, tokens, masks
+    got = embed_prompts(encoder, list(prompts), per_token=per_token, quiet=quiet)
+    return got["pooled"], got.get("tokens"), got.get("mask")
 
 
 def _corpus_inputs(corpus) -> dict:
