@@ -110,6 +110,35 @@ def load_json(src: SourceFile, options: ReadOptions):
         raise InputError(f"{src.spec}: JSON cannot be read ({type(err).__name__}: {err})") from None
 
 
+def csv_table(
+    src: SourceFile, text: str, delimiter: str
+) -> tuple[list[str], Iterator[tuple[str, list[str]]]]:
+    """The header and then (where, fields) per non-blank row. Strict: a stray or unclosed quote is an error
+    naming the line, not a prompt that swallows the rest of the file."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+
+    def malformed(err: csv.Error) -> InputError:
+        return InputError(f"{src.spec}: malformed CSV at line {reader.line_num}: {err}")
+
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as err:
+        raise malformed(err) from None
+
+    def rows() -> Iterator[tuple[str, list[str]]]:
+        try:
+            for row in reader:
+                if row:  # a blank line is not a record
+                    yield f"{src.name}:{reader.line_num}", row
+        except csv.Error as err:
+            raise malformed(err) from None
+
+    return header, rows()
+
+
 def describe(value: object) -> str:
     """A short description of what was found, for 'expected X, found Y' messages."""
     if isinstance(value, dict):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
-from anatomy.corpus.sources import ReadOptions, SourceFile, structure_error, text_record
+from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, structure_error, text_record
 from anatomy.errors import InputError
 
 _PICKLE_SUFFIXES = {".p", ".pkl", ".pickle"}
@@ -135,32 +135,23 @@ def _read_csv(src: SourceFile, options: ReadOptions, delimiter: str) -> Iterator
         subset = subset_name(dataset, split_by, split, fallback)
         yield from _read_refer_csv(src, text, subset)
         return
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, strict=True
-    )  # a stray quote is an error
-    try:
-        header = [h.strip() for h in next(reader, [])]
-        if "sent" not in header:
-            raise InputError(
-                f"{src.spec}: expected a CSV header with a 'sent' column ({REFER_HEADER}); found {header[:12]}",
-                "for other CSV files use `anatomy ingest text --column NAME`",
-            )
-        sent_at = header.index("sent")
-        dataset_at = header.index("dataset") if "dataset" in header else None
-        split_at = header.index("split") if "split" in header else None
-        for row in reader:
-            where = f"{src.name}:{reader.line_num}"
-            if not row:
-                continue  # a blank line is not a record
-            if len(row) <= sent_at:
-                yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
-                continue
-            row_dataset = row[dataset_at] if dataset_at is not None and dataset_at < len(row) else None
-            row_split = row[split_at] if split_at is not None and split_at < len(row) else None
-            subset = subset_name(row_dataset or dataset, split_by, row_split or split, fallback)
-            yield text_record(row[sent_at], subset, where)
-    except csv.Error as err:
-        raise InputError(f"{src.spec}: malformed CSV at line {reader.line_num}: {err}") from None
+    header, rows = csv_table(src, text, delimiter)
+    if "sent" not in header:
+        raise InputError(
+            f"{src.spec}: expected a CSV header with a 'sent' column ({REFER_HEADER}); found {header[:12]}",
+            "for other CSV files use `anatomy ingest text --column NAME`",
+        )
+    sent_at = header.index("sent")
+    dataset_at = header.index("dataset") if "dataset" in header else None
+    split_at = header.index("split") if "split" in header else None
+    for where, row in rows:
+        if len(row) <= sent_at:
+            yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
+            continue
+        row_dataset = row[dataset_at] if dataset_at is not None and dataset_at < len(row) else None
+        row_split = row[split_at] if split_at is not None and split_at < len(row) else None
+        subset = subset_name(row_dataset or dataset, split_by, row_split or split, fallback)
+        yield text_record(row[sent_at], subset, where)
 
 
 def _read_refer_csv(src: SourceFile, text: str, subset: str) -> Iterator[PromptRecord | Skipped]:

@@ -7,14 +7,12 @@ or a list of lists of strings (the YOLO-World class-text form: a class name and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
-from anatomy.corpus.sources import ReadOptions, SourceFile, describe, load_json, text_record
+from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, describe, load_json, text_record
 from anatomy.errors import InputError
 
 LINE_SUFFIXES = {".txt", ".text", ".lst", ".list", ""}
@@ -81,23 +79,15 @@ def _pick(src: SourceFile, found: list[str], given: str | None, flag: str) -> st
 
 
 def _read_csv(src: SourceFile, text: str, options: ReadOptions, subset: str, delimiter: str):
-    # strict: an unclosed or stray quote is an error, not a prompt swallowing the rest of the file
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise InputError(f"{src.spec}: empty CSV, expected a header row naming the columns")
-        at = header.index(_pick(src, header, options.column, "--column"))
-        for row in reader:
-            where = f"{src.name}:{reader.line_num}"
-            if not row:
-                continue  # a blank line is not a record
-            if len(row) <= at:
-                yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
-            else:
-                yield PromptRecord(row[at], subset, where)
-    except csv.Error as err:
-        raise InputError(f"{src.spec}: malformed CSV at line {reader.line_num}: {err}") from None
+    header, rows = csv_table(src, text, delimiter)
+    if not header:
+        raise InputError(f"{src.spec}: empty CSV, expected a header row naming the columns")
+    at = header.index(_pick(src, header, options.column, "--column"))
+    for where, row in rows:
+        if len(row) <= at:
+            yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
+        else:
+            yield PromptRecord(row[at], subset, where)
 
 
 def _read_jsonl(src: SourceFile, text: str, options: ReadOptions, subset: str):
