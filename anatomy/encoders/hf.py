@@ -118,7 +118,7 @@ def load_hf(
             "hf:PATH needs a local folder with config.json, the weights and the tokenizer files",
         )
     try:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
     except ImportError:
         raise EncoderError(
@@ -129,19 +129,19 @@ def load_hf(
     from anatomy.encoders.base import ModuleEncoder
 
     hf_logging.disable_progress_bar()  # our own progress goes to stderr through rich, once
+    tokenizer = load_hf_tokenizer(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
-        raise EncoderError(f"{path}: cannot load the model or tokenizer ({error})") from None
-    limit = _max_length(path, tokenizer)
+        raise EncoderError(f"{path}: cannot load the model ({error})") from None
+    limit = _max_length(path, tokenizer._tok)
     max_positions = getattr(model.config, "max_position_embeddings", limit)
     context = context_length or limit
     if context > max_positions:
         raise EncoderError(f"{name}: context {context} exceeds the model's {max_positions} positions")
     encoder = ModuleEncoder(
         _hf_module_class()(model),
-        HFTokenizer(tokenizer, name=f"hf:{path.name}"),
+        tokenizer,
         name=name,
         context_length=context,
         output_dim=int(model.config.hidden_size),
@@ -152,6 +152,20 @@ def load_hf(
     )
     encoder.masks_padding = True  # attention ignores padding, so length bucketing is exact here too
     return encoder
+
+
+def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
+    """The tokenizer of a local Hugging Face model directory alone (no weights), offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise EncoderError(f"{path}: cannot load the tokenizer ({error})") from None
+    return HFTokenizer(tokenizer, name=f"hf:{path.name}")
 
 
 def load_minilm(*, device: str | None = None, dtype: str = "fp32", context_length: int | None = None):

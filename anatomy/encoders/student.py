@@ -203,20 +203,9 @@ def resolve_tokenizer(spec: str) -> Tokenizer:
 
 
 def _hf_tokenizer(spec: str) -> Tokenizer:
-    import os
+    from anatomy.encoders.hf import load_hf_tokenizer, minilm_dir
 
-    from anatomy.encoders.hf import HFTokenizer, minilm_dir
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    directory = minilm_dir() if spec == "minilm" else Path(spec.partition(":")[2])
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise EncoderError(f"tokenizer {spec!r}: cannot load it from {directory} ({error})") from None
-    return HFTokenizer(tokenizer, name=f"hf:{directory.name}")  # the name hf.load_hf gives the same files
+    return load_hf_tokenizer(minilm_dir() if spec == "minilm" else spec.partition(":")[2])
 
 
 def load_student(
