@@ -61,9 +61,9 @@ def resolve_tokenizer(spec: str):
 
         tok = clip_tokenizer()
         return tok, tok.fingerprint
-    from anatomy.encoders.registry import load
+    from anatomy.encoders.registry import load_tokenizer
 
-    tok = load(spec).tokenizer  # loads the encoder too: the registry is the one place that knows each family
+    tok = load_tokenizer(spec)
     return tok, f"{spec}|{tok.name}|{tok.vocab_size}"
 
 

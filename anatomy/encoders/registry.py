@@ -191,6 +191,26 @@ def _probe_dim(module, context) -> int:
         return int(module.eval()(ids, torch.ones_like(ids, dtype=torch.bool)).shape[-1])
 
 
+def load_tokenizer(spec: str):
+    """The tokenizer of an encoder spec ("clip" for CLIP BPE), loading as little as the family allows."""
+    from anatomy.tokenizer import clip_tokenizer
+
+    family = spec.partition(":")[0]
+    if spec == "clip" or family in ("sam3", "litetext-s0", "litetext-s1", "litetext-l"):
+        return clip_tokenizer()  # the teacher and the LiteText students all use CLIP BPE
+    if family == "student":
+        from anatomy.encoders.student import read_student_config
+
+        cfg, _ = read_student_config(spec.partition(":")[2])
+        return load_tokenizer(cfg.tokenizer)
+    if spec == "minilm" or family == "hf":
+        from anatomy.encoders.hf import load_hf_tokenizer, minilm_dir
+
+        # the tokenizer files alone, without loading the model's weights
+        return load_hf_tokenizer(minilm_dir() if spec == "minilm" else spec.partition(":")[2])
+    return load(spec, device="cpu").tokenizer
+
+
 def require_trained(encoder, purpose: str = "this analysis") -> None:
     """Refuse an untrained (bare architecture) encoder: its numbers would describe random weights."""
     if not getattr(encoder, "trained", True):

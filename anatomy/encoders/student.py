@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     import torch
 
     from anatomy.encoders.base import ModuleEncoder
-    from anatomy.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -185,29 +184,6 @@ def read_student_config(path: str | Path) -> tuple[StudentConfig, dict[str, Any]
     return StudentConfig.from_dict(body, str(config_path)), dict(data.get("provenance") or {})
 
 
-def resolve_tokenizer(spec: str) -> Tokenizer:
-    """The tokenizer a student shares: "clip", or that of an encoder spec (the teacher's)."""
-    from anatomy.tokenizer import clip_tokenizer
-
-    family = spec.partition(":")[0]
-    if spec == "clip" or family in ("sam3", "litetext-s0", "litetext-s1", "litetext-l"):
-        return clip_tokenizer()  # the teacher and the LiteText students all use CLIP BPE
-    if family == "student":
-        cfg, _ = read_student_config(spec.partition(":")[2])
-        return resolve_tokenizer(cfg.tokenizer)
-    if spec == "minilm" or family == "hf":
-        return _hf_tokenizer(spec)  # the tokenizer files alone, without loading the model's weights
-    from anatomy.encoders.registry import load
-
-    return load(spec, device="cpu").tokenizer
-
-
-def _hf_tokenizer(spec: str) -> Tokenizer:
-    from anatomy.encoders.hf import load_hf_tokenizer, minilm_dir
-
-    return load_hf_tokenizer(minilm_dir() if spec == "minilm" else spec.partition(":")[2])
-
-
 def load_student(
     path: str | Path, device: str | None = None, dtype: str = "fp32", context_length: int | None = None
 ) -> ModuleEncoder:
@@ -232,7 +208,9 @@ def load_student(
         )
         report.notes.append(message)
         log.warning("%s: %s", directory, message)
-    tokenizer = resolve_tokenizer(cfg.tokenizer)
+    from anatomy.encoders.registry import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(
             f"{directory}: tokenizer {cfg.tokenizer!r} has {tokenizer.vocab_size} ids but the student embeds "
