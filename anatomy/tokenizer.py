@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from anatomy.corpus.normalize import _PLAIN_ASCII, normalize
+from anatomy.corpus.normalize import PLAIN_ASCII, normalize
 from anatomy.errors import InputError
 
 CLIP_VOCAB_SIZE = 49408
@@ -38,7 +38,7 @@ FIRST_MERGE_ID = 2 * 256  # merges follow the 256 byte tokens and their 256 end-
 # whole vocabulary word maps straight to its id; tests/test_tokenizer.py checks all 34,483 such tokens.
 WHOLE_WORDS_VERIFIED_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 # Texts that `normalize` cleans by lowercasing and collapsing spaces alone (its own fast-path test, in RE2).
-_PLAIN_ASCII_RE2 = f"^(?:{_PLAIN_ASCII.pattern})$"
+_PLAIN_ASCII_RE2 = f"^(?:{PLAIN_ASCII.pattern})$"
 BATCH_THRESHOLD = 256  # from this many texts on, encode() takes the vectorised path
 # The CLIP split: specials, English contractions, letter runs, single digits, other non-space runs.
 _SPLIT_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import html
 import re
 
-_PLAIN_ASCII = re.compile(r"[\x20-\x25\x27-\x7e]*")  # printable ASCII except '&'
+PLAIN_ASCII = re.compile(r"[\x20-\x25\x27-\x7e]*")  # printable ASCII except '&'; the tokenizer shares it
 _WHITESPACE = re.compile(r"\s+")
 
 
 def normalize(text: str) -> str:
     """Clean `text` the way the CLIP tokenizer does (ftfy, html unescape x2, whitespace, lowercase)."""
-    if _PLAIN_ASCII.fullmatch(text):
+    if PLAIN_ASCII.fullmatch(text):
         return " ".join(text.split()).lower()
     import ftfy
 
