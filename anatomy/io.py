@@ -93,7 +93,12 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN/inf; null says "not defined" honestly
     if hasattr(value, "__dataclass_fields__"):
-        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+        # fields marked json=False stay in memory only; omit_none fields are left out when None
+        return {
+            k: to_jsonable(getattr(value, k))
+            for k, f in value.__dataclass_fields__.items()
+            if f.metadata.get("json", True) and not (f.metadata.get("omit_none") and getattr(value, k) is None)
+        }
     return value
 
 

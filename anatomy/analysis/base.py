@@ -88,7 +88,7 @@ def describe_range(meta: Mapping[str, Any]) -> str:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}"
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -107,12 +107,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         from anatomy.io import to_jsonable
 
-        data = {
-            f.name: to_jsonable(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.metadata.get("json", True)
-        }
-        return {"schema_version": self.SCHEMA_VERSION, **data}
+        return {"schema_version": self.SCHEMA_VERSION, **to_jsonable(self)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Result:
@@ -173,6 +168,7 @@ class Inputs:
     teacher_store: Any = None
     student_store: Any = None
     embeddings: Path | None = None  # a saved [N, D] .npy instead of encoder + corpus
+    out_dir: Path | None = None  # where the analysis may keep a cache (e.g. tokens.parquet)
     progress: Callable[[str], None] = lambda _message: None
 
 
@@ -186,7 +182,14 @@ class PaperRow:
     measure: str
     ours: str
     paper: str = "–"
-    source: str = ""  # e.g. "Table 2" of arXiv 2602.12173
+    source: str = ""  # where in the study the number comes from (anatomy.paper)
+
+    @classmethod
+    def of(cls, measure: str, ours: str, cited: Any = None) -> PaperRow:
+        """A row citing an anatomy.paper.Cited number (None: the study has no such number)."""
+        if cited is None:
+            return cls(measure, ours)
+        return cls(measure, ours, str(cited), cited.where)
 
 
 @dataclass
@@ -204,7 +207,9 @@ class Analysis:
 
     name: ClassVar[str]
     title: ClassVar[str]
+    description: ClassVar[str] = ""  # one sentence for `anatomy NAME --help`
     needs: ClassVar[frozenset[Need]]
+    optional: ClassVar[frozenset[Need]] = frozenset()  # used when given, not required
     Params: ClassVar[type]
     Result: ClassVar[type[Result]]
     # run in `anatomy audit` by default (False for analyses that cost a lot or need extra inputs)

@@ -70,3 +70,91 @@ def softmax_robustness(points: np.ndarray, noise: float = 0.1, seed: int = 0) ->
         reduction_factor=logit_error / output_error if output_error > 0 else float("inf"),
         output_error_noisy_values=_relative(weights_noisy @ noisy, output),
     )
+
+
+# ------------------------------------------------------------------------------------- the analysis unit
+# `robustness`: softmax error attenuation on the pooled outputs of a sample of the corpus's prompts.
+
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param  # noqa: E402
+from anatomy.findings import Finding  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RobustnessParams:
+    noise: tuple[float, ...] = param((0.1,), "Noise level(s), repeatable.", min=0, min_open=True, max=1e6)
+    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
+    sample: int = param(2000, "Distinct prompts in the attention set.", min=2, max=100_000)
+
+
+@dataclass
+class RobustnessResult(Result):
+    encoder: str
+    construction: dict[str, str]
+    levels: list[Robustness]
+
+
+class SoftmaxRobustness(Analysis):
+    name = "robustness"
+    title = "Softmax error attenuation"
+    description = "Softmax error attenuation: input, logit and attention-output errors under Gaussian noise."
+    needs = frozenset({Need.ENCODER, Need.CORPUS})
+    Params = RobustnessParams
+    Result = RobustnessResult
+
+    def compute(self, inputs: Inputs, params: RobustnessParams) -> RobustnessResult:
+        from anatomy.analysis.sampling import distinct_sequences, sample
+
+        prompts, _, _ = distinct_sequences(inputs.corpus, inputs.store)
+        picked = sample(np.arange(len(prompts)), params.sample, params.seed)
+        pooled = inputs.store.pooled([prompts[i] for i in picked])
+        levels = [softmax_robustness(pooled, noise=float(s), seed=params.seed) for s in params.noise]
+        construction = {"X": f"pooled encoder outputs of {len(picked)} distinct prompts"} | CONSTRUCTION
+        return RobustnessResult(inputs.encoder.name, construction, levels)
+
+    def figures(self, result: RobustnessResult) -> dict:
+        from anatomy.figures import representation as fig
+
+        return {"robustness": fig.draw_robustness(fig.prepare_robustness(result))}
+
+    def findings(self, result: RobustnessResult, section: str) -> list[Finding]:
+        from anatomy import paper
+
+        return [
+            Finding(
+                "info",
+                section,
+                "robustness.factor",
+                f"noise {level.noise:g}: attention shrinks the logit error {level.logit_error:.3g} to "
+                f"{level.output_error:.3g} at the output, a factor of {level.reduction_factor:,.0f} "
+                f"(paper {paper.ROBUST_FACTOR})",
+                level.reduction_factor,
+            )
+            for level in result.levels
+            if level.reduction_factor is not None
+        ]
+
+    def paper_rows(self, result: RobustnessResult) -> list[PaperRow]:
+        from anatomy import paper
+
+        rows = []
+        for level in result.levels[:1]:
+            errors = f"{level.input_error:.3g} / {level.logit_error:.3g} / {level.output_error:.3g}"
+            factor = "–" if level.reduction_factor is None else f"{level.reduction_factor:,.1f}"
+            rows += [
+                PaperRow.of(f"softmax errors input / logit / output (noise {level.noise:g})", errors,
+                            paper.ROBUST_ERRORS),
+                PaperRow.of("softmax error reduction factor", factor, paper.ROBUST_FACTOR),
+            ]  # fmt: skip
+        return rows
+
+    def summary(self, result: RobustnessResult) -> list[str]:
+        c = result.construction
+        lines = [f"X: {c['X']}; {c['queries']}; {c['keys']}; logits {c['logits']}; {c['values']}"]
+        for level in result.levels:
+            factor = "undefined" if level.reduction_factor is None else f"x{level.reduction_factor:.1f}"
+            lines.append(
+                f"noise {level.noise:g}: input {level.input_error:.4f}, logits {level.logit_error:.4f}, "
+                f"output {level.output_error:.6f}, reduction {factor} "
+                f"(output with noisy values {level.output_error_noisy_values:.4f})"
+            )
+        return lines

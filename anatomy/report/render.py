@@ -1,8 +1,9 @@
-"""Render an audit record into report.md and a self-contained index.html (figures as data URIs).
+"""Render an output folder's record into report.md and a self-contained index.html (figures as data URIs).
 
-Both are built from the same list of sections (title, tables, figures), so they always say the same thing.
-Nothing here computes numbers: it reads the audit record (see anatomy.audit) and the results it points to.
-Output is deterministic (no timestamps), so a rerun on the same results gives the same bytes.
+Both are built from the same list of sections, so they always say the same thing. Nothing here computes or
+names an analysis: each registered analysis gives its section's rows (paper_rows, tables) from its typed
+result, and every scalar of its results JSON goes into a collapsed "all numbers" table. Output is
+deterministic (no timestamps), so a rerun on the same results gives the same bytes.
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anatomy.findings import MARK_SYMBOLS, Finding, block_labels, counts, dig, first, recommended_context
+from anatomy.analysis.base import Table
+from anatomy.findings import MARK_SYMBOLS, Finding, counts
 from anatomy.io import write_text
-from anatomy.report import paper
 
 # Keys that are bulky or not numbers a reader compares; the "all numbers" tables leave them out.
-_SKIP_KEYS = {"params", "provenance", "histogram", "top_tokens", "matrix", "similarity", "curve", "values"}
+_SKIP_KEYS = {"params", "provenance", "histogram", "top_tokens", "matrix", "similarity", "curve", "values",
+              "cumulative", "singular_values", "block_means", "paper", "conventions", "method"}  # fmt: skip
 _MAX_FLAT_ROWS = 120
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[str]]
-    caption: str = ""
+# The corpus section lists at most this many subsets per source (the full table is in the results JSON).
+MAX_SUBSETS_SHOWN = 12
 
 
 @dataclass
@@ -35,7 +32,7 @@ class Section:
     title: str
     text: list[str] = field(default_factory=list)  # paragraphs (plain text)
     tables: list[Table] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)  # paths relative to the audit directory
+    figures: list[str] = field(default_factory=list)  # paths relative to the output folder
     details: list[Table] = field(default_factory=list)  # collapsed in HTML ("all numbers")
     level: int = 2
 
@@ -90,12 +87,20 @@ def corpus_section(corpus: Mapping[str, Any]) -> Section:
             f"{fmt(corpus.get('rows'))} rows, {fmt(corpus['distinct_prompts'])} distinct prompts, "
             f"{fmt(corpus.get('occurrences'))} occurrences (corpus file {corpus.get('path', '?')})."
         )
-    rows = []
+    per_source = []
+    subsets = []
     for source, entry in corpus.get("sources", {}).items():
-        for subset, n in entry.get("subsets", {}).items():
-            rows.append([source, subset, fmt(n)])
-    if rows:
-        sec.tables.append(Table(["source", "subset", "rows"], rows))
+        items = list(entry.get("subsets", {}).items())
+        per_source.append([source, fmt(len(items)), fmt(entry.get("rows"))])
+        ranked = sorted(items, key=lambda kv: (-kv[1], kv[0]))
+        subsets += [[source, subset, fmt(n)] for subset, n in ranked[:MAX_SUBSETS_SHOWN]]
+        if len(items) > MAX_SUBSETS_SHOWN:
+            rest = sum(n for _, n in ranked[MAX_SUBSETS_SHOWN:])
+            subsets.append([source, f"… {len(items) - MAX_SUBSETS_SHOWN} more subsets", fmt(rest)])
+    if per_source:
+        sec.tables.append(Table(["source", "subsets", "rows"], per_source))
+        sec.tables.append(Table(["source", "subset", "rows"], subsets,
+                                f"the largest {MAX_SUBSETS_SHOWN} subsets per source; `anatomy corpus` lists all"))  # fmt: skip
     files = [
         [f["input"], fmt(f.get("read")), fmt(f.get("kept")), fmt(f.get("merged")), fmt(f.get("skipped"))]
         for f in corpus.get("files", [])
@@ -106,249 +111,49 @@ def corpus_section(corpus: Mapping[str, Any]) -> Section:
     return sec
 
 
-def tokens_sections(tokens: Mapping[str, Any], figures: Sequence[str]) -> list[Section]:
-    overall = tokens.get("overall", {})
-    sec = Section("Token lengths and the context window", figures=list(figures))
-    blocks = {"overall": overall, **tokens.get("sources", {})}
-    length_rows = []
-    for name, block in blocks.items():
-        length = block.get("length", {})
-        ref = f"{paper.LENGTH_MEAN}" if name == "overall" else paper.SOURCE_LENGTH_MEAN.get(name, "–")
-        length_rows.append(
-            [name, fmt(block.get("n_prompts"))]
-            + [fmt(length.get(k)) for k in ("mean", "median", "p90", "p99", "max")]
-            + [ref]
-        )
-    sec.tables.append(
-        Table(
-            ["block", "prompts", "mean", "median", "p90", "p99", "max", "paper mean"],
-            length_rows,
-            "tokens per prompt, start and end included",
-        )
-    )
-    ctx_rows = []
-    for key, row in sorted(overall.get("context", {}).items(), key=lambda kv: int(kv[0])):
-        ref = paper.CONTEXT.get(key, {})
-        ctx_rows.append(
-            [
-                key,
-                fmt(row.get("density"), "pct"),
-                fmt(row.get("padding"), "pct"),
-                fmt(row.get("truncation"), "pct"),
-                fmt(row.get("token_loss"), "pct"),
-                " / ".join(fmt(ref.get(k), "pct") for k in ("padding", "truncation", "token_loss"))
-                if ref
-                else "–",
-            ]
-        )
-    if ctx_rows:
-        sec.tables.append(
-            Table(
-                [
-                    "context",
-                    "density",
-                    "padding",
-                    "truncation",
-                    "token loss",
-                    "paper: padding / trunc. / loss",
-                ],
-                ctx_rows,
-                f"overall; paper: {paper.PAPER_CORPUS} ({paper.CONTEXT_NOTE})",
-            )
-        )
-    rec = recommended_context(tokens)
-    if rec is not None:
-        sec.text.append(
-            f"Recommended context: {rec['context']} (smallest with token loss and truncation within the limits; "
-            f"padding {fmt(rec.get('padding'), 'pct')}, token loss {fmt(rec.get('token_loss'), 'pct')}, "
-            f"truncation {fmt(rec.get('truncation'), 'pct')})."
-        )
-    vocab = overall.get("vocab", {})
-    vsec = Section("Vocabulary")
-    if vocab:
-        vsec.tables.append(
-            Table(
-                ["measure", "ours", "paper"],
-                [
-                    ["distinct tokens used", fmt(vocab.get("used")), fmt(paper.VOCAB["used"])],
-                    [
-                        "vocabulary never used",
-                        fmt(vocab.get("unused_share"), "pct"),
-                        fmt(paper.VOCAB["unused_share"], "pct"),
-                    ],
-                    [
-                        "top-100 coverage (content tokens / with start and end)",
-                        fmt(dig(vocab, "top_k_coverage", "100"), "pct")
-                        + " / "
-                        + fmt(dig(vocab, "top_k_coverage_with_special", "100"), "pct"),
-                        fmt(paper.VOCAB["top_100_coverage"], "pct"),
-                    ],
-                    [
-                        "start/end share (pooled / mean over sources)",
-                        fmt(vocab.get("special_share"), "pct")
-                        + " / "
-                        + fmt(vocab.get("special_share_mean_over_sources"), "pct"),
-                        fmt(paper.VOCAB["special_share"], "pct"),
-                    ],
-                ],
-            )
-        )
-        top = vocab.get("top_tokens") or []
-        if top:
-            vsec.tables.append(
-                Table(["token", "count"], [[str(t), fmt(c)] for t, c in top[:15]], "most frequent tokens")
-            )
-    return [sec, vsec]
+def analysis_section(name: str, result: Any, figures: Sequence[str], level: int) -> Section:
+    """One analysis's section: our numbers beside the study's, its own tables, its figures, all numbers."""
+    from anatomy.analysis import ANALYSES
 
-
-def encoder_section(enc: Mapping[str, Any]) -> Section:
-    sec = Section(f"Encoder {enc['spec']}", figures=list(enc.get("figures", [])))
-    for stage, error in enc.get("errors", {}).items():
-        sec.text.append(
-            f"✘ {stage} failed: {error['error']}" + (f" (hint: {error['hint']})" if error.get("hint") else "")
-        )
-    results = enc.get("results", {})
-    rows = encoder_comparisons(results)
+    analysis = ANALYSES[name]
+    sec = Section(analysis.title, figures=list(figures), level=level)
+    rows = analysis.paper_rows(result)
     if rows:
-        sec.tables.append(
-            Table(
-                ["measure", "ours", "paper (SAM3 teacher)"],
-                rows,
-                "the paper's numbers are for SAM3's 1024-wide encoder",
-            )
-        )
-    for name, res in results.items():
-        flat = flatten(res)
-        if flat:
-            sec.details.append(Table(["key", "value"], [list(r) for r in flat], f"all numbers: {name}.json"))
+        sec.tables.append(Table(["measure", "ours", "paper", "paper: where"],
+                                [[r.measure, r.ours, r.paper, r.source] for r in rows]))  # fmt: skip
+    sec.tables += analysis.tables(result)
+    flat = flatten(result.to_json())
+    if flat:
+        sec.details.append(Table(["key", "value"], [list(r) for r in flat], f"all numbers: {name}.json"))
     return sec
 
 
-def encoder_comparisons(results: Mapping[str, Any]) -> list[list[str]]:
-    """Rows of (measure, ours, paper) for the numbers the paper reports for its teacher."""
-    rows = []
-    pos = results.get("positions")
-    if pos:
-        n = pos.get("rows_analysed")
-        rows.append(
-            ["positional: PCA components for 90%", f"{fmt(dig(pos, 'pca', 'n90'))} of {fmt(n)}", "7 of 32"]
-        )
-        erank = [fmt(dig(pos, "spectrum", c, "erank")) for c in ("uncentred", "centred")]
-        rows.append(["positional: effective rank (uncentred / centred)", " / ".join(erank), "20 of 32"])
-        within = pos.get("within_block") or []
-        labels = block_labels(n or 0, pos.get("block", 8))
-        if within:
-            rows.append(
-                [
-                    f"positional similarity within {labels[0]}",
-                    fmt(within[0]),
-                    str(paper.POSITIONAL["block_0_8"]),
-                ]
-            )
-        if len(within) > 1:
-            later = ", ".join(f"{lab}: {fmt(v)}" for lab, v in list(zip(labels, within, strict=False))[1:4])
-            rows.append(
-                ["positional similarity within later blocks", later, paper.POSITIONAL["block_beyond_8"]]
-            )
-    spec = results.get("spectrum")
-    if spec:
-        for subset, key in (("full", "erank_full"), ("used", "erank_used")):
-            block = spec.get(subset) or {}
-            erank = dig(block, "uncentred", "erank")
-            if erank is not None:
-                ours = f"{fmt(erank)} of {fmt(block.get('dim'))}"
-                rows.append(
-                    [
-                        f"token embeddings effective rank ({subset})",
-                        ours,
-                        f"{paper.TOKEN_EMBEDDING[key]} of 1024",
-                    ]
-                )
-        n90 = dig(spec, "full", "uncentred", "n90")
-        if n90 is not None:
-            rows.append(
-                ["token embeddings dims for 90%", fmt(n90), f"{paper.TOKEN_EMBEDDING['n90']} of 1024"]
-            )
-    dims = results.get("dims")
-    if dims:
-        o = dims.get("overall", {})
-        rows.append(
-            ["output intrinsic dim (TwoNN)", fmt(dig(o, "twonn", "linear")), paper.OUTPUT["intrinsic_dim"]]
-        )
-        rows.append(
-            ["output intrinsic dim (MLE k=20)", fmt(dig(o, "mle", "harmonic")), paper.OUTPUT["intrinsic_dim"]]
-        )
-        rows.append(
-            ["output linear effective rank", fmt(o.get("erank")), f"{paper.OUTPUT['linear_erank']} of 256"]
-        )
-        rows.append(
-            [
-                "prompts / output width",
-                f"{fmt(o.get('n_points'))} / {fmt(o.get('ambient_dim'))}",
-                "5,000 / 256",
-            ]
-        )
-    rob = results.get("robustness")
-    for level in (rob or {}).get("levels", [])[:1]:
-        errors = " / ".join(fmt(level.get(k)) for k in ("input_error", "logit_error", "output_error"))
-        rows.append(
-            [
-                f"softmax errors input / logit / output (noise {level.get('noise')})",
-                errors,
-                "0.97 / 0.96 / 0.0034",
-            ]
-        )
-        rows.append(["softmax error reduction factor", fmt(level.get("reduction_factor")), "282"])
-    return rows
+def _error_lines(errors: Mapping[str, Any]) -> list[str]:
+    return [f"✘ {stage} failed: {e['error']}" + (f" (hint: {e['hint']})" if e.get("hint") else "")
+            for stage, e in errors.items()]  # fmt: skip
 
 
-def _scalar(v: Any) -> Any:
-    return first(v, ("mean",), ("value",)) if isinstance(v, Mapping) else v
+def group_sections(title: str, group: Mapping[str, Any]) -> list[Section]:
+    """An encoder or the teacher-student pair: a heading, its failures, then one sub-section per analysis."""
+    head = Section(title, _error_lines(group.get("errors", {})))
+    subs = [analysis_section(n, r, group.get("figures", {}).get(n, []), 3) for n, r in group.get("results", {}).items()]
+    return [head, *subs]
 
 
-def agreement_section(agreement: Mapping[str, Any]) -> Section:
-    sec = Section(f"Student vs teacher: {agreement['spec']}", figures=list(agreement.get("figures", [])))
-    for stage, error in agreement.get("errors", {}).items():
-        sec.text.append(f"✘ {stage} failed: {error['error']}")
-    res = agreement.get("result") or {}
-    if res:
-        dims = res.get("intrinsic_dim") or {}
-        twonn = " / ".join(fmt(dig(dims, who, "twonn", "linear")) for who in ("teacher", "student"))
-        rows = [
-            [
-                "mean per-token cosine",
-                fmt(_scalar(res.get("token_cosine"))),
-                fmt(paper.AGREEMENT["token_cosine"]),
-            ],
-            ["mean pooled cosine", fmt(_scalar(res.get("pooled_cosine"))), "–"],
-            ["kNN overlap@10", fmt(_scalar(res.get("knn_overlap@10"))), "–"],
-            ["intrinsic dim teacher / student (TwoNN)", twonn, "–"],
-            ["prompts", fmt(res.get("n_prompts")), "–"],
-        ]
-        sec.tables.append(Table(["measure", "ours", "paper"], rows))
-        sec.details.append(
-            Table(["key", "value"], [list(r) for r in flatten(res)], "all numbers: agreement.json")
-        )
-    return sec
-
-
-def build_sections(audit: Mapping[str, Any], findings: Sequence[Finding]) -> list[Section]:
-    sections = [findings_section(findings), corpus_section(audit.get("corpus", {}))]
-    if audit.get("tokens"):
-        sections += tokens_sections(audit["tokens"], audit.get("figures", {}).get("tokens", []))
-    elif audit.get("tokens_error"):
-        sections.append(Section("Tokens", [f"✘ tokens failed: {audit['tokens_error']}"]))
-    sections += [encoder_section(enc) for enc in audit.get("encoders", [])]
-    if audit.get("agreement"):
-        sections.append(agreement_section(audit["agreement"]))
-    versions = audit.get("versions") or {}
+def build_sections(record: Mapping[str, Any], findings: Sequence[Finding]) -> list[Section]:
+    sections = [findings_section(findings), corpus_section(record.get("corpus", {}))]
+    if record.get("errors"):
+        sections.append(Section("Corpus analyses", _error_lines(record["errors"])))
+    for name, result in record.get("results", {}).items():
+        sections.append(analysis_section(name, result, record.get("figures", {}).get(name, []), 2))
+    for enc in record.get("encoders", []):
+        sections += group_sections(f"Encoder {enc['spec']}", enc)
+    if record.get("pair"):
+        sections += group_sections(f"Student vs teacher: {record['pair']['spec']}", record["pair"])
+    versions = record.get("versions") or {}
     if versions:
-        sections.append(
-            Section(
-                "Provenance",
-                tables=[Table(["package", "version"], [[k, v] for k, v in sorted(versions.items())])],
-            )
-        )
+        sections.append(Section("Provenance",
+                                tables=[Table(["package", "version"], [[k, v] for k, v in sorted(versions.items())])]))  # fmt: skip
     return sections
 
 
@@ -435,7 +240,15 @@ def _anchor(title: str) -> str:
 
 
 def to_html(title: str, sections: Sequence[Section], root: Path) -> str:
-    nav = " ".join(f'<a href="#{_anchor(s.title)}">{html.escape(s.title)}</a>' for s in sections)
+    anchors: list[str] = []
+    seen: dict[str, int] = {}
+    for sec in sections:  # unique ids: several encoders have sections of the same title
+        base = _anchor(sec.title)
+        seen[base] = seen.get(base, 0) + 1
+        anchors.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    nav = " ".join(
+        f'<a href="#{a}">{html.escape(s.title)}</a>' for s, a in zip(sections, anchors, strict=True) if s.level == 2
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -444,8 +257,8 @@ def to_html(title: str, sections: Sequence[Section], root: Path) -> str:
         f"<h1>{html.escape(title)}</h1>",
         f"<nav>{nav}</nav>",
     ]
-    for sec in sections:
-        parts.append(f'<h{sec.level} id="{_anchor(sec.title)}">{html.escape(sec.title)}</h{sec.level}>')
+    for sec, anchor in zip(sections, anchors, strict=True):
+        parts.append(f'<h{sec.level} id="{anchor}">{html.escape(sec.title)}</h{sec.level}>')
         parts += [f"<p>{html.escape(p)}</p>" for p in sec.text]
         parts += [_html_table(t) for t in sec.tables]
         for fig in sec.figures:

@@ -1,0 +1,119 @@
+"""`anatomy audit` and `anatomy report`: the whole study on a corpus, and its report rebuilt from results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from anatomy.cli.common import JsonOpt, QuietOpt, check_device, out, print_json, say
+
+_MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
+
+
+def _print_findings(findings, out_dir: Path) -> None:
+    """spaCy `debug data` style: a rule per section, one marked line per finding, then the counts."""
+    from anatomy.findings import MARK_SYMBOLS, counts
+
+    section = None
+    for f in findings:
+        if f.section != section:
+            section = f.section
+            out.rule(Text(section, style="bold"), align="left")
+        out.print(Text.assemble((MARK_SYMBOLS[f.mark], _MARK_STYLE[f.mark]), " ", f.line()))
+    total = counts(findings)
+    out.rule()
+    out.print(Text(", ").join(Text(f"{n} {m}", style=_MARK_STYLE[m]) for m, n in total.items()))
+    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
+
+
+def _findings_json(result) -> dict:
+    from anatomy.findings import as_data, counts
+
+    return {
+        "out": str(result.out_dir),
+        "counts": counts(result.findings),
+        "findings": as_data(result.findings),
+        "report": {"html": str(result.out_dir / "index.html"), "markdown": str(result.out_dir / "report.md")},
+    }
+
+
+def audit_cmd(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Prompt files (source detected), builtin:NAME, or one corpus .parquet. Default: builtin:imagenet-prompts."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Audit directory (created; reruns overwrite).")
+    ] = Path("audit-out"),
+    encoders: Annotated[
+        list[str] | None,
+        typer.Option("--encoder", "-e", help="Encoder spec to analyse (repeatable). Default: minilm."),
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher encoder spec (with --student: agreement).")
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected."
+        ),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=11, help="Prompts for the sampled analyses (dims, robustness, agreement, ...)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for every sampling step.")] = 0,
+    analysis: Annotated[
+        list[str] | None,
+        typer.Option("--analysis", "-a", help="Run only these analyses (repeatable; default: all of the audit's)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole study on a corpus: ingest, tokens, per-encoder analyses, findings and an HTML report.
+
+    Exits 1, after writing everything, when a finding is a failure (unreadable input, encoder not loaded).
+    """
+    from anatomy.audit import AuditConfig, run_audit
+
+    overrides = {"seed": seed} | ({"sample": sample} if sample else {})
+    cfg = AuditConfig(
+        inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
+        student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
+    )  # fmt: skip
+    progress = say(quiet)
+    result = run_audit(cfg, out_dir, progress=progress)
+    if as_json:
+        print_json(_findings_json(result))
+    else:
+        _print_findings(result.findings, out_dir)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def report_cmd(
+    audit_dir: Annotated[
+        Path, typer.Argument(help="An audit directory (from `anatomy audit` or `make reports`).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild findings, report.md and index.html from the results in an audit directory."""
+    from anatomy.audit import finish
+    from anatomy.errors import InputError
+
+    if not audit_dir.is_dir():
+        raise InputError(f"{audit_dir}: not a directory", "give the --out folder of `anatomy audit`")
+    result = finish(audit_dir)
+    if as_json:
+        print_json(_findings_json(result))
+    else:
+        _print_findings(result.findings, audit_dir)

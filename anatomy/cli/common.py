@@ -1,0 +1,103 @@
+"""What every command shares: the consoles, the error handling, and the options spelled once.
+
+Results and tables go to stdout, progress and messages to stderr. Console markup is off: prompts, paths and
+key names are user data and are printed as they are (a prompt "bad [/] line" prints as written); styles come
+from rich Text objects built here. A user mistake (AnatomyError) is printed in one or two lines and exits 1;
+usage errors (bad option values, unknown choices) exit 2, as typer's own do.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from anatomy.errors import AnatomyError
+
+out = Console(markup=False, highlight=False, soft_wrap=True)  # results: stdout
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices on stderr.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results/ and figures/ inside).")]
+CorpusOpt = Annotated[
+    Path,
+    typer.Option("--corpus", "-c", exists=True, dir_okay=False, readable=True,
+                 help="Corpus Parquet file (from `anatomy ingest`)."),
+]  # fmt: skip
+EncoderOpt = Annotated[str, typer.Option("--encoder", "-e", help="Encoder spec (see `anatomy encoders`).")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available).", callback=None)
+]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of every sampling step.")]
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    if hint:
+        err.print(f"  hint: {hint}")
+
+
+def guarded(fn):
+    """Turn AnatomyError into a short message and exit 1 (and a library OSError, e.g. a full disk, likewise)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AnatomyError as error:
+            fail(error.message, error.hint)
+            raise typer.Exit(1) from None
+        except OSError as error:
+            where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+            fail(f"{where}{error.strerror or error}", "check the path, its permissions and the free disk space")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def print_json(data) -> None:
+    from anatomy.io import dumps_json
+
+    typer.echo(dumps_json(data), nl=False)
+
+
+def say(quiet: bool):
+    """A progress callback for library code: one dim line on stderr per message (silent when quiet)."""
+    if quiet:
+        return lambda _message: None
+    return lambda message: err.print(Text(str(message), style="dim"))
+
+
+def progress_bar(quiet: bool):
+    """A rich progress bar on stderr (a no-op context when quiet)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(), console=err, disable=quiet, transient=True,
+    )  # fmt: skip
+
+
+def check_device(device: str | None) -> str | None:
+    """cpu, cuda, cuda:N or mps, and cuda only where a GPU is there (usage error otherwise)."""
+    import re
+
+    if device is None:
+        return None
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise typer.BadParameter(f"'{device}' is not a device: use cpu, cuda, cuda:N or mps", param_hint="--device")
+    if device.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count()
+        index = int(device.partition(":")[2] or 0)
+        if index >= n:
+            raise typer.BadParameter(
+                f"'{device}' is not available here ({n} CUDA device{'s' * (n != 1)})", param_hint="--device"
+            )
+    return device

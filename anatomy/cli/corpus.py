@@ -1,0 +1,78 @@
+"""`anatomy ingest` and `anatomy corpus`: build a corpus from prompt files, and summarise one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json
+
+
+def ingest_cmd(
+    source: Annotated[str, typer.Argument(help="lvis | refcoco | saco | rf100vl | text | builtin")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or directories; '-' reads stdin; builtin:NAME for built-in sets."),
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Corpus Parquet file (created, or merged into).")
+    ],
+    synonyms: Annotated[bool, typer.Option(help="lvis: add each synonym as its own prompt.")] = False,
+    column: Annotated[str | None, typer.Option(help="text: the csv/tsv column holding prompts.")] = None,
+    field: Annotated[str | None, typer.Option(help="text: the jsonl field holding prompts.")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the inputs.")] = "utf-8",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Read prompts from SOURCE files into one deduplicated corpus (Parquet) with a manifest beside it."""
+    from anatomy.corpus import ingest
+    from anatomy.corpus.sources import ReadOptions
+
+    report = ingest(source, paths, out_path, ReadOptions(synonyms, column, field, encoding))
+    if as_json:
+        print_json(report)
+        return
+    for f in report.files:
+        if f.already_ingested:
+            err.print(
+                f"{f.input}: already in {out_path.name} (same sha256); nothing changed"
+            ) if not quiet else None
+            continue
+        line = f"{f.input}: read {f.read:,}, kept {f.kept:,}, merged {f.merged:,} duplicates, skipped {f.skipped:,}"
+        out.print(line, highlight=False)
+        for reason, entry in f.skips.items():
+            err.print(
+                f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})", highlight=False
+            )
+    out.print(
+        f"{out_path}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts", highlight=False
+    )
+
+
+def corpus_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus Parquet file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts per source and subset, and the number of distinct prompts overall."""
+    from rich.table import Table
+
+    from anatomy.corpus import load_corpus
+    from anatomy.corpus.corpus import corpus_summary
+
+    summary = corpus_summary(load_corpus(corpus))
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"{corpus.name}")
+    for col in ("source", "subset", "rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for source, entry in summary["sources"].items():
+        for subset, n in entry["subsets"].items():
+            table.add_row(source, subset, f"{n:,}")
+        table.add_row(source, "all", f"{entry['rows']:,}", style="bold", end_section=True)
+    out.print(table)
+    out.print(
+        f"distinct prompts overall: {summary['distinct_prompts']:,} (occurrences {summary['occurrences']:,})"
+    )

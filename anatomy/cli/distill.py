@@ -1,0 +1,218 @@
+"""`anatomy distill`, `export` and `ablate`: train students, ship them, and compare training choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json, progress_bar
+
+
+def distill_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
+    ] = "minilm",
+    student: Annotated[
+        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
+    ] = "s0",
+    context: Annotated[int, typer.Option(help="The student's context length.")] = 16,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size (all processes together).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")
+    ] = None,
+    w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss.")] = None,
+    w_cons: Annotated[float | None, typer.Option(help="Weight of the word-shuffle consistency loss.")] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Evaluate on the held-out prompts every N steps.")] = 200,
+    save_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")
+    ] = None,
+    eval_size: Annotated[int, typer.Option(help="Held-out prompts (at most 10% of the corpus).")] = 1000,
+    limit: Annotated[
+        int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, the data order and the initial weights.")
+    ] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil a teacher's per-token outputs into a student (run with torchrun for several GPUs/processes)."""
+    import os
+
+    from anatomy.distill.train import DistillConfig, distill
+
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
+    cfg = DistillConfig(
+        teacher=teacher,
+        student=student,
+        corpus=str(corpus),
+        context=context,
+        epochs=epochs,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        batch_size=batch_size,
+        lr=lr,
+        w_cos=w_cos,
+        w_cons=w_cons,
+        clip=clip,
+        eval_every=eval_every,
+        save_every=save_every,
+        eval_size=eval_size,
+        limit=limit,
+        seed=seed,
+        dtype=dtype,
+    )
+    with progress_bar(quiet) as bar:
+        cache_task = bar.add_task("teacher cache", total=None, status="")
+        train_task = bar.add_task("distill", total=None, status="", visible=False)
+
+        def on_cache(done: int, total: int) -> None:
+            bar.update(cache_task, completed=done, total=total)
+
+        def on_step(done: int, total: int, loss: float, rate: float) -> None:
+            bar.update(cache_task, visible=False)
+            bar.update(
+                train_task,
+                completed=done,
+                total=total,
+                visible=True,
+                status=f"loss {loss:.4f} {rate:,.0f} texts/s",
+            )
+
+        result = distill(
+            cfg,
+            out_dir,
+            resume=resume,
+            device=device,
+            cache_dir=cache_dir,
+            on_step=on_step,
+            on_cache=on_cache,
+        )
+    if result["eval"]:  # rank 0: the held-out curve as a figure beside the metrics
+        from anatomy.distill.train import read_metrics
+        from anatomy.figures.distill import draw_training_curves, prepare_training_curves
+        from anatomy.figures.style import save_figure
+
+        frame = prepare_training_curves({out_dir.name: read_metrics(out_dir)})
+        save_figure(draw_training_curves(frame), out_dir / "figures" / "training.png")
+    if as_json:
+        print_json(result)
+        return
+    last = result["eval"]
+    if last:
+        out.print(
+            f"{out_dir}: {result['config']['steps']} steps; held-out token cosine {last['eval_token_cosine']:.4f}, "
+            f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {last['eval_knn_overlap10']:.3f}",
+            highlight=False,
+        )
+        out.print(
+            f"student: student:{out_dir / 'checkpoints' / 'best'} (best) and .../latest", highlight=False
+        )
+
+
+def export_cmd(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory written by anatomy distill (or a student directory).")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir).")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="litetext: a .pt/.safetensors file; open_clip: a directory.")
+    ],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of the run: best | latest.")] = "best",
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a distilled student in the LiteText checkpoint layout or as an open_clip local directory."""
+    from anatomy.distill.export import export
+
+    summary = export(run_dir, fmt, out_path, checkpoint)
+    if as_json:
+        print_json(summary)
+        return
+    line = f"{summary['source']} -> {summary['out']} ({summary['format']}, {summary['keys']} tensors)"
+    out.print(line + (f"; load it as {summary['load_as']}" if summary["load_as"] else ""), highlight=False)
+
+
+def ablate_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: runs/, cache/, results/, figures/.")
+    ],
+    teacher: Annotated[str, typer.Option(help="Teacher encoder spec.")] = "minilm",
+    student: Annotated[
+        str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
+    ] = "s0",
+    budget: Annotated[int, typer.Option(help="Optimizer steps per variant.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate at batch 512 (default: the student's).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a seeded sample of this many distinct prompts.")
+    ] = None,
+    eval_size: Annotated[int, typer.Option(help="Held-out prompts.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed for the split, data order and initial weights.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The loss ablation (MSE / +cosine / +consistency) and context ablation (8/16/32) on a small budget."""
+    from rich.table import Table
+
+    from anatomy.distill.ablate import ablate
+    from anatomy.figures.distill import draw_ablation, prepare_ablation
+    from anatomy.figures.style import save_figure
+    from anatomy.io import write_result
+
+    def on_run(i: int, n: int, name: str) -> None:
+        if not quiet:
+            err.print(f"[{i + 1}/{n}] {name}", highlight=False)
+
+    params = {"teacher": teacher, "student": student, "budget": budget, "batch_size": batch_size, "lr": lr,
+              "limit": limit, "eval_size": eval_size, "seed": seed}  # fmt: skip
+    result = ablate(
+        teacher, corpus, out_dir, student=student, budget=budget, batch_size=batch_size, lr=lr, limit=limit,
+        eval_size=eval_size, seed=seed, device=device, on_run=on_run,
+    )  # fmt: skip
+    write_result(out_dir, "ablation", result, command="ablate", params=params, inputs={"corpus": corpus})
+    save_figure(draw_ablation(prepare_ablation(result)), out_dir / "figures" / "ablation.png")
+    if as_json:
+        print_json(result)
+        return
+    table = Table(
+        title=f"ablations ({budget} steps each; 'full' = vs the teacher's full prompt at context 32)"
+    )
+    for col in ("ablation", "variant", "context", "token cos", "pooled cos full", "kNN@10 full"):
+        table.add_column(col, justify="left" if col in ("ablation", "variant") else "right")
+    for r in result["rows"]:
+        table.add_row(
+            r["ablation"], r["variant"], str(r["context"]), f"{r['eval_token_cosine']:.4f}",
+            f"{r['pooled_cosine_full']:.4f}", f"{r['knn_overlap10_full']:.3f}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"results: {out_dir / 'results' / 'ablation.json'}; figure: {out_dir / 'figures' / 'ablation.png'}"
+    )
