@@ -13,7 +13,8 @@ OUT ?= audit-out
 # pytest-xdist workers for `make test` (the suite is sized for 2 cores)
 TEST_WORKERS ?= 2
 
-.PHONY: help install test lint bench audit reports notebooks clean FORCE
+.PHONY: help install test lint typecheck bench audit reports notebooks clean FORCE
+.SECONDEXPANSION:
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +35,9 @@ lint: install ## Check style with ruff
 	$(VENV)/bin/ruff check anatomy tests benchmarks
 	$(VENV)/bin/ruff format --check anatomy tests benchmarks
 
+typecheck: install ## Type-check the package with mypy (settings in pyproject.toml)
+	$(VENV)/bin/mypy anatomy
+
 bench: install ## Speed and memory benchmarks (ratios against baselines measured in the same run)
 	$(PY) -m benchmarks
 
@@ -41,11 +45,13 @@ audit: install ## The main job on its embedded default (built-in ImageNet prompt
 	$(PY) -m anatomy audit --out $(OUT)
 
 # ----------------------------------------------------------------------------------------------- reports
-# `make reports`: the paper-style report from the shared data into REPORTS=reports, built step by step with
-# the same subcommands a person uses. Each file depends on the code that writes it, so only what changed is
-# rebuilt. TEACHER=SPEC / STUDENT=SPEC add encoders (e.g. TEACHER=sam3:/path/sam3.pt), and with both the
-# student-teacher agreement; SAMPLE=N sets the prompts for the output analyses (default: theirs).
-DATA ?= ../shared/data
+# `make reports`: the paper-style report from DATA (default: data/raw when it holds files, else ../shared/data)
+# into REPORTS=reports, built step by step with the same subcommands a person uses. The analyses come from the
+# registry (`anatomy analyses --scope ... --names`), so a new analysis needs no line here. Each file depends on
+# the code that writes it, so only what changed is rebuilt; each encoder embeds the corpus once (`anatomy embed`)
+# and its analyses read that cache. TEACHER=SPEC / STUDENT=SPEC add encoders (e.g. TEACHER=sam3:/path/sam3.pt),
+# and with both the teacher-student analyses; SAMPLE=N sets the prompts of the sampled analyses.
+DATA ?= $(if $(wildcard data/raw/*/*),data/raw,../shared/data)
 REPORTS ?= reports
 TEACHER ?=
 STUDENT ?=
@@ -56,22 +62,17 @@ encoder_spec = $(if $(filter teacher,$1),$(TEACHER),$(if $(filter student,$1),$(
 REPORT_INPUTS := $(wildcard $(DATA)/lvis/lvis_v1_categories.json $(DATA)/refcoco/*.csv \
 	$(DATA)/saco/toy_saco_veval_sav_test_gt.json $(DATA)/rf100vl/rf100v1_labels_names.json \
 	$(DATA)/v3det/category_name_13204_v3det_2023_v1.txt $(DATA)/coco/yoloworld_coco_class_texts.json)
-CORPUS_CODE := $(wildcard anatomy/corpus/*.py anatomy/corpus/sources/*.py) anatomy/io.py
-TOKENS_CODE := $(wildcard anatomy/tokens.py anatomy/tokens/*.py anatomy/context.py anatomy/figures/*.py) \
-	anatomy/tokenizer.py anatomy/io.py
-ANALYSIS_CODE := $(wildcard anatomy/analysis/*.py anatomy/encoders/*.py anatomy/embed.py anatomy/figures/*.py) \
-	anatomy/tokenizer.py anatomy/io.py
-REPORT_CODE := $(wildcard anatomy/report/*.py) anatomy/findings.py anatomy/audit.py
-ENCODER_RESULTS := positions spectrum dims robustness
-REPORT_RESULTS := $(REPORTS)/results/tokens.json \
-	$(foreach e,$(REPORT_ENCODERS),$(foreach r,$(ENCODER_RESULTS),$(REPORTS)/encoders/$e/results/$r.json)) \
-	$(if $(and $(TEACHER),$(STUDENT)),$(REPORTS)/agreement/results/agreement.json)
+CODE := $(shell find anatomy -name '*.py' 2>/dev/null)
+# Evaluated only inside the sub-make below, once the virtual environment exists.
+analyses_of = $(shell $(ANATOMY) analyses --scope $1 --names)
+SAMPLE_OPT = $(if $(SAMPLE),--sample $(SAMPLE))
 .DELETE_ON_ERROR:
-.PRECIOUS: $(REPORTS)/encoders/%/spec.txt
+.PRECIOUS: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/encoders/%/embedded
 
-reports: $(REPORTS)/index.html ## Paper-style report from ../shared/data into reports/ (TEACHER=, STUDENT= optional)
+reports: install ## Paper-style report from DATA into reports/ (TEACHER=, STUDENT=, SAMPLE= optional)
+	@$(MAKE) --no-print-directory $(REPORTS)/index.html
 
-$(REPORTS)/corpus.parquet: $(CORPUS_CODE) $(REPORT_INPUTS) | $(STAMP)
+$(REPORTS)/corpus.parquet: $(CODE) $(REPORT_INPUTS) | $(STAMP)
 	@test -f $(DATA)/README.md || { echo "make reports: no shared data at $(DATA); set DATA=..." >&2; exit 1; }
 	rm -f $@ $(REPORTS)/corpus.manifest.json
 	$(ANATOMY) ingest lvis $(DATA)/lvis/lvis_v1_categories.json --out $@ -q
@@ -81,35 +82,43 @@ $(REPORTS)/corpus.parquet: $(CORPUS_CODE) $(REPORT_INPUTS) | $(STAMP)
 	$(ANATOMY) ingest text $(DATA)/v3det/category_name_13204_v3det_2023_v1.txt \
 		$(DATA)/coco/yoloworld_coco_class_texts.json --out $@ -q
 
-$(REPORTS)/results/tokens.json: $(REPORTS)/corpus.parquet $(TOKENS_CODE) | $(STAMP)
-	$(ANATOMY) tokens $< --out $(REPORTS) > /dev/null
+$(REPORTS)/results/%.json: $(REPORTS)/corpus.parquet $(CODE) | $(STAMP)
+	$(ANATOMY) $* --corpus $< --out $(REPORTS) -q > /dev/null
 
 # The encoder spec behind each folder; rewritten only when it changes, so a new TEACHER= reruns its analyses.
 $(REPORTS)/encoders/%/spec.txt: FORCE
 	@mkdir -p $(@D)
 	@echo '$(call encoder_spec,$*)' | cmp -s - $@ || echo '$(call encoder_spec,$*)' > $@
 
-$(REPORTS)/encoders/%/results/positions.json: $(REPORTS)/encoders/%/spec.txt $(ANALYSIS_CODE) | $(STAMP)
-	$(ANATOMY) positions --encoder '$(call encoder_spec,$*)' --out $(REPORTS)/encoders/$* > /dev/null
+# Each encoder embeds the corpus once, into the cache its analyses read (embeddings/<slug> beside the corpus).
+$(REPORTS)/encoders/%/embedded: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(CODE) | $(STAMP)
+	$(ANATOMY) embed --corpus $(REPORTS)/corpus.parquet --encoder '$(call encoder_spec,$*)' -q > /dev/null
+	@touch $@
 
-$(REPORTS)/encoders/%/results/spectrum.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
-	$(ANATOMY) spectrum --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
-		--out $(REPORTS)/encoders/$* > /dev/null
+define encoder_rule
+$$(REPORTS)/encoders/%/results/$1.json: $$(REPORTS)/encoders/%/embedded $$(CODE) | $$(STAMP)
+	$$(ANATOMY) $1 --encoder '$$(call encoder_spec,$$*)' --corpus $$(REPORTS)/corpus.parquet \
+		--out $$(REPORTS)/encoders/$$* $$(if $$(filter $1,$$(SAMPLED)),$$(SAMPLE_OPT)) -q > /dev/null
+endef
+define pair_rule
+$$(REPORTS)/pair/results/$1.json: $$(REPORTS)/encoders/teacher/embedded $$(REPORTS)/encoders/student/embedded $$(CODE) | $$(STAMP)
+	$$(ANATOMY) $1 --teacher '$$(TEACHER)' --student '$$(STUDENT)' --corpus $$(REPORTS)/corpus.parquet \
+		--out $$(REPORTS)/pair $$(if $$(filter $1,$$(SAMPLED)),$$(SAMPLE_OPT)) -q > /dev/null
+endef
 
-$(REPORTS)/encoders/%/results/dims.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
-	$(ANATOMY) dims --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
-		$(if $(SAMPLE),--sample $(SAMPLE)) --out $(REPORTS)/encoders/$* > /dev/null
+ifneq ($(MAKELEVEL),0)
+SAMPLED := $(if $(SAMPLE),$(shell $(ANATOMY) analyses --param sample --names))
+CORPUS_RESULTS := $(call analyses_of,corpus)
+ENCODER_RESULTS := $(call analyses_of,encoder)
+PAIR_RESULTS := $(if $(and $(TEACHER),$(STUDENT)),$(call analyses_of,pair))
+$(foreach a,$(ENCODER_RESULTS),$(eval $(call encoder_rule,$a)))
+$(foreach a,$(PAIR_RESULTS),$(eval $(call pair_rule,$a)))
+endif
+REPORT_RESULTS = $(foreach r,$(CORPUS_RESULTS),$(REPORTS)/results/$r.json) \
+	$(foreach e,$(REPORT_ENCODERS),$(foreach r,$(ENCODER_RESULTS),$(REPORTS)/encoders/$e/results/$r.json)) \
+	$(foreach r,$(PAIR_RESULTS),$(REPORTS)/pair/results/$r.json)
 
-$(REPORTS)/encoders/%/results/robustness.json: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
-	$(ANATOMY) robustness --encoder '$(call encoder_spec,$*)' --corpus $(REPORTS)/corpus.parquet \
-		--out $(REPORTS)/encoders/$* > /dev/null
-
-$(REPORTS)/agreement/results/agreement.json: $(REPORTS)/encoders/teacher/spec.txt $(REPORTS)/encoders/student/spec.txt \
-		$(REPORTS)/corpus.parquet $(ANALYSIS_CODE) | $(STAMP)
-	$(ANATOMY) agreement --teacher '$(TEACHER)' --student '$(STUDENT)' --corpus $(REPORTS)/corpus.parquet \
-		$(if $(SAMPLE),--sample $(SAMPLE)) --out $(REPORTS)/agreement > /dev/null
-
-$(REPORTS)/index.html: $(REPORT_RESULTS) $(REPORT_CODE) | $(STAMP)
+$(REPORTS)/index.html: $$(REPORT_RESULTS) $(CODE) | $(STAMP)
 	$(ANATOMY) report $(REPORTS) > $(REPORTS)/findings.txt
 	@cat $(REPORTS)/findings.txt
 

@@ -31,7 +31,9 @@ DEFAULT_ENCODER = "minilm"
 
 @dataclass(frozen=True)
 class AuditConfig:
-    inputs: tuple[str, ...] = ()  # raw files / builtin:NAME, or one corpus .parquet; empty: the built-in corpus
+    inputs: tuple[
+        str, ...
+    ] = ()  # raw files / builtin:NAME, or one corpus .parquet; empty: the built-in corpus
     source: str | None = None  # reader for every raw input; None: detected per file
     encoders: tuple[str, ...] = ()  # empty: minilm (unless a teacher/student pair is given)
     teacher: str | None = None
@@ -54,7 +56,9 @@ class AuditConfig:
         if self.analyses:
             unknown = sorted(set(self.analyses) - set(ANALYSES))
             if unknown:
-                raise InputError(f"unknown analysis: {', '.join(unknown)}", f"choose from {', '.join(ANALYSES)}")
+                raise InputError(
+                    f"unknown analysis: {', '.join(unknown)}", f"choose from {', '.join(ANALYSES)}"
+                )
             return [ANALYSES[n] for n in ANALYSES if n in self.analyses]
         return [a for a in ANALYSES.values() if a.in_audit]
 
@@ -70,7 +74,9 @@ class AuditResult:
     out_dir: Path
     findings: list[Finding]
     record: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (not written: reruns stay identical)
+    timings: dict[str, float] = field(
+        default_factory=dict
+    )  # stage -> seconds (not written: reruns stay identical)
     rows_encoded: dict[str, int] = field(default_factory=dict)  # encoder spec -> distinct sequences encoded
 
     @property
@@ -173,7 +179,10 @@ def run_audit(
     def attempt(analysis, inputs, folder: Path, errors: dict, label: str) -> None:
         runner.clear(analysis, folder)
         try:
-            timed(f"{analysis.name} {label}".strip(), lambda: runner.run(analysis, inputs, params[analysis.name], folder))
+            timed(
+                f"{analysis.name} {label}".strip(),
+                lambda: runner.run(analysis, inputs, params[analysis.name], folder),
+            )
         except Exception as err:  # noqa: BLE001 - any failure of a stage is reported, and the audit goes on
             errors[analysis.name] = _error(err)
 
@@ -225,7 +234,11 @@ def run_audit(
                             student_store=s_store, out_dir=out_dir / PAIR, progress=say)  # fmt: skip
             for analysis in by_scope["pair"]:
                 attempt(analysis, inputs, out_dir / PAIR, entry["errors"], "")
-            rows_encoded = {**rows_encoded, cfg.teacher: t_store.rows_encoded, cfg.student: s_store.rows_encoded}
+            rows_encoded = {
+                **rows_encoded,
+                cfg.teacher: t_store.rows_encoded,
+                cfg.student: s_store.rows_encoded,
+            }
     elif cfg.teacher or cfg.student:
         status["pair"] = {
             "spec": cfg.teacher or cfg.student,

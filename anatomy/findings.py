@@ -89,4 +89,6 @@ def stage_failed(section: str, what: str, stage: str, error: str, hint: str | No
     else:
         message = f"{stage} failed for {what} ({error}); its section was skipped"
         action = hint or f"run `anatomy {stage}` on it with -v for details; the other sections completed"
-    return Finding("fail", section, f"{stage}.failed" if stage != "load" else "encoder.load", message, what, action)
+    return Finding(
+        "fail", section, f"{stage}.failed" if stage != "load" else "encoder.load", message, what, action
+    )

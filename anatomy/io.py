@@ -94,10 +94,13 @@ def to_jsonable(value: Any) -> Any:
         return None  # JSON has no NaN/inf; null says "not defined" honestly
     if hasattr(value, "__dataclass_fields__"):
         # fields marked json=False stay in memory only; omit_none fields are left out when None
-        return {
-            k: to_jsonable(getattr(value, k))
-            for k, f in value.__dataclass_fields__.items()
-            if f.metadata.get("json", True) and not (f.metadata.get("omit_none") and getattr(value, k) is None)
+        import dataclasses
+
+        return {  # dataclasses.fields leaves out ClassVars (e.g. a result's SCHEMA_VERSION)
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("json", True)
+            and not (f.metadata.get("omit_none") and getattr(value, f.name) is None)
         }
     return value
 

@@ -1,14 +1,14 @@
 """Where things live in an output folder (an audit, `make reports`, or one analysis's --out).
 
-    DIR/corpus.parquet, corpus.manifest.json   the corpus
-    DIR/tokens.parquet                         token ids per prompt (the tokens analysis's cache)
-    DIR/results/NAME.json, DIR/figures/*.png   corpus-level analyses (tokens, vocab, ...)
-    DIR/encoders/<slug>/spec.txt               the encoder spec behind the folder
-    DIR/encoders/<slug>/results/NAME.json      per-encoder analyses, and figures/ beside them
-    DIR/pair/results/NAME.json                 teacher-student analyses (agreement, cost, ...)
-    DIR/embeddings/<slug>/                     `anatomy embed` caches of the corpus, read by analyses
-    DIR/results/audit.json                     what ran, what failed and why, and the findings
-    DIR/report.md, DIR/index.html              the report
+DIR/corpus.parquet, corpus.manifest.json   the corpus
+DIR/tokens.parquet                         token ids per prompt (the tokens analysis's cache)
+DIR/results/NAME.json, DIR/figures/*.png   corpus-level analyses (tokens, vocab, ...)
+DIR/encoders/<slug>/spec.txt               the encoder spec behind the folder
+DIR/encoders/<slug>/results/NAME.json      per-encoder analyses, and figures/ beside them
+DIR/pair/results/NAME.json                 teacher-student analyses (agreement, cost, ...)
+DIR/embeddings/<slug>/                     `anatomy embed` caches of the corpus, read by analyses
+DIR/results/audit.json                     what ran, what failed and why, and the findings
+DIR/report.md, DIR/index.html              the report
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ TOKENS_META_KEY = b"anatomy.tokens"
 TOKENS_FORMAT = 1  # bump when tokens.parquet's layout changes, so old files are rebuilt rather than misread
 FIGURES = ("tokens_lengths", "tokens_context", "tokens_vocab")
 
+
 def resolve_tokenizer(spec: str):
     """(tokenizer, fingerprint): "clip" is the built-in CLIP BPE; anything else is an encoder spec."""
     if spec == "clip":

@@ -1,4 +1,5 @@
-"""Full `anatomy audit` wall time on the shared corpus with minilm (tokens and every analysis), per stage.
+"""Full `anatomy audit` wall time on the shared corpus with minilm (tokens and every analysis), per stage,
+and the rows each encoder encoded (each distinct token sequence once, whatever number of analyses read it).
 
 Baseline, measured in the same run: the tokens stage, one full pass over the corpus; every stage is also shown
 as a multiple of it. With BENCH_AUDIT_CHAIN=1 the tokens and analyses also run as separate CLI processes, the
@@ -43,12 +44,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         out = Path(tmp) / "audit"
         start = time.perf_counter()
-        result = run_audit(AuditConfig(inputs=tuple(shared_inputs()), quiet=True), out)
+        result = run_audit(AuditConfig(inputs=tuple(shared_inputs())), out)
         total = time.perf_counter() - start
         prompts = result.record["corpus"].get("distinct_prompts", 0)
         print(
             f"audit of {prompts:,} distinct prompts with minilm: {total:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB"
         )
+        for spec, rows in result.rows_encoded.items():
+            print(f"rows encoded by {spec}: {rows:,} distinct token sequences")
         base = result.timings.get("tokens") or float("nan")
         print(f"{'stage':<28}{'seconds':>9}{'share':>8}{'x tokens':>10}")
         for stage, seconds in result.timings.items():
@@ -60,21 +63,11 @@ def main() -> None:
             return
         # The same stages as separate processes on the corpus the audit built.
         corpus = str(out / "corpus.parquet")
-        steps = {
-            "tokens": ["tokens", corpus, "--out", f"{tmp}/cli"],
-            "positions": ["positions", "--encoder", "minilm", "--out", f"{tmp}/cli/enc"],
-            "spectrum": ["spectrum", "--encoder", "minilm", "--corpus", corpus, "--out", f"{tmp}/cli/enc"],
-            "dims": ["dims", "--encoder", "minilm", "--corpus", corpus, "--out", f"{tmp}/cli/enc"],
-            "robustness": [
-                "robustness",
-                "--encoder",
-                "minilm",
-                "--corpus",
-                corpus,
-                "--out",
-                f"{tmp}/cli/enc",
-            ],
-        }
+        steps = {"tokens": ["tokens", "--corpus", corpus, "--out", f"{tmp}/cli"]}
+        for name in ("positions", "spectrum", "dims", "robustness"):
+            steps[name] = [name, "--encoder", "minilm", "--corpus", corpus, "--out", f"{tmp}/cli/enc", "-q"]
+        steps["positions"].remove("--corpus")  # positions reads the encoder's table only
+        steps["positions"].remove(corpus)
         chain = 0.0
         for name, args in steps.items():
             wall, rss = run_measured(args)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from anatomy.audit import collect
+from anatomy.analysis import ANALYSES
 from anatomy.corpus import load_corpus
-from anatomy.findings import token_findings
+from anatomy.io import to_jsonable
+from anatomy.report.collect import collect
 
 AUDIT_DIR = Path(os.environ.get("ANATOMY_AUDIT_DIR", "../reports"))
 record = collect(AUDIT_DIR)
@@ -41,15 +42,16 @@ pd.DataFrame(
 # ## Token lengths per source (start and end tokens included)
 
 # %%
-tokens = record["tokens"]
-blocks = {"overall": tokens["overall"], **tokens["sources"]}
-pd.DataFrame({name: b["length"] for name, b in blocks.items()}).T.drop(columns="histogram", errors="ignore")
+tokens = record["results"]["tokens"]  # the typed result of the tokens analysis (results/tokens.json)
+blocks = {"overall": tokens.overall, **tokens.sources}
+lengths = {name: to_jsonable(b.length) for name, b in blocks.items()}
+pd.DataFrame(lengths).T.drop(columns="histogram", errors="ignore")
 
 # %% [markdown]
 # ## The context window: density, padding, truncation and token loss against L
 
 # %%
-context = pd.DataFrame(tokens["overall"]["context"]).T
+context = pd.DataFrame(to_jsonable(tokens.overall.context)).T
 context.index = context.index.astype(int)
 context.sort_index().plot(y=["padding", "truncation", "token_loss"], marker="o", logy=False, grid=True)
 context.sort_index()
@@ -58,4 +60,5 @@ context.sort_index()
 # ## What the audit concludes about tokens
 
 # %%
-pd.DataFrame([(f.mark, f.line()) for f in token_findings(tokens)], columns=["mark", "finding"])
+found = ANALYSES["tokens"].findings(tokens, "tokens")
+pd.DataFrame([(f.mark, f.line()) for f in found], columns=["mark", "finding"])

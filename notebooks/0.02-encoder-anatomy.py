@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Image, display
 
-from anatomy.audit import collect
-from anatomy.findings import collect as collect_findings
-from anatomy.report.render import encoder_comparisons, flatten
+from anatomy.analysis import ANALYSES
+from anatomy.io import to_jsonable
+from anatomy.report.collect import collect, collect_findings
+from anatomy.report.render import flatten
 
 AUDIT_DIR = Path(os.environ.get("ANATOMY_AUDIT_DIR", "../reports"))
 record = collect(AUDIT_DIR)
@@ -32,7 +33,10 @@ record = collect(AUDIT_DIR)
 
 # %%
 for enc in record["encoders"]:
-    display(pd.DataFrame(encoder_comparisons(enc["results"]), columns=["measure", enc["spec"], "paper"]))
+    rows = [
+        (r.measure, r.ours, r.paper) for n, res in enc["results"].items() for r in ANALYSES[n].paper_rows(res)
+    ]
+    display(pd.DataFrame(rows, columns=["measure", enc["spec"], "paper"]))
 
 # %% [markdown]
 # ## Intrinsic dimension per source
@@ -40,10 +44,13 @@ for enc in record["encoders"]:
 # %%
 rows = {}
 for enc in record["encoders"]:
-    dims = enc["results"].get("dims", {})
-    for name, block in {"overall": dims.get("overall", {}), **dims.get("sources", {})}.items():
+    dims = enc["results"].get("dims")
+    if dims is None:
+        continue
+    for name, entry in {"overall": dims.overall, **dims.sources}.items():
+        block = to_jsonable(entry)
         rows[(enc["spec"], name)] = dict(
-            flatten({k: block.get(k) for k in ("n_points", "twonn", "mle", "erank")})
+            flatten({k: block[k] for k in ("n_points", "twonn", "mle", "erank")})
         )
 pd.DataFrame.from_dict(rows, orient="index")
 
@@ -52,7 +59,7 @@ pd.DataFrame.from_dict(rows, orient="index")
 
 # %%
 for enc in record["encoders"]:
-    for fig in enc["figures"]:
+    for fig in (path for paths in enc["figures"].values() for path in paths):
         print(fig)
         display(Image(filename=str(AUDIT_DIR / fig)))
 

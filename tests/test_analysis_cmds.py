@@ -11,12 +11,33 @@ import pytest
 import skdim
 from typer.testing import CliRunner
 
-from anatomy.analysis import run
+from anatomy.analysis import ANALYSES
+from anatomy.analysis import runner as analysis_runner
+from anatomy.analysis.base import Inputs
 from anatomy.cli import app
+from anatomy.embed_store import EmbeddingStore
 from anatomy.errors import EncoderError
 from anatomy.figures import representation as fig
 
 runner = CliRunner()
+
+
+def run(name: str, out, params: dict | None = None, **inputs):
+    """Run the registered analysis NAME into out (as the CLI and the audit do); return its typed result."""
+    analysis = ANALYSES[name]
+    return analysis_runner.run(analysis, Inputs(**inputs), analysis.params_from(params or {}), out)
+
+
+def encoder_inputs(encoder, corpus=None) -> dict:
+    return {"encoder": encoder, "store": EmbeddingStore(encoder), "corpus": corpus}
+
+
+def pair_inputs(teacher, student, corpus) -> dict:
+    return {
+        "teacher": teacher, "student": student, "corpus": corpus,
+        "teacher_store": EmbeddingStore(teacher, keep_tokens=True),
+        "student_store": EmbeddingStore(student, keep_tokens=True),
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +123,23 @@ def test_dims_usage_errors(tmp_path):
 
 
 def test_untrained_encoders_are_refused(tmp_path):
+    from anatomy.encoders.registry import require_trained
+
     class Bare:
         name, trained = "litetext-s0", False
 
     with pytest.raises(EncoderError, match="untrained"):
-        run.run_positions(Bare(), tmp_path)
+        require_trained(Bare(), "positions")
+    result = runner.invoke(app, ["positions", "--encoder", "litetext-s0", "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 1 and "untrained" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "results").exists()
 
 
 # --------------------------------------------------------------------------- real encoder, real numbers
 
 
 def test_positions_minilm(minilm, tmp_path):
-    result = run.run_positions(minilm, tmp_path)
+    result = run("positions", tmp_path, **encoder_inputs(minilm))
     saved = _read(tmp_path, "positions")
     assert saved["rows_analysed"] == minilm.context_length == 256 and saved["table_rows"] == 512
     assert len(saved["within_block"]) == 32 and len(saved["adjacent"]["values"]) == 255
@@ -127,12 +153,12 @@ def test_positions_minilm(minilm, tmp_path):
     assert saved["spectrum"]["centred"]["erank"] == pytest.approx(68.4, abs=1.0)
     frame = fig.prepare_positions_blocks(result)
     assert len(frame) == 32 * 32 and frame["mean_cosine"].iloc[0] == pytest.approx(saved["within_block"][0])
-    whole = run.run_positions(minilm, tmp_path / "all", rows="all", block=64)
-    assert whole["rows_analysed"] == 512 and len(whole["within_block"]) == 8
+    whole = run("positions", tmp_path / "all", {"rows": "all", "block": 64}, **encoder_inputs(minilm))
+    assert whole.rows_analysed == 512 and len(whole.within_block) == 8
 
 
 def test_spectrum_minilm(minilm, small_corpus, tmp_path):
-    result = run.run_spectrum(minilm, tmp_path, corpus=small_corpus)
+    result = run("spectrum", tmp_path, **encoder_inputs(minilm, small_corpus))
     saved = _read(tmp_path, "spectrum")
     assert saved["vocab_size"] == 30522 and saved["full"]["dim"] == 384
     assert saved["used"]["rows"] == saved["used"]["n_ids"] < 5000
@@ -178,7 +204,9 @@ def test_dims_minilm_through_the_cli(small_corpus, tmp_path):
 
 
 def test_robustness_minilm(minilm, small_corpus, tmp_path):
-    result = run.run_robustness(minilm, small_corpus, tmp_path, noise=(0.01, 0.1), sample=400)
+    result = run(
+        "robustness", tmp_path, {"noise": (0.01, 0.1), "sample": 400}, **encoder_inputs(minilm, small_corpus)
+    )
     saved = _read(tmp_path, "robustness")
     assert (
         "Q = X" in saved["construction"]["queries"] and "400 distinct prompts" in saved["construction"]["X"]
@@ -199,17 +227,20 @@ def test_robustness_minilm(minilm, small_corpus, tmp_path):
 def test_agreement_of_an_encoder_with_itself_and_with_a_shorter_context(minilm, small_corpus, tmp_path):
     from anatomy.encoders.registry import load
 
-    same = run.run_agreement(minilm, minilm, small_corpus, tmp_path / "same", sample=300, n_boot=20)
-    assert same["token_cosine"].mean == pytest.approx(1.0, abs=1e-6)
-    assert same["knn_overlap@10"].mean == 1.0
-    assert same["intrinsic_dim"]["teacher"] == same["intrinsic_dim"]["student"]
+    params = {"sample": 300, "n_boot": 20}
+    same = run("agreement", tmp_path / "same", params, **pair_inputs(minilm, minilm, small_corpus))
+    assert same.token_cosine.mean == pytest.approx(1.0, abs=1e-6)
+    assert same.knn_overlap.mean == 1.0 and same.k == 10
+    assert same.intrinsic_dim.teacher == same.intrinsic_dim.student
     short = load("minilm", device="cpu", context_length=4)  # start + 2 tokens + end
-    cut = run.run_agreement(minilm, short, small_corpus, tmp_path / "cut", sample=300, n_boot=20)
-    assert cut["token_cosine"].n < same["token_cosine"].n
-    assert 0.3 < cut["pooled_cosine"].mean < 0.999
-    assert cut["knn_overlap@10"].mean < 1.0
+    cut = run("agreement", tmp_path / "cut", params, **pair_inputs(minilm, short, small_corpus))
+    assert cut.token_cosine.n < same.token_cosine.n
+    assert 0.3 < cut.pooled_cosine.mean < 0.999
+    assert cut.knn_overlap.mean < 1.0
     saved = _read(tmp_path / "cut", "agreement")
-    assert set(saved["intrinsic_dim"]) == {"teacher", "student"} and "knn_overlap@10" in saved
+    assert set(saved["intrinsic_dim"]) == {"teacher", "student"}
+    assert saved["k"] == 10 and set(saved["knn_overlap"]) == {"n", "mean", "median", "p05", "min"}
+    assert type(cut).from_json(saved) == cut  # the typed result reads back as it was computed
     assert list(fig.prepare_agreement(cut)["measure"]) == ["knn_overlap@10", "pooled_cosine", "token_cosine"]
 
 
@@ -227,7 +258,9 @@ def test_prepare_dims_and_agreement_tables_exactly():
     assert frame["low"].iloc[0] == 0.5 and np.isnan(frame["low"].iloc[1])
     fig.draw_dims(frame)  # smoke: missing spreads draw without error bars
     stats = {"n": 3, "mean": 0.9, "median": 0.95, "p05": 0.5, "min": 0.4}
-    table = fig.prepare_agreement({"token_cosine": None, "pooled_cosine": stats, "knn_overlap@10": stats})
+    table = fig.prepare_agreement(
+        {"token_cosine": None, "pooled_cosine": stats, "knn_overlap": stats, "k": 10}
+    )
     assert table["measure"].tolist() == ["knn_overlap@10", "pooled_cosine"]
     assert table.iloc[1].tolist() == ["pooled_cosine", 0.9, 0.95, 0.5, 0.4]
     fig.draw_agreement(table)

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from anatomy.audit import DEFAULT_ENCODER, DEFAULT_INPUT, AuditConfig, collect, slug
+from anatomy.audit import DEFAULT_ENCODER, DEFAULT_INPUT, AuditConfig
 from anatomy.cli import app
+from anatomy.errors import InputError
+from anatomy.layout import slug
+from anatomy.report.collect import collect
 
 SAMPLE = 120
 
@@ -72,6 +75,21 @@ def test_defaults_are_the_builtin_corpus_and_minilm():
     assert AuditConfig().encoder_specs() == ["minilm"]
     assert AuditConfig(teacher="sam3:a.pt", student="student:b").encoder_specs() == ["sam3:a.pt", "student:b"]
     assert slug("sam3:/x/y/sam3.pt") == "sam3-sam3" and slug("open_clip:ViT-B-32") == "open_clip-ViT-B-32"
+
+
+def test_overrides_reach_every_analysis_with_that_field_and_are_checked_first():
+    from anatomy.analysis import ANALYSES
+
+    cfg = AuditConfig(overrides={"sample": 120, "seed": 3, "contexts": (8, 16)})
+    assert cfg.params_for(ANALYSES["tokens"]).contexts == (8, 16)
+    assert cfg.params_for(ANALYSES["dims"]).sample == 120 and cfg.params_for(ANALYSES["dims"]).seed == 3
+    assert cfg.params_for(ANALYSES["robustness"]).sample == 120
+    assert cfg.params_for(ANALYSES["positions"]) == ANALYSES["positions"].Params()  # no such fields: defaults
+    assert [a.name for a in AuditConfig(analyses=("dims", "tokens")).selected()] == ["tokens", "dims"]
+    with pytest.raises(InputError, match="unknown analysis: nope"):
+        AuditConfig(analyses=("nope",)).selected()
+    with pytest.raises(InputError, match="--seed"):
+        AuditConfig(overrides={"seed": -1}).params_for(ANALYSES["dims"])
 
 
 def test_failures_are_reported_and_the_rest_completes(first):
@@ -148,7 +166,7 @@ def test_corpus_parquet_with_teacher_and_student_gives_agreement(first, tmp_path
     assert agree["mark"] == "ok" and agree["value"] == pytest.approx(
         1.0, abs=1e-5
     )  # an encoder agrees with itself
-    assert (tmp_path / "agreement" / "results" / "agreement.json").exists()
+    assert (tmp_path / "pair" / "results" / "agreement.json").exists()  # teacher-student results: DIR/pair
     assert not (tmp_path / "corpus.parquet").exists()  # a given corpus is used in place
 
 
@@ -162,12 +180,16 @@ def test_unknown_inputs_only_is_an_error(tmp_path):
 
 def test_collect_keeps_to_what_the_audit_ran(tmp_path):
     """A folder left from an earlier run is not part of this audit; a step-by-step folder shows everything."""
+    import numpy as np
+
+    from anatomy.analysis.dims import DimsEntry, DimsResult
     from anatomy.io import write_json
 
-    write_json(
-        tmp_path / "encoders" / "old" / "results" / "dims.json", {"overall": {"twonn": {"linear": 3.0}}}
-    )
+    points = np.random.default_rng(0).standard_normal((40, 3))
+    old = DimsResult("old.npy", DimsEntry.of(points, seed=0, n_boot=0), {}, {})
+    write_json(tmp_path / "encoders" / "old" / "results" / "dims.json", old.to_json())
     (tmp_path / "encoders" / "old" / "spec.txt").write_text("hf:old-model\n")
     step_by_step = collect(tmp_path)
     assert [e["spec"] for e in step_by_step["encoders"]] == ["hf:old-model"]
+    assert step_by_step["encoders"][0]["results"]["dims"] == old  # read back typed
     assert collect(tmp_path, {"encoders": []})["encoders"] == []

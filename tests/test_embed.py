@@ -171,6 +171,7 @@ def test_minilm_bucketing_is_exact_too(tmp_path):
 def test_embed_command(teacher, corpus, tmp_path):
     args = [
         "embed",
+        "--corpus",
         str(corpus),
         "--encoder",
         teacher,
@@ -185,7 +186,9 @@ def test_embed_command(teacher, corpus, tmp_path):
     assert manifest["rows"] == 12 and manifest["per_token"] and manifest["token_width"] == 32
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "reused" in again.stdout
-    bad = CliRunner().invoke(app, ["embed", str(corpus), "--encoder", "nope", "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(
+        app, ["embed", "-c", str(corpus), "--encoder", "nope", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 1 and "unknown encoder 'nope'" in bad.output
 
 
@@ -203,7 +206,7 @@ def test_embed_prompts_in_memory_keeps_input_order(teacher):
 def test_embed_command_under_torchrun_environment(teacher, corpus, tmp_path):
     """torchrun sets RANK/WORLD_SIZE: rank 1 writes its (here empty) share, rank 0 merges and reports."""
     out = str(tmp_path / "e")
-    args = ["embed", str(corpus), "-e", teacher, "--out", out]
+    args = ["embed", "--corpus", str(corpus), "-e", teacher, "--out", out]
     rank1 = CliRunner().invoke(app, args, env={"RANK": "1", "WORLD_SIZE": "2"})
     assert rank1.exit_code == 0 and "shard written; rank 0 merges" in rank1.stderr
     assert not (tmp_path / "e" / "embeddings.json").exists()

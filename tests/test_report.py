@@ -17,9 +17,27 @@ from anatomy.report import render as R
 ROOT = Path(__file__).resolve().parent.parent
 
 CONTEXT = {
-    "8": {"density": 0.7, "padding": 0.3, "truncation": 0.25, "token_loss": 0.1},
-    "16": {"density": 0.45, "padding": 0.55, "truncation": 0.04, "token_loss": 0.009},
-    "32": {"density": 0.23, "padding": 0.77, "truncation": 0.0, "token_loss": 0.0},
+    "8": {
+        "density": 0.7,
+        "padding": 0.3,
+        "truncation": 0.25,
+        "token_loss": 0.1,
+        "token_loss_per_prompt": 0.12,
+    },
+    "16": {
+        "density": 0.45,
+        "padding": 0.55,
+        "truncation": 0.04,
+        "token_loss": 0.009,
+        "token_loss_per_prompt": 0.01,
+    },
+    "32": {
+        "density": 0.23,
+        "padding": 0.77,
+        "truncation": 0.0,
+        "token_loss": 0.0,
+        "token_loss_per_prompt": 0.0,
+    },
 }
 
 
@@ -31,10 +49,26 @@ def _figure(path):
     return save_figure(fig, path)
 
 
+def tokens_result():
+    """A typed tokens result read from JSON, with the context table and vocabulary above."""
+    from test_findings import tokens_json
+
+    from anatomy.analysis.tokens import TokensResult
+
+    data = tokens_json([3, 7, 12], contexts=(8, 16, 32), unused=0.9998, used=9)
+    data["overall"]["context"] = CONTEXT
+    data["overall"]["vocab"]["top_k_coverage"] = {"100": 1.0}
+    data["overall"]["vocab"]["special_share"] = 0.3
+    data["sources"] = {}
+    return TokensResult.from_json(data)
+
+
 @pytest.fixture
 def audit_dir(tmp_path):
+    from test_findings import dims_result
+
     _figure(tmp_path / "figures" / "tokens_lengths.png")
-    _figure(tmp_path / "encoders" / "minilm" / "figures" / "positions_heatmap.png")
+    _figure(tmp_path / "encoders" / "minilm" / "figures" / "dims.png")
     record = {
         "corpus": {
             "path": "corpus.parquet",
@@ -45,40 +79,23 @@ def audit_dir(tmp_path):
             "files": [{"input": "a.txt", "read": 5, "kept": 3, "merged": 1, "skipped": 1}],
             "failed": [{"input": "bad.json", "error": "invalid JSON at line 1, column 2"}],
         },
-        "tokens": {
-            "overall": {
-                "n_prompts": 3,
-                "length": {"mean": 7.25, "median": 7.0, "p90": 11.0, "p99": 12.0, "max": 12},
-                "context": CONTEXT,
-                "vocab": {
-                    "used": 9,
-                    "unused_share": 0.9998,
-                    "top_k_coverage": {"100": 1.0},
-                    "special_share": 0.3,
-                },
-            },
-            "sources": {},
-        },
+        "results": {"tokens": tokens_result()},
         "figures": {"tokens": ["figures/tokens_lengths.png"]},
+        "errors": {},
         "encoders": [
             {
                 "spec": "minilm",
                 "slug": "minilm",
                 "errors": {},
-                "results": {
-                    "dims": {"overall": {"n_points": 3, "ambient_dim": 384, "twonn": {"linear": 2.5}}}
-                },
-                "figures": [
-                    "encoders/minilm/figures/positions_heatmap.png",
-                    "encoders/minilm/figures/gone.png",
-                ],
+                "results": {"dims": dims_result(d=2.5, mle=2.7, n=3, std=0.5, mle_std=0.3)},
+                "figures": {"dims": ["encoders/minilm/figures/dims.png", "encoders/minilm/figures/gone.png"]},
             },
             {
                 "spec": "sam3:<missing>.pt",
                 "slug": "sam3-missing",
                 "errors": {"load": {"error": "file <missing>.pt not found"}},
                 "results": {},
-                "figures": [],
+                "figures": {},
             },
         ],
         "versions": {"numpy": "2.0"},
@@ -107,7 +124,7 @@ def test_html_is_self_contained_with_figures_as_exact_data_uris(audit_dir):
     decoded = [base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in srcs]
     assert decoded == [
         (root / "figures" / "tokens_lengths.png").read_bytes(),
-        (root / "encoders/minilm/figures/positions_heatmap.png").read_bytes(),
+        (root / "encoders/minilm/figures/dims.png").read_bytes(),
     ]
     # nothing fetched from anywhere: no external links, scripts or stylesheets
     assert not re.search(r'(src|href)="(https?:)?//', page)
@@ -123,13 +140,14 @@ def test_text_is_escaped(audit_dir):
 def test_paper_numbers_stand_beside_ours(audit_dir):
     root, record, findings = audit_dir
     md = R.render(root, record, findings)["markdown"].read_text()
-    # context 32: ours 77.0% padding; paper 75.5% padding / 0.1% truncation
+    # context 32: ours 77% padding; paper 75.5% padding / 0.1% truncation, each at the study's own precision
     (row32,) = [line for line in md.splitlines() if line.startswith("| 32 |")]
-    assert row32 == "| 32 | 23.0% | 77.0% | 0.0% | 0.0% | 75.5% / 0.1% / – |"
+    assert row32 == "| 32 | 23% | 77% | 0.0% | 0.0% | 0.0% | 75.5% / 0.1% / – |"
     (row16,) = [line for line in md.splitlines() if line.startswith("| 16 |")]
-    assert row16.endswith("| 52.0% / 5.0% / 2.1% |")
-    assert "| vocabulary never used | 100.0% | 65.0% |" in md
-    assert "| output intrinsic dim (TwoNN) | 2.500 | 16-19 |" in md
+    assert row16.endswith("| 52% / 5.0% / 2.1% |")
+    # shares of the study read as shares (65%), not as the fraction 0.65
+    assert re.search(r"^\| vocabulary never used \| 100% \| 65(\.0)?% \| corpus audit", md, re.M)
+    assert "| output intrinsic dim (TwoNN) | 2.5 ± 0.5 | 16-19 |" in md
 
 
 def test_markdown_and_html_say_the_same_findings_and_errors(audit_dir):
@@ -146,6 +164,7 @@ def test_markdown_and_html_say_the_same_findings_and_errors(audit_dir):
         assert text in page
         assert text.replace("&lt;", "<").replace("&gt;", ">") in md
     assert "![tokens_lengths](figures/tokens_lengths.png)" in md  # markdown links the figures beside it
+    assert "![dims](encoders/minilm/figures/dims.png)" in md
 
 
 def test_render_is_deterministic(audit_dir):

@@ -138,7 +138,9 @@ class AgreementResult(Result):
 class StudentTeacherAgreement(Analysis):
     name = "agreement"
     title = "Student vs teacher"
-    description = "Student vs teacher: per-token and pooled cosine, kNN overlap, intrinsic dimension side by side."
+    description = (
+        "Student vs teacher: per-token and pooled cosine, kNN overlap, intrinsic dimension side by side."
+    )
     needs = frozenset({Need.PAIR, Need.CORPUS})
     Params = AgreementParams
     Result = AgreementResult
@@ -155,10 +157,17 @@ class StudentTeacherAgreement(Analysis):
         teacher, student = inputs.teacher, inputs.student
         same = getattr(teacher.tokenizer, "name", None) == getattr(student.tokenizer, "name", None)
         got = agreement(
-            t_tokens if same else None, t_mask, t_pooled, s_tokens if same else None, s_mask, s_pooled, params.k
+            t_tokens if same else None,
+            t_mask,
+            t_pooled,
+            s_tokens if same else None,
+            s_mask,
+            s_pooled,
+            params.k,
         )
         dims = PairDims(
-            DimsEntry.of(t_pooled, params.seed, params.n_boot), DimsEntry.of(s_pooled, params.seed, params.n_boot)
+            DimsEntry.of(t_pooled, params.seed, params.n_boot),
+            DimsEntry.of(s_pooled, params.seed, params.n_boot),
         )
         method = {
             "token_cosine": "cosine per token over positions valid in both encoders (same tokenizer only)",
@@ -178,7 +187,9 @@ class StudentTeacherAgreement(Analysis):
     def findings(self, result: AgreementResult, section: str) -> list[Finding]:
         from anatomy import paper
 
-        dist, what = (result.token_cosine, "per-token") if result.token_cosine else (result.pooled_cosine, "pooled")
+        dist, what = (
+            (result.token_cosine, "per-token") if result.token_cosine else (result.pooled_cosine, "pooled")
+        )
         if dist is None:
             return []
         good = dist.mean >= AGREEMENT_OK

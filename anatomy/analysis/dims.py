@@ -120,7 +120,9 @@ class Dims(Analysis):
             prompts, by_source, n_prompts = distinct_sequences(inputs.corpus, store)
             picks = {"overall": sample(np.arange(len(prompts)), n, params.seed)}
             picks |= {
-                s: sample(idx, n, params.seed) for s, idx in by_source.items() if len(idx) >= MIN_SOURCE_POINTS
+                s: sample(idx, n, params.seed)
+                for s, idx in by_source.items()
+                if len(idx) >= MIN_SOURCE_POINTS
             }
             needed = np.unique(np.concatenate(list(picks.values())))
             inputs.progress(f"dims: {len(needed):,} distinct prompts")
@@ -138,7 +140,9 @@ class Dims(Analysis):
             f"bootstrap over points ({params.n_boot} draws, neighbours fixed): std and 95% percentile interval"
         )
         if skipped:
-            method["sources_skipped"] = f"{', '.join(skipped)}: fewer than {MIN_SOURCE_POINTS} distinct points"
+            method["sources_skipped"] = (
+                f"{', '.join(skipped)}: fewer than {MIN_SOURCE_POINTS} distinct points"
+            )
         entry = DimsEntry.of
         return DimsResult(
             input=name,
@@ -193,7 +197,16 @@ class Dims(Analysis):
                 e.with_spread(e.mle.harmonic, "mle_harmonic"), e.with_spread(e.mle.mean, "mle_mean"),
                 f"{e.erank:.1f}",
             ])  # fmt: skip
-        columns = ["group", "points", "dims", "TwoNN linear", "TwoNN closed", "MLE harmonic", "MLE mean", "erank"]
+        columns = [
+            "group",
+            "points",
+            "dims",
+            "TwoNN linear",
+            "TwoNN closed",
+            "MLE harmonic",
+            "MLE mean",
+            "erank",
+        ]
         return [Table(columns, rows, f"intrinsic dimension: {result.input} (± bootstrap std)")]
 
     def summary(self, result: DimsResult) -> list[str]:

@@ -156,7 +156,9 @@ class Positions(Analysis):
         ]
         if within:
             rows.append(
-                PaperRow.of(f"positional similarity within {labels[0]}", _f2(within[0]), paper.POS_BLOCK_FIRST)
+                PaperRow.of(
+                    f"positional similarity within {labels[0]}", _f2(within[0]), paper.POS_BLOCK_FIRST
+                )
             )
         if len(within) > 1:
             later = ", ".join(f"{lab}: {_f2(v)}" for lab, v in list(zip(labels, within, strict=False))[1:4])

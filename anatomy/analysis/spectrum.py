@@ -144,7 +144,9 @@ class MatrixEntry:
     @classmethod
     def of(cls, matrix: np.ndarray, **extra) -> MatrixEntry:
         spec = matrix_spectrum(matrix)
-        values = SingularValues(spec.singular_values_centred.tolist(), spec.singular_values_uncentred.tolist())
+        values = SingularValues(
+            spec.singular_values_centred.tolist(), spec.singular_values_uncentred.tolist()
+        )
         return cls(spec.shape[0], spec.shape[1], spec.centred, spec.uncentred, values, **extra)
 
 
@@ -164,7 +166,9 @@ class SpectrumParams:
 class Spectrum(Analysis):
     name = "spectrum"
     title = "Token-embedding spectrum"
-    description = "SVD of the token-embedding matrix (full vocabulary, and the ids the corpus uses): effective ranks."
+    description = (
+        "SVD of the token-embedding matrix (full vocabulary, and the ids the corpus uses): effective ranks."
+    )
     needs = frozenset({Need.ENCODER})
     optional = frozenset({Need.CORPUS})  # with a corpus: also the ids it uses
     Params = SpectrumParams
@@ -255,4 +259,3 @@ def rank_family_lines(title: str, entry) -> list[str]:
             f"participation {s.participation_ratio:.1f}, stable {s.stable_rank:.2f}, n90 {s.n90}"
         )
     return lines
-

@@ -154,7 +154,11 @@ class Tokens(Analysis):
         return result
 
     def record_params(self, result: TokensResult, params: Params) -> dict:
-        return {**asdict(params), "contexts": list(result.contexts), "tokenizer_fingerprint": result.tokenizer_fingerprint}
+        return {
+            **asdict(params),
+            "contexts": list(result.contexts),
+            "tokenizer_fingerprint": result.tokenizer_fingerprint,
+        }
 
     def figures(self, result: TokensResult) -> dict:
         from anatomy.figures import tokens as figs
@@ -165,7 +169,9 @@ class Tokens(Analysis):
         recommended = asdict(result.recommended_context)
         return {
             "tokens_lengths": figs.draw_length_histogram(figs.prepare_length_histogram(result.lengths_by)),
-            "tokens_context": figs.draw_context_tradeoff(tradeoff, marks=result.contexts, recommended=recommended),
+            "tokens_context": figs.draw_context_tradeoff(
+                tradeoff, marks=result.contexts, recommended=recommended
+            ),
             "tokens_vocab": figs.draw_vocab_rank(figs.prepare_vocab_rank(result.counts_by)),
         }
 
@@ -249,7 +255,9 @@ class Tokens(Analysis):
         rows = []
         for key, row in sorted(result.overall.context.items(), key=lambda kv: int(kv[0])):
             ref = paper.CONTEXT.get(key, {})
-            theirs = " / ".join(pct(ref[k]) if k in ref else "–" for k in ("padding", "truncation", "token_loss"))
+            theirs = " / ".join(
+                pct(ref[k]) if k in ref else "–" for k in ("padding", "truncation", "token_loss")
+            )
             rows.append([key, pct(row.density), pct(row.padding), pct(row.truncation), pct(row.token_loss),
                          pct(row.token_loss_per_prompt), theirs if ref else "–"])  # fmt: skip
         context = Table(

@@ -25,7 +25,9 @@ app = typer.Typer(
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -41,6 +43,7 @@ app.command("ingest")(guarded(corpus.ingest_cmd))
 app.command("corpus")(guarded(corpus.corpus_cmd))
 app.command("encoders")(guarded(encoders.encoders_cmd))
 app.command("embed")(guarded(encoders.embed_cmd))
+app.command("analyses")(guarded(encoders.analyses_cmd))
 analyses.register(app)
 app.command("distill")(guarded(distill.distill_cmd))
 app.command("export")(guarded(distill.export_cmd))

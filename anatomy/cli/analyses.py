@@ -27,7 +27,9 @@ from anatomy.cli.common import (
 
 def _option_type(tp: Any) -> Any:
     """The (optional) annotation typer sees for a Params field type."""
-    if typing.get_origin(tp) is tuple:  # repeatable, each value may be comma-separated: --context 8,16 --context 32
+    if (
+        typing.get_origin(tp) is tuple
+    ):  # repeatable, each value may be comma-separated: --context 8,16 --context 32
         return list[str] | None
     inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     return inner[0] | None
@@ -65,7 +67,10 @@ def _param_options(params_cls) -> list[tuple[str, inspect.Parameter, dataclasses
                 annotation = typing.Literal[tuple(meta["choices"])] | None
         decl = typer.Option(flag, **kwargs)
         param = inspect.Parameter(
-            f"p_{f.name}", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, decl]
+            f"p_{f.name}",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[annotation, decl],
         )
         options.append((f.name, param, f))
     return options
@@ -95,8 +100,12 @@ def _input_options(analysis) -> list[inspect.Parameter]:
     params = [inspect.Parameter("out_dir", kw, annotation=OutOpt)]
     if Need.PAIR in needs:
         params += [
-            inspect.Parameter("teacher", kw, annotation=Annotated[str, typer.Option(help="Teacher encoder spec.")]),
-            inspect.Parameter("student", kw, annotation=Annotated[str, typer.Option(help="Student encoder spec.")]),
+            inspect.Parameter(
+                "teacher", kw, annotation=Annotated[str, typer.Option(help="Teacher encoder spec.")]
+            ),
+            inspect.Parameter(
+                "student", kw, annotation=Annotated[str, typer.Option(help="Student encoder spec.")]
+            ),
         ]
     if needs & {Need.ENCODER, Need.EMBEDDINGS}:
         help_text = "Encoder spec (see `anatomy encoders`)."
@@ -116,9 +125,11 @@ def _input_options(analysis) -> list[inspect.Parameter]:
     corpus_optional = Need.CORPUS in optional or Need.EMBEDDINGS in needs
     if corpus_required or corpus_optional:
         default = inspect.Parameter.empty if corpus_required and not corpus_optional else None
-        annotation = CorpusOpt if default is inspect.Parameter.empty else typing.cast(Any, Annotated)[
-            Path | None, *typing.get_args(CorpusOpt)[1:]
-        ]
+        annotation = (
+            CorpusOpt
+            if default is inspect.Parameter.empty
+            else typing.cast(Any, Annotated)[Path | None, *typing.get_args(CorpusOpt)[1:]]
+        )
         params.append(inspect.Parameter("corpus", kw, default=default, annotation=annotation))
     if needs & {Need.ENCODER, Need.EMBEDDINGS, Need.PAIR}:
         params.append(inspect.Parameter(
@@ -197,7 +208,9 @@ def run_command(analysis, params, *, out_dir, quiet, as_json, corpus=None, encod
     progress = say(quiet)
     needs = analysis.needs
     if Need.EMBEDDINGS in needs and (encoder is None) == (embeddings is None):
-        raise typer.BadParameter("give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder")
+        raise typer.BadParameter(
+            "give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder"
+        )
     if Need.EMBEDDINGS in needs and encoder is not None and corpus is None:
         raise InputError("--encoder needs --corpus (the prompts to embed)")
     inputs = Inputs(corpus=corpus, embeddings=embeddings, progress=progress)

@@ -73,7 +73,9 @@ def audit_cmd(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for every sampling step.")] = 0,
     analysis: Annotated[
         list[str] | None,
-        typer.Option("--analysis", "-a", help="Run only these analyses (repeatable; default: all of the audit's)."),
+        typer.Option(
+            "--analysis", "-a", help="Run only these analyses (repeatable; default: all of the audit's)."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     as_json: JsonOpt = False,

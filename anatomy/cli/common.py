@@ -21,7 +21,9 @@ from anatomy.errors import AnatomyError
 out = Console(markup=False, highlight=False, soft_wrap=True)  # results: stdout
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices on stderr.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results/ and figures/ inside).")]
 CorpusOpt = Annotated[
@@ -54,7 +56,9 @@ def guarded(fn):
             raise typer.Exit(1) from None
         except OSError as error:
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-            fail(f"{where}{error.strerror or error}", "check the path, its permissions and the free disk space")
+            fail(
+                f"{where}{error.strerror or error}", "check the path, its permissions and the free disk space"
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -90,7 +94,9 @@ def check_device(device: str | None) -> str | None:
     if device is None:
         return None
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
-        raise typer.BadParameter(f"'{device}' is not a device: use cpu, cuda, cuda:N or mps", param_hint="--device")
+        raise typer.BadParameter(
+            f"'{device}' is not a device: use cpu, cuda, cuda:N or mps", param_hint="--device"
+        )
     if device.startswith("cuda"):
         import torch
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json
+from anatomy.corpus.sources import READERS
 
 
 def ingest_cmd(
-    source: Annotated[str, typer.Argument(help="lvis | refcoco | saco | rf100vl | text | builtin")],
+    source: Annotated[
+        Literal[tuple(READERS)], typer.Argument(help="Reader: " + " | ".join(READERS) + ".")  # type: ignore[valid-type]
+    ],
     paths: Annotated[
         list[str],
         typer.Argument(help="Files or directories; '-' reads stdin; builtin:NAME for built-in sets."),
@@ -41,7 +44,7 @@ def ingest_cmd(
             ) if not quiet else None
             continue
         line = f"{f.input}: read {f.read:,}, kept {f.kept:,}, merged {f.merged:,} duplicates, skipped {f.skipped:,}"
-        out.print(line, highlight=False)
+        out.print(line)
         for reason, entry in f.skips.items():
             err.print(
                 f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})", highlight=False

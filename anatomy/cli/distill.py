@@ -153,7 +153,7 @@ def export_cmd(
         print_json(summary)
         return
     line = f"{summary['source']} -> {summary['out']} ({summary['format']}, {summary['keys']} tensors)"
-    out.print(line + (f"; load it as {summary['load_as']}" if summary["load_as"] else ""), highlight=False)
+    out.print(line + (f"; load it as {summary['load_as']}" if summary["load_as"] else ""))
 
 
 def ablate_cmd(
@@ -189,7 +189,7 @@ def ablate_cmd(
 
     def on_run(i: int, n: int, name: str) -> None:
         if not quiet:
-            err.print(f"[{i + 1}/{n}] {name}", highlight=False)
+            err.print(f"[{i + 1}/{n}] {name}")
 
     params = {"teacher": teacher, "student": student, "budget": budget, "batch_size": batch_size, "lr": lr,
               "limit": limit, "eval_size": eval_size, "seed": seed}  # fmt: skip

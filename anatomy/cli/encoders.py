@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json, progress_bar
+from anatomy.cli.common import CorpusOpt, JsonOpt, QuietOpt, check_device, err, out, print_json, progress_bar
 
 
 def encoders_cmd(
@@ -36,18 +36,27 @@ def encoders_cmd(
 
 
 def embed_cmd(
-    corpus: Annotated[Path, typer.Argument(help="Corpus Parquet file (from `anatomy ingest`).")],
+    corpus: CorpusOpt,
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Embeddings directory (created; reused when current).")
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Embeddings directory (default: embeddings/<encoder> beside the corpus, "
+            "where the analyses look for it; reused when current).",
+        ),
+    ] = None,
     encoder: Annotated[
         str, typer.Option("--encoder", "-e", help="Encoder spec (see `anatomy encoders`).")
     ] = "minilm",
     context: Annotated[
-        int | None, typer.Option("--context", min=2, help="Context length (default: the encoder's).")
+        int | None,
+        typer.Option("--context", min=2, max=4096, help="Context length (default: the encoder's)."),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per forward pass.")] = 256,
+    dtype: Annotated[Literal["fp32", "bf16"], typer.Option(help="fp32 or bf16.")] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=65536, help="Prompts per forward pass.")
+    ] = 256,
     per_token: Annotated[
         bool, typer.Option("--per-token", help="Also keep per-token outputs (tokens.npy).")
     ] = False,
@@ -57,7 +66,10 @@ def embed_cmd(
 ) -> None:
     """Pooled (and optionally per-token) embeddings of every corpus row; resumes after a kill; torchrun shards."""
     from anatomy.embed import embed_corpus
+    from anatomy.embed_store import default_cache
 
+    device = check_device(device)
+    out_dir = out_dir or default_cache(corpus, encoder)
     with progress_bar(quiet) as bar:
         task = bar.add_task(f"embed {encoder}", total=None, status="")
 
@@ -77,9 +89,8 @@ def embed_cmd(
             on_progress=on_progress,
         )
     if result.manifest is None:  # a torchrun rank other than 0: its shard is written, rank 0 merges
-        err.print(
-            f"{out_dir}: shard written; rank 0 merges", highlight=False, soft_wrap=True
-        ) if not quiet else None
+        if not quiet:
+            err.print(f"{out_dir}: shard written; rank 0 merges")
         return
     if as_json:
         print_json(result.manifest)
@@ -88,6 +99,41 @@ def embed_cmd(
     state = "reused (encoder and corpus unchanged)" if result.reused else "written"
     out.print(
         f"{out_dir}: {m['rows']:,} rows x {m['dim']} ({m['encoder']['spec']}, context {m['context_length']}, {m['dtype']}) {state}",
-        highlight=False,
-        soft_wrap=True,
     )
+
+
+def analyses_cmd(
+    scope: Annotated[
+        Literal["corpus", "encoder", "pair"] | None,
+        typer.Option(help="Only the analyses of this scope (where their results live)."),
+    ] = None,
+    param: Annotated[str | None, typer.Option("--param", help="Only the analyses with this parameter.")] = None,
+    names: Annotated[bool, typer.Option("--names", help="Names only, one per line (for scripts and make).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The registered analyses: what each needs, where its results go, and what it measures."""
+    from rich.table import Table
+
+    import dataclasses
+
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.runner import scope as scope_of
+
+    rows = [
+        {"name": a.name, "scope": scope_of(a), "needs": sorted(n.value for n in a.needs),
+         "in_audit": a.in_audit, "description": a.description or a.title}
+        for a in ANALYSES.values()
+        if (scope is None or scope_of(a) == scope)
+        and (param is None or param in {f.name for f in dataclasses.fields(a.Params)})
+    ]  # fmt: skip
+    if names:
+        typer.echo("\n".join(r["name"] for r in rows))
+    elif as_json:
+        print_json(rows)
+    else:
+        table = Table()
+        for col in ("name", "scope", "needs", "in audit", "what it measures"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["scope"], ", ".join(r["needs"]), "yes" if r["in_audit"] else "no", r["description"])
+        out.print(table)

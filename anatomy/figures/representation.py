@@ -208,9 +208,10 @@ def prepare_agreement(result):
 
     r = _plain(result)
     rows = []
-    for key in sorted(k for k in r if k in ("token_cosine", "pooled_cosine") or k.startswith("knn_overlap@")):
-        if r[key] is not None:
-            rows.append({"measure": key, **{s: r[key][s] for s in ("mean", "median", "p05", "min")}})
+    for key in ("knn_overlap", "pooled_cosine", "token_cosine"):
+        if r.get(key) is not None:
+            label = f"knn_overlap@{r['k']}" if key == "knn_overlap" and "k" in r else key
+            rows.append({"measure": label, **{s: r[key][s] for s in ("mean", "median", "p05", "min")}})
     return pd.DataFrame(rows, columns=["measure", "mean", "median", "p05", "min"])
 
 

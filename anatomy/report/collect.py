@@ -69,7 +69,9 @@ def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dic
         entry["results"], entry["figures"] = pair_results, pair_figures
         if "spec" not in entry:
             first = next(iter(pair_results.values()))
-            entry["spec"] = f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
+            entry["spec"] = (
+                f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
+            )
         record["pair"] = entry
     record["versions"] = _versions(out_dir, record)
     return record

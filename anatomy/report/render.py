@@ -136,7 +136,10 @@ def _error_lines(errors: Mapping[str, Any]) -> list[str]:
 def group_sections(title: str, group: Mapping[str, Any]) -> list[Section]:
     """An encoder or the teacher-student pair: a heading, its failures, then one sub-section per analysis."""
     head = Section(title, _error_lines(group.get("errors", {})))
-    subs = [analysis_section(n, r, group.get("figures", {}).get(n, []), 3) for n, r in group.get("results", {}).items()]
+    subs = [
+        analysis_section(n, r, group.get("figures", {}).get(n, []), 3)
+        for n, r in group.get("results", {}).items()
+    ]
     return [head, *subs]
 
 
@@ -247,7 +250,9 @@ def to_html(title: str, sections: Sequence[Section], root: Path) -> str:
         seen[base] = seen.get(base, 0) + 1
         anchors.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     nav = " ".join(
-        f'<a href="#{a}">{html.escape(s.title)}</a>' for s, a in zip(sections, anchors, strict=True) if s.level == 2
+        f'<a href="#{a}">{html.escape(s.title)}</a>'
+        for s, a in zip(sections, anchors, strict=True)
+        if s.level == 2
     )
     parts = [
         "<!DOCTYPE html>",
