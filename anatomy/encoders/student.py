@@ -230,3 +230,33 @@ def load_student(
     )
     encoder.config, encoder.provenance, encoder.load_notes = cfg, provenance, report.notes
     return encoder
+
+
+# --------------------------------------------------------------------------------------- the student family
+
+
+def _load_spec(spec, request):
+    from anatomy.encoders.family import require_path
+
+    require_path(request.name, spec.path)
+    return load_student(
+        spec.path, device=request.device, dtype=request.dtype, context_length=request.context_length
+    )
+
+
+def _tokenizer(spec):
+    from anatomy.encoders.registry import load_tokenizer
+
+    cfg, _ = read_student_config(spec.path)
+    return load_tokenizer(cfg.tokenizer)
+
+
+def _family():
+    from anatomy.encoders.family import Family
+
+    return Family(
+        "student", "student:PATH", load=_load_spec, tokenizer=_tokenizer, is_trained=lambda spec: True
+    )
+
+
+FAMILIES = {"student": _family()}
