@@ -119,3 +119,11 @@ def require_path(spec_text: str, path: str | Path) -> Path:
     if not Path(path).exists():
         raise EncoderError(f"{spec_text}: {path} does not exist", "check the path after the ':'")
     return Path(path)
+
+
+class ContextError(EncoderError):
+    """A context longer than the encoder's positional table; `limit` is the longest it takes."""
+
+    def __init__(self, message: str, limit: int, hint: str | None = None):
+        super().__init__(message, hint)
+        self.limit = limit

@@ -138,7 +138,11 @@ def load_hf(
     max_positions = getattr(model.config, "max_position_embeddings", limit)
     context = context_length or limit
     if context > max_positions:
-        raise EncoderError(f"{name}: context {context} exceeds the model's {max_positions} positions")
+        from anatomy.encoders.family import ContextError
+
+        raise ContextError(
+            f"{name}: context {context} exceeds the model's {max_positions} positions", max_positions
+        )
     encoder = ModuleEncoder(
         _hf_module_class()(model),
         tokenizer,

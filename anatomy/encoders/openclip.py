@@ -102,7 +102,9 @@ def load_open_clip(
     table = tower.positional_embedding.shape[0]
     context = context_length or table
     if context > table:
-        raise EncoderError(f"{name}: context {context} exceeds the model's {table} positions")
+        from anatomy.encoders.family import ContextError
+
+        raise ContextError(f"{name}: context {context} exceeds the model's {table} positions", table)
     pad_masked = bool(getattr(tower, "use_pad_mask", False))
     encoder = ModuleEncoder(
         _module_class()(tower),

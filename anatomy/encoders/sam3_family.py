@@ -5,8 +5,7 @@ Kept apart from anatomy.encoders.sam3 (the torch module) so registering the fami
 
 from __future__ import annotations
 
-from anatomy.encoders.family import Family, LoadRequest, Spec, require_path
-from anatomy.errors import EncoderError
+from anatomy.encoders.family import ContextError, Family, LoadRequest, Spec, require_path
 
 
 def _parse(prefix: str, rest: str | None) -> Spec:
@@ -25,8 +24,9 @@ def _load(spec: Spec, request: LoadRequest):
     table = module.cfg.context_length
     context = request.context_length or table
     if context > table:
-        raise EncoderError(
+        raise ContextError(
             f"{request.name}: context {context} exceeds the teacher's {table} learned positions",
+            table,
             f"use --context {table} or less (the teacher is causal: a shorter context is its first positions)",
         )
     encoder = ModuleEncoder(
