@@ -56,7 +56,9 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
         try:
             raw = load_file(str(path), device="cpu")
         except Exception as error:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({error})") from None
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file, truncated or corrupt ({error})"
+            ) from None
     else:
         raw = _torch_load(path)
     while isinstance(raw, Mapping) and not _is_tensor_dict(raw):

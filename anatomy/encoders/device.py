@@ -30,6 +30,8 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
     count, index = torch.cuda.device_count(), int(match.group(1) or 0)
     if index >= count:
         raise OptionError(
-            option, f"'{device}' does not exist", f"this machine has {count} GPU(s): cuda:0 .. cuda:{count - 1}"
+            option,
+            f"'{device}' does not exist",
+            f"this machine has {count} GPU(s): cuda:0 .. cuda:{count - 1}",
         )
     return text

@@ -1,18 +1,42 @@
-"""The torch modules of the LiteText students (MobileCLIP text towers + projector), defined on first use.
-
-Split from anatomy.encoders.mobileclip (shapes, checkpoint layout, loading) so that module stays free of
-torch at import; `student_class()` returns the nn.Module class that build_tower instantiates.
+"""The LiteText student towers: their shapes and their torch modules (defined on first use, so importing this
+stays free of torch). anatomy.encoders.mobileclip builds and loads them (checkpoint layout, families);
+`student_class()` returns the nn.Module class that mobileclip.build_tower instantiates.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from anatomy.errors import EncoderError
 
-if TYPE_CHECKING:
-    from anatomy.encoders.mobileclip import TowerShape
+OUTPUT_DIM = 256  # SAM3's fusion width: every student projects each token to it
+CLIP_VOCAB = 49408
+
+
+@dataclass(frozen=True)
+class TowerShape:
+    """Everything that fixes a student's parameter shapes (context aside)."""
+
+    width: int
+    heads: int
+    layout: tuple[str, ...]  # one entry per encoder.transformer.{i}: "attn" or "repmixer"
+    vocab_size: int = CLIP_VOCAB
+    output_dim: int = OUTPUT_DIM
+    mlp_ratio: int = 4
+
+
+KINDS: dict[str, TowerShape] = {
+    "s0": TowerShape(512, 8, ("repmixer", "attn", "attn", "attn", "attn", "repmixer")),
+    "s1": TowerShape(512, 8, ("attn",) * 12),
+    "l": TowerShape(768, 12, ("attn",) * 12),
+}
+
+
+def tower_shape(kind: str) -> TowerShape:
+    if kind not in KINDS:
+        raise EncoderError(f"unknown LiteText student {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    return KINDS[kind]
 
 
 @functools.cache

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anatomy.errors import CheckpointError, EncoderError
+from anatomy.encoders.litetext_modules import (  # noqa: F401  (re-exported: the shapes live beside the modules)
+    CLIP_VOCAB,
+    KINDS,
+    OUTPUT_DIM,
+    TowerShape,
+    tower_shape,
+)
+from anatomy.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -29,33 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LITETEXT_PREFIX = "detector.backbone.language_backbone."
-OUTPUT_DIM = 256  # SAM3's fusion width: every student projects each token to it
-CLIP_VOCAB = 49408
-
-
-@dataclass(frozen=True)
-class TowerShape:
-    """Everything that fixes a student's parameter shapes (context aside)."""
-
-    width: int
-    heads: int
-    layout: tuple[str, ...]  # one entry per encoder.transformer.{i}: "attn" or "repmixer"
-    vocab_size: int = CLIP_VOCAB
-    output_dim: int = OUTPUT_DIM
-    mlp_ratio: int = 4
-
-
-KINDS: dict[str, TowerShape] = {
-    "s0": TowerShape(512, 8, ("repmixer", "attn", "attn", "attn", "attn", "repmixer")),
-    "s1": TowerShape(512, 8, ("attn",) * 12),
-    "l": TowerShape(768, 12, ("attn",) * 12),
-}
-
-
-def tower_shape(kind: str) -> TowerShape:
-    if kind not in KINDS:
-        raise EncoderError(f"unknown LiteText student {kind!r}", hint=f"use one of {', '.join(KINDS)}")
-    return KINDS[kind]
 
 
 def build_tower(
