@@ -640,7 +640,8 @@ def _option_errors():
         try:
             yield
         except OptionError as error:
-            raise typer.BadParameter(error.message, param_hint=error.option) from None
+            detail = error.detail + (f" ({error.hint})" if error.hint else "")
+            raise typer.BadParameter(detail, param_hint=error.option) from None
 
     return convert()
 

@@ -35,4 +35,4 @@ class OptionError(InputError):
 
     def __init__(self, option: str, message: str, hint: str | None = None):
         super().__init__(f"{option}: {message}", hint)
-        self.option = option
+        self.option, self.detail = option, message
