@@ -57,17 +57,14 @@ class Embeddings:
 
 
 def encoder_fingerprint(spec: str) -> dict:
-    """What identifies an encoder's weights without loading it: the spec and the sha256 of its files."""
-    from anatomy.encoders.registry import parse_spec
+    """What identifies an encoder's weights without loading it: the spec and the sha256 of its files.
 
-    parsed = parse_spec(spec)
-    path = None
-    if parsed.family == "minilm":
-        from anatomy.encoders.hf import minilm_dir
+    The encoder's family names those files (anatomy.encoders.family.Family.fingerprint).
+    """
+    from anatomy.encoders.registry import fingerprint_path
 
-        path = minilm_dir()
-    elif parsed.path is not None:
-        path = Path(parsed.path)
+    parsed, path = fingerprint_path(spec)
+    path = Path(path) if path is not None else None
     return {"spec": spec, "family": parsed.family, "weights_sha256": _tree_sha256(path) if path else None}
 
 

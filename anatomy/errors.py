@@ -28,3 +28,11 @@ class CheckpointError(AnatomyError):
 
 class EncoderError(AnatomyError):
     """An encoder spec cannot be resolved or used for the requested work."""
+
+
+class OptionError(InputError):
+    """An option value outside its allowed range; the CLI reports it as a usage error (exit 2)."""
+
+    def __init__(self, option: str, message: str, hint: str | None = None):
+        super().__init__(f"{option}: {message}", hint)
+        self.option, self.detail = option, message

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from anatomy.errors import AnatomyError
+from anatomy.errors import AnatomyError, OptionError
 
 out = Console(markup=False, highlight=False, soft_wrap=True)  # results: stdout
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
@@ -51,6 +51,9 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except OptionError as error:  # an option outside its range, found by the library before any work
+            detail = error.detail + (f" ({error.hint})" if error.hint else "")
+            raise typer.BadParameter(detail, param_hint=error.option) from None
         except AnatomyError as error:
             fail(error.message, error.hint)
             raise typer.Exit(1) from None
@@ -88,22 +91,7 @@ def progress_bar(quiet: bool):
 
 
 def check_device(device: str | None) -> str | None:
-    """cpu, cuda, cuda:N or mps, and cuda only where a GPU is there (usage error otherwise)."""
-    import re
+    """cpu, cuda, cuda:N or mps, and cuda only where a GPU is there (usage error, exit 2, otherwise)."""
+    from anatomy.encoders.device import check_device as check
 
-    if device is None:
-        return None
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
-        raise typer.BadParameter(
-            f"'{device}' is not a device: use cpu, cuda, cuda:N or mps", param_hint="--device"
-        )
-    if device.startswith("cuda"):
-        import torch
-
-        n = torch.cuda.device_count()
-        index = int(device.partition(":")[2] or 0)
-        if index >= n:
-            raise typer.BadParameter(
-                f"'{device}' is not available here ({n} CUDA device{'s' * (n != 1)})", param_hint="--device"
-            )
-    return device
+    return check(device)

@@ -19,37 +19,47 @@ def distill_cmd(
     student: Annotated[
         str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
     ] = "s0",
-    context: Annotated[int, typer.Option(help="The student's context length.")] = 16,
+    context: Annotated[
+        int, typer.Option(min=2, help="The student's context length (2 .. the teacher's positions).")
+    ] = 16,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (default: the student's paper-era setting).")
+        int | None, typer.Option(min=1, help="Epochs (default: the student's paper-era setting).")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides --epochs).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Total optimizer steps (overrides --epochs).")
+    ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size (all processes together).")
+        int | None, typer.Option(min=1, help="Global batch size (all processes together).")
     ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512).")
+        float | None, typer.Option(help="Learning rate at batch 512 (scaled by batch / 512); > 0.")
     ] = None,
     warmup_steps: Annotated[
-        int | None, typer.Option(help="Warm-up steps (default: the recipe's share).")
+        int | None, typer.Option(min=0, help="Warm-up steps (default: the recipe's share).")
     ] = None,
-    w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss.")] = None,
-    w_cons: Annotated[float | None, typer.Option(help="Weight of the word-shuffle consistency loss.")] = None,
+    w_cos: Annotated[float | None, typer.Option(help="Weight of the masked 1 - cosine loss (>= 0).")] = None,
+    w_cons: Annotated[
+        float | None, typer.Option(help="Weight of the word-shuffle consistency loss (>= 0).")
+    ] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
-    eval_every: Annotated[int, typer.Option(help="Evaluate on the held-out prompts every N steps.")] = 200,
+    eval_every: Annotated[
+        int, typer.Option(min=1, help="Evaluate on the held-out prompts every N steps.")
+    ] = 200,
     save_every: Annotated[
-        int | None, typer.Option(help="Checkpoint every N steps (default: --eval-every).")
+        int | None, typer.Option(min=1, help="Checkpoint every N steps (default: --eval-every).")
     ] = None,
-    eval_size: Annotated[int, typer.Option(help="Held-out prompts (at most 10% of the corpus).")] = 1000,
+    eval_size: Annotated[
+        int, typer.Option(min=1, help="Held-out prompts (at most 10% of the corpus).")
+    ] = 1000,
     limit: Annotated[
-        int | None, typer.Option(help="Train on a seeded sample of this many distinct prompts.")
+        int | None, typer.Option(min=2, help="Train on a seeded sample of this many distinct prompts.")
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed for the split, the data order and the initial weights.")
+        int, typer.Option(min=0, help="Seed for the split, the data order and the initial weights.")
     ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
+        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
     ] = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
     cache_dir: Annotated[
@@ -65,25 +75,11 @@ def distill_cmd(
 
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
     cfg = DistillConfig(
-        teacher=teacher,
-        student=student,
-        corpus=str(corpus),
-        context=context,
-        epochs=epochs,
-        steps=steps,
-        warmup_steps=warmup_steps,
-        batch_size=batch_size,
-        lr=lr,
-        w_cos=w_cos,
-        w_cons=w_cons,
-        clip=clip,
-        eval_every=eval_every,
-        save_every=save_every,
-        eval_size=eval_size,
-        limit=limit,
-        seed=seed,
+        teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
+        warmup_steps=warmup_steps, batch_size=batch_size, lr=lr, w_cos=w_cos, w_cons=w_cons, clip=clip,
+        eval_every=eval_every, save_every=save_every, eval_size=eval_size, limit=limit, seed=seed,
         dtype=dtype,
-    )
+    )  # fmt: skip
     with progress_bar(quiet) as bar:
         cache_task = bar.add_task("teacher cache", total=None, status="")
         train_task = bar.add_task("distill", total=None, status="", visible=False)
@@ -93,30 +89,13 @@ def distill_cmd(
 
         def on_step(done: int, total: int, loss: float, rate: float) -> None:
             bar.update(cache_task, visible=False)
-            bar.update(
-                train_task,
-                completed=done,
-                total=total,
-                visible=True,
-                status=f"loss {loss:.4f} {rate:,.0f} texts/s",
-            )
+            status = f"loss {loss:.4f} {rate:,.0f} texts/s"
+            bar.update(train_task, completed=done, total=total, visible=True, status=status)
 
         result = distill(
-            cfg,
-            out_dir,
-            resume=resume,
-            device=device,
-            cache_dir=cache_dir,
-            on_step=on_step,
-            on_cache=on_cache,
-        )
-    if result["eval"]:  # rank 0: the held-out curve as a figure beside the metrics
-        from anatomy.distill.train import read_metrics
-        from anatomy.figures.distill import draw_training_curves, prepare_training_curves
-        from anatomy.figures.style import save_figure
-
-        frame = prepare_training_curves({out_dir.name: read_metrics(out_dir)})
-        save_figure(draw_training_curves(frame), out_dir / "figures" / "training.png")
+            cfg, out_dir, resume=resume, device=device, cache_dir=cache_dir, on_step=on_step, on_cache=on_cache,
+            figures=True,
+        )  # fmt: skip
     if as_json:
         print_json(result)
         return
@@ -153,7 +132,7 @@ def export_cmd(
         print_json(summary)
         return
     line = f"{summary['source']} -> {summary['out']} ({summary['format']}, {summary['keys']} tensors)"
-    out.print(line + (f"; load it as {summary['load_as']}" if summary["load_as"] else ""))
+    out.print(line + (f"; load it as {summary['load_as']}" if summary["load_as"] else ""), highlight=False)
 
 
 def ablate_cmd(
@@ -165,40 +144,35 @@ def ablate_cmd(
     student: Annotated[
         str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
     ] = "s0",
-    budget: Annotated[int, typer.Option(help="Optimizer steps per variant.")] = 300,
-    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
+    budget: Annotated[int, typer.Option(min=1, help="Optimizer steps per variant.")] = 300,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate at batch 512 (default: the student's).")
+        float | None, typer.Option(help="Learning rate at batch 512 (default: the student's); > 0.")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="Use a seeded sample of this many distinct prompts.")
+        int | None, typer.Option(min=2, help="Use a seeded sample of this many distinct prompts.")
     ] = None,
-    eval_size: Annotated[int, typer.Option(help="Held-out prompts.")] = 500,
-    seed: Annotated[int, typer.Option(help="Seed for the split, data order and initial weights.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if available).")] = None,
+    eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts.")] = 500,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the split, data order and initial weights.")] = 0,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The loss ablation (MSE / +cosine / +consistency) and context ablation (8/16/32) on a small budget."""
     from rich.table import Table
 
-    from anatomy.distill.ablate import ablate
-    from anatomy.figures.distill import draw_ablation, prepare_ablation
-    from anatomy.figures.style import save_figure
-    from anatomy.io import write_result
+    from anatomy.distill.ablate import ablate, figure_path, results_path
 
     def on_run(i: int, n: int, name: str) -> None:
         if not quiet:
-            err.print(f"[{i + 1}/{n}] {name}")
+            err.print(f"[{i + 1}/{n}] {name}", highlight=False, markup=False)
 
-    params = {"teacher": teacher, "student": student, "budget": budget, "batch_size": batch_size, "lr": lr,
-              "limit": limit, "eval_size": eval_size, "seed": seed}  # fmt: skip
     result = ablate(
         teacher, corpus, out_dir, student=student, budget=budget, batch_size=batch_size, lr=lr, limit=limit,
         eval_size=eval_size, seed=seed, device=device, on_run=on_run,
     )  # fmt: skip
-    write_result(out_dir, "ablation", result, command="ablate", params=params, inputs={"corpus": corpus})
-    save_figure(draw_ablation(prepare_ablation(result)), out_dir / "figures" / "ablation.png")
     if as_json:
         print_json(result)
         return
@@ -214,5 +188,5 @@ def ablate_cmd(
         )  # fmt: skip
     out.print(table)
     out.print(
-        f"results: {out_dir / 'results' / 'ablation.json'}; figure: {out_dir / 'figures' / 'ablation.png'}"
+        f"results: {results_path(out_dir)}; figure: {figure_path(out_dir)}", highlight=False, markup=False
     )

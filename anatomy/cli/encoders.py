@@ -67,6 +67,8 @@ def embed_cmd(
     """Pooled (and optionally per-token) embeddings of every corpus row; resumes after a kill; torchrun shards."""
     from anatomy.embed import embed_corpus
     from anatomy.embed_store import default_cache
+    from anatomy.encoders.family import ContextError
+    from anatomy.errors import OptionError
 
     device = check_device(device)
     out_dir = out_dir or default_cache(corpus, encoder)
@@ -76,18 +78,15 @@ def embed_cmd(
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = embed_corpus(
-            corpus,
-            encoder,
-            out_dir,
-            context_length=context,
-            dtype=dtype,
-            batch_size=batch_size,
-            per_token=per_token,
-            quiet=quiet,
-            device=device,
-            on_progress=on_progress,
-        )
+        try:
+            result = embed_corpus(
+                corpus, encoder, out_dir, context_length=context, dtype=dtype, batch_size=batch_size,
+                per_token=per_token, quiet=quiet, device=device, on_progress=on_progress,
+            )  # fmt: skip
+        except ContextError as error:  # the encoder's positional table bounds --context
+            raise OptionError(
+                "--context", f"must be in [2, {error.limit}] for {encoder}, got {context}"
+            ) from None
     if result.manifest is None:  # a torchrun rank other than 0: its shard is written, rank 0 merges
         if not quiet:
             err.print(f"{out_dir}: shard written; rank 0 merges")
@@ -107,14 +106,18 @@ def analyses_cmd(
         Literal["corpus", "encoder", "pair"] | None,
         typer.Option(help="Only the analyses of this scope (where their results live)."),
     ] = None,
-    param: Annotated[str | None, typer.Option("--param", help="Only the analyses with this parameter.")] = None,
-    names: Annotated[bool, typer.Option("--names", help="Names only, one per line (for scripts and make).")] = False,
+    param: Annotated[
+        str | None, typer.Option("--param", help="Only the analyses with this parameter.")
+    ] = None,
+    names: Annotated[
+        bool, typer.Option("--names", help="Names only, one per line (for scripts and make).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The registered analyses: what each needs, where its results go, and what it measures."""
-    from rich.table import Table
-
     import dataclasses
+
+    from rich.table import Table
 
     from anatomy.analysis import ANALYSES
     from anatomy.analysis.runner import scope as scope_of
@@ -135,5 +138,11 @@ def analyses_cmd(
         for col in ("name", "scope", "needs", "in audit", "what it measures"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["name"], r["scope"], ", ".join(r["needs"]), "yes" if r["in_audit"] else "no", r["description"])
+            table.add_row(
+                r["name"],
+                r["scope"],
+                ", ".join(r["needs"]),
+                "yes" if r["in_audit"] else "no",
+                r["description"],
+            )
         out.print(table)

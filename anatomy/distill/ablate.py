@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from anatomy.distill.train import RECIPES, DistillConfig, distill, knn_overlap
+from anatomy.errors import OptionError
+from anatomy.io import write_result
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,34 @@ def ablate(
     device: str | None = None,
     teacher=None,
     on_run=None,
+    figures: bool = True,
 ) -> dict:
-    """Run every variant for `budget` steps; returns {"rows": [...]} (one row per variant, both ablations)."""
+    """Run every variant for `budget` steps; returns {"rows": [...]} (one row per variant, both ablations).
+
+    Also writes OUT/results/ablation.json (the rows plus the parameters and the corpus hash) and, with
+    `figures`, OUT/figures/ablation.png. Every option is checked before any work (OptionError).
+    """
     from anatomy.distill import data
+    from anatomy.encoders.device import check_device
     from anatomy.encoders.student import load_student
 
+    device = check_device(device)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise OptionError(
+            "--budget", f"must be an integer >= 1 (optimizer steps per variant), got {budget!r}"
+        )
+    # every other option as the variants' runs will check it, before the teacher is loaded
+    DistillConfig(
+        student=student,
+        steps=budget,
+        batch_size=batch_size,
+        lr=lr,
+        eval_size=eval_size,
+        limit=limit,
+        seed=seed,
+    )
+    params = {"teacher": teacher_spec, "student": student, "budget": budget, "batch_size": batch_size, "lr": lr,
+              "limit": limit, "eval_size": eval_size, "seed": seed}  # fmt: skip
     out_dir = Path(out_dir)
     runs = plan(student)
     reference_context = max(r.context for r in runs)
@@ -128,7 +153,22 @@ def ablate(
     if base_row is not None:
         rows.append({**base_row, "ablation": "context", "variant": str(BASE_CONTEXT)})
     rows.sort(key=lambda r: (r["ablation"] != "loss", r["context"] if r["ablation"] == "context" else 0))
-    return {"rows": rows, "reference_context": reference_context, "n_prompts": len(prompts)}
+    result = {"rows": rows, "reference_context": reference_context, "n_prompts": len(prompts)}
+    write_result(out_dir, "ablation", result, command="ablate", params=params, inputs={"corpus": corpus})
+    if figures:
+        from anatomy.figures.distill import draw_ablation, prepare_ablation
+        from anatomy.figures.style import save_figure
+
+        save_figure(draw_ablation(prepare_ablation(result)), figure_path(out_dir))
+    return result
+
+
+def results_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "results" / "ablation.json"
+
+
+def figure_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "figures" / "ablation.png"
 
 
 def score_against_reference(module, own, reference, rows: np.ndarray, batch: int = 256) -> dict:

@@ -8,7 +8,10 @@
 Everything random is a pure function of (seed, step): the data order of an epoch comes from (seed, epoch)
 and the word shuffles of a step from (seed, step), so a resumed run sees exactly the batches an
 uninterrupted one would. Under torchrun each rank takes its slice of the same global batch, and DDP's
-gradient averaging makes the update equal to the single-process one.
+gradient averaging makes the update equal to the single-process one. The same run writes the same bytes.
+
+The recipe and options live in anatomy.distill.config, evaluation in .evaluate, the run directory in
+.rundir and the torchrun plumbing in .parallel; the names below are re-exported for callers.
 """
 
 from __future__ import annotations
@@ -16,17 +19,39 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from anatomy.distill.config import (  # noqa: F401  (re-exported)
+    BETAS,
+    CUSTOM_RECIPE,
+    LR_REFERENCE_BATCH,
+    RECIPES,
+    RUNTIME_ONLY,
+    DistillConfig,
+    Recipe,
+    check_context,
+    lr_at,
+    resolve,
+    student_arch,
+    student_config,
+)
+from anatomy.distill.evaluate import evaluate, knn_overlap  # noqa: F401  (re-exported)
+from anatomy.distill.parallel import Dist, barrier, broadcast, dist_setup, global_mean, safe
+from anatomy.distill.rundir import (  # noqa: F401  (read_metrics re-exported)
+    append_line,
+    check_run_dir,
+    clean_run_dir,
+    compare_settings,
+    read_metrics,
+    truncate_metrics,
+)
+from anatomy.encoders.family import ContextError
 from anatomy.errors import AnatomyError, InputError
-from anatomy.io import atomic_path, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -34,140 +59,6 @@ if TYPE_CHECKING:
     from anatomy.distill.data import TeacherCache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Paper-era settings per student at context 16 (shared/spec/encoders.md, 'Distillation recipe')."""
-
-    w_cos: float
-    w_cons: float
-    lr: float
-    epochs: int
-    warmup_epochs: int
-    batch_size: int
-    clip: float
-
-
-RECIPES = {
-    "s0": Recipe(2.0, 0.1, 5e-3, 100, 10, 128, 1.0),
-    "s1": Recipe(1.5, 0.1, 3e-3, 80, 8, 128, 1.0),
-    "l": Recipe(1.0, 0.05, 1e-3, 60, 5, 128, 2.0),
-}
-CUSTOM_RECIPE = RECIPES["s0"]  # a custom student is small; S0's settings are the nearest paper-era ones
-LR_REFERENCE_BATCH = 512  # lr is given for this global batch and scaled linearly to the real one
-BETAS = (0.9, 0.999)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """What a distillation run is; None means 'the student's paper-era default'."""
-
-    teacher: str = "minilm"
-    student: str = "s0"  # s0 | s1 | l | path to a JSON config with at least layers, width, heads
-    corpus: str = ""
-    context: int = 16
-    epochs: int | None = None
-    steps: int | None = None  # overrides epochs
-    warmup_steps: int | None = None  # default: the recipe's warm-up epochs, scaled to the run's length
-    batch_size: int | None = None  # global batch (all ranks together)
-    lr: float | None = None  # at global batch 512; scaled by batch / 512
-    w_cos: float | None = None
-    w_cons: float | None = None
-    clip: float | None = None
-    weight_decay: float = 0.05
-    eval_every: int = 200
-    save_every: int | None = None  # default: eval_every
-    eval_size: int = 1000  # held-out prompts (capped at 10% of the corpus)
-    limit: int | None = None  # use a seeded sample of this many distinct prompts
-    seed: int = 0
-    dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    log_every: int = 10
-
-
-# Settings that may differ between a run and its resumption (where it runs, not what it computes).
-RUNTIME_ONLY = ("cache_dir",)
-
-
-def student_arch(student: str, vocab_size: int, output_dim: int, tokenizer: str) -> tuple[str, dict]:
-    """(recipe name, StudentConfig fields) for s0 | s1 | l | CONFIG.json.
-
-    Vocabulary, output dimension and tokenizer follow the teacher unless the JSON config sets them.
-    """
-    from anatomy.io import read_json
-
-    shared = {"vocab_size": vocab_size, "output_dim": output_dim, "tokenizer": tokenizer}
-    if student in RECIPES:
-        return student, {"architecture": f"litetext-{student}", **shared}
-    path = Path(student)
-    if path.suffix != ".json" or not path.exists():
-        raise InputError(f"student '{student}' is neither s0, s1, l nor an existing JSON config")
-    arch = read_json(path)
-    missing = [k for k in ("layers", "width", "heads") if k not in arch]
-    if missing:
-        raise InputError(
-            f"{path}: student config lacks {', '.join(missing)}",
-            'e.g. {"layers": 4, "width": 256, "heads": 4}',
-        )
-    arch = {"architecture": "custom", **shared, **arch}
-    return arch.pop("recipe", "custom"), arch
-
-
-def student_config(arch: dict, context: int):
-    from anatomy.encoders.student import StudentConfig
-
-    return StudentConfig.from_dict({**arch, "context_length": context}, "student config")
-
-
-def resolve(cfg: DistillConfig, n_train: int, world: int, cache_meta: dict) -> dict:
-    """Every setting of the run made concrete, as written to config.json."""
-    # the student shares the teacher's tokenizer: CLIP BPE by name, any other through the teacher's spec
-    tokenizer = "clip" if cache_meta["tokenizer"] == "clip" else cfg.teacher
-    recipe_name, arch = student_arch(cfg.student, cache_meta["vocab_size"], cache_meta["dim"], tokenizer)
-    student_config(arch, cfg.context)  # validate now, before any training
-    recipe = RECIPES.get(recipe_name, CUSTOM_RECIPE)
-    batch = cfg.batch_size or recipe.batch_size
-    if batch % world:
-        raise InputError(f"global batch {batch} is not divisible by the {world} processes")
-    if batch > n_train:
-        raise InputError(
-            f"batch size {batch} exceeds the {n_train} training prompts", "use a smaller --batch-size"
-        )
-    steps_per_epoch = n_train // batch  # drop_last: every step sees a full global batch
-    epochs = cfg.epochs or recipe.epochs
-    total = cfg.steps or epochs * steps_per_epoch
-    if cfg.warmup_steps is not None:
-        warmup = cfg.warmup_steps
-    else:  # the recipe's warm-up share of its own schedule
-        warmup = round(total * recipe.warmup_epochs / recipe.epochs)
-    base_lr = cfg.lr or recipe.lr
-    resolved = {k: v for k, v in asdict(cfg).items()}
-    resolved.update(
-        student_arch=arch,
-        recipe=recipe_name,
-        batch_size=batch,
-        epochs=total / steps_per_epoch,
-        steps=total,
-        steps_per_epoch=steps_per_epoch,
-        warmup_steps=min(warmup, total),
-        lr=base_lr,
-        peak_lr=base_lr * batch / LR_REFERENCE_BATCH,
-        w_cos=recipe.w_cos if cfg.w_cos is None else cfg.w_cos,
-        w_cons=recipe.w_cons if cfg.w_cons is None else cfg.w_cons,
-        clip=recipe.clip if cfg.clip is None else cfg.clip,
-        save_every=cfg.save_every or cfg.eval_every,
-        betas=list(BETAS),
-        n_train=n_train,
-    )
-    return resolved
-
-
-def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
-    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to 0 at `total` (per step)."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -187,117 +78,6 @@ def batch_rows(train_idx: np.ndarray, step: int, steps_per_epoch: int, batch: in
     return train_idx[order[pos * batch : (pos + 1) * batch]]
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-def evaluate(
-    module: torch.nn.Module, cache: TeacherCache, rows: np.ndarray, device, batch: int = 256
-) -> dict:
-    """Held-out agreement with the teacher at the training context.
-
-    token cosine: mean over all valid tokens of cos(student, teacher); pooled cosine: mean over prompts of the
-    cosine of masked-mean outputs; knn overlap@10: mean share of each prompt's 10 nearest held-out neighbours
-    (cosine of pooled outputs) that student and teacher agree on.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from anatomy.distill.data import make_batch
-    from anatomy.encoders.base import masked_mean
-
-    was_training = module.training
-    module.eval()
-    cos_sum, n_tokens, pooled_s, pooled_t = 0.0, 0, [], []
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch):
-            b = make_batch(cache, rows[start : start + batch], device)
-            out = module(b.ids, b.valid).float()
-            cos = F.cosine_similarity(out, b.targets, dim=-1, eps=1e-8)
-            cos_sum += float((cos * b.valid).sum())
-            n_tokens += int(b.valid.sum())
-            pooled_s.append(masked_mean(out, b.valid).cpu())
-            pooled_t.append(masked_mean(b.targets, b.valid).cpu())
-    module.train(was_training)
-    ps, pt = torch.cat(pooled_s).double(), torch.cat(pooled_t).double()
-    return {
-        "eval_token_cosine": cos_sum / max(n_tokens, 1),
-        "eval_pooled_cosine": float(F.cosine_similarity(ps, pt, dim=-1, eps=1e-12).mean()),
-        "eval_knn_overlap10": knn_overlap(ps.numpy(), pt.numpy(), k=10),
-    }
-
-
-def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    """Mean |kNN_a(i) ∩ kNN_b(i)| / k over points, neighbours by cosine, excluding the point itself."""
-    n = len(a)
-    k = min(k, n - 1)
-    if k < 1:
-        return float("nan")
-
-    def neighbours(x):
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        sim = x @ x.T
-        np.fill_diagonal(sim, -np.inf)
-        return np.argpartition(-sim, k - 1, axis=1)[:, :k]
-
-    na, nb = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(na[i]) & set(nb[i])) / k for i in range(n)]))
-
-
-# ---------------------------------------------------------------------------------------------- the run
-
-
-@dataclass
-class Dist:
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _dist_setup(device: str | None) -> tuple[Dist, Any]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on CPU)."""
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dist = Dist(world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")))
-    if device is None:
-        device = f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if world > 1:
-        import torch.distributed as td
-
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        if not td.is_initialized():
-            td.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return dist, dev
-
-
-def _barrier(dist: Dist) -> None:
-    if dist.world > 1:
-        import torch.distributed as td
-
-        td.barrier()
-
-
-def _broadcast(dist: Dist, obj):
-    """Rank 0's value on every rank; an exception on rank 0 is re-raised everywhere (no rank hangs)."""
-    if dist.world == 1:
-        if isinstance(obj, BaseException):
-            raise obj
-        return obj
-    import torch.distributed as td
-
-    box = [obj if dist.main else None]
-    td.broadcast_object_list(box, src=0)
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 def _load_cache(cfg: DistillConfig, cache_dir: Path, dist: Dist, teacher, progress) -> TeacherCache:
     """Rank 0 computes or checks the teacher cache; the other ranks read the files it names."""
     from anatomy.distill import data
@@ -315,10 +95,20 @@ def _load_cache(cfg: DistillConfig, cache_dir: Path, dist: Dist, teacher, progre
                 progress=progress,
             )
             paths = data.cache_paths(cache_dir, cache.meta["key"])
+        except ContextError as error:  # the context is an option: refuse it as one, with the teacher's range
+            paths = _context_option_error(cfg, error)
         except AnatomyError as error:
             paths = error
-    paths = _broadcast(dist, paths)
+    paths = broadcast(dist, paths)
     return cache if dist.main else data.read_cache(*paths)
+
+
+def _context_option_error(cfg: DistillConfig, error) -> AnatomyError:
+    try:
+        check_context(cfg.context, error.limit, f"teacher {cfg.teacher}")
+    except AnatomyError as option_error:
+        return option_error
+    return error
 
 
 def _new_student(arch: dict, context: int, seed: int):
@@ -342,56 +132,6 @@ def _save_student(module, resolved: dict, path: Path, meta: dict) -> None:
 
     cfg = student_config(resolved["student_arch"], resolved["context"])
     save_student(module, cfg, path, provenance={"teacher": resolved["teacher"], **meta})
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> dict | None:
-    """The stored config of a run being resumed; refuses to overwrite a run without --resume."""
-    config = run_dir / "config.json"
-    if resume:
-        if not config.exists():
-            raise InputError(
-                f"{run_dir}: nothing to resume (no config.json)", "start the run without --resume"
-            )
-        return json.loads(config.read_text(encoding="utf-8"))
-    if config.exists():  # (a teacher cache alone, left by a run that failed to start, is no run)
-        raise InputError(
-            f"{run_dir} already holds a run", "pass --resume to continue it, or choose another --out"
-        )
-    return None
-
-
-def _compare(stored: dict, resolved: dict, run_dir: Path) -> None:
-    changed = sorted(k for k in resolved if k not in RUNTIME_ONLY and stored.get(k) != resolved[k])
-    if changed:
-        detail = ", ".join(f"{k}: {stored.get(k)!r} -> {resolved[k]!r}" for k in changed[:5])
-        raise InputError(
-            f"{run_dir}: --resume with different settings ({detail})", "resume with the run's own settings"
-        )
-
-
-def _truncate_metrics(path: Path, from_step: int) -> None:
-    """Drop evaluation rows at or after `from_step` (written after the checkpoint the run resumes from)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [r for r in rows if json.loads(r)["step"] < from_step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(r + "\n" for r in kept), encoding="utf-8")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The evaluation rows of a run (metrics.jsonl)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        raise InputError(f"{path}: not found", "is this a run directory written by anatomy distill?")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _append(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _autocast(dev, dtype: str):
@@ -449,8 +189,11 @@ def distill(
     on_step: StepCallback | None = None,
     on_cache: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
+    figures: bool = False,
 ) -> dict:
     """Train a student; returns the resolved config and the last evaluation. See the module docstring.
+
+    With `figures`, rank 0 also draws the held-out curves into RUN_DIR/figures/training.png.
 
     `teacher` may be a TextEncoder object (tests); otherwise cfg.teacher is resolved by the registry.
     `stop_after` ends the process's work after that many steps of this call (for benchmarks), as if killed.
@@ -459,10 +202,15 @@ def distill(
 
     from anatomy.distill import data
     from anatomy.distill.losses import LossWeights
+    from anatomy.encoders.checkpoints import load_torch_state, save_torch
+    from anatomy.encoders.device import check_device
+    from anatomy.io import atomic_path, write_json
 
     run_dir = Path(run_dir)
-    dist, dev = _dist_setup(device)
-    stored = _broadcast(dist, _safe(lambda: _check_run_dir(run_dir, resume)))
+    dist, dev = dist_setup(check_device(device))
+    stored = broadcast(dist, safe(lambda: check_run_dir(run_dir, resume)))
+    if dist.main:
+        clean_run_dir(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "teacher_cache"
     cache = _load_cache(cfg, cache_dir, dist, teacher, on_cache)
 
@@ -472,7 +220,7 @@ def distill(
     resolved = resolve(cfg, len(train_idx), dist.world, cache.meta)
     resolved.update(n_eval=len(eval_idx), teacher_cache=cache.meta["key"], cache_dir=str(cache_dir))
     if stored is not None:
-        _compare(stored, resolved, run_dir)
+        compare_settings(stored, resolved, run_dir)
 
     ckpt_dir = run_dir / "checkpoints"
     state_path, metrics_path, log_path = (
@@ -485,15 +233,15 @@ def distill(
     optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=resolved["peak_lr"], betas=BETAS)
     start, best = 0, -math.inf
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=False)
+        state = load_torch_state(state_path)
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best = state["step"], state["best"]
         torch.set_rng_state(state["torch_rng"])
     if dist.main:
         write_json(run_dir / "config.json", resolved)
-        _truncate_metrics(metrics_path, start)
-        _append(
+        truncate_metrics(metrics_path, start)
+        append_line(
             log_path,
             f"{'resumed at' if start else 'started'} step {start} of {resolved['steps']} "
             f"({dist.world} process(es), device {dev}, {n} prompts, {len(eval_idx)} held out)",
@@ -513,7 +261,7 @@ def distill(
         if not dist.main:
             return
         last_eval = {"step": step, **evaluate(module, cache, eval_idx, dev)}
-        _append(metrics_path, json.dumps(last_eval))
+        append_line(metrics_path, json.dumps(last_eval))
         if last_eval["eval_token_cosine"] > best:
             best = last_eval["eval_token_cosine"]
             _save_student(module, resolved, ckpt_dir / "best", {"step": step, **last_eval})
@@ -529,8 +277,8 @@ def distill(
             "best": best,
             "torch_rng": torch.get_rng_state(),
         }
-        with atomic_path(state_path) as tmp:
-            torch.save(state, tmp)
+        with atomic_path(state_path) as tmp:  # through a handle: the same state gives the same bytes
+            save_torch(state, tmp)
 
     train_seconds, seen, loss_value = 0.0, 0, float("nan")  # throughput counts training steps only
     for step in range(start, total):
@@ -545,7 +293,7 @@ def distill(
         b = data.make_batch(cache, rows, dev, shuffle_rng)  # the global batch; this rank takes its slice
         mine = slice(dist.rank * local, (dist.rank + 1) * local)
         loss, parts = forward_loss(model, b, mine, weights, dev, cfg.dtype)
-        loss_value = _global_mean(dist, loss.detach())
+        loss_value = global_mean(dist, loss.detach())
         if not math.isfinite(loss_value):
             raise AnatomyError(
                 f"training loss became {loss_value} at step {step} (lr {lr:.3g}); the run stopped there",
@@ -560,30 +308,18 @@ def distill(
             on_step(done, total, loss_value, rate)
         if dist.main and (done % cfg.log_every == 0 or done == total):
             detail = " ".join(f"{k} {v:.5f}" for k, v in parts.items())
-            _append(log_path, f"step {done} loss {loss_value:.5f} ({detail}) lr {lr:.3g} texts/s {rate:.1f}")
+            append_line(
+                log_path, f"step {done} loss {loss_value:.5f} ({detail}) lr {lr:.3g} texts/s {rate:.1f}"
+            )
         if done % resolved["save_every"] == 0 or done == total:
             save(done)
         if stop_after is not None and done - start >= stop_after:
             return {"config": resolved, "eval": last_eval, "texts_per_s": rate, "stopped_at": done}
     if not last_eval or last_eval["step"] != total:
         run_eval(total)
-    _barrier(dist)
+    if figures and dist.main:
+        from anatomy.distill.rundir import training_figure
+
+        training_figure(run_dir)
+    barrier(dist)
     return {"config": resolved, "eval": last_eval, "best_token_cosine": best, "loss": loss_value}
-
-
-def _safe(fn):
-    """fn()'s value, or the AnatomyError it raised (so rank 0 can hand it to every rank)."""
-    try:
-        return fn()
-    except AnatomyError as error:
-        return error
-
-
-def _global_mean(dist: Dist, value) -> float:
-    if dist.world > 1:
-        import torch.distributed as td
-
-        value = value.clone()
-        td.all_reduce(value)  # SUM (gloo has no AVG)
-        value = value / dist.world
-    return float(value)

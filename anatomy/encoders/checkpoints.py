@@ -56,20 +56,11 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
         try:
             raw = load_file(str(path), device="cpu")
         except Exception as error:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
-    else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # old zip-less pickles cannot be memory-mapped
-            try:
-                raw = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:
-                raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from None
-        except Exception as error:
             raise CheckpointError(
-                f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})",
-                "only tensors and plain containers are loaded (weights_only=True); re-save the weights alone",
+                f"{path}: not a readable safetensors file, truncated or corrupt ({error})"
             ) from None
+    else:
+        raw = _torch_load(path)
     while isinstance(raw, Mapping) and not _is_tensor_dict(raw):
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(raw.get(k), Mapping)), None)
         if wrapper is None:
@@ -86,6 +77,63 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
     if dropped:
         notes.append(f"ignored {dropped} non-tensor entries")
     return state, notes
+
+
+TORCH_HINT = "give a .pt/.pth/.bin file written by torch.save, or a .safetensors file"
+
+
+def torch_file_kind(path: Path) -> str:
+    """'zip' (torch.save's format), 'pickle' (torch's legacy format) or 'other', from the first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"  # a pickle protocol marker: torch.save(..., _use_new_zipfile_serialization=False)
+    return "other"
+
+
+def _torch_load(path: Path, weights_only: bool = True):
+    """torch.load with one-line errors: not a checkpoint, truncated/corrupt, or refused by weights_only."""
+    import zipfile
+
+    import torch
+
+    try:
+        kind = torch_file_kind(path)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    if kind == "other":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle)", TORCH_HINT
+        )
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path}: truncated or corrupt PyTorch checkpoint (its zip directory is missing)",
+            "the file was cut short (a killed copy or download?): write or download it again",
+        )
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=kind == "zip")
+        except RuntimeError:
+            if kind != "zip":
+                raise
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # pickle, zip and torch errors alike: one line, never torch's advice text
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if weights_only and "weights_only" in str(error):
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain containers; not loaded",
+                "only weights are loaded (weights_only=True); re-save the state_dict alone",
+            ) from None
+        raise CheckpointError(
+            f"{path}: corrupt PyTorch checkpoint ({type(error).__name__}: {first})"
+        ) from None
+
+
+def load_torch_state(path: str | Path):
+    """A full torch.save payload we wrote ourselves (a distill run's state.pt) on CPU, with one-line errors."""
+    return _torch_load(Path(path), weights_only=False)
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -231,8 +279,6 @@ def save_state_dict(
     state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ):
     """Write tensors atomically as .safetensors (contiguous copies) or a torch .pt/.pth file."""
-    import torch
-
     from anatomy.io import atomic_path
 
     path = Path(path)
@@ -244,5 +290,35 @@ def save_state_dict(
 
             save_file(tensors, str(tmp), metadata=metadata)
         else:
-            torch.save(tensors, tmp)
+            save_torch(tensors, tmp)
     return path
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """torch.save through a file handle: the archive's root folder is then always 'archive', so the same
+    object gives the same bytes whatever the (temporary) file name."""
+    import torch
+
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def clean_temporaries(directory: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files a killed atomic writer (anatomy.io) left beside `names` in `directory`.
+
+    atomic_path writes '.STEM.XXXX.SUFFIX' and atomic_write '.NAME.XXXX.tmp'; returns what was removed.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for name in names:
+        stem, suffix = Path(name).stem, Path(name).suffix
+        for pattern in (f".{stem}.*{suffix}", f".{name}.*.tmp"):
+            for stale in directory.glob(pattern):
+                if stale.is_file() and stale.name != name:
+                    stale.unlink(missing_ok=True)
+                    removed.append(stale)
+    for stale in removed:
+        log.warning("%s: removed a temporary file left by an interrupted write", stale)
+    return removed

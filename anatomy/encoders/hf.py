@@ -138,7 +138,11 @@ def load_hf(
     max_positions = getattr(model.config, "max_position_embeddings", limit)
     context = context_length or limit
     if context > max_positions:
-        raise EncoderError(f"{name}: context {context} exceeds the model's {max_positions} positions")
+        from anatomy.encoders.family import ContextError
+
+        raise ContextError(
+            f"{name}: context {context} exceeds the model's {max_positions} positions", max_positions
+        )
     encoder = ModuleEncoder(
         _hf_module_class()(model),
         tokenizer,
@@ -170,3 +174,60 @@ def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
 
 def load_minilm(*, device: str | None = None, dtype: str = "fp32", context_length: int | None = None):
     return load_hf(minilm_dir(), name="minilm", device=device, dtype=dtype, context_length=context_length)
+
+
+# ------------------------------------------------------------------------------ the hf and minilm families
+
+
+def _always_trained(spec) -> bool:
+    return True
+
+
+def _load_hf_spec(spec, request):
+    from anatomy.encoders.family import require_path
+
+    path = require_path(request.name, spec.path)
+    return load_hf(
+        path,
+        name=request.name,
+        device=request.device,
+        dtype=request.dtype,
+        context_length=request.context_length,
+    )
+
+
+def _parse_minilm(prefix: str, rest: str | None):
+    from anatomy.encoders.family import Spec
+
+    if rest is not None:
+        raise EncoderError(f"encoder 'minilm' takes no path (got 'minilm:{rest}')", "write it as: minilm")
+    return Spec("minilm")
+
+
+def _load_minilm_spec(spec, request):
+    return load_minilm(device=request.device, dtype=request.dtype, context_length=request.context_length)
+
+
+def _families():
+    from anatomy.encoders.family import Family
+
+    hf = Family(
+        "hf",
+        "hf:PATH",
+        load=_load_hf_spec,
+        tokenizer=lambda spec: load_hf_tokenizer(spec.path),  # the tokenizer files alone, no weights
+        is_trained=_always_trained,
+    )
+    minilm = Family(
+        "minilm",
+        "minilm",
+        load=_load_minilm_spec,
+        parse=_parse_minilm,
+        tokenizer=lambda spec: load_hf_tokenizer(minilm_dir()),
+        fingerprint=lambda spec: minilm_dir(),
+        is_trained=_always_trained,
+    )
+    return {"hf": hf, "minilm": minilm}
+
+
+FAMILIES = _families()

@@ -102,7 +102,9 @@ def load_open_clip(
     table = tower.positional_embedding.shape[0]
     context = context_length or table
     if context > table:
-        raise EncoderError(f"{name}: context {context} exceeds the model's {table} positions")
+        from anatomy.encoders.family import ContextError
+
+        raise ContextError(f"{name}: context {context} exceeds the model's {table} positions", table)
     pad_masked = bool(getattr(tower, "use_pad_mask", False))
     encoder = ModuleEncoder(
         _module_class()(tower),
@@ -118,3 +120,40 @@ def load_open_clip(
     encoder.masks_padding = pad_masked
     encoder.load_notes = notes
     return encoder
+
+
+# ------------------------------------------------------------------------------------ the open_clip family
+
+
+def _parse(prefix: str, rest: str | None):
+    from anatomy.encoders.family import Spec
+
+    if rest is None:
+        raise EncoderError("encoder 'open_clip' needs a model name", "use open_clip:MODEL[:WEIGHTS]")
+    model, _, weights = rest.partition(":")
+    return Spec("open_clip", path=weights or None, kind=model)
+
+
+def _load(spec, request):
+    from anatomy.encoders.family import require_path
+
+    weights = spec.path
+    if weights is not None:
+        require_path(request.name, weights)  # local weights (a file that must exist)
+    return load_open_clip(
+        spec.kind,
+        weights,
+        name=request.name,
+        device=request.device,
+        dtype=request.dtype,
+        context_length=request.context_length,
+    )
+
+
+def _family():
+    from anatomy.encoders.family import Family
+
+    return Family("open_clip", "open_clip:MODEL[:WEIGHTS]", load=_load, parse=_parse)
+
+
+FAMILIES = {"open_clip": _family()}

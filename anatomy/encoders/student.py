@@ -133,7 +133,7 @@ def save_student(
     """Write PATH/model.safetensors then PATH/config.json (last, so a config means a complete student)."""
     import torch
 
-    from anatomy.encoders.checkpoints import MAX_LISTED, save_state_dict
+    from anatomy.encoders.checkpoints import MAX_LISTED, clean_temporaries, save_state_dict
     from anatomy.io import write_json
 
     path = student_dir(path)
@@ -152,6 +152,7 @@ def save_student(
             f"{path}: the module does not match its config {cfg.architecture} (differing keys/shapes: {diff})",
             "save the module that build_student(cfg) made",
         )
+    clean_temporaries(path, (WEIGHTS_FILE, CONFIG_FILE))  # left by a writer killed mid-save
     save_state_dict(state, path / WEIGHTS_FILE, metadata={"format": FORMAT})
     write_json(
         path / CONFIG_FILE,
@@ -230,3 +231,33 @@ def load_student(
     )
     encoder.config, encoder.provenance, encoder.load_notes = cfg, provenance, report.notes
     return encoder
+
+
+# --------------------------------------------------------------------------------------- the student family
+
+
+def _load_spec(spec, request):
+    from anatomy.encoders.family import require_path
+
+    require_path(request.name, spec.path)
+    return load_student(
+        spec.path, device=request.device, dtype=request.dtype, context_length=request.context_length
+    )
+
+
+def _tokenizer(spec):
+    from anatomy.encoders.registry import load_tokenizer
+
+    cfg, _ = read_student_config(spec.path)
+    return load_tokenizer(cfg.tokenizer)
+
+
+def _family():
+    from anatomy.encoders.family import Family
+
+    return Family(
+        "student", "student:PATH", load=_load_spec, tokenizer=_tokenizer, is_trained=lambda spec: True
+    )
+
+
+FAMILIES = {"student": _family()}
