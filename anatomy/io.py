@@ -216,7 +216,6 @@ def locked(path: str | Path, timeout: float | None = None, clean: bool = True) -
     naming the process holding it. The lock dies with its process, so a killed writer never blocks.
     With `clean`, temporaries of `path` left by a killed writer are removed once the lock is held.
     """
-    from anatomy.errors import AnatomyError
 
     path = Path(path)
     lock = lock_path(path)
@@ -235,33 +234,12 @@ def locked(path: str | Path, timeout: float | None = None, clean: bool = True) -
                 _held[key] -= 1
         return
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # not POSIX: no advisory locks; writes stay atomic
         yield
         return
-    with writing(lock):
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _acquire(lock, path, LOCK_TIMEOUT_S if timeout is None else timeout)
     try:
-        deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout is None else timeout)
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                if not waited:
-                    log.warning("%s: another process (pid %s) is writing it; waiting", path, holder)
-                    waited = True
-                if time.monotonic() >= deadline:
-                    raise AnatomyError(
-                        f"{path}: another process (pid {holder}) is still writing it",
-                        "wait for it to finish, then rerun (its result and yours will be merged)",
-                    ) from None
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         with _held_guard:
             _held[key] = 1
         try:
@@ -271,8 +249,51 @@ def locked(path: str | Path, timeout: float | None = None, clean: bool = True) -
         finally:
             with _held_guard:
                 _held.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # still held: a waiter that opened this file sees it gone and reopens
     finally:
         os.close(fd)  # releases the flock
+
+
+def _acquire(lock: Path, path: Path, timeout: float) -> int:
+    """An open descriptor of `lock` holding its flock, the file still being the one at that path."""
+    import fcntl
+
+    from anatomy.errors import AnatomyError
+
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        with writing(lock):
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if not waited:
+                log.warning("%s: another process (pid %s) is writing it; waiting", path, holder)
+                waited = True
+            if time.monotonic() >= deadline:
+                raise AnatomyError(
+                    f"{path}: another process (pid {holder}) is still writing it",
+                    "wait for it to finish, then rerun (its result and yours will be merged)",
+                ) from None
+            time.sleep(0.05)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
+        os.close(fd)  # the holder removed this file as it released it: lock the new one
 
 
 def write_text(path: str | Path, text: str) -> Path:
