@@ -6,6 +6,10 @@ zero), and embeddings.json, the manifest written LAST: its presence means the ar
 
 - Reuse: a rerun with the same encoder (spec + weight-file hashes), corpus (sha256), context, dtype and
   per-token choice returns the existing arrays without loading the encoder.
+- Verified reuse: the manifest records each array's size and sha256; an array that no longer matches
+  (truncated, bytes flipped, replaced) or is not a whole .npy of the recorded shape is rebuilt with a warning.
+- Locking: rank 0 holds OUT's lock (anatomy.io.locked) from the reuse check to the manifest, so two runs
+  into one folder run one after the other; temporaries of a killed run are removed on the next.
 - Resume: rows are processed in chunks, each written atomically to OUT/.partial-KEY/; a killed run
   restarts at the first missing chunk.
 - Length bucketing: encoders whose outputs do not depend on padding (causal ones like the SAM3 teacher, or
@@ -23,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -31,14 +36,25 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomy.cachecheck import check_embeddings, file_record
 from anatomy.errors import AnatomyError, InputError
-from anatomy.io import atomic_path, atomic_write, file_sha256, package_versions, read_json, write_json
+from anatomy.io import (
+    atomic_path,
+    atomic_write,
+    clean_temps,
+    file_sha256,
+    locked,
+    package_versions,
+    read_json,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "embeddings.json"
 DEFAULT_BATCH = 256
+LOCK_TIMEOUT_S = 6 * 3600.0  # a second run into OUT waits for the first, then reuses its arrays
 
 
 @dataclass
@@ -87,6 +103,11 @@ def load_embeddings(out_dir: str | Path) -> Embeddings:
             f"{out_dir}: no finished embeddings here ({MANIFEST} missing)", "run `anatomy embed` first"
         )
     manifest = read_json(out_dir / MANIFEST)
+    problem = check_embeddings(out_dir, manifest, hashes=False)
+    if problem:
+        raise InputError(
+            f"{out_dir}: embeddings are damaged: {problem}", "rerun `anatomy embed` to rebuild them"
+        )
     tokens = mask = None
     if manifest["per_token"]:
         tokens = np.load(out_dir / "tokens.npy", mmap_mode="r")
@@ -133,11 +154,36 @@ def embed_corpus(
 
     bucket: None = automatically when exact (causal or padding-masked encoders); False = full context.
     """
+    out_dir = Path(out)
+    rank, world = _rank_and_world(rank, world_size)
+    lock = locked(out_dir / MANIFEST, timeout=LOCK_TIMEOUT_S) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        if world == 1:
+            _clean_leftovers(out_dir)
+        return _embed_corpus(
+            corpus_path, encoder_spec, out_dir, context_length, dtype, batch_size, per_token, quiet,
+            device=device, bucket=bucket, chunk_rows=chunk_rows, rank=rank, world=world,
+            on_progress=on_progress, merge_timeout_s=merge_timeout_s,
+        )  # fmt: skip
+
+
+def _clean_leftovers(out_dir: Path) -> None:
+    """Temporaries of a killed single-process run: the arrays' and the manifest's, and half-written chunks."""
+    for name in (*ARRAYS, MANIFEST):
+        clean_temps(out_dir / name)
+    for partial in out_dir.glob(".partial-*"):
+        for chunk in partial.glob(".chunk-*.tmp"):
+            if CHUNK_TEMP.match(chunk.name):
+                chunk.unlink(missing_ok=True)
+
+
+def _embed_corpus(
+    corpus_path, encoder_spec, out_dir: Path, context_length, dtype, batch_size, per_token, quiet, *,
+    device, bucket, chunk_rows, rank, world, on_progress, merge_timeout_s,
+) -> EmbedResult:  # fmt: skip
     from anatomy.corpus import load_corpus
 
-    out_dir = Path(out)
     corpus_path = Path(corpus_path)
-    rank, world = _rank_and_world(rank, world_size)
     key_fields = {
         "schema_version": SCHEMA_VERSION,
         "encoder": encoder_fingerprint(encoder_spec),
@@ -209,6 +255,8 @@ def embed_corpus(
         "versions": package_versions(),
     }
     _merge(partial, n_chunks, out_dir, len(prompts), int(encoder.output_dim), width, per_token)
+    names = ["pooled"] + (["tokens", "mask"] if per_token else [])
+    manifest["files"] = {f"{n}.npy": file_record(out_dir / f"{n}.npy") for n in names}
     write_json(out_dir / MANIFEST, manifest)
     shutil.rmtree(partial, ignore_errors=True)
     for stale in out_dir.glob(".partial-*"):  # chunks of an older encoder/corpus are no longer resumable
@@ -216,13 +264,22 @@ def embed_corpus(
     return EmbedResult(out_dir, manifest)
 
 
+ARRAYS = ("pooled.npy", "tokens.npy", "mask.npy")
+CHUNK_TEMP = re.compile(r"^\.chunk-\d{6}\.npz\.[a-z0-9_]{8}\.tmp$")  # atomic_write's name for a chunk
+
+
 def _current_manifest(out_dir: Path, key: str) -> dict | None:
+    """The manifest of finished arrays for `key` that still verify; None (rebuild) otherwise."""
+    manifest = None
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, InputError):
         manifest = read_json(out_dir / MANIFEST)
-        needed = ["pooled.npy"] + (["tokens.npy", "mask.npy"] if manifest.get("per_token") else [])
-        if manifest.get("key") == key and all((out_dir / n).exists() for n in needed):
-            return manifest
-    return None
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return None
+    problem = check_embeddings(out_dir, manifest, hashes=True)
+    if problem:
+        log.warning("%s: cached embeddings do not verify (%s); rebuilding them", out_dir, problem)
+        return None
+    return manifest
 
 
 def _chunk_path(partial: Path, index: int) -> Path:

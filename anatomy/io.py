@@ -7,17 +7,31 @@ a rerun on the same inputs writes the same bytes (no timestamps, stable key orde
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
+import re
+import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+log = logging.getLogger(__name__)
+
 RESULTS_SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 600.0  # how long a writer waits for another writer of the same output
+# OSErrors that say the destination cannot take the write (rather than a bug): reported as one line.
+_WRITE_ERRNOS = {
+    errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG,
+    errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EIO,
+}  # fmt: skip
 
 # Packages whose versions are recorded in every results file (those that can change the numbers).
 _PROVENANCE_PACKAGES = (
@@ -38,19 +52,53 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
+def write_error(path: str | Path, err: OSError):
+    """An AnatomyError naming the output `path` for an OSError met while writing it (disk full, read-only,
+    a directory in the way, ...); other errors are returned unchanged to be re-raised."""
+    from anatomy.errors import AnatomyError
+
+    if isinstance(err, AnatomyError) or not isinstance(err, OSError) or err.errno not in _WRITE_ERRNOS:
+        return err
+    reason = err.strerror or str(err)
+    return AnatomyError(
+        f"{path}: cannot write ({reason})",
+        "check that the folder exists, is writable and has free space; nothing was changed",
+    )
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an OSError of the enclosed write into a one-line AnatomyError naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        wrapped = write_error(path, err)
+        if wrapped is err:
+            raise
+        raise wrapped from None
+
+
+def _mkstemp_beside(path: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a directory is in the way", str(path))
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside `path`; on success move it into place, on error remove it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp_beside(path, f".{path.name}.", ".tmp")
     try:
-        with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        with writing(path):
+            with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, _umask_mode())
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -60,18 +108,192 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` for writers that want a filename (parquet, safetensors, savefig)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temporary paths beside several outputs, committed together: all replaced, or none.
+
+    They are moved into place in the order given (put the commit point, e.g. a corpus whose metadata is
+    the truth, last); if a later move fails, the files already moved are put back as they were.
+    """
+    paths = [Path(p) for p in paths]
+    temps: list[Path] = []
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for path in paths:
+            fd, tmp = _mkstemp_beside(path, f".{path.stem}.", path.suffix or ".tmp")
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        _commit(paths, temps)
+    except BaseException as err:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            wrapped = write_error(paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), err)
+            if wrapped is not err:
+                raise wrapped from None
         raise
+
+
+def _commit(paths: list[Path], temps: list[Path]) -> None:
+    backups: list[tuple[Path, Path | None]] = []  # (destination, its old file or None) for rollback
+    try:
+        for i, (path, tmp) in enumerate(zip(paths, temps, strict=True)):
+            with writing(path):
+                os.chmod(tmp, _umask_mode())
+                backup = None
+                if i < len(paths) - 1 and path.is_file():  # the last one needs no rollback
+                    backup = Path(tempfile.mktemp(prefix=f".{path.name}.", suffix=".bak", dir=path.parent))
+                    try:
+                        os.link(path, backup)
+                    except OSError:
+                        shutil.copy2(path, backup)
+                os.replace(tmp, path)
+                backups.append((path, backup))
+    except BaseException:
+        for path, backup in reversed(backups):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    os.unlink(path)
+                else:
+                    os.replace(backup, path)
+        raise
+    finally:
+        for _, backup in backups:
+            if backup is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
+
+
+def temp_names(path: str | Path) -> re.Pattern:
+    """The names atomic_write / atomic_path / atomic_paths give their temporaries for `path`."""
+    path = Path(path)
+    rand = "[a-z0-9_]{8}"
+    by_write = rf"\.{re.escape(path.name)}\.{rand}\.(?:tmp|bak)"
+    by_path = rf"\.{re.escape(path.stem)}\.{rand}{re.escape(path.suffix or '.tmp')}"
+    return re.compile(f"^(?:{by_write}|{by_path})$")
+
+
+def clean_temps(path: str | Path) -> list[Path]:
+    """Remove temporaries a killed writer of `path` left beside it; call it while holding `locked(path)`."""
+    path = Path(path)
+    pattern = temp_names(path)
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for child in path.parent.iterdir():
+            if pattern.match(child.name) and child.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    child.unlink()
+                removed.append(child)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted writer", path, len(removed))
+    return removed
+
+
+# ------------------------------------------------------------------------------------------- locking
+
+_held: dict[str, int] = {}  # lock file -> depth, so a process may nest locks on the same output
+_held_guard = threading.Lock()
+
+
+def lock_path(path: str | Path) -> Path:
+    """The sidecar lock file of an output: .NAME.lock beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, timeout: float | None = None, clean: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of output `path` (an fcntl.flock on its sidecar .NAME.lock file).
+
+    Every command that updates an output in place holds it from reading the old state to committing the
+    new one, so two writers run one after the other (each sees the other's result) instead of one silently
+    overwriting the other. Waits up to `timeout` seconds (LOCK_TIMEOUT_S) and then raises AnatomyError
+    naming the process holding it. The lock dies with its process, so a killed writer never blocks.
+    With `clean`, temporaries of `path` left by a killed writer are removed once the lock is held.
+    """
+
+    path = Path(path)
+    lock = lock_path(path)
+    key = str(lock.resolve())
+    with _held_guard:
+        if key in _held:  # already ours (nested use in the same process)
+            _held[key] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # not POSIX: no advisory locks; writes stay atomic
+        yield
+        return
+    fd = _acquire(lock, path, LOCK_TIMEOUT_S if timeout is None else timeout)
+    try:
+        with _held_guard:
+            _held[key] = 1
+        try:
+            if clean:
+                clean_temps(path)
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # still held: a waiter that opened this file sees it gone and reopens
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _acquire(lock: Path, path: Path, timeout: float) -> int:
+    """An open descriptor of `lock` holding its flock, the file still being the one at that path."""
+    import fcntl
+
+    from anatomy.errors import AnatomyError
+
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        with writing(lock):
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if not waited:
+                log.warning("%s: another process (pid %s) is writing it; waiting", path, holder)
+                waited = True
+            if time.monotonic() >= deadline:
+                raise AnatomyError(
+                    f"{path}: another process (pid {holder}) is still writing it",
+                    "wait for it to finish, then rerun (its result and yours will be merged)",
+                ) from None
+            time.sleep(0.05)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
+        os.close(fd)  # the holder removed this file as it released it: lock the new one
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -171,3 +393,33 @@ def write_result(
         "versions": package_versions(),
     }
     return write_json(Path(out_dir) / "results" / f"{name}.json", payload)
+
+
+# ------------------------------------------------------------------------------------------- parquet
+
+
+def write_parquet(table, path: str | Path) -> Path:
+    """Write an Arrow table atomically, with a CRC per data page so a damaged file is detected on read."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+    return Path(path)
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None):
+    """Read a Parquet file verifying its page checksums; InputError naming the file when it is damaged.
+
+    Files written without checksums (older versions) read as before. This is the check to run before
+    reusing a cached table (tokens.parquet): a truncated or bit-flipped file raises instead of being trusted.
+    """
+    import pyarrow.parquet as pq
+
+    from anatomy.errors import InputError
+
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+        raise InputError(f"{path}: not a readable Parquet file or damaged ({err})") from None

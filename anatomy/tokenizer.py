@@ -16,6 +16,7 @@ import functools
 import gc
 import gzip
 import hashlib
+import heapq
 import importlib.util
 import itertools
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ WHOLE_WORDS_VERIFIED_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e47
 # Texts that `normalize` cleans by lowercasing and collapsing spaces alone (its own fast-path test, in RE2).
 _PLAIN_ASCII_RE2 = f"^(?:{PLAIN_ASCII.pattern})$"
 BATCH_THRESHOLD = 256  # from this many texts on, encode() takes the vectorised path
+HEAP_BPE_FROM = 48  # pieces of this many bytes or more are merged by the O(n log n) heap BPE
 # The CLIP split: specials, English contractions, letter runs, single digits, other non-space runs.
 _SPLIT_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 
@@ -153,6 +155,11 @@ class ClipBPE:
             self.byte_id[byte] = i
         self.pair_rank = {(self.ids[a], self.ids[b]): r for r, (a, b) in enumerate(merges)}
         self.whole_words = self.sha256 == WHOLE_WORDS_VERIFIED_SHA256
+        # The heap BPE equals open_clip's rank-by-rank passes when a merge never creates a pair of lower or
+        # equal rank: true when every merge joins tokens made before it (checked, not assumed).
+        self.heap_exact = all(max(pair) < FIRST_MERGE_ID + r for pair, r in self.pair_rank.items()) and len(
+            self.pair_rank
+        ) == len(merges)
 
     def piece_ids(self, piece: str) -> list[int]:
         """Ids of one piece of the split pattern (specials map to themselves)."""
@@ -167,7 +174,54 @@ class ClipBPE:
                 return [whole]
         ids = [self.byte_id[b] for b in data]
         ids[-1] += 256  # the last byte carries the end-of-word mark
+        if len(ids) >= HEAP_BPE_FROM and self.heap_exact:
+            return self._merge_heap(ids)
         return self._merge(ids)
+
+    def _merge_heap(self, ids: list[int]) -> list[int]:
+        """The same merges as `_merge` in O(n log n): a heap of (rank, position) over a linked list.
+
+        Popping the lowest rank, leftmost first, and skipping entries whose pair has changed applies every
+        occurrence of the best pair left to right before any later rank, as open_clip does; a merge only
+        creates pairs of higher rank (`heap_exact`), so no pass is interrupted. Words of 100,000 bytes take
+        well under a second instead of minutes (the list version is quadratic).
+        """
+        rank_of = self.pair_rank.get
+        n = len(ids)
+        sym = ids[:]  # -1 marks a position merged into its left neighbour
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        stride = n + 1  # heap entries are rank * stride + position: ints order like (rank, position)
+        heap = [
+            r * stride + i
+            for i, r in enumerate(map(rank_of, zip(ids, ids[1:], strict=False)))
+            if r is not None
+        ]
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            r, i = divmod(pop(heap), stride)
+            a = sym[i]
+            if a < 0:
+                continue
+            j = nxt[i]
+            if j >= n or rank_of((a, sym[j])) != r:
+                continue  # stale: the pair at i changed since this entry was pushed
+            new = FIRST_MERGE_ID + r
+            sym[i], sym[j] = new, -1
+            k = nxt[j]
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+                right = rank_of((new, sym[k]))
+                if right is not None:
+                    push(heap, right * stride + i)
+            p = prv[i]
+            if p >= 0:
+                left = rank_of((sym[p], new))
+                if left is not None:
+                    push(heap, left * stride + p)
+        return [t for t in sym if t >= 0]
 
     def _merge(self, ids: list[int]) -> list[int]:
         """Apply the best-ranked adjacent merge at each of its occurrences, left to right, until none applies.

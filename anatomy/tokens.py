@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from anatomy.context import context_table, id_counts, length_stats, recommend_context, vocab_stats
-from anatomy.errors import AnatomyError, InputError
-from anatomy.io import atomic_path, file_sha256
+from anatomy.errors import AnatomyError
+from anatomy.io import file_sha256, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,9 @@ def resolve_tokenizer(spec: str):
 
 
 def _read_corpus_columns(path: Path):
-    import pyarrow.parquet as pq
+    from anatomy.corpus.corpus import read_corpus_table
 
-    try:
-        return pq.read_table(path, columns=["prompt", "source", "subset"])
-    except Exception:  # let load_corpus say precisely what is wrong (missing, not Parquet, not a corpus)
-        from anatomy.corpus import load_corpus
-
-        load_corpus(path)
-        raise InputError(f"{path}: cannot read the prompt/source/subset columns") from None
+    return read_corpus_table(path, ["prompt", "source", "subset"])  # checked: types, nulls, rows
 
 
 def _encode_distinct(tok, prompts) -> tuple[np.ndarray, np.ndarray]:
@@ -71,12 +65,12 @@ def tokenize_corpus(corpus: Path, out_dir: Path, tok, fingerprint: str):
     stamp = {"format": TOKENS_FORMAT, "corpus_sha256": file_sha256(corpus), "tokenizer": fingerprint}
     path = out_dir / TOKENS_FILE
     if path.exists():
-        try:
+        try:  # page checksums are verified: a truncated or bit-flipped file is rebuilt, not trusted
             meta = pq.read_schema(path).metadata or {}
             if json.loads(meta.get(TOKENS_META_KEY, b"{}")) == stamp:
-                return pq.read_table(path), True
+                return read_parquet(path), True
         except Exception as error:  # an unreadable old file is rebuilt, not trusted
-            log.warning("%s: unreadable (%s); rebuilding it", path, error)
+            log.warning("%s: unreadable or damaged (%s); rebuilding it", path, error)
 
     table = _read_corpus_columns(corpus)
     prompts = table.column("prompt").combine_chunks().cast(pa.large_string())
@@ -97,8 +91,7 @@ def tokenize_corpus(corpus: Path, out_dir: Path, tok, fingerprint: str):
         }
     )
     rows = rows.replace_schema_metadata({TOKENS_META_KEY: json.dumps(stamp, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(rows, tmp, compression="zstd")
+    write_parquet(rows, path)
     return rows, False
 
 

@@ -184,7 +184,33 @@ def pq_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def bench_long_word(n_chars: int = 80_000, seed: int = 0) -> None:
+    """One word of `n_chars` random letters: the list BPE (quadratic, the old path) against the heap BPE
+    (O(n log n), used from HEAP_BPE_FROM bytes on) and open_clip; the ids must be identical."""
+    import random
+
+    from anatomy.tokenizer import ClipTokenizer
+
+    word = "".join(random.Random(seed).choices("abcdefghijklmnopqrstuvwxyz", k=n_chars))
+    bpe = ClipTokenizer().bpe
+    ids = [bpe.byte_id[b] for b in word.encode()]
+    ids[-1] += 256
+    heap, heap_s, _ = _timed(lambda: bpe._merge_heap(ids[:]))
+    old, old_s, _ = _timed(lambda: bpe._merge(ids[:]))
+    assert heap == old, "heap BPE differs from the list BPE"
+    print(
+        f"one {n_chars:,}-character word ({len(heap):,} tokens): list BPE {old_s:.2f} s, heap BPE {heap_s:.3f} s"
+    )
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ref, ref_s, _ = _timed(lambda: SimpleTokenizer().encode(word[: n_chars // 8]))
+    ours, ours_s, _ = _timed(lambda: ClipTokenizer().encode([word[: n_chars // 8]])[0])
+    assert ours == ref, "ids differ from open_clip"
+    print(f"  first {n_chars // 8:,} characters through encode: open_clip {ref_s:.2f} s, ours {ours_s:.3f} s")
+
+
 def main() -> None:
+    bench_long_word()
     bench_command()
     families = shared_texts()
     if families:

@@ -339,12 +339,12 @@ def intrinsic_dim(
     points: np.ndarray, k: int = K_NEIGHBOURS, n_boot: int = 200, seed: int = 0, fast: bool | None = None
 ) -> IntrinsicDim:
     """Deduplicate, compute one exact kNN, and derive every estimate (with its bootstrap spread)."""
+    from anatomy.analysis.points import check_array, check_points
     from anatomy.analysis.spectrum import linear_erank
 
-    raw = np.asarray(points)
+    raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
     x, _ = dedupe_rows(raw)
-    if len(x) < 3:
-        raise ValueError(f"need at least 3 distinct points, got {len(x)}")
+    check_points(x, k)
     k_used = min(k, len(x) - 1)
     dist, _ = exact_knn(x, k_used, fast=fast)
     values = estimates_from_knn(dist)

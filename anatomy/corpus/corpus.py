@@ -2,8 +2,11 @@
 
 The manifest (which inputs were ingested, with their sha256 and per-file counts) lives inside the Parquet
 file's metadata, so corpus and manifest are replaced together in one atomic write; a readable copy is written
-beside the corpus as CORPUS.manifest.json. An input already in the manifest (same source, options and
-sha256) is not counted twice, so ingesting the same file again changes nothing.
+beside the corpus as CORPUS.manifest.json, committed with it (both change, or neither). An input already in
+the manifest (same source, options and sha256; the encoding compared by its codec, however it is spelled) is
+not counted twice, so ingesting the same file again changes nothing. An ingest holds the corpus's lock
+(anatomy.io.locked) from reading the old corpus to committing the new one, so concurrent ingests into one
+corpus run one after the other and their union is kept.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anatomy.corpus.identity import canonical_encoding, manifest_key, refuse_overwriting_inputs
 from anatomy.corpus.normalize import normalize
 from anatomy.corpus.records import Skipped
+from anatomy.corpus.schema import check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 from anatomy.errors import InputError
-from anatomy.io import atomic_path, file_sha256, write_json
+from anatomy.io import atomic_paths, clean_temps, dumps_json, file_sha256, lock_path, locked, read_parquet
 
 log = logging.getLogger(__name__)
 
 CORPUS_COLUMNS = ("prompt", "raw", "source", "subset", "count", "ref", "meta")
 MANIFEST_KEY = b"anatomy.manifest"
 MAX_SKIP_EXAMPLES = 5
+LONG_PROMPT_CHARS = 100_000  # a "prompt" this long is almost surely not one: kept, but reported
 
 
 @dataclass
@@ -43,6 +49,9 @@ class FileStats:
     skipped: int = 0
     skips: dict[str, dict] = field(default_factory=dict)  # reason -> {"count", "examples"}
     already_ingested: bool = False
+    long_prompts: int = 0  # prompts over LONG_PROMPT_CHARS characters (kept; reported as a warning)
+    longest: int = 0  # characters in the longest prompt read
+    warnings: list[str] = field(default_factory=list)
 
     def skip(self, record: Skipped) -> None:
         self.skipped += 1
@@ -65,7 +74,10 @@ def _options_for(source: str, options: ReadOptions) -> dict:
     relevant = {"lvis": ("synonyms", "encoding"), "text": ("column", "field", "encoding")}.get(
         source, ("encoding",)
     )
-    return {k: getattr(options, k) for k in relevant}
+    chosen = {k: getattr(options, k) for k in relevant}
+    if "encoding" in chosen:
+        chosen["encoding"] = canonical_encoding(chosen["encoding"])
+    return chosen
 
 
 def _input_sha256(src: SourceFile, data: bytes | None) -> str:
@@ -91,12 +103,20 @@ def _input_sha256(src: SourceFile, data: bytes | None) -> str:
         raise InputError(f"{src.spec}: cannot read ({err.strerror or err})") from None
 
 
-def load_corpus(path: str | Path):
-    """Read a corpus Parquet file into a DataFrame, checking it is one."""
-    return _read_table(Path(path)).to_pandas()
+def load_corpus(path: str | Path, *, allow_empty: bool = False):
+    """Read a corpus Parquet file into a DataFrame, checking it is one (schema, types, nulls, rows)."""
+    return read_corpus_table(path, allow_empty=allow_empty).to_pandas()
 
 
-def _read_table(path: Path):
+def read_corpus_table(
+    path: str | Path, columns: Sequence[str] = CORPUS_COLUMNS, *, allow_empty: bool = False
+):
+    """The corpus as a checked Arrow table (all columns are checked; `columns` are returned)."""
+    table = _read_table(Path(path), allow_empty=allow_empty)
+    return table.select(list(columns))
+
+
+def _read_table(path: Path, *, allow_empty: bool = True):
     """The corpus columns of `path` as an Arrow table; InputError when it is missing or not a corpus."""
     import pyarrow.parquet as pq
 
@@ -114,10 +134,9 @@ def _read_table(path: Path):
             f"{path}: not a corpus; missing columns {missing} (found {names})",
             "build one with `anatomy ingest`",
         )
-    try:
-        return pq.read_table(path, columns=list(CORPUS_COLUMNS))
-    except Exception as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    table = read_parquet(path, columns=list(CORPUS_COLUMNS))
+    check_corpus_table(table, path, allow_empty=allow_empty)
+    return table
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -142,13 +161,22 @@ def ingest(
     if not inputs:
         raise InputError("no inputs given", "name at least one file, directory, '-' (stdin) or builtin:NAME")
     reader = get_reader(source)
+    _options_for(source, options)  # an unknown encoding fails here, before any work
+    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), lock_path(out)])
+    with locked(out):
+        clean_temps(
+            manifest_path(out)
+        )  # the side file's temporaries of a killed ingest (the corpus's: locked)
+        return _ingest_locked(source, reader, inputs, out, options)
 
+
+def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> IngestReport:
     rows = _Rows()
     manifest: list[dict] = []
     if out.exists():
         rows.load(_read_table(out))
         manifest = read_manifest(out)
-    seen = {(m["source"], m["sha256"], json.dumps(m["options"], sort_keys=True)) for m in manifest}
+    seen = {manifest_key(m) for m in manifest}
 
     reports = []
     for spec in inputs:
@@ -165,7 +193,13 @@ def ingest(
         _merge(rows, source, records, stats)
         seen.add(key)
         reports.append(stats)
-        manifest.append({k: v for k, v in asdict(stats).items() if k != "already_ingested"})
+        if stats.long_prompts:
+            stats.warnings.append(
+                f"{stats.long_prompts:,} prompt(s) over {LONG_PROMPT_CHARS:,} characters (longest "
+                f"{stats.longest:,}): probably not prompts (a file without line breaks?); kept"
+            )
+            log.warning("%s: %s", spec, stats.warnings[-1])
+        manifest.append(_manifest_entry(stats))
 
     fresh = [r for r in reports if not r.already_ingested]
     if fresh and not sum(r.kept + r.merged for r in fresh):
@@ -180,6 +214,15 @@ def ingest(
     return report
 
 
+def _manifest_entry(stats: FileStats) -> dict:
+    entry = asdict(stats)
+    del entry["already_ingested"]
+    if not stats.long_prompts:  # the long-prompt fields only when there is something to say
+        for key in ("long_prompts", "longest", "warnings"):
+            del entry[key]
+    return entry
+
+
 def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
     """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest)."""
     for record in records:
@@ -191,6 +234,10 @@ def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
         if not isinstance(raw, str):
             stats.skip(Skipped("not a string", record.ref, repr(raw)[:80]))
             continue
+        if len(raw) > stats.longest:
+            stats.longest = len(raw)
+        if len(raw) > LONG_PROMPT_CHARS:
+            stats.long_prompts += 1
         prompt = normalize(raw)
         if not prompt:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
@@ -297,12 +344,15 @@ class _BufferedStdin:
 
 
 def _write_corpus(table, manifest: list[dict], out: Path) -> None:
+    """Corpus and its readable manifest copy, committed together: the manifest file first, the corpus (whose
+    metadata is the manifest of record) last; if either cannot be written, both stay as they were."""
     import pyarrow.parquet as pq
 
     table = table.replace_schema_metadata({MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode()})
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    write_json(manifest_path(out), {"corpus": out.name, "inputs": manifest})
+    side = manifest_path(out)
+    with atomic_paths(side, out) as (side_tmp, out_tmp):
+        side_tmp.write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
+        pq.write_table(table, out_tmp, compression="zstd", write_page_checksum=True)
 
 
 def manifest_path(corpus: str | Path) -> Path:

@@ -4,7 +4,8 @@ The cache holds, for every distinct prompt, the ids at the student's context (in
 which the student shares), the valid mask, the teacher's per-token outputs (fp16) and each word's own token
 ids (for the word-shuffle consistency loss). It is keyed by teacher, tokenizer, context and the exact prompt
 list, and a sidecar JSON records the sha256 of the array file: a cache that fails that check is rebuilt
-(or refused, on request), never trusted.
+(or refused, on request), never trusted. Building or checking a cache holds its lock (anatomy.io.locked), so
+two runs sharing a cache folder compute it once; temporaries of a killed build are removed by the next.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anatomy.errors import InputError
-from anatomy.io import atomic_path, file_sha256, write_json
+from anatomy.io import atomic_path, clean_temps, file_sha256, locked, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 TEACHER_BATCH = 256
+CACHE_LOCK_TIMEOUT_S = 6 * 3600.0  # a second run waits for the first's build, then reuses it
 
 
 def load_prompts(corpus: str | Path, limit: int | None = None, seed: int = 0) -> tuple[list[str], str]:
@@ -135,6 +137,14 @@ def teacher_cache(
     """
     key = cache_key(teacher if isinstance(teacher, str) else teacher.name, context, prompts)
     arrays, meta_path = cache_paths(cache_dir, key)
+    with locked(arrays, timeout=CACHE_LOCK_TIMEOUT_S):
+        clean_temps(meta_path)
+        return _load_or_build(
+            teacher, prompts, context, arrays, meta_path, key, corpus_sha256, on_corrupt, progress
+        )
+
+
+def _load_or_build(teacher, prompts, context, arrays, meta_path, key, corpus_sha256, on_corrupt, progress):
     if arrays.exists() or meta_path.exists():
         problem = _problem(arrays, meta_path, key)
         if problem is None:
