@@ -942,3 +942,8 @@ def report_cmd(
         print_json(_findings_json(result))
     else:
         _print_findings(result.findings, audit_dir)
+
+
+from anatomy.datasets.cli import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
