@@ -13,7 +13,7 @@ OUT ?= audit-out
 # pytest-xdist workers for `make test` (the suite is sized for 2 cores)
 TEST_WORKERS ?= 2
 
-.PHONY: help install test lint bench audit reports notebooks clean FORCE
+.PHONY: help install test lint bench audit data reports notebooks clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -45,7 +45,9 @@ audit: install ## The main job on its embedded default (built-in ImageNet prompt
 # the same subcommands a person uses. Each file depends on the code that writes it, so only what changed is
 # rebuilt. TEACHER=SPEC / STUDENT=SPEC add encoders (e.g. TEACHER=sam3:/path/sam3.pt), and with both the
 # student-teacher agreement; SAMPLE=N sets the prompts for the output analyses (default: theirs).
-DATA ?= ../shared/data
+DATA_RAW ?= data/raw
+# DATA: data/raw when `make data` has put files there, else the shared data folder
+DATA ?= $(if $(wildcard $(DATA_RAW)/sources.lock.json),$(DATA_RAW),../shared/data)
 REPORTS ?= reports
 TEACHER ?=
 STUDENT ?=
@@ -53,9 +55,9 @@ SAMPLE ?=
 ANATOMY := $(PY) -m anatomy
 REPORT_ENCODERS := minilm $(if $(TEACHER),teacher) $(if $(STUDENT),student)
 encoder_spec = $(if $(filter teacher,$1),$(TEACHER),$(if $(filter student,$1),$(STUDENT),$1))
-REPORT_INPUTS := $(wildcard $(DATA)/lvis/lvis_v1_categories.json $(DATA)/refcoco/*.csv \
-	$(DATA)/saco/toy_saco_veval_sav_test_gt.json $(DATA)/rf100vl/rf100v1_labels_names.json \
-	$(DATA)/v3det/category_name_13204_v3det_2023_v1.txt $(DATA)/coco/yoloworld_coco_class_texts.json)
+# The corpus's inputs come from the dataset registry (anatomy/datasets/registry.py): every file of the
+# official layout `make data` writes, or of the shared-data layout, that is present under DATA.
+REPORT_INPUTS = $(if $(wildcard $(PY)),$(shell $(ANATOMY) data inputs --data $(DATA) --deps 2>/dev/null))
 CORPUS_CODE := $(wildcard anatomy/corpus/*.py anatomy/corpus/sources/*.py) anatomy/io.py
 TOKENS_CODE := $(wildcard anatomy/tokens.py anatomy/tokens/*.py anatomy/context.py anatomy/figures/*.py) \
 	anatomy/tokenizer.py anatomy/io.py
@@ -72,14 +74,8 @@ REPORT_RESULTS := $(REPORTS)/results/tokens.json \
 reports: $(REPORTS)/index.html ## Paper-style report from ../shared/data into reports/ (TEACHER=, STUDENT= optional)
 
 $(REPORTS)/corpus.parquet: $(CORPUS_CODE) $(REPORT_INPUTS) | $(STAMP)
-	@test -f $(DATA)/README.md || { echo "make reports: no shared data at $(DATA); set DATA=..." >&2; exit 1; }
 	rm -f $@ $(REPORTS)/corpus.manifest.json
-	$(ANATOMY) ingest lvis $(DATA)/lvis/lvis_v1_categories.json --out $@ -q
-	$(ANATOMY) ingest refcoco $(wildcard $(DATA)/refcoco/*.csv) --out $@ -q
-	$(ANATOMY) ingest saco $(DATA)/saco/toy_saco_veval_sav_test_gt.json --out $@ -q
-	$(ANATOMY) ingest rf100vl $(DATA)/rf100vl/rf100v1_labels_names.json --out $@ -q
-	$(ANATOMY) ingest text $(DATA)/v3det/category_name_13204_v3det_2023_v1.txt \
-		$(DATA)/coco/yoloworld_coco_class_texts.json --out $@ -q
+	$(ANATOMY) data ingest --data $(DATA) --out $@ -q
 
 $(REPORTS)/results/tokens.json: $(REPORTS)/corpus.parquet $(TOKENS_CODE) | $(STAMP)
 	$(ANATOMY) tokens $< --out $(REPORTS) > /dev/null
@@ -112,6 +108,18 @@ $(REPORTS)/agreement/results/agreement.json: $(REPORTS)/encoders/teacher/spec.tx
 $(REPORTS)/index.html: $(REPORT_RESULTS) $(REPORT_CODE) | $(STAMP)
 	$(ANATOMY) report $(REPORTS) > $(REPORTS)/findings.txt
 	@cat $(REPORTS)/findings.txt
+
+# ------------------------------------------------------------------------------------------------- data
+# `make data`: every dataset the study used, from its official source, into DATA_RAW=data/raw (resumable,
+# verified against sources.lock.json). BASE_URL=http://mirror fetches plain-HTTP sources from a mirror laid
+# out as BASE/HOST/PATH. SA-Co needs a Hugging Face login with the terms accepted; RF100-VL needs
+# ROBOFLOW_API_KEY. DATASETS="lvis-v1-val refcoco" fetches only those (see `anatomy data list`).
+BASE_URL ?=
+DATASETS ?=
+
+data: install ## Fetch the study's datasets into data/raw (DATASETS=..., BASE_URL=... optional)
+	$(ANATOMY) data fetch $(DATASETS) --out $(DATA_RAW) $(if $(BASE_URL),--base-url $(BASE_URL))
+	$(ANATOMY) data list --out $(DATA_RAW)
 
 # --------------------------------------------------------------------------------------------- notebooks
 # `make notebooks`: execute notebooks/0.*.py (jupytext percent format) on a small sample: an audit of the

@@ -73,7 +73,7 @@ def download(url: str, target: Path, progress: Progress | None = None, label: st
                 total = have + int(length) if length is not None else None
                 with open(part, "ab" if have else "wb") as handle:
                     done = have
-                    while block := response.read(CHUNK):
+                    while block := response.read1(CHUNK):
                         handle.write(block)
                         done += len(block)
                         if progress:
