@@ -29,19 +29,27 @@ def invoke(*args: str, env: dict | None = None):
     return runner.invoke(app, list(args), env=env, catch_exceptions=False)
 
 
+@pytest.fixture(scope="module")
+def archives(shared_data) -> dict[str, tuple[bytes, set[str]]]:
+    """Each HTTP source's archive in its official layout (built once), with the sentences it holds."""
+    built = {
+        "lvis-v1-val": (lvis_zip(shared_data, "val"), set()),
+        "lvis-v1-train": (lvis_zip(shared_data, "train"), set()),
+    }
+    for name in ("refcoco", "refcoco+", "refcocog"):
+        built[name] = refer_zip(shared_data, name)
+    return built
+
+
 @pytest.fixture
-def mirror(shared_data):
+def mirror(archives):
+    """The loopback mirror; refcoco's first response drops the connection halfway."""
     with Mirror() as m:
-        m.add(BY_NAME["lvis-v1-val"].url, lvis_zip(shared_data, "val"))
-        m.add(BY_NAME["lvis-v1-train"].url, lvis_zip(shared_data, "train"))
-        m.sentences = {}
-        for name in ("refcoco", "refcoco+", "refcocog"):
-            body, sentences = refer_zip(shared_data, name)
-            m.routes_by_name = getattr(m, "routes_by_name", {})
-            m.routes_by_name[name] = m.add(
-                BY_NAME[name].url, body, "drop_once" if name == "refcoco" else "normal"
-            )
-            m.sentences[name] = sentences
+        m.routes_by_name = {
+            name: m.add(BY_NAME[name].url, body, "drop_once" if name == "refcoco" else "normal")
+            for name, (body, _) in archives.items()
+        }
+        m.sentences = {name: sentences for name, (_, sentences) in archives.items()}
         yield m
 
 
@@ -148,9 +156,9 @@ def test_unpack_refuses_path_traversal(tmp_path):
             member_target(dest, bad)
 
 
-def test_sigint_leaves_no_half_file_and_the_next_fetch_resumes(shared_data, tmp_path):
+def test_sigint_leaves_no_half_file_and_the_next_fetch_resumes(archives, tmp_path):
     raw = tmp_path / "raw"
-    body = lvis_zip(shared_data, "val")
+    body = archives["lvis-v1-val"][0]
     with Mirror() as m:
         route = m.add(BY_NAME["lvis-v1-val"].url, body, "slow")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
