@@ -96,14 +96,18 @@ def test_hub_sources_from_an_offline_cache(saco_files, tmp_path):
     assert not (raw / "saco" / "gold" / "gold_metaclip_merged_a_release_test.json").exists()
 
 
-def test_hub_source_not_cached_offline_says_what_to_do(tmp_path):
+def test_sources_needing_access_fail_one_line_each_and_do_not_stop_the_others(tmp_path):
+    env = hub_env(tmp_path / "hub") | {"ROBOFLOW_API_KEY": None}
     result = runner.invoke(
-        app,
-        ["data", "fetch", "saco-silver", "--out", str(tmp_path / "raw"), "-q"],
-        env=hub_env(tmp_path / "hub"),
+        app, ["data", "fetch", "saco-silver", "rf100vl", "--out", str(tmp_path / "raw"), "-q"], env=env
     )
     assert result.exit_code == 1
-    assert "not in the hub cache" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+    assert (
+        "saco-silver: offline (HF_HUB_OFFLINE is set) and facebook/SACo-Silver is not in the hub cache"
+        in result.stderr
+    )
+    assert "rf100vl: needs a Roboflow API key and ROBOFLOW_API_KEY is not set" in result.stderr
+    assert "2 of 2 dataset(s) not fetched: saco-silver, rf100vl" in result.stderr
     assert "Traceback" not in result.output
 
 

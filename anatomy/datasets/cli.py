@@ -94,12 +94,23 @@ def fetch_cmd(
     select(names)  # unknown names fail before any work
     bar, on_bytes = _progress_bar(quiet)
     if bar is None:
-        lines = ops.fetch(names, out_dir, base_url, None)
+        outcomes = ops.fetch(names, out_dir, base_url, None)
     else:
         with bar:
-            lines = ops.fetch(names, out_dir, base_url, on_bytes)
-    for line in lines:
-        out.print(line, highlight=False, soft_wrap=True)
+            outcomes = ops.fetch(names, out_dir, base_url, on_bytes)
+    for o in outcomes:
+        if o.ok:
+            out.print(o.message, highlight=False, soft_wrap=True)
+        else:
+            err.print(f"[bold red]error:[/] {o.message}", highlight=False, soft_wrap=True)
+            if o.hint:
+                err.print(f"  hint: {o.hint}", highlight=False, soft_wrap=True)
+    failed = [o.name for o in outcomes if not o.ok]
+    if failed:
+        err.print(
+            f"{len(failed)} of {len(outcomes)} dataset(s) not fetched: {', '.join(failed)}", highlight=False
+        )
+        raise typer.Exit(1)
 
 
 @app.command("list")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from anatomy.datasets.fetch import Progress
 from anatomy.datasets.lock import LOCK_NAME, Lock
-from anatomy.datasets.registry import HTTP, HUB, ROBOFLOW, SHARED_LAYOUT, SOURCES, Source, select
+from anatomy.datasets.registry import HTTP, HUB, ROBOFLOW, SHARED_LAYOUT, SOURCES, DataError, Source, select
 
 
 @dataclass
@@ -50,32 +50,49 @@ def list_sources(root: Path) -> list[SourceState]:
     return [state(s, root, lock) for s in SOURCES]
 
 
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    message: str
+    hint: str | None = None
+
+
 def fetch(
     names: list[str] | None, root: Path, base_url: str | None = None, progress: Progress | None = None
-) -> list[str]:
-    """Fetch the named sources (all by default) into root; returns one status line per source.
+) -> list[Outcome]:
+    """Fetch the named sources (all by default) into root; one outcome per source.
 
-    Sources already present and verified are left alone. Errors stop at the first failing source (what was
-    fetched before it stays recorded)."""
+    Sources already present and verified are left alone. A source that fails (no login, no key, a refused
+    hash) does not stop the others; its outcome says why and what to do."""
     from anatomy.datasets.fetch import fetch_http
     from anatomy.datasets.hub import fetch_hub
-    from anatomy.datasets.roboflow import fetch_roboflow
+    from anatomy.datasets.roboflow import KEY_ENV, fetch_roboflow
 
     root.mkdir(parents=True, exist_ok=True)
     lock = Lock(root)
-    lines = []
+    outcomes = []
     for source in select(names):
         current = state(source, root, lock)
-        if current.state == "present" and source.kind != ROBOFLOW:
-            lines.append(f"{source.name}: already present ({current.files} file(s) verified)")
+        present = current.state == "present"
+        if present and (source.kind != ROBOFLOW or not os.environ.get(KEY_ENV)):
+            outcomes.append(
+                Outcome(
+                    source.name, True, f"{source.name}: already present ({current.files} file(s) verified)"
+                )
+            )
             continue
-        if source.kind == HTTP:
-            lines.append(fetch_http(source, root, lock, base_url, progress))
-        elif source.kind == HUB:
-            lines.append(fetch_hub(source, root, lock))
-        else:
-            lines.append(fetch_roboflow(source, root, lock, base_url, progress))
-    return lines
+        try:
+            if source.kind == HTTP:
+                line = fetch_http(source, root, lock, base_url, progress)
+            elif source.kind == HUB:
+                line = fetch_hub(source, root, lock)
+            else:
+                line = fetch_roboflow(source, root, lock, base_url, progress)
+            outcomes.append(Outcome(source.name, True, line))
+        except DataError as error:
+            outcomes.append(Outcome(source.name, False, error.message, error.hint))
+    return outcomes
 
 
 def inputs(data: Path) -> list[tuple[str, Path]]:
