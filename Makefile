@@ -57,7 +57,10 @@ REPORT_ENCODERS := minilm $(if $(TEACHER),teacher) $(if $(STUDENT),student)
 encoder_spec = $(if $(filter teacher,$1),$(TEACHER),$(if $(filter student,$1),$(STUDENT),$1))
 # The corpus's inputs come from the dataset registry (anatomy/datasets/registry.py): every file of the
 # official layout `make data` writes, or of the shared-data layout, that is present under DATA.
-REPORT_INPUTS = $(if $(wildcard $(PY)),$(shell $(ANATOMY) data inputs --data $(DATA) --deps 2>/dev/null))
+# (asked only when a goal may build the corpus, so `make help`, `make test` and the like stay instant)
+NO_CORPUS_GOALS := help install test lint bench audit data notebooks clean
+REPORT_INPUTS = $(if $(and $(wildcard $(PY)),$(filter-out $(NO_CORPUS_GOALS),$(or $(MAKECMDGOALS),help))),\
+	$(shell $(ANATOMY) data inputs --data $(DATA) --deps 2>/dev/null))
 CORPUS_CODE := $(wildcard anatomy/corpus/*.py anatomy/corpus/sources/*.py) anatomy/io.py
 TOKENS_CODE := $(wildcard anatomy/tokens.py anatomy/tokens/*.py anatomy/context.py anatomy/figures/*.py) \
 	anatomy/tokenizer.py anatomy/io.py
