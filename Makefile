@@ -13,7 +13,7 @@ OUT ?= audit-out
 # pytest-xdist workers for `make test` (the suite is sized for 2 cores)
 TEST_WORKERS ?= 2
 
-.PHONY: help install test lint typecheck bench audit reports notebooks clean FORCE
+.PHONY: help install test lint typecheck bench audit data reports notebooks clean FORCE
 .SECONDEXPANSION:
 
 help: ## List the targets
@@ -51,7 +51,8 @@ audit: install ## The main job on its embedded default (built-in ImageNet prompt
 # the code that writes it, so only what changed is rebuilt; each encoder embeds the corpus once (`anatomy embed`)
 # and its analyses read that cache. TEACHER=SPEC / STUDENT=SPEC add encoders (e.g. TEACHER=sam3:/path/sam3.pt),
 # and with both the teacher-student analyses; SAMPLE=N sets the prompts of the sampled analyses.
-DATA ?= $(if $(wildcard data/raw/*/*),data/raw,../shared/data)
+DATA_RAW ?= data/raw
+DATA ?= $(if $(wildcard $(DATA_RAW)/sources.lock.json),$(DATA_RAW),../shared/data)
 REPORTS ?= reports
 TEACHER ?=
 STUDENT ?=
@@ -59,9 +60,6 @@ SAMPLE ?=
 ANATOMY := $(PY) -m anatomy
 REPORT_ENCODERS := minilm $(if $(TEACHER),teacher) $(if $(STUDENT),student)
 encoder_spec = $(if $(filter teacher,$1),$(TEACHER),$(if $(filter student,$1),$(STUDENT),$1))
-REPORT_INPUTS := $(wildcard $(DATA)/lvis/lvis_v1_categories.json $(DATA)/refcoco/*.csv \
-	$(DATA)/saco/toy_saco_veval_sav_test_gt.json $(DATA)/rf100vl/rf100v1_labels_names.json \
-	$(DATA)/v3det/category_name_13204_v3det_2023_v1.txt $(DATA)/coco/yoloworld_coco_class_texts.json)
 CODE := $(shell find anatomy -name '*.py' 2>/dev/null)
 # Evaluated only inside the sub-make below, once the virtual environment exists.
 analyses_of = $(shell $(ANATOMY) analyses --scope $1 --names)
@@ -72,15 +70,11 @@ SAMPLE_OPT = $(if $(SAMPLE),--sample $(SAMPLE))
 reports: install ## Paper-style report from DATA into reports/ (TEACHER=, STUDENT=, SAMPLE= optional)
 	@$(MAKE) --no-print-directory $(REPORTS)/index.html
 
-$(REPORTS)/corpus.parquet: $(CODE) $(REPORT_INPUTS) | $(STAMP)
-	@test -f $(DATA)/README.md || { echo "make reports: no shared data at $(DATA); set DATA=..." >&2; exit 1; }
+# The corpus's inputs come from the dataset registry (anatomy/datasets/registry.py): every file of the official
+# layout `make data` writes, or of the shared-data layout, that is present under DATA.
+$(REPORTS)/corpus.parquet: $(CODE) $$(REPORT_INPUTS) | $(STAMP)
 	rm -f $@ $(REPORTS)/corpus.manifest.json
-	$(ANATOMY) ingest lvis $(DATA)/lvis/lvis_v1_categories.json --out $@ -q
-	$(ANATOMY) ingest refcoco $(wildcard $(DATA)/refcoco/*.csv) --out $@ -q
-	$(ANATOMY) ingest saco $(DATA)/saco/toy_saco_veval_sav_test_gt.json --out $@ -q
-	$(ANATOMY) ingest rf100vl $(DATA)/rf100vl/rf100v1_labels_names.json --out $@ -q
-	$(ANATOMY) ingest text $(DATA)/v3det/category_name_13204_v3det_2023_v1.txt \
-		$(DATA)/coco/yoloworld_coco_class_texts.json --out $@ -q
+	$(ANATOMY) data ingest --data $(DATA) --out $@ -q
 
 $(REPORTS)/results/%.json: $(REPORTS)/corpus.parquet $(CODE) | $(STAMP)
 	$(ANATOMY) $* --corpus $< --out $(REPORTS) -q > /dev/null
@@ -107,6 +101,7 @@ $$(REPORTS)/pair/results/$1.json: $$(REPORTS)/encoders/teacher/embedded $$(REPOR
 endef
 
 ifneq ($(MAKELEVEL),0)
+REPORT_INPUTS := $(shell $(ANATOMY) data inputs --data $(DATA) --deps)
 SAMPLED := $(if $(SAMPLE),$(shell $(ANATOMY) analyses --param sample --names))
 CORPUS_RESULTS := $(call analyses_of,corpus)
 ENCODER_RESULTS := $(call analyses_of,encoder)
@@ -121,6 +116,18 @@ REPORT_RESULTS = $(foreach r,$(CORPUS_RESULTS),$(REPORTS)/results/$r.json) \
 $(REPORTS)/index.html: $$(REPORT_RESULTS) $(CODE) | $(STAMP)
 	$(ANATOMY) report $(REPORTS) > $(REPORTS)/findings.txt
 	@cat $(REPORTS)/findings.txt
+
+# ------------------------------------------------------------------------------------------------- data
+# `make data`: every dataset the study used, from its official source, into DATA_RAW=data/raw (resumable,
+# verified against sources.lock.json). BASE_URL=http://mirror fetches plain-HTTP sources from a mirror laid
+# out as BASE/HOST/PATH. SA-Co needs a Hugging Face login with the terms accepted; RF100-VL needs
+# ROBOFLOW_API_KEY. DATASETS="lvis-v1-val refcoco" fetches only those (see `anatomy data list`).
+BASE_URL ?=
+DATASETS ?=
+
+data: install ## Fetch the study's datasets into data/raw (DATASETS=..., BASE_URL=... optional)
+	$(ANATOMY) data fetch $(DATASETS) --out $(DATA_RAW) $(if $(BASE_URL),--base-url $(BASE_URL))
+	$(ANATOMY) data list --out $(DATA_RAW)
 
 # --------------------------------------------------------------------------------------------- notebooks
 # `make notebooks`: execute notebooks/0.*.py (jupytext percent format) on a small sample: an audit of the

@@ -14,6 +14,7 @@ import typer
 
 from anatomy.cli import analyses, audit, corpus, distill, encoders
 from anatomy.cli.common import err, guarded
+from anatomy.cli.data import app as data_app
 
 app = typer.Typer(
     name="anatomy",
@@ -38,7 +39,7 @@ def main(
     )
 
 
-# in pipeline order: build a corpus, look at encoders, the analyses, train students, audit and report
+# in pipeline order: fetch datasets (data), build a corpus, look at encoders, the analyses, train students, audit and report
 app.command("ingest")(guarded(corpus.ingest_cmd))
 app.command("corpus")(guarded(corpus.corpus_cmd))
 app.command("encoders")(guarded(encoders.encoders_cmd))
@@ -50,3 +51,4 @@ app.command("export")(guarded(distill.export_cmd))
 app.command("ablate")(guarded(distill.ablate_cmd))
 app.command("audit")(guarded(audit.audit_cmd))
 app.command("report")(guarded(audit.report_cmd))
+app.add_typer(data_app, name="data")
