@@ -252,3 +252,21 @@ def test_wordpiece_vocabulary(corpus, tmp_path):
     path = _edited(got, tmp_path, lambda d: d["pieces"].__setitem__(3, "zebra"))
     with pytest.raises(InputError, match=r"pieces\[3\] = 'zebra' but token 102 of 'minilm' is '\[SEP\]'"):
         load(path)
+
+
+def test_imagenet_classes_equal_the_builtin_reader():
+    from anatomy.analysis.vocab import read_prompts
+    from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
+
+    builtin = [r.raw for r in get_reader("builtin")(SourceFile(IMAGENET), ReadOptions())]
+    assert read_prompts(IMAGENET) == builtin and len(builtin) == 1000
+
+
+def test_student_bodies_agree_with_the_encoder_registry():
+    from anatomy.analysis.vocab import STUDENT_BODIES
+    from anatomy.encoders.registry import describe_all
+
+    rows = {d["name"]: d for d in describe_all()}
+    for name, (parameters, width) in STUDENT_BODIES.items():
+        assert rows[name]["parameters"] == parameters
+        assert rows[name]["components"]["token_embedding"] == 49_408 * width

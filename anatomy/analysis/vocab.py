@@ -27,7 +27,14 @@ from anatomy.vocab.store import Vocabulary, base_tokenizer
 
 log = logging.getLogger(__name__)
 
-STUDENT_BODIES = ("litetext-s0", "litetext-s1", "litetext-l")
+# The student bodies' parameters and token-embedding widths with CLIP's 49,408-row table, as
+# anatomy.encoders.registry.describe_all() counts them (tests/test_vocab_analysis.py checks they agree;
+# building the modules here would import torch and open_clip for four numbers).
+STUDENT_BODIES = {
+    "litetext-s0": (42_541_312, 512),
+    "litetext-s1": (63_528_192, 512),
+    "litetext-l": (123_800_320, 768),
+}
 # Share of unseen prompts whose tokens change above which specialising is called risky for that workload.
 CHANGE_WARN = 0.05
 # Share of the original vocabulary kept at or below which specialising is worth it (the table is mostly idle).
@@ -90,6 +97,8 @@ def read_prompts(spec: str) -> list[str]:
     """Prompts of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set."""
     from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 
+    if spec == IMAGENET:
+        return _imagenet_classes()
     reader = get_reader("builtin" if spec.startswith("builtin:") else "text")
     texts = [r.raw for r in reader(SourceFile(spec), ReadOptions()) if hasattr(r, "raw")]
     if not texts:
@@ -97,24 +106,30 @@ def read_prompts(spec: str) -> list[str]:
     return texts
 
 
-def savings(original: int, kept: int, width: int) -> list[Saving]:
-    """Parameters and bytes the dropped rows cost in each student body (its width from describe_all)."""
-    rows: list[Saving] = []
-    try:
-        from anatomy.encoders.registry import describe_all
+def _imagenet_classes() -> list[str]:
+    """open_clip's 1,000 ImageNet class names (builtin:imagenet-classes), read from its import-free metadata
+    module without importing open_clip itself (which imports torch and torchvision: seconds and ~1 GB)."""
+    import importlib.util
 
-        bodies = {d["name"]: d for d in describe_all() if d["name"] in STUDENT_BODIES}
-    except Exception as error:  # an optional family missing: report the custom width alone
-        log.warning("student bodies unavailable (%s): savings for the custom width only", error)
-        bodies = {}
+    spec = importlib.util.find_spec("open_clip")
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "zero_shot_metadata.py"
+        if path.is_file():
+            module_spec = importlib.util.spec_from_file_location("_anatomy_imagenet_metadata", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return list(module.IMAGENET_CLASSNAMES)
+    raise InputError("open_clip_torch is not installed: no ImageNet class names", "run `make install`")
+
+
+def savings(original: int, kept: int, width: int) -> list[Saving]:
+    """Parameters and bytes the dropped rows cost in each student body, and at a custom width."""
     from anatomy.tokenizer import CLIP_VOCAB_SIZE
 
     dropped = original - kept
-    for name in STUDENT_BODIES:
-        if name not in bodies:
-            continue
-        w = bodies[name]["components"]["token_embedding"] // CLIP_VOCAB_SIZE
-        total = bodies[name]["parameters"] + (original - CLIP_VOCAB_SIZE) * w  # the body on this vocabulary
+    rows: list[Saving] = []
+    for name, (parameters, w) in STUDENT_BODIES.items():
+        total = parameters + (original - CLIP_VOCAB_SIZE) * w  # the body on this tokenizer's vocabulary
         rows.append(
             Saving(name, w, total, dropped * w, dropped * w / total, dropped * w * 4, dropped * w * 2)
         )
@@ -172,14 +187,13 @@ def compute_vocab(
     curve = []
     for n in sorted(set(params.curve) | {params.min_count}):
         at_n, _ = build(base_tok, params.tokenizer, index, mine, n)
-        risk = (
-            k_fold_risk(base_tok, params.tokenizer, index, mine, params.folds, params.seed, n)
-            if k_fold
-            else None
-        )
-        curve.append(CurvePoint(n, at_n.size, *(
+        risk = k_fold if n == params.min_count else None
+        if k_fold and risk is None:
+            risk = k_fold_risk(base_tok, params.tokenizer, index, mine, params.folds, params.seed, n)
+        shares = (
             (risk.changed_share, risk.fallback_token_share, risk.inflation_mean) if risk else (0.0, 0.0, 1.0)
-        )))  # fmt: skip
+        )
+        curve.append(CurvePoint(n, at_n.size, *shares))
     return VocabResult(
         tokenizer=params.tokenizer,
         kind=vocab.kind,
