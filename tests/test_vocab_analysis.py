@@ -270,3 +270,14 @@ def test_student_bodies_agree_with_the_encoder_registry():
     for name, (parameters, width) in STUDENT_BODIES.items():
         assert rows[name]["parameters"] == parameters
         assert rows[name]["components"]["token_embedding"] == 49_408 * width
+
+
+def test_load_specialised_and_corpus_check(result, corpus, held, tmp_path):
+    from anatomy.vocab.store import check_corpus, load_specialised
+
+    save(result.vocabulary, tmp_path)
+    tok = load_specialised(tmp_path)
+    assert tok.fingerprint == result.fingerprint and tok.vocab_size == result.kept
+    check_corpus(result.vocabulary, corpus)  # the same corpus: fine
+    with pytest.raises(InputError, match="is not the one the vocabulary was built from"):
+        check_corpus(result.vocabulary, held)

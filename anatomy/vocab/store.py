@@ -245,3 +245,22 @@ def _check_wordpiece(data: dict, base, bad) -> None:
             f"entry 'kept' lacks {base.full_pieces[missing[0]]!r} (id {missing[0]}): every special token, "
             "single-character piece and its ## form must be kept (the fallback needs them)"
         )
+
+
+def load_specialised(path: str | Path):
+    """The specialised tokenizer saved in DIR/vocab.json (checked), ready for a student to hold."""
+    return specialise(load(path))
+
+
+def check_corpus(vocab: Vocabulary, corpus: str | Path) -> None:
+    """Refuse a corpus other than the one the vocabulary was built from (by sha256)."""
+    from anatomy.io import file_sha256
+
+    want = vocab.corpus.get("sha256")
+    got = file_sha256(corpus)
+    if want != got:
+        raise InputError(
+            f"{corpus}: this corpus (sha256 {got[:12]}) is not the one the vocabulary was built from "
+            f"({vocab.corpus.get('name')}, sha256 {str(want)[:12]})",
+            "rebuild the vocabulary from this corpus with `anatomy vocab CORPUS --out DIR`",
+        )
