@@ -13,11 +13,13 @@ from anatomy.analysis.positions import Positions
 from anatomy.analysis.robustness import SoftmaxRobustness
 from anatomy.analysis.spectrum import Spectrum
 from anatomy.analysis.tokens import Tokens
+from anatomy.analysis.vocab import VocabAnalysis
 
 ANALYSES: dict[str, Analysis] = {
     a.name: a
     for a in (
         Tokens(),
+        VocabAnalysis(),
         Positions(),
         Spectrum(),
         Dims(),

@@ -233,6 +233,13 @@ class Analysis:
     def summary(self, result: Any) -> list[str]:
         return []
 
+    def input_files(self, params: Any) -> dict[str, Path]:
+        """Files beyond the corpus that the result depends on (recorded by name and hash in its provenance)."""
+        return {}
+
+    def write_artefacts(self, result: Any, folder: Path) -> None:
+        """Write what the analysis produces besides results and figures (e.g. a vocabulary), last."""
+
     def params_from(self, values: Mapping[str, Any]) -> Any:
         """Params with the given fields set (unknown names are a programming error), checked against ranges."""
         params = self.Params(**{k: v for k, v in values.items() if v is not None})

@@ -43,6 +43,7 @@ def run(analysis: Analysis, inputs: Inputs, params: Any, folder: str | Path) -> 
     files = {"corpus": inputs.corpus} if inputs.corpus is not None else {}
     if inputs.embeddings is not None:
         files["embeddings"] = inputs.embeddings
+    files |= analysis.input_files(params)
     write_result(
         folder, analysis.name, result.to_json(), command=analysis.name,
         params=recorded_params(analysis, result, params), inputs=files,
@@ -51,6 +52,7 @@ def run(analysis: Analysis, inputs: Inputs, params: Any, folder: str | Path) -> 
         old.unlink()
     for stem, figure in analysis.figures(result).items():
         save_figure(figure, figures_dir(folder) / f"{stem}.png")
+    analysis.write_artefacts(result, folder)
     return result
 
 
