@@ -43,13 +43,15 @@ class Need(enum.Enum):
 
 
 def option(help: str, *, flag: str | None = None, min: float | None = None, max: float | None = None,
-           min_open: bool = False, choices: Sequence[str] | None = None, cli: bool = True) -> dict:  # fmt: skip
+           min_open: bool = False, choices: Sequence[str] | None = None, cli: bool = True,
+           excludes: str | None = None) -> dict:  # fmt: skip
     """Field metadata for a Params field: how it appears on the command line and its allowed range.
 
-    min/max are checked before any work (exit 2 naming the option and the range); min_open excludes min.
+    min/max are checked before any work (exit 2 naming the option and the range); min_open excludes min;
+    excludes names a field that may not be given together with this one (on the command line).
     """
     return {"help": help, "flag": flag, "min": min, "max": max, "min_open": min_open,
-            "choices": tuple(choices) if choices else None, "cli": cli}  # fmt: skip
+            "choices": tuple(choices) if choices else None, "cli": cli, "excludes": excludes}  # fmt: skip
 
 
 def param(default: Any, help: str, **kwargs: Any) -> Any:

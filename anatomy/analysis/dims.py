@@ -24,7 +24,7 @@ LOW_INTRINSIC_RATIO = 0.1
 @dataclass(frozen=True)
 class Params:
     sample: int = param(5000, "Distinct points per group (the paper's 5,000).", min=3)
-    all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.")
+    all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.", excludes="sample")
     seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
     n_boot: int = param(200, "Bootstrap draws for the spread (0: none).", min=0, max=100_000)
 

@@ -176,9 +176,16 @@ def build_command(analysis):
 
 
 def _params(analysis, values: dict):
+    """Params from the options given (None: not given, the default applies), checked before any work."""
     from anatomy.analysis.base import check_params
     from anatomy.errors import InputError
 
+    for f in dataclasses.fields(analysis.Params):
+        other = f.metadata.get("excludes")
+        if other and values.get(f.name) not in (None, False) and values.get(other) is not None:
+            raise typer.BadParameter(
+                f"give {_flag(f.name, analysis.Params)} or {_flag(other, analysis.Params)}, not both"
+            )
     params = analysis.Params(**{k: v for k, v in values.items() if v is not None})
     try:
         check_params(params)
