@@ -91,8 +91,8 @@ $(REPORTS)/encoders/%/embedded: $(REPORTS)/encoders/%/spec.txt $(REPORTS)/corpus
 
 define encoder_rule
 $$(REPORTS)/encoders/%/results/$1.json: $$(REPORTS)/encoders/%/embedded $$(CODE) | $$(STAMP)
-	$$(ANATOMY) $1 --encoder '$$(call encoder_spec,$$*)' --corpus $$(REPORTS)/corpus.parquet \
-		--out $$(REPORTS)/encoders/$$* $$(if $$(filter $1,$$(SAMPLED)),$$(SAMPLE_OPT)) -q > /dev/null
+	$$(ANATOMY) $1 --encoder '$$(call encoder_spec,$$*)' \
+		$$(if $$(filter $1,$$(READS_CORPUS)),--corpus $$(REPORTS)/corpus.parquet) --out $$(REPORTS)/encoders/$$* $$(if $$(filter $1,$$(SAMPLED)),$$(SAMPLE_OPT)) -q > /dev/null
 endef
 define pair_rule
 $$(REPORTS)/pair/results/$1.json: $$(REPORTS)/encoders/teacher/embedded $$(REPORTS)/encoders/student/embedded $$(CODE) | $$(STAMP)
@@ -103,6 +103,7 @@ endef
 ifneq ($(MAKELEVEL),0)
 REPORT_INPUTS := $(shell $(ANATOMY) data inputs --data $(DATA) --deps)
 SAMPLED := $(if $(SAMPLE),$(shell $(ANATOMY) analyses --param sample --names))
+READS_CORPUS := $(shell $(ANATOMY) analyses --reads corpus --names)
 CORPUS_RESULTS := $(call analyses_of,corpus)
 ENCODER_RESULTS := $(call analyses_of,encoder)
 PAIR_RESULTS := $(if $(and $(TEACHER),$(STUDENT)),$(call analyses_of,pair))

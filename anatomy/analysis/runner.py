@@ -27,6 +27,11 @@ def scope(analysis: Analysis) -> str:
     return "corpus"
 
 
+def reads_corpus(analysis: Analysis) -> bool:
+    """Whether the analysis takes a corpus (required or optional; embeddings of an encoder are over a corpus)."""
+    return bool((analysis.needs | analysis.optional) & {Need.CORPUS, Need.EMBEDDINGS, Need.PAIR})
+
+
 def recorded_params(analysis: Analysis, result: Result, params: Any) -> dict:
     hook = getattr(analysis, "record_params", None)
     return hook(result, params) if hook else dataclasses.asdict(params)

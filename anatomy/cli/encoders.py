@@ -109,6 +109,9 @@ def analyses_cmd(
     param: Annotated[
         str | None, typer.Option("--param", help="Only the analyses with this parameter.")
     ] = None,
+    reads: Annotated[
+        Literal["corpus"] | None, typer.Option("--reads", help="Only the analyses that take this input.")
+    ] = None,
     names: Annotated[
         bool, typer.Option("--names", help="Names only, one per line (for scripts and make).")
     ] = False,
@@ -120,6 +123,7 @@ def analyses_cmd(
     from rich.table import Table
 
     from anatomy.analysis import ANALYSES
+    from anatomy.analysis.runner import reads_corpus
     from anatomy.analysis.runner import scope as scope_of
 
     rows = [
@@ -128,6 +132,7 @@ def analyses_cmd(
         for a in ANALYSES.values()
         if (scope is None or scope_of(a) == scope)
         and (param is None or param in {f.name for f in dataclasses.fields(a.Params)})
+        and (reads is None or reads_corpus(a))
     ]  # fmt: skip
     if names:
         typer.echo("\n".join(r["name"] for r in rows))
