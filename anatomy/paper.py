@@ -26,8 +26,8 @@ class Cited:
 
 
 def percent(x: float) -> str:
-    """A share of the study's as it printed it: 0.755 -> '75.5%', 0.65 -> '65%'."""
-    return f"{100 * x:.1f}".removesuffix(".0") + "%"
+    """A share of the study's at the precision it printed them: 0.755 -> '75.5%', 0.05 -> '5.0%'."""
+    return f"{100 * x:.1f}%"
 
 
 _CORPUS = "corpus audit: token statistics over 404,796 prompts"

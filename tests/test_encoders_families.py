@@ -141,7 +141,7 @@ def test_a_file_that_is_not_a_checkpoint_says_so_in_one_line(tmp_path):
     (tmp_path / "p.txt").write_text("a dog\n")
     ingest("text", [str(tmp_path / "p.txt")], corpus)
     result = CliRunner().invoke(
-        app, ["embed", str(corpus), "--out", str(tmp_path / "e"), "-e", f"sam3:{notes}"]
+        app, ["embed", "--corpus", str(corpus), "--out", str(tmp_path / "e"), "-e", f"sam3:{notes}"]
     )
     assert result.exit_code == 1 and "not a PyTorch checkpoint" in result.output
     assert "Traceback" not in result.output and "weights_only" not in result.output

@@ -100,10 +100,10 @@ def test_empty_result(tmp_path):
     assert out.read_bytes() == before
 
 
-def test_unknown_source(tmp_path):
-    assert_clean_error(
-        run("ingest", "coco", tmp_path, "--out", tmp_path / "c.parquet"), "unknown source 'coco'"
-    )
+def test_unknown_source_is_a_usage_error(tmp_path):
+    result = run("ingest", "coco", tmp_path, "--out", tmp_path / "c.parquet")
+    assert result.exit_code == 2 and "'coco' is not one of" in " ".join(result.output.split())
+    assert not (tmp_path / "c.parquet").exists()
 
 
 def test_malicious_pickle_is_refused(tmp_path):

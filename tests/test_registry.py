@@ -24,7 +24,7 @@ from anatomy.findings import Finding
 
 runner = CliRunner()
 
-BUILT_IN = {"tokens", "positions", "spectrum", "dims", "robustness", "agreement"}
+BUILT_IN = {"tokens", "vocab", "positions", "spectrum", "dims", "robustness", "agreement"}
 
 # Prompts with repeats the encoder cannot tell apart: MiniLM is uncased, so "Dog" and "dog" are one token
 # sequence; "dog" also appears in two sources.

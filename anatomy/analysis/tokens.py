@@ -256,7 +256,7 @@ class Tokens(Analysis):
         for key, row in sorted(result.overall.context.items(), key=lambda kv: int(kv[0])):
             ref = paper.CONTEXT.get(key, {})
             theirs = " / ".join(
-                pct(ref[k]) if k in ref else "–" for k in ("padding", "truncation", "token_loss")
+                paper.percent(ref[k]) if k in ref else "–" for k in ("padding", "truncation", "token_loss")
             )
             rows.append([key, pct(row.density), pct(row.padding), pct(row.truncation), pct(row.token_loss),
                          pct(row.token_loss_per_prompt), theirs if ref else "–"])  # fmt: skip
