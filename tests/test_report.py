@@ -144,7 +144,7 @@ def test_paper_numbers_stand_beside_ours(audit_dir):
     (row32,) = [line for line in md.splitlines() if line.startswith("| 32 |")]
     assert row32 == "| 32 | 23% | 77% | 0.0% | 0.0% | 0.0% | 75.5% / 0.1% / – |"
     (row16,) = [line for line in md.splitlines() if line.startswith("| 16 |")]
-    assert row16.endswith("| 52% / 5.0% / 2.1% |")
+    assert row16.endswith("| 52.0% / 5.0% / 2.1% |")
     # shares of the study read as shares (65%), not as the fraction 0.65
     assert re.search(r"^\| vocabulary never used \| 100% \| 65(\.0)?% \| corpus audit", md, re.M)
     assert "| output intrinsic dim (TwoNN) | 2.5 ± 0.5 | 16-19 |" in md
