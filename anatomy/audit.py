@@ -11,6 +11,7 @@ that fails to load skips that encoder's sections, an analysis that fails skips t
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -202,7 +203,7 @@ def run_audit(
         enc_dir = out_dir / ENCODERS / entry["slug"]
         write_text(enc_dir / "spec.txt", spec + "\n")  # the same layout `make reports` writes
         try:
-            encoder = timed(f"load {spec}", lambda s=spec: load(s, device=cfg.device))
+            encoder = timed(f"load {spec}", functools.partial(load, spec, device=cfg.device))
         except Exception as err:  # noqa: BLE001
             entry["errors"]["load"] = _error(err)
             continue
@@ -274,7 +275,7 @@ def finish(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> Audi
     """Collect what is in out_dir, compute findings, write results/audit.json and the report."""
     from anatomy.findings import as_data, counts
     from anatomy.io import write_json
-    from anatomy.report.collect import collect, collect_findings, read_status
+    from anatomy.report.collect import CORPUS_RESULT, collect, collect_findings, read_status
     from anatomy.report.render import render
 
     out_dir = Path(out_dir)
@@ -289,6 +290,8 @@ def finish(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> Audi
         "findings": as_data(findings),
     }
     write_json(out_dir / "results" / "audit.json", audit_json)
+    if record["corpus"].get("distinct_prompts") is not None:
+        write_json(out_dir / CORPUS_RESULT, record["corpus"])
     render(out_dir, record, findings)
     return AuditResult(out_dir, findings, record)
 

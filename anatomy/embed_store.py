@@ -83,7 +83,7 @@ class EmbeddingStore:
                 if key in self._pooled:
                     continue
                 self._pooled[key] = np.asarray(arrays.pooled[row], dtype=np.float32)
-                if tokens is not None:
+                if tokens is not None and arrays.mask is not None:
                     n = int(arrays.mask[row].sum())
                     self._tokens[key] = np.asarray(tokens[row, :n], dtype=np.float32)
         except (AnatomyError, KeyError, ValueError, OSError) as error:

@@ -150,7 +150,7 @@ class StudentTeacherAgreement(Analysis):
 
         if params.k >= params.sample:
             raise ValueError(f"k ({params.k}) must be smaller than the sample ({params.sample})")
-        prompts, _, _ = distinct_sequences(inputs.corpus, inputs.teacher_store)
+        prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
         picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
         t_pooled, t_tokens, t_mask = inputs.teacher_store.per_token(picked)
         s_pooled, s_tokens, s_mask = inputs.student_store.per_token(picked)

@@ -122,6 +122,9 @@ class Result:
         return _build(cls, data)
 
 
+AnalysisResult = Result  # the base under a name that the Analysis class attribute `Result` does not shadow
+
+
 def transient(default: Any = None) -> Any:
     """A Result field kept in memory for figures but not written to JSON."""
     return field(default=default, metadata={"json": False}, repr=False, compare=False)
@@ -173,6 +176,11 @@ class Inputs:
     out_dir: Path | None = None  # where the analysis may keep a cache (e.g. tokens.parquet)
     progress: Callable[[str], None] = lambda _message: None
 
+    def need_corpus(self) -> Path:
+        if self.corpus is None:
+            raise InputError("this analysis needs a corpus", "give --corpus CORPUS.parquet")
+        return self.corpus
+
 
 # ------------------------------------------------------------------------------------------------ report
 
@@ -213,11 +221,11 @@ class Analysis:
     needs: ClassVar[frozenset[Need]]
     optional: ClassVar[frozenset[Need]] = frozenset()  # used when given, not required
     Params: ClassVar[type]
-    Result: ClassVar[type[Result]]
+    Result: ClassVar[type[AnalysisResult]]
     # run in `anatomy audit` by default (False for analyses that cost a lot or need extra inputs)
     in_audit: ClassVar[bool] = True
 
-    def compute(self, inputs: Inputs, params: Any) -> Result:
+    def compute(self, inputs: Inputs, params: Any) -> AnalysisResult:
         raise NotImplementedError
 
     def figures(self, result: Any) -> dict[str, Any]:

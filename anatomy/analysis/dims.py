@@ -22,7 +22,7 @@ LOW_INTRINSIC_RATIO = 0.1
 
 
 @dataclass(frozen=True)
-class Params:
+class DimsParams:
     sample: int = param(5000, "Distinct points per group (the paper's 5,000).", min=3)
     all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.", excludes="sample")
     seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
@@ -100,10 +100,10 @@ class Dims(Analysis):
     title = "Intrinsic dimension of the outputs"
     description = "Intrinsic dimension (TwoNN, MLE) and linear effective rank of pooled outputs, overall and per source."
     needs = frozenset({Need.EMBEDDINGS})
-    Params = Params
+    Params = DimsParams
     Result = DimsResult
 
-    def compute(self, inputs: Inputs, params: Params) -> DimsResult:
+    def compute(self, inputs: Inputs, params: DimsParams) -> DimsResult:
         n = None if params.all else params.sample
         sources: dict[str, np.ndarray] = {}
         method: dict[str, str | int] = dict(METHOD)
@@ -117,7 +117,7 @@ class Dims(Analysis):
             skipped: list[str] = []
         else:
             store = inputs.store
-            prompts, by_source, n_prompts = distinct_sequences(inputs.corpus, store)
+            prompts, by_source, n_prompts = distinct_sequences(inputs.need_corpus(), store)
             picks = {"overall": sample(np.arange(len(prompts)), n, params.seed)}
             picks |= {
                 s: sample(idx, n, params.seed)

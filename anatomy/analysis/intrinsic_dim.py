@@ -317,7 +317,12 @@ def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, lev
     rng = np.random.default_rng(seed)
     mu = knn_dist[:, 1] / knn_dist[:, 0]
     local = mle_local(knn_dist)
-    draws = {"twonn_linear": [], "twonn_closed_form": [], "mle_harmonic": [], "mle_mean": []}
+    draws: dict[str, list[float]] = {
+        "twonn_linear": [],
+        "twonn_closed_form": [],
+        "mle_harmonic": [],
+        "mle_mean": [],
+    }
     for _ in range(n_boot):
         pick = rng.integers(0, mu.size, mu.size)
         draws["twonn_linear"].append(twonn_linear(mu[pick]))

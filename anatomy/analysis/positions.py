@@ -18,7 +18,7 @@ POSITION_SIMILAR = 0.7
 
 
 @dataclass(frozen=True)
-class Params:
+class PositionsParams:
     block: int = param(8, "Block size for the block means.", min=1, max=4096)
     rows: str = param(
         "context", "context: the first context-length rows; all: the whole table.", choices=("context", "all")
@@ -63,10 +63,10 @@ class Positions(Analysis):
     title = "Positional embeddings"
     description = "How alike the rows of the learned positional table are: cosine matrix, block means, PCA, effective ranks."
     needs = frozenset({Need.ENCODER})
-    Params = Params
+    Params = PositionsParams
     Result = PositionsResult
 
-    def compute(self, inputs: Inputs, params: Params) -> PositionsResult:
+    def compute(self, inputs: Inputs, params: PositionsParams) -> PositionsResult:
         from anatomy.analysis.positional import positional_anatomy
 
         encoder = inputs.encoder

@@ -104,7 +104,7 @@ class SoftmaxRobustness(Analysis):
     def compute(self, inputs: Inputs, params: RobustnessParams) -> RobustnessResult:
         from anatomy.analysis.sampling import distinct_sequences, sample
 
-        prompts, _, _ = distinct_sequences(inputs.corpus, inputs.store)
+        prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.store)
         picked = sample(np.arange(len(prompts)), params.sample, params.seed)
         pooled = inputs.store.pooled([prompts[i] for i in picked])
         levels = [softmax_robustness(pooled, noise=float(s), seed=params.seed) for s in params.noise]

@@ -8,6 +8,7 @@ counts once for that source, a prompt in two sources once overall.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from anatomy import paper
@@ -27,7 +28,7 @@ MAX_CONTEXT = 4096
 
 
 @dataclass(frozen=True)
-class Params:
+class TokensParams:
     contexts: tuple[int, ...] = param(
         (8, 16, 24, 32, 77), "Context lengths for the table (repeat, or comma-separated).",
         flag="context", min=1, max=MAX_CONTEXT,
@@ -136,14 +137,14 @@ class Tokens(Analysis):
     title = "Token lengths and the context window"
     description = "Token lengths, the context-window table and vocabulary coverage of a corpus."
     needs = frozenset({Need.CORPUS})
-    Params = Params
+    Params = TokensParams
     Result = TokensResult
 
-    def compute(self, inputs: Inputs, params: Params) -> TokensResult:
+    def compute(self, inputs: Inputs, params: TokensParams) -> TokensResult:
         from anatomy.tokens import analyse, resolve_tokenizer, tokenize_corpus
 
         tok, fingerprint = resolve_tokenizer(params.tokenizer)
-        table, reused = tokenize_corpus(inputs.corpus, inputs.out_dir, tok, fingerprint)
+        table, reused = tokenize_corpus(inputs.need_corpus(), inputs.out_dir or Path("."), tok, fingerprint)
         inputs.progress("tokens.parquet reused" if reused else f"{table.num_rows:,} rows tokenized")
         contexts = tuple(sorted(set(params.contexts)))
         data, lengths_by, counts_by = analyse(table, tok, params, contexts)
@@ -153,7 +154,7 @@ class Tokens(Analysis):
         result.lengths_by, result.counts_by, result.contexts = lengths_by, counts_by, contexts
         return result
 
-    def record_params(self, result: TokensResult, params: Params) -> dict:
+    def record_params(self, result: TokensResult, params: TokensParams) -> dict:
         return {
             **asdict(params),
             "contexts": list(result.contexts),
@@ -180,7 +181,7 @@ class Tokens(Analysis):
         table = result.overall.context
         now = table.get(str(CURRENT_CONTEXT))
         rec = result.recommended_context.pooled
-        if rec.L is not None and now is not None:
+        if rec.L is not None and now is not None and rec.token_loss is not None and rec.padding is not None:
             if rec.L < CURRENT_CONTEXT and now.padding > PADDING_WARN:
                 found.append(Finding(
                     "warn", section, "tokens.context",

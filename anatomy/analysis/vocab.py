@@ -42,7 +42,7 @@ KEPT_WORTH = 0.5
 
 
 @dataclass(frozen=True)
-class Params:
+class VocabParams:
     tokenizer: str = param("clip", "clip (CLIP BPE) or an encoder spec with a WordPiece tokenizer (minilm).")
     min_count: int = param(1, "Keep the merges/pieces of words seen in at least this many prompts.", min=1)
     folds: int = param(5, "Folds of the k-fold by prompt.", min=2, max=100)
@@ -50,6 +50,9 @@ class Params:
     width: int = param(256, "A custom student width to report savings for.", min=1)
     held_out: tuple[str, ...] = param((IMAGENET,), "Held-out prompt files (text source) or builtin:NAME.")
     curve: tuple[int, ...] = param((1, 2, 3, 5, 10), "Min-count values of the trade-off curve.", min=1)
+
+
+Params = VocabParams  # the name the CLI and tests use
 
 
 @dataclass
@@ -116,6 +119,8 @@ def _imagenet_classes() -> list[str]:
         path = Path(folder) / "zero_shot_metadata.py"
         if path.is_file():
             module_spec = importlib.util.spec_from_file_location("_anatomy_imagenet_metadata", path)
+            if module_spec is None or module_spec.loader is None:
+                continue
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
             return list(module.IMAGENET_CLASSNAMES)
@@ -140,7 +145,7 @@ def savings(original: int, kept: int, width: int) -> list[Saving]:
 
 
 def compute_vocab(
-    corpus: str | Path, params: Params, progress: Callable[[str], None] = lambda _m: None
+    corpus: str | Path, params: VocabParams, progress: Callable[[str], None] = lambda _m: None
 ) -> VocabResult:
     from anatomy.corpus import load_corpus
     from anatomy.io import file_sha256
@@ -231,10 +236,10 @@ class VocabAnalysis(base.Analysis):
         "per student body and what it risks on prompts it never saw; writes DIR/vocab.json."
     )
     needs = frozenset({Need.CORPUS})
-    Params: ClassVar[type] = Params
+    Params = VocabParams
     Result: ClassVar[type[base.Result]] = VocabResult
 
-    def compute(self, inputs: base.Inputs, params: Params) -> VocabResult:
+    def compute(self, inputs: base.Inputs, params: VocabParams) -> VocabResult:
         if inputs.corpus is None:
             raise InputError("the vocab analysis needs a corpus")
         return compute_vocab(inputs.corpus, params, inputs.progress)
@@ -284,14 +289,15 @@ class VocabAnalysis(base.Analysis):
         kept = f"{result.kept:,} of {result.original_size:,} ({result.kept_share:.0%})"
         return [PaperRow.of("vocabulary kept (the study kept CLIP's in full)", kept, paper.VOCAB_SIZE)]
 
-    def input_files(self, params: Params) -> dict[str, Path]:
+    def input_files(self, params: VocabParams) -> dict[str, Path]:
         return {f"held_out:{Path(s).name}": Path(s) for s in params.held_out
                 if not s.startswith("builtin:") and s != "-"}  # fmt: skip
 
     def write_artefacts(self, result: VocabResult, folder: Path) -> None:
         from anatomy.vocab.store import save
 
-        save(result.vocabulary, folder)  # DIR/vocab.json: what `anatomy distill --vocab DIR` reads
+        if result.vocabulary is not None:  # in memory after compute (not in the results JSON)
+            save(result.vocabulary, folder)  # DIR/vocab.json: what `anatomy distill --vocab DIR` reads
 
     def tables(self, result: VocabResult) -> list[Table]:
         risks = result.leave_one_source_out + ([result.k_fold] if result.k_fold else []) + result.held_out

@@ -59,6 +59,7 @@ def _param_options(params_cls) -> list[tuple[str, inspect.Parameter, dataclasses
         flag = _flag(f.name, params_cls)
         tp = hints[f.name]
         kwargs: dict[str, Any] = {"help": _help(meta, f.default)}
+        annotation: Any
         if tp is bool:  # a flag, off by default
             annotation, default = bool, f.default
         else:  # None: the Params default applies

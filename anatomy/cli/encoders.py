@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -126,7 +126,7 @@ def analyses_cmd(
     from anatomy.analysis.runner import reads_corpus
     from anatomy.analysis.runner import scope as scope_of
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": a.name, "scope": scope_of(a), "needs": sorted(n.value for n in a.needs),
          "in_audit": a.in_audit, "description": a.description or a.title}
         for a in ANALYSES.values()

@@ -14,6 +14,8 @@ from typing import Any
 from anatomy.findings import Finding, corpus_findings, stage_failed
 from anatomy.layout import ENCODERS, PAIR, figure_paths
 
+CORPUS_RESULT = "results/corpus.json"  # the corpus summary, kept beside the other results
+
 
 def read_status(out_dir: Path) -> dict:
     """The stages a previous audit recorded (so `anatomy report` on an audit folder keeps its failures)."""
@@ -78,6 +80,8 @@ def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dic
 
 
 def _corpus_record(out_dir: Path, corpus_status: Mapping[str, Any]) -> dict:
+    """The corpus summary: from the corpus file when it is here, else from results/corpus.json (which `finish`
+    writes), so a report folder without the corpus (the committed reports/) still renders the same."""
     from anatomy.corpus.corpus import corpus_summary, manifest_path
     from anatomy.io import read_json
 
@@ -92,6 +96,10 @@ def _corpus_record(out_dir: Path, corpus_status: Mapping[str, Any]) -> dict:
         if manifest.exists():
             files = read_json(manifest).get("inputs", [])
             entry["files"] = [{**f, "input": display(f["input"])} for f in files]
+    elif (out_dir / CORPUS_RESULT).exists():
+        saved = read_json(out_dir / CORPUS_RESULT)
+        if isinstance(saved, dict):
+            entry = {**saved, "failed": entry["failed"] or saved.get("failed", [])}
     return entry
 
 
