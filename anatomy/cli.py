@@ -942,3 +942,8 @@ def report_cmd(
         print_json(_findings_json(result))
     else:
         _print_findings(result.findings, audit_dir)
+
+
+from anatomy.cost.cli import cost_cmd  # noqa: E402
+
+command("cost")(cost_cmd)
