@@ -47,6 +47,10 @@ def cost_cmd(
     throughput_repeats: Annotated[
         int, typer.Option(min=1, max=10_000, help="Timed whole batches per larger batch size.")
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=1024, help="Intra-op threads per measuring process (default: torch's)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -71,7 +75,7 @@ def cost_cmd(
             raise InputError("--device cuda: no CUDA device is visible", "use --device cpu")
     settings = CostSettings(
         batches=batches, device=device, runtimes=tuple(dict.fromkeys(runtimes)), warmup=warmup,
-        repeats=repeats, throughput_repeats=throughput_repeats,
+        repeats=repeats, throughput_repeats=throughput_repeats, threads=threads,
     )  # fmt: skip
 
     def progress(message: str) -> None:

@@ -41,10 +41,11 @@ class CostSettings:
     warmup: int = 3
     repeats: int = 20  # batch-1 calls timed for p50/p95
     throughput_repeats: int = 1  # whole batches timed per larger batch size (after one warm-up batch)
+    threads: int | None = None  # torch / ONNX Runtime intra-op threads in each measuring process
     timeout_s: float = 3600.0
 
 
-def machine(device: str) -> dict[str, Any]:
+def machine(device: str, threads: int | None = None) -> dict[str, Any]:
     """Where the numbers were taken: CPU model and cores, torch threads, accelerator name."""
     import torch
 
@@ -56,8 +57,9 @@ def machine(device: str) -> dict[str, Any]:
         "cores_available": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
@@ -162,7 +164,7 @@ def run_cost(
         progress(f"{spec} at context {context or 'default'} ({runtime})")
         config = {"spec": spec, "context": context, "runtime": runtime, "batches": list(settings.batches),
                   "device": settings.device, "warmup": settings.warmup, "repeats": settings.repeats,
-                  "throughput_repeats": settings.throughput_repeats, **extra}  # fmt: skip
+                  "throughput_repeats": settings.throughput_repeats, "threads": settings.threads, **extra}  # fmt: skip
         measured = run_child(config, settings.timeout_s)
         row = {
             "encoder": spec,
@@ -178,7 +180,7 @@ def run_cost(
         rows.append(_with_bytes(row))
     add_ratios(rows)
     return {
-        "machine": machine(settings.device),
+        "machine": machine(settings.device, settings.threads),
         "method": METHOD,
         "settings": asdict(settings),
         "rows": rows,
@@ -187,7 +189,7 @@ def run_cost(
 
 
 def _with_bytes(row: dict) -> dict:
-    n = row.get("parameters")
+    n = row.setdefault("parameters", None)
     if n is not None:
         row["weight_bytes"] = {"fp32": 4 * n, "fp16": 2 * n, "int8": n}
     key = paper_key(row["encoder"])
