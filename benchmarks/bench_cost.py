@@ -2,18 +2,25 @@
 model memory, peak memory, batch-1 latency and batch-64 throughput ratios, each configuration in a fresh
 process (anatomy.cost), plus S0 under ONNX Runtime in fp32 and int8 against PyTorch. Untrained bare
 architectures: cost does not depend on the weights. The paper's GPU texts/s stand beside ours.
+
+One intra-op thread per measuring process (THREADS): on a small shared machine, torch's default of one
+thread per core spin-waits against the other load and inflates batch-1 latency by 10-30x, which would
+measure the neighbours rather than the encoders; ONNX Runtime gets the same single thread.
 """
 
 from __future__ import annotations
 
 import tempfile
 
+THREADS = 1
+
 
 def main() -> None:
     from anatomy.cost.compare import CostSettings, add_ratios, machine, run_cost, table_lines
 
-    settings = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1)
-    onnx = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1, runtimes=("torch", "onnx", "int8"))
+    settings = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1, threads=THREADS)
+    onnx = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1, threads=THREADS,
+                        runtimes=("torch", "onnx", "int8"))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_cost(["sam3"], [32], settings, tmp)["rows"]
         try:
@@ -23,7 +30,7 @@ def main() -> None:
         except ImportError:
             rows += run_cost(["litetext-s0"], [16], settings, tmp)["rows"]
     add_ratios(rows)
-    result = {"rows": rows, "machine": machine("cpu"), "settings": {"batches": [1, 64]},
+    result = {"rows": rows, "machine": machine("cpu", THREADS), "settings": {"batches": [1, 64]},
               "paper": run_paper()}  # fmt: skip
     print("\n".join(table_lines(result)))
     s0 = rows[1]
