@@ -100,10 +100,19 @@ def quantize_int8(source: Path, out: Path) -> None:
 
     from anatomy.io import atomic_path
 
-    with atomic_path(out) as tmp:
-        quantize_dynamic(
-            str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
-        )
+    class _NoPreprocessAdvice(logging.Filter):  # onnxruntime advises pre-processing on the root logger
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing before quantization" not in record.getMessage()
+
+    advice = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        with atomic_path(out) as tmp:
+            quantize_dynamic(
+                str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+            )
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def session(path: str | Path, threads: int | None = None):
