@@ -91,3 +91,4 @@ THROUGHPUT = {
     "litetext-l": Cited(238.3, _SPEED),
 }
 THROUGHPUT_DEVICE = "RTX 4070 Laptop GPU"
+THROUGHPUT_CONTEXT = {"sam3": 32, "litetext-s0": 16, "litetext-s1": 16, "litetext-l": 16}

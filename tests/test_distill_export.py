@@ -97,7 +97,7 @@ def test_export_refuses_what_the_format_cannot_hold(tmp_path):
     )
     assert result.exit_code == 1 and "no 'best' student checkpoint" in result.output
     result = CliRunner().invoke(
-        app, ["export", str(custom), "--format", "onnx", "--out", str(tmp_path / "d")]
+        app, ["export", str(custom), "--format", "tflite", "--out", str(tmp_path / "d")]
     )
     assert result.exit_code == 1 and "unknown export format" in result.output
 

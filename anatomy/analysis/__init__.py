@@ -14,6 +14,7 @@ from anatomy.analysis.robustness import SoftmaxRobustness
 from anatomy.analysis.spectrum import Spectrum
 from anatomy.analysis.tokens import Tokens
 from anatomy.analysis.vocab import VocabAnalysis
+from anatomy.cost.analysis import CostAnalysis
 
 ANALYSES: dict[str, Analysis] = {
     a.name: a
@@ -25,6 +26,7 @@ ANALYSES: dict[str, Analysis] = {
         Dims(),
         SoftmaxRobustness(),
         StudentTeacherAgreement(),
+        CostAnalysis(),
     )
 }
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anatomy.cli import analyses, audit, corpus, distill, encoders
+from anatomy.cli import analyses, audit, corpus, cost, distill, encoders
 from anatomy.cli.common import err, guarded
 from anatomy.cli.data import app as data_app
 
@@ -49,6 +49,7 @@ analyses.register(app)
 app.command("distill")(guarded(distill.distill_cmd))
 app.command("export")(guarded(distill.export_cmd))
 app.command("ablate")(guarded(distill.ablate_cmd))
+app.command("cost")(guarded(cost.cost_cmd))
 app.command("audit")(guarded(audit.audit_cmd))
 app.command("report")(guarded(audit.report_cmd))
 app.add_typer(data_app, name="data")

@@ -7,6 +7,8 @@
   the text tower under `text.`, as a CustomTextCLIP). The student maps onto open_clip's TextTransformer with
   no causal mask, pool_type "none" and a biased linear text_projection applied to every token, which is
   exactly the student's per-token projector. S0's RepMixer blocks have no open_clip counterpart.
+- onnx / int8: an ONNX graph (dynamic batch, fixed context; per-token and pooled outputs) of any student body,
+  or of any encoder spec (the teacher architecture included), with a sidecar JSON (anatomy.distill.onnx_export).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from anatomy.io import write_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("litetext", "open_clip")
+FORMATS = ("litetext", "open_clip", "onnx", "int8")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 
@@ -68,6 +70,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") 
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+    if fmt in ("onnx", "int8"):
+        return _onnx(run_dir, fmt, Path(out), which)
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module
@@ -178,3 +182,40 @@ def _open_clip(module, cfg, source: Path, out: Path) -> dict:
         "keys": len(state),
         "load_as": None,
     }
+
+
+def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
+    """A run directory's student, or any encoder spec (e.g. `sam3`, `sam3:PATH`), as ONNX / int8 ONNX."""
+    from anatomy.distill.onnx_export import export_encoder, require_onnx
+
+    require_onnx()
+    path = Path(run_dir)
+    if path.exists():
+        from anatomy.encoders.student import WEIGHTS_FILE, load_student
+
+        source = checkpoint_dir(path, which)
+        encoder, files, name = load_student(source, device="cpu"), [source / WEIGHTS_FILE], str(source)
+    else:
+        from anatomy.encoders.registry import load
+
+        encoder, name = load(str(run_dir), device="cpu"), str(run_dir)
+        files = [Path(p) for p in [name.partition(":")[2]] if p and Path(p).is_file()]
+    sidecar = export_encoder(encoder, out, fmt, name, files)
+    check = sidecar["parity_fp32_vs_torch"]
+    how = (
+        f"onnxruntime.InferenceSession('{out}') (fp32 vs PyTorch: max |diff| tokens "
+        f"{check['max_abs_diff_tokens']:.1e}, pooled {check['max_abs_diff_pooled']:.1e}"
+    )
+    if "int8_vs_fp32" in sidecar:
+        q = sidecar["int8_vs_fp32"]
+        how += f"; int8 vs fp32: pooled cosine {q['pooled_cosine_mean']:.4f}, kNN@10 {q['knn_overlap10_mean']:.3f}"
+    summary = {
+        "format": fmt,
+        "source": name,
+        "out": str(out),
+        "keys": sidecar["initializers"],
+        "load_as": how + ")",
+    }
+    summary.update({k: sidecar[k] for k in ("parity_fp32_vs_torch", "int8_vs_fp32", "bytes") if k in sidecar})
+    summary["sidecar"] = str(out.with_name(out.name + ".json"))
+    return summary

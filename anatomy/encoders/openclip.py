@@ -2,7 +2,12 @@
 
 `open_clip:MODEL` builds the text tower of an open_clip model config with random weights (untrained);
 `open_clip:MODEL:WEIGHTS` loads a local checkpoint strictly: a full CLIP state dict (text keys at the top,
-`visual.*` and `logit_*` ignored and reported) or a CustomTextCLIP one (keys under `text.`). Only the text
+`visual.*` and `logit_*` ignored and reported) or a CustomTextCLIP one (keys under `text.`);
+`open_clip:MODEL:TAG` takes the weights of one of open_clip's pretrained tags (e.g. ViT-B-32 +
+laion2b_s34b_b79k), resolved and cached by open_clip itself (the Hugging Face cache for hub-hosted tags);
+`open_clip:hf-hub:ORG/NAME` takes config and weights from a Hugging Face hub repository (open_clip's
+`hf-hub:` schema, same cache). With the hub offline (HF_HUB_OFFLINE=1) only cached files are used, and a
+missing one is a one-line error naming the model and how to make it available. Only the text
 tower is built, never the image tower. Per-token outputs are ln_final(transformer(x)) at width D, before
 any pooling or projection; a context shorter than the model's uses the first positions of its table.
 """
@@ -13,17 +18,62 @@ from pathlib import Path
 
 from anatomy.errors import EncoderError
 
+AVAILABILITY_HINT = (
+    "download it where there is network (it lands in the Hugging Face cache, ~/.cache/huggingface/hub) and "
+    "copy that cache here, or point HF_HUB_CACHE / HF_HOME at a cache that holds it; or give a local weights file"
+)
 
-def _text_tower(model_name: str):
+
+def _fetch(what: str, fn):
+    """Run an open_clip download (cache first); any failure is one EncoderError line naming `what`."""
+    try:
+        return fn()
+    except Exception as error:  # huggingface_hub / urllib raise many types; the user needs one line
+        reason = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+        raise EncoderError(
+            f"{what} is not available offline or in the cache ({reason})", AVAILABILITY_HINT
+        ) from None
+
+
+def resolve(model_name: str, weights: str | Path | None) -> tuple[dict, str | None]:
+    """(open_clip model config, local weights file or None) for MODEL[:WEIGHTS|:TAG] and hf-hub:ORG/NAME."""
     import open_clip
-    from open_clip.model import CLIPTextCfg, _build_text_tower
 
+    if model_name == "hf-hub":
+        if not weights:
+            raise EncoderError("open_clip:hf-hub: names no repository", "use open_clip:hf-hub:ORG/NAME")
+        from open_clip.factory import _get_hf_config
+        from open_clip.pretrained import download_pretrained_from_hf
+
+        what = f"open_clip:hf-hub:{weights}"
+        config = _fetch(what, lambda: _get_hf_config(str(weights)))
+        if "model_cfg" not in config:
+            raise EncoderError(f"{what}: its open_clip_config.json has no model_cfg")
+        return config["model_cfg"], _fetch(what, lambda: download_pretrained_from_hf(str(weights)))
     config = open_clip.get_model_config(model_name)
     if config is None:
         raise EncoderError(
             f"open_clip has no model config '{model_name}'",
             "list them with: python -c 'import open_clip; print(open_clip.list_models())'",
         )
+    if weights is None or Path(weights).exists():
+        return config, None if weights is None else str(weights)
+    tag = str(weights)
+    pretrained = open_clip.get_pretrained_cfg(model_name, tag)
+    if not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise EncoderError(
+            f"open_clip:{model_name}:{tag}: {tag} is neither a file nor one of open_clip's pretrained tags "
+            f"for {model_name}",
+            f"its tags: {', '.join(tags) or 'none'}; or give the path of a local weights file",
+        )
+    return config, _fetch(f"open_clip:{model_name}:{tag}", lambda: open_clip.download_pretrained(pretrained))
+
+
+def _text_tower(model_name: str, config: dict | None = None):
+    from open_clip.model import CLIPTextCfg, _build_text_tower
+
+    config = config if config is not None else resolve(model_name, None)[0]
     text_cfg = CLIPTextCfg(**config["text_cfg"])
     if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != 49408:
         raise EncoderError(
@@ -94,7 +144,8 @@ def load_open_clip(
     from anatomy.encoders.checkpoints import load_strict, read_state_dict
     from anatomy.tokenizer import clip_tokenizer
 
-    tower = _text_tower(model_name)
+    config, weights = resolve(model_name, weights)
+    tower = _text_tower(model_name, config)
     notes: list[str] = []
     if weights is not None:
         state, notes = read_state_dict(weights)
