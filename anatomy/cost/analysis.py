@@ -46,24 +46,16 @@ class CostResult(BaseResult):
 
 
 def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, int, list[str]]:
-    """Mean pooled cosine and kNN overlap@k of student vs teacher: on the stores' prompts when given, else
-    on held-out prompts (open_clip's ImageNet templates) encoded here."""
+    """Mean pooled cosine and kNN overlap@k of student vs teacher on a seeded sample of the corpus's distinct
+    prompts, read through the embedding stores (the same prompts the agreement analysis samples, so nothing is
+    encoded twice in an audit)."""
     from anatomy.analysis.agreement import knn_overlap, pooled_cosines
+    from anatomy.analysis.sampling import distinct_sequences, sample
 
-    notes = []
-    t_store, s_store = inputs.teacher_store, inputs.student_store
-    if getattr(t_store, "pooled", None) is not None and getattr(s_store, "pooled", None) is not None:
-        n = min(len(t_store.pooled), len(s_store.pooled))
-        rng = np.random.default_rng(params.seed)
-        picked = np.sort(rng.choice(n, size=min(n, params.sample), replace=False))
-        teacher, student = np.asarray(t_store.pooled[picked]), np.asarray(s_store.pooled[picked])
-    else:
-        from anatomy.distill.onnx_export import held_out_prompts
-
-        prompts = held_out_prompts(min(params.sample, 1000))
-        teacher = inputs.teacher.encode(prompts).pooled.cpu().numpy()
-        student = inputs.student.encode(prompts).pooled.cpu().numpy()
-        notes.append(f"quality on {len(prompts)} held-out prompts (no embedding stores given)")
+    notes: list[str] = []
+    prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
+    picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
+    teacher, student = inputs.teacher_store.pooled(picked), inputs.student_store.pooled(picked)
     cosine = None
     if teacher.shape[-1] == student.shape[-1]:
         cosine = float(pooled_cosines(teacher, student).mean())
@@ -76,7 +68,11 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
 class CostAnalysis(Analysis):
     name = "cost"
     title = "What the student costs and buys"
-    needs = frozenset({Need.PAIR})
+    description = (
+        "Teacher vs student on this machine: parameters, weight bytes, measured memory, latency and throughput "
+        "beside pooled cosine and kNN overlap (anatomy cost measures any encoders without a pair)."
+    )
+    needs = frozenset({Need.PAIR, Need.CORPUS})
     Params = CostParams
     Result = CostResult
     in_audit = True  # the runner gives it a pair only when the audit has --teacher/--student

@@ -243,8 +243,8 @@ def table_lines(result: dict) -> list[str]:
         line += f"{_model_mib(row):>8.0f} ({_x(r['model_mib'])}){row['peak_batch_mib']:>8.0f} ({_x(r['peak_batch_mib'])})"
         line += f"{row['latency_ms_p50']:>8.1f} ({_x(r['latency_p50'])}){row['latency_ms_p95']:>8.1f}"
         line += "".join(f"{row['texts_per_s'][b]:>10.1f} ({_x(r['texts_per_s'][b])})" for b in batches)
-        paper = row["paper_texts_per_s"]
-        line += f"{paper:>8.1f} ({_x(r.get('paper_texts_per_s'))})" if paper else f"{'-':>15}"
+        theirs = row["paper_texts_per_s"]
+        line += f"{theirs:>8.1f} ({_x(r.get('paper_texts_per_s'))})" if theirs else f"{'-':>15}"
         lines.append(line)
     m = result["machine"]
     lines.append(
