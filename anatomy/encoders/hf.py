@@ -237,7 +237,8 @@ def _always_trained(spec) -> bool:
 def _load_hf_spec(spec, request):
     from anatomy.encoders.family import require_path
 
-    path = require_path(request.name, spec.path)
+    # a hub id ORG/NAME goes through the cache (resolve_dir); anything else is a local directory that must exist
+    path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
     return load_hf(
         path,
         name=request.name,
@@ -264,8 +265,11 @@ def _families():
 
     hf = Family(
         "hf",
-        "hf:PATH",
+        "hf:PATH | hf:ORG/NAME",
         load=_load_hf_spec,
+        fingerprint=lambda spec: resolve_dir(
+            spec.path
+        ),  # the local directory, or the hub id's cached snapshot
         tokenizer=lambda spec: load_hf_tokenizer(spec.path),  # the tokenizer files alone, no weights
         is_trained=_always_trained,
     )

@@ -186,11 +186,9 @@ def _parse(prefix: str, rest: str | None):
 
 
 def _load(spec, request):
-    from anatomy.encoders.family import require_path
-
-    weights = spec.path
-    if weights is not None:
-        require_path(request.name, weights)  # local weights (a file that must exist)
+    weights = (
+        spec.path
+    )  # a local file, one of open_clip's pretrained tags, or ORG/NAME after hf-hub (resolve())
     return load_open_clip(
         spec.kind,
         weights,
@@ -204,7 +202,15 @@ def _load(spec, request):
 def _family():
     from anatomy.encoders.family import Family
 
-    return Family("open_clip", "open_clip:MODEL[:WEIGHTS]", load=_load, parse=_parse)
+    return Family(
+        "open_clip", "open_clip:MODEL[:WEIGHTS|:TAG] | open_clip:hf-hub:ORG/NAME", load=_load, parse=_parse,
+        fingerprint=_fingerprint,
+    )  # fmt: skip
+
+
+def _fingerprint(spec):
+    """Local weights are hashed; a pretrained tag or hub repository is identified by the spec itself."""
+    return Path(spec.path) if spec.path is not None and Path(spec.path).exists() else None
 
 
 FAMILIES = {"open_clip": _family()}
