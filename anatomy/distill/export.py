@@ -7,6 +7,10 @@
   the text tower under `text.`, as a CustomTextCLIP). The student maps onto open_clip's TextTransformer with
   no causal mask, pool_type "none" and a biased linear text_projection applied to every token, which is
   exactly the student's per-token projector. S0's RepMixer blocks have no open_clip counterpart.
+
+A specialised student (`anatomy distill --vocab`) is exported in both layouts with the full table of its base
+tokenizer (anatomy.vocab.student.full_table: kept rows at their original ids, the others the mean kept row),
+because both layouts are read with the full tokenizer's ids; the summary's notes say what that changes.
 """
 
 from __future__ import annotations
@@ -71,9 +75,19 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") 
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module
+    notes = []
+    if cfg.vocab is not None:  # a specialised student: both layouts take the full tokenizer's ids
+        from anatomy.vocab.student import full_table
+
+        module, cfg, note = full_table(module, cfg, source)
+        notes.append(note)
     if fmt == "litetext":
-        return _litetext(module, cfg, source, Path(out))
-    return _open_clip(module, cfg, source, Path(out))
+        summary = _litetext(module, cfg, source, Path(out))
+    else:
+        summary = _open_clip(module, cfg, source, Path(out))
+    for note in notes:
+        log.warning("%s", note)
+    return {**summary, "notes": notes} if notes else summary
 
 
 def _litetext(module, cfg, source: Path, out: Path) -> dict:

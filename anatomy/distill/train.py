@@ -4,6 +4,7 @@
     RUN_DIR/metrics.jsonl      one row per evaluation on the held-out prompts (step 0 = untrained student)
     RUN_DIR/train.log          loss, learning rate and throughput as training goes
     RUN_DIR/checkpoints/       latest.* and best.* (loadable as student:PATH) and state.pt (exact resume)
+    RUN_DIR/vocab.json         with --vocab: the vocabulary (also inside latest/ and best/, which load alone)
 
 Everything random is a pure function of (seed, step): the data order of an epoch comes from (seed, epoch)
 and the word shuffles of a step from (seed, step), so a resumed run sees exactly the batches an
@@ -127,11 +128,23 @@ def _new_student(arch: dict, context: int, seed: int):
     return module
 
 
-def _save_student(module, resolved: dict, path: Path, meta: dict) -> None:
+def _save_student(module, resolved: dict, path: Path, meta: dict, vocab_json: bytes | None = None) -> None:
     from anatomy.encoders.student import save_student
 
     cfg = student_config(resolved["student_arch"], resolved["context"])
-    save_student(module, cfg, path, provenance={"teacher": resolved["teacher"], **meta})
+    save_student(
+        module, cfg, path, provenance={"teacher": resolved["teacher"], **meta}, vocab_json=vocab_json
+    )
+
+
+def _specialise(cfg: DistillConfig, cache):
+    """With --vocab: (the cache in the specialised ids, the vocabulary's bytes); else (cache, None)."""
+    if not cfg.vocab:
+        return cache, None
+    from anatomy.vocab.student import load_for_run, specialise_cache
+
+    run = load_for_run(cfg.vocab, cfg.teacher)
+    return specialise_cache(cache, run, cfg.corpus), run.vocab_json
 
 
 def _autocast(dev, dtype: str):
@@ -213,6 +226,7 @@ def distill(
         clean_run_dir(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "teacher_cache"
     cache = _load_cache(cfg, cache_dir, dist, teacher, on_cache)
+    cache, vocab_json = _specialise(cfg, cache)  # deterministic: every rank maps its own copy
 
     n = len(cache.prompts)
     eval_size = min(cfg.eval_size, max(1, n // 10))
@@ -240,6 +254,9 @@ def distill(
         torch.set_rng_state(state["torch_rng"])
     if dist.main:
         write_json(run_dir / "config.json", resolved)
+        if vocab_json is not None:  # the run's record of its vocabulary (each checkpoint has its own copy)
+            with atomic_path(run_dir / "vocab.json") as tmp:
+                tmp.write_bytes(vocab_json)
         truncate_metrics(metrics_path, start)
         append_line(
             log_path,
@@ -264,12 +281,12 @@ def distill(
         append_line(metrics_path, json.dumps(last_eval))
         if last_eval["eval_token_cosine"] > best:
             best = last_eval["eval_token_cosine"]
-            _save_student(module, resolved, ckpt_dir / "best", {"step": step, **last_eval})
+            _save_student(module, resolved, ckpt_dir / "best", {"step": step, **last_eval}, vocab_json)
 
     def save(step: int) -> None:
         if not dist.main:
             return
-        _save_student(module, resolved, ckpt_dir / "latest", {"step": step})
+        _save_student(module, resolved, ckpt_dir / "latest", {"step": step}, vocab_json)
         state = {
             "model": module.state_dict(),
             "optimizer": optimizer.state_dict(),
