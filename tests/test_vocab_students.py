@@ -171,6 +171,7 @@ def test_vocabulary_of_another_tokenizer_is_refused(tiny, tmp_path):
     assert result.exit_code == 1
     assert "built from tokenizer 'minilm'" in result.output and "--tokenizer" in result.output
     assert "Traceback" not in result.output
+    assert not list((tmp_path / "r").glob("teacher_cache/teacher-*"))  # refused before any teacher work
     # a hand-edited vocab.json (a kept merge dropped: another merge or the merge list now names it) is refused
     data = json.loads((tiny["vocab"] / "vocab.json").read_text())
     k = next(k for k, i in enumerate(data["kept"]) if 512 <= i < CLIP_ROWS - 2)

@@ -137,14 +137,25 @@ def _save_student(module, resolved: dict, path: Path, meta: dict, vocab_json: by
     )
 
 
-def _specialise(cfg: DistillConfig, cache):
-    """With --vocab: (the cache in the specialised ids, the vocabulary's bytes); else (cache, None)."""
+def _vocabulary(cfg: DistillConfig):
+    """With --vocab, the run's vocabulary, checked against the teacher's tokenizer before any teacher work."""
     if not cfg.vocab:
-        return cache, None
-    from anatomy.vocab.student import load_for_run, specialise_cache
+        return None
+    from anatomy.vocab.student import load_for_run
 
-    run = load_for_run(cfg.vocab, cfg.teacher)
-    return specialise_cache(cache, run, cfg.corpus), run.vocab_json
+    return load_for_run(cfg.vocab, cfg.teacher)
+
+
+def _specialise(cfg: DistillConfig, cache, vocab):
+    """With a vocabulary: (the cache in the specialised ids, the vocabulary's bytes); else (cache, None).
+
+    Each prompt's alignment needs the cached ids, so it is checked here, after the cache: a refused run
+    keeps its teacher cache, which the corrected rerun reuses."""
+    if vocab is None:
+        return cache, None
+    from anatomy.vocab.student import specialise_cache
+
+    return specialise_cache(cache, vocab, cfg.corpus), vocab.vocab_json
 
 
 def _autocast(dev, dtype: str):
@@ -225,8 +236,9 @@ def distill(
     if dist.main:
         clean_run_dir(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "teacher_cache"
+    vocab = _vocabulary(cfg)
     cache = _load_cache(cfg, cache_dir, dist, teacher, on_cache)
-    cache, vocab_json = _specialise(cfg, cache)  # deterministic: every rank maps its own copy
+    cache, vocab_json = _specialise(cfg, cache, vocab)  # deterministic: every rank maps its own copy
 
     n = len(cache.prompts)
     eval_size = min(cfg.eval_size, max(1, n // 10))
