@@ -65,6 +65,13 @@ def distill_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
     ] = None,
+    vocab: Annotated[
+        Path | None,
+        typer.Option(
+            help="A specialised vocabulary (DIR from `anatomy vocab --tokenizer TEACHER`): the student embeds "
+            "only its kept tokens and carries it in its checkpoints.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -78,7 +85,7 @@ def distill_cmd(
         teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
         warmup_steps=warmup_steps, batch_size=batch_size, lr=lr, w_cos=w_cos, w_cons=w_cons, clip=clip,
         eval_every=eval_every, save_every=save_every, eval_size=eval_size, limit=limit, seed=seed,
-        dtype=dtype,
+        dtype=dtype, vocab=str(vocab) if vocab is not None else None,
     )  # fmt: skip
     with progress_bar(quiet) as bar:
         cache_task = bar.add_task("teacher cache", total=None, status="")
@@ -128,6 +135,8 @@ def export_cmd(
     from anatomy.distill.export import export
 
     summary = export(run_dir, fmt, out_path, checkpoint)
+    for note in summary.get("notes", []):  # e.g. a specialised student widened to the full table
+        err.print(f"warning: {note}", highlight=False)
     if as_json:
         print_json(summary)
         return

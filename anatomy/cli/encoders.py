@@ -14,6 +14,14 @@ def encoders_cmd(
     context: Annotated[
         int, typer.Option("--context", help="Context length of the students' positional tables.")
     ] = 16,
+    vocab: Annotated[
+        Path | None,
+        typer.Option(
+            "--vocab",
+            help="A vocabulary (DIR or DIR/vocab.json from `anatomy vocab`): also show each student body "
+            "with only its kept rows, and the parameters that saves.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The teacher and student architectures with parameter breakdowns (no weights needed)."""
@@ -22,6 +30,8 @@ def encoders_cmd(
     from anatomy.encoders.registry import describe_all
 
     rows = describe_all(context)
+    if vocab is not None:
+        rows += specialised_rows(vocab, context)
     if as_json:
         print_json(rows)
         return
@@ -32,7 +42,36 @@ def encoders_cmd(
         for name, n in row["components"].items():
             table.add_row(name, f"{n:,}")
         table.add_row("total", f"{row['parameters']:,}", style="bold", end_section=True)
+        if "saved_parameters" in row:
+            share = row["saved_parameters"] / row["full_parameters"]
+            table.add_row(
+                f"saved vs {row['original_vocab']:,} rows", f"{row['saved_parameters']:,} ({share:.1%})"
+            )
         out.print(table)
+
+
+def specialised_rows(vocab: Path, context: int) -> list[dict]:
+    """Each LiteText body with the vocabulary's kept rows only, beside the same body with every row."""
+    from anatomy.encoders.mobileclip import KINDS, describe
+    from anatomy.vocab.store import load
+
+    kept = load(vocab)
+    rows = []
+    full = describe(tuple(KINDS), context, vocab_size=kept.original_size)
+    for body, spec in zip(full, describe(tuple(KINDS), context, vocab_size=kept.size), strict=True):
+        rows.append(
+            {
+                "name": f"{spec['name']} specialised ({kept.size:,} of {kept.original_size:,} tokens, {kept.tokenizer})",
+                "parameters": spec["parameters"],
+                "context_length": context,
+                "components": spec["components"],
+                "vocab_size": kept.size,
+                "original_vocab": kept.original_size,
+                "full_parameters": body["parameters"],
+                "saved_parameters": body["parameters"] - spec["parameters"],
+            }
+        )
+    return rows
 
 
 def embed_cmd(

@@ -61,13 +61,15 @@ class DistillConfig:
     seed: int = 0
     dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     log_every: int = 10
+    vocab: str | None = None  # a vocabulary (DIR or vocab.json from `anatomy vocab`): a specialised student
 
     def __post_init__(self):
         check_options(self)
 
 
-# Settings that may differ between a run and its resumption (where it runs, not what it computes).
-RUNTIME_ONLY = ("cache_dir",)
+# Settings that may differ between a run and its resumption (where it runs, not what it computes); the
+# vocabulary's path may move: its identity is the fingerprint in student_arch, which must not change.
+RUNTIME_ONLY = ("cache_dir", "vocab")
 
 
 def student_arch(student: str, vocab_size: int, output_dim: int, tokenizer: str) -> tuple[str, dict]:
@@ -105,6 +107,14 @@ def resolve(cfg: DistillConfig, n_train: int, world: int, cache_meta: dict) -> d
     # the student shares the teacher's tokenizer: CLIP BPE by name, any other through the teacher's spec
     tokenizer = "clip" if cache_meta["tokenizer"] == "clip" else cfg.teacher
     recipe_name, arch = student_arch(cfg.student, cache_meta["vocab_size"], cache_meta["dim"], tokenizer)
+    if cache_meta.get("vocab"):  # a specialised student (anatomy.vocab.student.specialise_cache)
+        if arch["vocab_size"] != cache_meta["vocab_size"]:
+            raise InputError(
+                f"{cfg.student} sets vocab_size {arch['vocab_size']}, but the vocabulary {cfg.vocab} keeps "
+                f"{cache_meta['vocab_size']} tokens",
+                "leave vocab_size out of the student config when training with --vocab",
+            )
+        arch["vocab"] = cache_meta["vocab"]
     student_config(arch, cfg.context)  # validate now, before any training
     recipe = RECIPES.get(recipe_name, CUSTOM_RECIPE)
     batch = cfg.batch_size or recipe.batch_size

@@ -9,6 +9,10 @@
   exactly the student's per-token projector. S0's RepMixer blocks have no open_clip counterpart.
 - onnx / int8: an ONNX graph (dynamic batch, fixed context; per-token and pooled outputs) of any student body,
   or of any encoder spec (the teacher architecture included), with a sidecar JSON (anatomy.distill.onnx_export).
+
+A specialised student (`anatomy distill --vocab`) is exported in the litetext and open_clip layouts with the full table of its base
+tokenizer (anatomy.vocab.student.full_table: kept rows at their original ids, the others the mean kept row),
+because both layouts are read with the full tokenizer's ids; the summary's notes say what that changes.
 """
 
 from __future__ import annotations
@@ -75,9 +79,19 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") 
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module
+    notes = []
+    if cfg.vocab is not None:  # a specialised student: both layouts take the full tokenizer's ids
+        from anatomy.vocab.student import full_table
+
+        module, cfg, note = full_table(module, cfg, source)
+        notes.append(note)
     if fmt == "litetext":
-        return _litetext(module, cfg, source, Path(out))
-    return _open_clip(module, cfg, source, Path(out))
+        summary = _litetext(module, cfg, source, Path(out))
+    else:
+        summary = _open_clip(module, cfg, source, Path(out))
+    for note in notes:
+        log.warning("%s", note)
+    return {**summary, "notes": notes} if notes else summary
 
 
 def _litetext(module, cfg, source: Path, out: Path) -> dict:

@@ -169,8 +169,9 @@ def quality(reference: Path, candidate: Path, tokenizer_of, prompts: list[str]) 
     }
 
 
-def tokenizer_record(encoder, out: Path) -> dict[str, Any]:
-    """How to rebuild the tokenizer: CLIP BPE by name; a Hugging Face one saved beside the export."""
+def tokenizer_record(encoder, out: Path, source_dir: Path | None = None) -> dict[str, Any]:
+    """How to rebuild the tokenizer: CLIP BPE by name; a Hugging Face one saved beside the export; a
+    specialised vocabulary (a student distilled with --vocab) as FILE.vocab.json beside it."""
     from anatomy.encoders.hf import HFTokenizer
 
     tok = encoder.tokenizer
@@ -183,6 +184,13 @@ def tokenizer_record(encoder, out: Path) -> dict[str, Any]:
         directory = out.with_name(out.name + ".tokenizer")
         tok._tok.save_pretrained(str(directory))
         record.update(kind="hf", files=directory.name)
+    vocab = source_dir / "vocab.json" if source_dir is not None else None
+    if getattr(config, "vocab", None) is not None and vocab is not None and vocab.is_file():
+        import shutil
+
+        target = out.with_name(out.name + ".vocab.json")
+        shutil.copyfile(vocab, target)  # ids in the graph are the specialised ones: anatomy.vocab.store.load
+        record.update(specialised=target.name, vocab_fingerprint=config.vocab)
     return record
 
 
@@ -215,7 +223,7 @@ def export_encoder(encoder, out: str | Path, fmt: str, source: str, source_files
         "file": out.name,
         "source": source,
         "encoder": encoder.name,
-        "tokenizer": tokenizer_record(encoder, out),
+        "tokenizer": tokenizer_record(encoder, out, Path(source) if Path(source).is_dir() else None),
         "context_length": int(encoder.context_length),
         "output_dim": int(encoder.output_dim),
         "inputs": {

@@ -1,6 +1,7 @@
 """A distillation run directory: refusing to overwrite a run, resuming one, metrics rows, the training figure.
 
 RUN_DIR/config.json  RUN_DIR/metrics.jsonl  RUN_DIR/train.log  RUN_DIR/checkpoints/  RUN_DIR/figures/
+RUN_DIR/vocab.json (a specialised run)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CONFIG, METRICS, LOG, CHECKPOINTS, STATE = (
     "checkpoints",
     "state.pt",
 )
-STUDENT_FILES = ("model.safetensors", "config.json")
+STUDENT_FILES = ("model.safetensors", "config.json", "vocab.json")
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> dict | None:
@@ -61,7 +62,7 @@ def clean_run_dir(run_dir: Path) -> list[Path]:
     from anatomy.encoders.checkpoints import clean_temporaries
 
     ckpt = run_dir / CHECKPOINTS
-    removed = clean_temporaries(run_dir, (CONFIG, METRICS))
+    removed = clean_temporaries(run_dir, (CONFIG, METRICS, "vocab.json"))
     removed += clean_temporaries(ckpt, (STATE,))
     for name in ("latest", "best"):
         removed += clean_temporaries(ckpt / name, STUDENT_FILES)

@@ -4,6 +4,7 @@
     RUN_DIR/metrics.jsonl      one row per evaluation on the held-out prompts (step 0 = untrained student)
     RUN_DIR/train.log          loss, learning rate and throughput as training goes
     RUN_DIR/checkpoints/       latest.* and best.* (loadable as student:PATH) and state.pt (exact resume)
+    RUN_DIR/vocab.json         with --vocab: the vocabulary (also inside latest/ and best/, which load alone)
 
 Everything random is a pure function of (seed, step): the data order of an epoch comes from (seed, epoch)
 and the word shuffles of a step from (seed, step), so a resumed run sees exactly the batches an
@@ -127,11 +128,34 @@ def _new_student(arch: dict, context: int, seed: int):
     return module
 
 
-def _save_student(module, resolved: dict, path: Path, meta: dict) -> None:
+def _save_student(module, resolved: dict, path: Path, meta: dict, vocab_json: bytes | None = None) -> None:
     from anatomy.encoders.student import save_student
 
     cfg = student_config(resolved["student_arch"], resolved["context"])
-    save_student(module, cfg, path, provenance={"teacher": resolved["teacher"], **meta})
+    save_student(
+        module, cfg, path, provenance={"teacher": resolved["teacher"], **meta}, vocab_json=vocab_json
+    )
+
+
+def _vocabulary(cfg: DistillConfig):
+    """With --vocab, the run's vocabulary, checked against the teacher's tokenizer before any teacher work."""
+    if not cfg.vocab:
+        return None
+    from anatomy.vocab.student import load_for_run
+
+    return load_for_run(cfg.vocab, cfg.teacher)
+
+
+def _specialise(cfg: DistillConfig, cache, vocab):
+    """With a vocabulary: (the cache in the specialised ids, the vocabulary's bytes); else (cache, None).
+
+    Each prompt's alignment needs the cached ids, so it is checked here, after the cache: a refused run
+    keeps its teacher cache, which the corrected rerun reuses."""
+    if vocab is None:
+        return cache, None
+    from anatomy.vocab.student import specialise_cache
+
+    return specialise_cache(cache, vocab, cfg.corpus), vocab.vocab_json
 
 
 def _autocast(dev, dtype: str):
@@ -212,7 +236,9 @@ def distill(
     if dist.main:
         clean_run_dir(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "teacher_cache"
+    vocab = _vocabulary(cfg)
     cache = _load_cache(cfg, cache_dir, dist, teacher, on_cache)
+    cache, vocab_json = _specialise(cfg, cache, vocab)  # deterministic: every rank maps its own copy
 
     n = len(cache.prompts)
     eval_size = min(cfg.eval_size, max(1, n // 10))
@@ -240,6 +266,9 @@ def distill(
         torch.set_rng_state(state["torch_rng"])
     if dist.main:
         write_json(run_dir / "config.json", resolved)
+        if vocab_json is not None:  # the run's record of its vocabulary (each checkpoint has its own copy)
+            with atomic_path(run_dir / "vocab.json") as tmp:
+                tmp.write_bytes(vocab_json)
         truncate_metrics(metrics_path, start)
         append_line(
             log_path,
@@ -264,12 +293,12 @@ def distill(
         append_line(metrics_path, json.dumps(last_eval))
         if last_eval["eval_token_cosine"] > best:
             best = last_eval["eval_token_cosine"]
-            _save_student(module, resolved, ckpt_dir / "best", {"step": step, **last_eval})
+            _save_student(module, resolved, ckpt_dir / "best", {"step": step, **last_eval}, vocab_json)
 
     def save(step: int) -> None:
         if not dist.main:
             return
-        _save_student(module, resolved, ckpt_dir / "latest", {"step": step})
+        _save_student(module, resolved, ckpt_dir / "latest", {"step": step}, vocab_json)
         state = {
             "model": module.state_dict(),
             "optimizer": optimizer.state_dict(),

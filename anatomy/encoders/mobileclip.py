@@ -170,14 +170,22 @@ def load_litetext(
     return encoder
 
 
-def describe(kinds: Sequence[str] = tuple(KINDS), context_length: int = 16) -> list[dict]:
-    """Name, parameter total and breakdown of each student architecture (shapes only, on the meta device)."""
+def describe(
+    kinds: Sequence[str] = tuple(KINDS), context_length: int = 16, vocab_size: int | None = None
+) -> list[dict]:
+    """Name, parameter total and breakdown of each student architecture (shapes only, on the meta device);
+    with `vocab_size`, of the body whose token-embedding table has that many rows (a specialised student)."""
+    import dataclasses
+
     import torch
 
     rows = []
     for kind in kinds:
+        shape = tower_shape(kind)
+        if vocab_size is not None:
+            shape = dataclasses.replace(shape, vocab_size=vocab_size)
         with torch.device("meta"):
-            breakdown = build_litetext(kind, context_length).parameter_breakdown()
+            breakdown = build_tower(shape, context_length).parameter_breakdown()
         rows.append(
             {"name": f"litetext-{kind}", "parameters": sum(breakdown.values()), "components": breakdown}
         )

@@ -5,13 +5,19 @@ A student is a directory:
     PATH/model.safetensors   the module's state_dict (the LiteText key layout, no prefix)
     PATH/config.json         {"format": "anatomy-student", "format_version": 1, "architecture": ...,
                               "layers", "width", "heads", "context_length", "vocab_size", "output_dim",
-                              "mlp_ratio", "tokenizer", "provenance": {...}}
+                              "mlp_ratio", "tokenizer", ["vocab",] "provenance": {...}}
+    PATH/vocab.json          only for a specialised student (`anatomy distill --vocab DIR`): its vocabulary
 
 `architecture` is "litetext-s0" | "litetext-s1" | "litetext-l" (the LiteText bodies; layers/width/heads are
 implied and checked) or "custom" (a plain stack of S1-style transformer layers of the given layers/width/
 heads). `tokenizer` is "clip" (CLIP BPE) or the encoder spec whose tokenizer the student shares, e.g. the
 teacher's ("minilm", "hf:DIR"); vocab_size and output_dim follow that teacher. Like the LiteText students, a
 student attends to padding, so it is bidirectional and not length-bucketed.
+
+A specialised student's embedding table holds only the kept tokens of a vocabulary (anatomy.vocab): config
+"vocab" is its specialised tokenizer's fingerprint, vocab_size its kept size, and PATH/vocab.json the
+vocabulary itself, so the directory tokenizes correctly wherever it is copied (load_student checks that
+the file is consistent and is the one the student was trained with).
 
     cfg = StudentConfig("custom", layers=4, width=256, heads=4, tokenizer="minilm", vocab_size=30522, output_dim=384)
     module = build_student(cfg)                      # random init
@@ -41,6 +47,7 @@ FORMAT = "anatomy-student"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
 ARCHITECTURES = ("litetext-s0", "litetext-s1", "litetext-l", "custom")
 
 
@@ -57,6 +64,7 @@ class StudentConfig:
     output_dim: int = mobileclip.OUTPUT_DIM
     mlp_ratio: int = 4
     tokenizer: str = "clip"
+    vocab: str | None = None  # a specialised student: its tokenizer's fingerprint (PATH/vocab.json)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -88,6 +96,8 @@ class StudentConfig:
                 raise InputError(f"{key} must be a positive integer, got {value!r}")
         if self.width % self.heads:
             raise InputError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.vocab is not None and (not isinstance(self.vocab, str) or not self.vocab):
+            raise InputError(f"vocab must be a tokenizer fingerprint (a string), got {self.vocab!r}")
 
     @property
     def shape(self) -> mobileclip.TowerShape:
@@ -100,7 +110,10 @@ class StudentConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["vocab"] is None:  # a full-vocabulary student's config reads as it always did
+            del data["vocab"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "student config") -> StudentConfig:
@@ -128,13 +141,18 @@ def student_dir(path: str | Path) -> Path:
 
 
 def save_student(
-    module: torch.nn.Module, cfg: StudentConfig, path: str | Path, provenance: dict[str, Any] | None = None
+    module: torch.nn.Module,
+    cfg: StudentConfig,
+    path: str | Path,
+    provenance: dict[str, Any] | None = None,
+    vocab_json: bytes | None = None,
 ) -> Path:
-    """Write PATH/model.safetensors then PATH/config.json (last, so a config means a complete student)."""
+    """Write PATH/model.safetensors, PATH/vocab.json (a specialised student: the bytes of its vocab.json),
+    then PATH/config.json (last, so a config means a complete student)."""
     import torch
 
     from anatomy.encoders.checkpoints import MAX_LISTED, clean_temporaries, save_state_dict
-    from anatomy.io import write_json
+    from anatomy.io import atomic_write, write_json
 
     path = student_dir(path)
     if path.exists() and not path.is_dir():
@@ -152,8 +170,18 @@ def save_student(
             f"{path}: the module does not match its config {cfg.architecture} (differing keys/shapes: {diff})",
             "save the module that build_student(cfg) made",
         )
-    clean_temporaries(path, (WEIGHTS_FILE, CONFIG_FILE))  # left by a writer killed mid-save
+    if (cfg.vocab is None) != (vocab_json is None):
+        raise EncoderError(
+            f"{path}: a specialised student (config vocab) is saved with its vocab.json, a full one without",
+            "pass vocab_json exactly when cfg.vocab is set",
+        )
+    clean_temporaries(path, (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE))  # left by a writer killed mid-save
     save_state_dict(state, path / WEIGHTS_FILE, metadata={"format": FORMAT})
+    if vocab_json is None:
+        (path / VOCAB_FILE).unlink(missing_ok=True)  # a stale vocabulary must not outlive its student
+    elif not (path / VOCAB_FILE).exists() or (path / VOCAB_FILE).read_bytes() != vocab_json:
+        with atomic_write(path / VOCAB_FILE) as handle:
+            handle.write(vocab_json)
     write_json(
         path / CONFIG_FILE,
         {"format": FORMAT, "format_version": FORMAT_VERSION, **cfg.to_dict(), "provenance": provenance or {}},
@@ -209,15 +237,7 @@ def load_student(
         )
         report.notes.append(message)
         log.warning("%s: %s", directory, message)
-    from anatomy.encoders.registry import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    if tokenizer.vocab_size > cfg.vocab_size:
-        raise CheckpointError(
-            f"{directory}: tokenizer {cfg.tokenizer!r} has {tokenizer.vocab_size} ids but the student embeds "
-            f"only {cfg.vocab_size}",
-            "the config's tokenizer must be the one the student was trained with",
-        )
+    tokenizer = student_tokenizer(directory, cfg)
     encoder = ModuleEncoder(
         module,
         tokenizer,
@@ -233,6 +253,38 @@ def load_student(
     return encoder
 
 
+def student_tokenizer(directory: str | Path, cfg: StudentConfig):
+    """The tokenizer a student was trained with: its config's, or the specialised one of PATH/vocab.json."""
+    directory = student_dir(directory)
+    if cfg.vocab is None:
+        from anatomy.encoders.registry import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise CheckpointError(
+                f"{directory}: tokenizer {cfg.tokenizer!r} has {tokenizer.vocab_size} ids but the student "
+                f"embeds only {cfg.vocab_size}",
+                "the config's tokenizer must be the one the student was trained with",
+            )
+        return tokenizer
+    from anatomy.vocab.store import load_specialised
+
+    path = directory / VOCAB_FILE
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: not found; the student has a specialised vocabulary (config 'vocab') but no vocab.json",
+            "copy the whole student directory (vocab.json travels with the weights)",
+        )
+    tokenizer = load_specialised(path)  # checked against the installed base tokenizer
+    if tokenizer.fingerprint != cfg.vocab or tokenizer.vocab_size != cfg.vocab_size:
+        raise CheckpointError(
+            f"{path}: not the vocabulary this student was trained with (tokenizer {tokenizer.fingerprint}, "
+            f"{tokenizer.vocab_size} tokens; config: {cfg.vocab}, {cfg.vocab_size} rows)",
+            "restore the vocab.json saved with the student",
+        )
+    return tokenizer
+
+
 # --------------------------------------------------------------------------------------- the student family
 
 
@@ -246,10 +298,8 @@ def _load_spec(spec, request):
 
 
 def _tokenizer(spec):
-    from anatomy.encoders.registry import load_tokenizer
-
     cfg, _ = read_student_config(spec.path)
-    return load_tokenizer(cfg.tokenizer)
+    return student_tokenizer(spec.path, cfg)
 
 
 def _family():
