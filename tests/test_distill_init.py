@@ -74,3 +74,29 @@ def test_shapes_must_match_and_weights_must_be_trained(tmp_path):
         initialise_from(f"student:{tmp_path / 's1'}", shallow, 16)
     with pytest.raises(AnatomyError, match="untrained"):
         initialise_from("litetext-s0", build_student(StudentConfig("litetext-s0")), 16)
+
+
+def test_distill_init_starts_the_run_from_the_tower_and_records_it(tmp_path):
+    """`anatomy distill --init student:PATH`: step 0 holds the source body; config.json says where it started."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from anatomy.cli import app
+    from tests.test_distill_train import make_tiny_setup
+
+    tiny = make_tiny_setup(tmp_path / "tiny")
+    source = _saved(tmp_path / "src", StudentConfig("custom", layers=1, width=32, heads=2, context_length=16))
+    args = ["distill", "--teacher", tiny["teacher"], "--student", tiny["student"], "--corpus", tiny["corpus"],
+            "--steps", "1", "--lr", "1e-12", "--eval-every", "1", "--batch-size", "8", "--device", "cpu",
+            "--init", f"student:{tmp_path / 'src'}", "--out", str(tmp_path / "run"), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["init"] == f"student:{tmp_path / 'src'}" and config["init_notes"]
+    trained = load_file(str(tmp_path / "run" / "checkpoints" / "latest" / "model.safetensors"))
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("projector.")}
+    for (
+        key,
+        value,
+    ) in body.items():  # one step at lr 1e-12 leaves the copied body as it was, to float precision
+        assert torch.allclose(trained[key], value, atol=1e-6), key

@@ -149,14 +149,34 @@ def test_embed_device_and_dtype_are_usage_errors(tiny, tmp_path):
         ("--batch-size", "0"),
         ("--context", "1"),
     ]:
-        args = ["embed", "--corpus", tiny["corpus"], "--out", str(tmp_path / "emb"), "-e", tiny["teacher"], option, value]
+        args = [
+            "embed",
+            "--corpus",
+            tiny["corpus"],
+            "--out",
+            str(tmp_path / "emb"),
+            "-e",
+            tiny["teacher"],
+            option,
+            value,
+        ]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and option in result.output, (option, result.output)
         assert not (tmp_path / "emb").exists()
 
 
 def test_embed_context_beyond_the_encoder_names_its_range(sam3_teacher, tiny, tmp_path):
-    args = ["embed", "--corpus", tiny["corpus"], "--out", str(tmp_path / "emb"), "-e", sam3_teacher, "--context", "33"]
+    args = [
+        "embed",
+        "--corpus",
+        tiny["corpus"],
+        "--out",
+        str(tmp_path / "emb"),
+        "-e",
+        sam3_teacher,
+        "--context",
+        "33",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--context" in result.output and "[2, 32]" in result.output, (
         result.output

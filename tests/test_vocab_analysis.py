@@ -237,7 +237,9 @@ def test_cli_bad_input(tmp_path, corpus):
         app, ["vocab", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--held-out", "nowhere.txt"]
     )
     assert got.exit_code == 1 and "nowhere.txt: no such file" in got.output
-    got = runner.invoke(app, ["vocab", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--curve", "0,2"])
+    got = runner.invoke(
+        app, ["vocab", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--curve", "0,2"]
+    )
     assert got.exit_code == 2
     assert not (tmp_path / "o" / "vocab.json").exists()
 

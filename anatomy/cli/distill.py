@@ -72,6 +72,13 @@ def distill_cmd(
             "only its kept tokens and carries it in its checkpoints.",
         ),
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a pretrained text tower (any encoder spec, e.g. litetext-s0:PATH or "
+            "open_clip:MODEL:TAG): shapes must match, the positional table is resized, the projection is new.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -85,7 +92,7 @@ def distill_cmd(
         teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
         warmup_steps=warmup_steps, batch_size=batch_size, lr=lr, w_cos=w_cos, w_cons=w_cons, clip=clip,
         eval_every=eval_every, save_every=save_every, eval_size=eval_size, limit=limit, seed=seed,
-        dtype=dtype, vocab=str(vocab) if vocab is not None else None,
+        dtype=dtype, vocab=str(vocab) if vocab is not None else None, init=init,
     )  # fmt: skip
     with progress_bar(quiet) as bar:
         cache_task = bar.add_task("teacher cache", total=None, status="")

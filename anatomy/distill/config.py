@@ -62,6 +62,7 @@ class DistillConfig:
     dtype: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     log_every: int = 10
     vocab: str | None = None  # a vocabulary (DIR or vocab.json from `anatomy vocab`): a specialised student
+    init: str | None = None  # an encoder spec whose pretrained text tower the student starts from
 
     def __post_init__(self):
         check_options(self)

@@ -254,7 +254,16 @@ def distill(
         run_dir / "metrics.jsonl",
         run_dir / "train.log",
     )
-    module = _new_student(resolved["student_arch"], cfg.context, cfg.seed).to(dev)
+    module = _new_student(resolved["student_arch"], cfg.context, cfg.seed)
+    if cfg.init and not (resume and state_path.exists()):  # start from a pretrained tower; the run records it
+        from anatomy.distill.init import initialise_from
+
+        resolved["init_notes"] = initialise_from(cfg.init, module, cfg.context)
+    elif cfg.init and stored is not None:
+        resolved["init_notes"] = stored.get(
+            "init_notes"
+        )  # a resumed run keeps the record of where it started
+    module = module.to(dev)
     module.train()
     optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=resolved["peak_lr"], betas=BETAS)
     start, best = 0, -math.inf
