@@ -7,12 +7,23 @@ from typing import Annotated, Literal
 
 import typer
 
-from anatomy.cli.common import CorpusOpt, JsonOpt, QuietOpt, check_device, err, out, print_json, progress_bar
+from anatomy.cli.common import (
+    CorpusOpt,
+    JsonOpt,
+    QuietOpt,
+    check_device,
+    echo,
+    err,
+    out,
+    print_json,
+    progress_bar,
+)
 
 
 def encoders_cmd(
     context: Annotated[
-        int, typer.Option("--context", help="Context length of the students' positional tables.")
+        int,
+        typer.Option("--context", min=2, max=4096, help="Context length of the students' positional tables."),
     ] = 16,
     as_json: JsonOpt = False,
 ) -> None:
@@ -130,7 +141,7 @@ def analyses_cmd(
         and (param is None or param in {f.name for f in dataclasses.fields(a.Params)})
     ]  # fmt: skip
     if names:
-        typer.echo("\n".join(r["name"] for r in rows))
+        echo("\n".join(r["name"] for r in rows))
     elif as_json:
         print_json(rows)
     else:
