@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.text import Text
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_device, out, print_json, say
+from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, out, print_json, say
 from anatomy.corpus.sources import READERS
 
 _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
@@ -87,6 +87,7 @@ def audit_cmd(
     from anatomy.audit import AuditConfig, run_audit
     from anatomy.errors import InputError
 
+    check_out_dir(out_dir)
     overrides = {"seed": seed} | ({"sample": sample} if sample else {})
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,

@@ -96,6 +96,12 @@ DeviceOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of every sampling step.")]
 
 
+def check_out_dir(path: Path | None, option: str = "--out") -> None:
+    """An output folder that is an existing file is a usage error, found before any work (exit 2)."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
+
+
 def fail(message: str, hint: str | None = None) -> None:
     err.print(Text.assemble(("error: ", "bold red"), message))
     if hint:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anatomy.cli.common import echo, err, fail, guarded, out, print_json
+from anatomy.cli.common import check_out_dir, echo, err, fail, guarded, out, print_json
 
 app = typer.Typer(
     help="The study's datasets: fetch them from their official sources, list them, ingest them.",
@@ -78,6 +78,7 @@ def fetch_cmd(
     from anatomy.datasets import ops
     from anatomy.datasets.registry import select
 
+    check_out_dir(out_dir)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise typer.BadParameter("must start with http:// or https://", param_hint="--base-url")
     from anatomy.datasets.registry import DataError
@@ -114,6 +115,7 @@ def list_cmd(
     """Each dataset: present / partial / missing / failed verification, size, licence, access needed."""
     from anatomy.datasets.ops import list_sources
 
+    check_out_dir(out_dir)
     states = list_sources(out_dir)
     if as_json:
         print_json(states)
@@ -149,6 +151,7 @@ def inputs_cmd(
     """Print `READER<TAB>PATH` for every input present in a data folder (what `data ingest` reads)."""
     from anatomy.datasets.ops import inputs
 
+    check_out_dir(data, "--data")
     found = inputs(data)
     if deps:
         safe = sorted({str(p) if _make_safe(str(p)) else str(p.parent) for _, p in found})

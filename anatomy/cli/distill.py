@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json, progress_bar
+from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
 
 # The formats the CLI accepts; anatomy.distill.export.export says clearly which of them this build can write.
 EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8")
@@ -78,6 +78,8 @@ def distill_cmd(
 
     from anatomy.distill.train import DistillConfig, distill
 
+    check_out_dir(out_dir)
+    check_out_dir(cache_dir, "--cache-dir")
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
     cfg = DistillConfig(
         teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
@@ -174,6 +176,8 @@ def ablate_cmd(
     from rich.table import Table
 
     from anatomy.distill.ablate import ablate, figure_path, results_path
+
+    check_out_dir(out_dir)
 
     def on_run(i: int, n: int, name: str) -> None:
         if not quiet:

@@ -12,6 +12,7 @@ from anatomy.cli.common import (
     JsonOpt,
     QuietOpt,
     check_device,
+    check_out_dir,
     echo,
     err,
     out,
@@ -81,6 +82,7 @@ def embed_cmd(
     from anatomy.encoders.family import ContextError
     from anatomy.errors import OptionError
 
+    check_out_dir(out_dir)
     device = check_device(device)
     out_dir = out_dir or default_cache(corpus, encoder)
     with progress_bar(quiet) as bar:
