@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ runner = CliRunner()
 
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """A usage error's text without rich's panel and line wrapping."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
 
 
 def one_clear_line(result) -> str:
@@ -357,7 +363,7 @@ def test_out_pointing_at_an_existing_file(name, tmp_path, monkeypatch):
     if name == "ingest":  # --out names the corpus file: a file that is not a corpus is refused, named
         assert "existing.out" in result.stderr
     elif name not in ("data ingest", "export"):  # a file --out, given with inputs that fail first
-        assert "existing.out exists and is not a directory" in result.stderr, result.stderr
+        assert "existing.out exists and is not a directory" in flat(result.stderr), result.stderr
         assert result.exit_code == 2  # found before any work (before an encoder is loaded)
     assert _files(ws) == before
 
