@@ -100,10 +100,10 @@ def test_empty_result(tmp_path):
     assert out.read_bytes() == before
 
 
-def test_unknown_source(tmp_path):
-    assert_clean_error(
-        run("ingest", "coco", tmp_path, "--out", tmp_path / "c.parquet"), "unknown source 'coco'"
-    )
+def test_unknown_source(tmp_path):  # a usage error (exit 2), naming the choices
+    result = run("ingest", "coco", tmp_path, "--out", tmp_path / "c.parquet")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'coco' is not one of" in " ".join(result.output.split())
 
 
 def test_malicious_pickle_is_refused(tmp_path):

@@ -110,7 +110,8 @@ class Dims(Analysis):
             from anatomy.analysis.intrinsic_dim import dedupe_rows
             from anatomy.analysis.points import check_points, load_points
 
-            raw = load_points(inputs.embeddings)  # a finite real [n, d] array, or one InputError naming the file
+            # a finite real [n, d] array, or one InputError naming the file
+            raw = load_points(inputs.embeddings)
             unique, _ = dedupe_rows(raw)
             check_points(unique, name=str(inputs.embeddings))
             overall = unique[sample(np.arange(len(unique)), n, params.seed)]
@@ -212,4 +213,3 @@ class Dims(Analysis):
 
     def summary(self, result: DimsResult) -> list[str]:
         return []  # the CLI prints tables()
-
