@@ -161,10 +161,14 @@ def run_audit(
     from anatomy.io import write_text
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _msg: None)
     analyses = cfg.selected()
     params = {a.name: cfg.params_for(a) for a in analyses}  # bad values fail here, before any work
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(
+            f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     status: dict[str, Any] = {"corpus_errors": {}, "encoders": [], "pair": None}
 
@@ -197,7 +201,9 @@ def run_audit(
     pair = {cfg.teacher, cfg.student} - {None}
     loaded: dict[str, tuple[Any, Any]] = {}
     rows_encoded: dict[str, int] = {}
-    for spec in cfg.encoder_specs():
+    # encoders are loaded only when an analysis reads them (`audit -a tokens` loads none)
+    specs = cfg.encoder_specs() if by_scope["encoder"] or (by_scope["pair"] and pair) else []
+    for spec in specs:
         entry: dict[str, Any] = {"spec": spec, "slug": _unique_slug(spec, status["encoders"]), "errors": {}}
         status["encoders"].append(entry)
         enc_dir = out_dir / ENCODERS / entry["slug"]

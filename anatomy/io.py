@@ -347,6 +347,10 @@ def read_json(path: str | Path) -> Any:
         raise InputError(
             f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
         ) from None
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{path}: not a JSON file (not UTF-8 text: {err.reason} at byte {err.start})"
+        ) from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

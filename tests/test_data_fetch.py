@@ -133,7 +133,7 @@ def test_wrong_hash_is_refused_and_nothing_kept(mirror, tmp_path):
 
 def test_unknown_name_and_bad_base_url_fail_before_work(tmp_path):
     result = invoke("data", "fetch", "lvis-v2", "--out", str(tmp_path / "raw"))
-    assert result.exit_code == 1 and "unknown dataset lvis-v2" in result.stderr
+    assert result.exit_code == 2 and "unknown dataset lvis-v2" in result.stderr  # a usage error
     assert invoke("data", "fetch", "--base-url", "ftp://x", "--out", str(tmp_path)).exit_code == 2
     assert not (tmp_path / "raw").exists()
 

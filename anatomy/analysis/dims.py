@@ -14,7 +14,6 @@ import numpy as np
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param
 from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, sample
-from anatomy.errors import InputError
 from anatomy.findings import Finding
 
 # Intrinsic dimension / output width below which a much narrower student is worth trying.
@@ -109,9 +108,12 @@ class Dims(Analysis):
         method: dict[str, str | int] = dict(METHOD)
         if inputs.embeddings is not None:
             from anatomy.analysis.intrinsic_dim import dedupe_rows
+            from anatomy.analysis.points import check_points, load_points
 
+            # a finite real [n, d] array, or one InputError naming the file
             raw = load_points(inputs.embeddings)
             unique, _ = dedupe_rows(raw)
+            check_points(unique, name=str(inputs.embeddings))
             overall = unique[sample(np.arange(len(unique)), n, params.seed)]
             name, rule, duplicates = Path(inputs.embeddings).name, "identical rows", len(raw) - len(unique)
             skipped: list[str] = []
@@ -211,15 +213,3 @@ class Dims(Analysis):
 
     def summary(self, result: DimsResult) -> list[str]:
         return []  # the CLI prints tables()
-
-
-def load_points(path: str | Path) -> np.ndarray:
-    """A saved [N, D] real array from a .npy file, or a clear InputError."""
-    path = Path(path)
-    try:
-        raw = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a readable NumPy .npy array ({error})") from None
-    if raw.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D array [points, dims], got shape {raw.shape}")
-    return raw

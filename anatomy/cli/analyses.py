@@ -18,6 +18,7 @@ from anatomy.cli.common import (
     OutOpt,
     QuietOpt,
     check_device,
+    check_out_dir,
     guarded,
     out,
     print_json,
@@ -150,6 +151,7 @@ def build_command(analysis):
     hints = typing.get_type_hints(analysis.Params)
 
     def command(**kwargs):
+        check_out_dir(kwargs["out_dir"])
         values = {}
         for name, param, _ in field_options:
             value = kwargs.pop(param.name)

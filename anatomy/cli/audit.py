@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.text import Text
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_device, out, print_json, say
+from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, out, print_json, say
+from anatomy.corpus.sources import READERS
 
 _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
 
@@ -61,10 +62,8 @@ def audit_cmd(
         str | None, typer.Option(help="Student encoder spec (with --teacher: agreement).")
     ] = None,
     source: Annotated[
-        str | None,
-        typer.Option(
-            help="Reader for every input (lvis|refcoco|saco|rf100vl|text|builtin); default: detected."
-        ),
+        Literal[tuple(READERS)] | None,  # type: ignore[valid-type]
+        typer.Option(help="Reader for every input (" + "|".join(READERS) + "); default: detected."),
     ] = None,
     sample: Annotated[
         int | None,
@@ -86,12 +85,19 @@ def audit_cmd(
     Exits 1, after writing everything, when a finding is a failure (unreadable input, encoder not loaded).
     """
     from anatomy.audit import AuditConfig, run_audit
+    from anatomy.errors import InputError
 
+    check_out_dir(out_dir)
     overrides = {"seed": seed} | ({"sample": sample} if sample else {})
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
         student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
     )  # fmt: skip
+    try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work
+        for selected in cfg.selected():
+            cfg.params_for(selected)
+    except InputError as error:
+        raise typer.BadParameter(error.message + (f" ({error.hint})" if error.hint else "")) from None
     progress = say(quiet)
     result = run_audit(cfg, out_dir, progress=progress)
     if as_json:

@@ -9,6 +9,9 @@ usage errors (bad option values, unknown choices) exit 2, as typer's own do.
 from __future__ import annotations
 
 import functools
+import io
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +21,63 @@ from rich.text import Text
 
 from anatomy.errors import AnatomyError, OptionError
 
-out = Console(markup=False, highlight=False, soft_wrap=True)  # results: stdout
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
+
+class _Stream(io.TextIOBase):
+    """sys.stdout or sys.stderr as it is at each write, where a failed write is dropped, not raised.
+
+    A command commits its data before it prints; a reader that went away (`| head`, a closed stdout) must
+    not turn that success into a traceback or an exit status of 1. After a broken pipe the descriptor is
+    pointed at /dev/null so the interpreter's final flush is quiet too.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    @property
+    def _target(self):
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        try:
+            if self._target is not None:
+                self._target.write(text)
+        except (OSError, ValueError) as error:  # BrokenPipeError, EIO, "I/O operation on closed file"
+            self._drop(error)
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            if self._target is not None:
+                self._target.flush()
+        except (OSError, ValueError) as error:
+            self._drop(error)
+
+    def _drop(self, error: Exception) -> None:
+        if isinstance(error, BrokenPipeError):
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._target.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._target.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        if self._target is None:
+            raise io.UnsupportedOperation("no stream")
+        return self._target.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+
+stdout, stderr = _Stream("stdout"), _Stream("stderr")
+out = Console(file=stdout, markup=False, highlight=False, soft_wrap=True)  # results: stdout
+err = Console(file=stderr, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")
@@ -36,6 +94,12 @@ DeviceOpt = Annotated[
     str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available).", callback=None)
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of every sampling step.")]
+
+
+def check_out_dir(path: Path | None, option: str = "--out") -> None:
+    """An output folder that is an existing file is a usage error, found before any work (exit 2)."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
 
 
 def fail(message: str, hint: str | None = None) -> None:
@@ -67,10 +131,16 @@ def guarded(fn):
     return wrapper
 
 
+def echo(text: str = "", nl: bool = True) -> None:
+    """Plain text on stdout (no console wrapping), dropped silently if stdout is gone."""
+    stdout.write(text + ("\n" if nl else ""))
+    stdout.flush()
+
+
 def print_json(data) -> None:
     from anatomy.io import dumps_json
 
-    typer.echo(dumps_json(data), nl=False)
+    echo(dumps_json(data), nl=False)
 
 
 def say(quiet: bool):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.text import Text
 
 from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json
 from anatomy.corpus.sources import READERS
@@ -34,24 +35,24 @@ def ingest_cmd(
     from anatomy.corpus.sources import ReadOptions
 
     report = ingest(source, paths, out_path, ReadOptions(synonyms, column, field, encoding))
+    # the corpus is committed: what follows only reports (a failed print does not change the exit status)
+    for f in report.files:
+        for warning in f.warnings:  # e.g. prompts of absurd length (a file without line breaks?)
+            err.print(Text.assemble(("warning: ", "yellow"), f"{f.input}: {warning}"))
     if as_json:
         print_json(report)
         return
     for f in report.files:
         if f.already_ingested:
-            err.print(
-                f"{f.input}: already in {out_path.name} (same sha256); nothing changed"
-            ) if not quiet else None
+            if not quiet:
+                err.print(f"{f.input}: already in {out_path.name} (same sha256); nothing changed")
             continue
-        line = f"{f.input}: read {f.read:,}, kept {f.kept:,}, merged {f.merged:,} duplicates, skipped {f.skipped:,}"
-        out.print(line)
+        out.print(
+            f"{f.input}: read {f.read:,}, kept {f.kept:,}, merged {f.merged:,} duplicates, skipped {f.skipped:,}"
+        )
         for reason, entry in f.skips.items():
-            err.print(
-                f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})", highlight=False
-            )
-    out.print(
-        f"{out_path}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts", highlight=False
-    )
+            err.print(f"  skipped {entry['count']:,}: {reason} (e.g. {entry['examples'][0]})")
+    out.print(f"{out_path}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts")
 
 
 def corpus_cmd(

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anatomy.cli.common import err, fail, guarded, out
+from anatomy.cli.common import check_out_dir, echo, err, fail, guarded, out, print_json
 
 app = typer.Typer(
     help="The study's datasets: fetch them from their official sources, list them, ingest them.",
@@ -78,9 +78,15 @@ def fetch_cmd(
     from anatomy.datasets import ops
     from anatomy.datasets.registry import select
 
+    check_out_dir(out_dir)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise typer.BadParameter("must start with http:// or https://", param_hint="--base-url")
-    select(names)  # unknown names fail before any work
+    from anatomy.datasets.registry import DataError
+
+    try:
+        select(names)  # unknown names fail before any work, as a usage error
+    except DataError as error:
+        raise typer.BadParameter(f"{error.message} ({error.hint})", param_hint="NAMES") from None
     bar, on_bytes = _progress_bar(quiet)
     if bar is None:
         outcomes = ops.fetch(names, out_dir, base_url, None)
@@ -109,11 +115,10 @@ def list_cmd(
     """Each dataset: present / partial / missing / failed verification, size, licence, access needed."""
     from anatomy.datasets.ops import list_sources
 
+    check_out_dir(out_dir)
     states = list_sources(out_dir)
     if as_json:
-        from anatomy.io import dumps_json
-
-        typer.echo(dumps_json(states), nl=False)
+        print_json(states)
         return
     from rich.table import Table
     from rich.text import Text
@@ -146,13 +151,14 @@ def inputs_cmd(
     """Print `READER<TAB>PATH` for every input present in a data folder (what `data ingest` reads)."""
     from anatomy.datasets.ops import inputs
 
+    check_out_dir(data, "--data")
     found = inputs(data)
     if deps:
         safe = sorted({str(p) if _make_safe(str(p)) else str(p.parent) for _, p in found})
-        typer.echo(" ".join(safe))
+        echo(" ".join(safe))
         return
     for reader, path in found:
-        typer.echo(f"{reader}\t{path}")
+        echo(f"{reader}\t{path}")
 
 
 def _make_safe(path: str) -> bool:
@@ -186,6 +192,9 @@ def ingest_cmd(
     report = None
     for reader, paths in by_reader.items():
         report = ingest(reader, paths, corpus, ReadOptions())
+        for f in report.files:
+            for warning in f.warnings:
+                err.print(f"warning: {f.input}: {warning}")
         if not quiet:
             for f in report.files:
                 out.print(

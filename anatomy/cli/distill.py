@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json, progress_bar
+from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+
+# The formats the CLI accepts; anatomy.distill.export.export says clearly which of them this build can write.
+EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8")
 
 
 def distill_cmd(
@@ -61,7 +64,9 @@ def distill_cmd(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
     ] = None,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")] = "auto",
+    dtype: Annotated[
+        Literal["auto", "fp32", "bf16"], typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")
+    ] = "auto",
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
     ] = None,
@@ -87,6 +92,8 @@ def distill_cmd(
 
     from anatomy.distill.train import DistillConfig, distill
 
+    check_out_dir(out_dir)
+    check_out_dir(cache_dir, "--cache-dir")
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 shows progress
     cfg = DistillConfig(
         teacher=teacher, student=student, corpus=str(corpus), context=context, epochs=epochs, steps=steps,
@@ -130,12 +137,17 @@ def export_cmd(
         Path, typer.Argument(help="A run directory written by anatomy distill (or a student directory).")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir).")
+        Literal[EXPORT_FORMATS],  # type: ignore[valid-type]
+        typer.Option(
+            "--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir) | onnx | int8."
+        ),
     ],
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="litetext: a .pt/.safetensors file; open_clip: a directory.")
     ],
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of the run: best | latest.")] = "best",
+    checkpoint: Annotated[
+        Literal["best", "latest"], typer.Option(help="Which checkpoint of the run: best | latest.")
+    ] = "best",
     as_json: JsonOpt = False,
 ) -> None:
     """Export a distilled student in the LiteText checkpoint layout or as an open_clip local directory."""
@@ -180,6 +192,8 @@ def ablate_cmd(
     from rich.table import Table
 
     from anatomy.distill.ablate import ablate, figure_path, results_path
+
+    check_out_dir(out_dir)
 
     def on_run(i: int, n: int, name: str) -> None:
         if not quiet:

@@ -7,12 +7,24 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from anatomy.cli.common import CorpusOpt, JsonOpt, QuietOpt, check_device, err, out, print_json, progress_bar
+from anatomy.cli.common import (
+    CorpusOpt,
+    JsonOpt,
+    QuietOpt,
+    check_device,
+    check_out_dir,
+    echo,
+    err,
+    out,
+    print_json,
+    progress_bar,
+)
 
 
 def encoders_cmd(
     context: Annotated[
-        int, typer.Option("--context", help="Context length of the students' positional tables.")
+        int,
+        typer.Option("--context", min=2, max=4096, help="Context length of the students' positional tables."),
     ] = 16,
     vocab: Annotated[
         Path | None,
@@ -109,6 +121,7 @@ def embed_cmd(
     from anatomy.encoders.family import ContextError
     from anatomy.errors import OptionError
 
+    check_out_dir(out_dir)
     device = check_device(device)
     out_dir = out_dir or default_cache(corpus, encoder)
     with progress_bar(quiet) as bar:
@@ -174,7 +187,7 @@ def analyses_cmd(
         and (reads is None or reads_corpus(a))
     ]  # fmt: skip
     if names:
-        typer.echo("\n".join(r["name"] for r in rows))
+        echo("\n".join(r["name"] for r in rows))
     elif as_json:
         print_json(rows)
     else:

@@ -162,6 +162,8 @@ def ingest(
         raise InputError("no inputs given", "name at least one file, directory, '-' (stdin) or builtin:NAME")
     reader = get_reader(source)
     _options_for(source, options)  # an unknown encoding fails here, before any work
+    if not out.name or out.is_dir():  # --out "" or a folder: there is no file name to write
+        raise InputError(f"{out}: is a directory; --out must name a corpus .parquet file")
     refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), lock_path(out)])
     with locked(out):
         clean_temps(
@@ -198,7 +200,7 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
                 f"{stats.long_prompts:,} prompt(s) over {LONG_PROMPT_CHARS:,} characters (longest "
                 f"{stats.longest:,}): probably not prompts (a file without line breaks?); kept"
             )
-            log.warning("%s: %s", spec, stats.warnings[-1])
+            log.info("%s: %s", spec, stats.warnings[-1])  # in the report; the CLI prints it
         manifest.append(_manifest_entry(stats))
 
     fresh = [r for r in reports if not r.already_ingested]

@@ -164,7 +164,8 @@ def draw_dims(frame):
     for e, name in enumerate(estimators):
         sub = frame[frame["estimator"] == name].set_index("group").loc[groups]
         x = np.arange(len(groups)) + e * width
-        err = np.vstack([sub["value"] - sub["low"], sub["high"] - sub["value"]])
+        # a percentile interval need not contain the estimate (few draws): draw no bar below/above it then
+        err = np.clip(np.vstack([sub["value"] - sub["low"], sub["high"] - sub["value"]]), 0, None)
         ax.bar(x, sub["value"], width, label=name)
         if np.isfinite(err).all():
             ax.errorbar(x, sub["value"], yerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)

@@ -26,10 +26,26 @@ def read_status(out_dir: Path) -> dict:
     if not path.exists():
         return {}
     data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+    stages = data.get("stages", {}) if isinstance(data, dict) else None
+    if not isinstance(stages, dict) or not isinstance(data.get("config", {}), dict) or not _stages_ok(stages):
         raise InputError(f"{path}: not an audit record (expected a JSON object with 'stages')",
                          "delete it, or rerun `anatomy audit` into this folder")  # fmt: skip
-    return {**data.get("stages", {}), "config": data.get("config", {})}
+    return {**stages, "config": data.get("config", {})}
+
+
+def _stages_ok(stages: Mapping[str, Any]) -> bool:
+    """The shapes collect() reads: corpus and pair an object or null, corpus_errors an object of objects,
+    encoders a list of objects with a slug."""
+    corpus, errors, pair = stages.get("corpus"), stages.get("corpus_errors"), stages.get("pair")
+    encoders = stages.get("encoders") or []
+    return (
+        isinstance(corpus, dict | None)
+        and isinstance(pair, dict | None)
+        and isinstance(errors or {}, dict)
+        and all(isinstance(e, dict) and "error" in e for e in (errors or {}).values())
+        and isinstance(encoders, list)
+        and all(isinstance(e, dict) and isinstance(e.get("slug"), str) for e in encoders)
+    )
 
 
 def _results(folder: Path, scope: str, root: Path) -> tuple[dict, dict]:
@@ -75,6 +91,15 @@ def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dic
                 f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
             )
         record["pair"] = entry
+    if not (
+        record["results"] or record["encoders"] or "pair" in record or "distinct_prompts" in record["corpus"]
+    ):
+        from anatomy.errors import InputError
+
+        raise InputError(
+            f"{out_dir}: nothing to report (no corpus, no results/*.json, no encoders/*/results)",
+            "give the --out folder of `anatomy audit` or of the analysis commands",
+        )
     record["versions"] = _versions(out_dir, record)
     return record
 
