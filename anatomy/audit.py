@@ -291,7 +291,7 @@ def finish(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> Audi
     audit_json = {
         "schema_version": AUDIT_SCHEMA_VERSION,
         "config": status.get("config", {}),
-        "stages": {k: status.get(k) for k in ("corpus", "corpus_errors", "encoders", "pair")},
+        "stages": {k: status[k] for k in ("corpus", "corpus_errors", "encoders", "pair") if k in status},
         "counts": counts(findings),
         "findings": as_data(findings),
     }

@@ -30,7 +30,7 @@ def read_status(out_dir: Path) -> dict:
     if not isinstance(stages, dict) or not isinstance(data.get("config", {}), dict) or not _stages_ok(stages):
         raise InputError(f"{path}: not an audit record (expected a JSON object with 'stages')",
                          "delete it, or rerun `anatomy audit` into this folder")  # fmt: skip
-    return {**stages, "config": data.get("config", {})}
+    return {**{k: v for k, v in stages.items() if v is not None}, "config": data.get("config", {})}
 
 
 def _stages_ok(stages: Mapping[str, Any]) -> bool:
@@ -75,7 +75,7 @@ def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dic
     }
     # After an audit, only the encoders it ran (a folder left from an earlier run is not this audit's); a folder
     # built step by step has no audit record: every encoder folder in it.
-    audited = "encoders" in status
+    audited = status.get("encoders") is not None
     known = {e["slug"]: e for e in status.get("encoders") or []}
     folders = sorted(p.name for p in (out_dir / ENCODERS).glob("*") if p.is_dir())
     order = list(known) + ([] if audited else [s for s in folders if s not in known])
