@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from anatomy.analysis import base
+import anatomy.analysis.base as base
 from anatomy.analysis.base import Need, PaperRow, Table, param, transient
 from anatomy.errors import InputError
 from anatomy.findings import Finding

@@ -29,6 +29,7 @@ from anatomy.tokenizer import (
     ClipTokenizer,
     clip_tokenizer,
 )
+from anatomy.vocab.ids import KeptIds
 
 N_BASE = FIRST_MERGE_ID  # 256 bytes and their 256 word-final forms
 SPECIAL_IDS = (CLIP_VOCAB_SIZE - 2, CLIP_VOCAB_SIZE - 1)
@@ -106,7 +107,7 @@ def decode_clip(bpe: ClipBPE, ids: Sequence[int]) -> str:
     return out.decode("utf-8", errors="replace").strip()
 
 
-class SpecialisedClipTokenizer(ClipTokenizer):
+class SpecialisedClipTokenizer(KeptIds, ClipTokenizer):
     """CLIP BPE over kept tokens (dense new ids); the full tokenizer's cleaning, split, caches and batch path.
 
     It reuses ClipTokenizer's machinery by replacing its `bpe` with the kept-merges BPE, so it is exactly as
@@ -118,7 +119,7 @@ class SpecialisedClipTokenizer(ClipTokenizer):
     def __init__(self, kept: Sequence[int], base: ClipTokenizer | None = None):  # noqa: D107
         base = base or clip_tokenizer()
         self.base = base
-        self.original_ids = np.asarray(kept, dtype=np.int64)
+        self._set_kept(kept, CLIP_VOCAB_SIZE)
         self.bpe = _KeptBPE(base.bpe, self.original_ids)
         self._split = base._split
         self._chunks: dict[str, list[int]] = {}
@@ -127,23 +128,11 @@ class SpecialisedClipTokenizer(ClipTokenizer):
         self.vocab_size = len(self.original_ids)
         self.sot_id, self.eot_id = (self.bpe.ids[s] for s in CLIP_SPECIALS)
         self.pad_id = self.bpe.new_of[base.pad_id]
-        self._new_of = np.full(CLIP_VOCAB_SIZE, -1, dtype=np.int64)
-        self._new_of[self.original_ids] = np.arange(len(self.original_ids))
 
     @property
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.original_ids.astype("<i8").tobytes()).hexdigest()[:16]
         return f"{self.base.fingerprint}/kept:{len(self.original_ids)}:{digest}"
-
-    def to_original(self, ids: Sequence[int]) -> list[int]:
-        return self.original_ids[np.asarray(ids, dtype=np.int64)].tolist()
-
-    def from_original(self, ids: Sequence[int]) -> list[int]:
-        """New ids of original ids; KeyError naming the first original id that is not kept."""
-        new = self._new_of[np.asarray(ids, dtype=np.int64)]
-        if (new < 0).any():
-            raise KeyError(f"original id {int(np.asarray(ids)[new < 0][0])} is not kept")
-        return new.tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
         return decode_clip(self.bpe, ids)

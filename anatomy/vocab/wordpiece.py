@@ -19,6 +19,7 @@ import numpy as np
 
 from anatomy.errors import EncoderError
 from anatomy.tokenizer import pack
+from anatomy.vocab.ids import KeptIds
 
 PREFIX = "##"
 
@@ -49,7 +50,7 @@ def wordpiece_closure(used: Iterable[int], pieces: Sequence[str], specials: Iter
     return np.array(sorted(kept), dtype=np.int64)
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(KeptIds):
     """Greedy longest-match WordPiece over kept pieces (all pieces when kept is None), dense new ids."""
 
     kind = "wordpiece"
@@ -59,11 +60,9 @@ class WordPieceTokenizer:
         self.hf = tok
         self.full_pieces = hf_vocabulary(tok)
         n = len(self.full_pieces)
-        self.original_ids = np.arange(n, dtype=np.int64) if kept is None else np.asarray(kept, np.int64)
+        self._set_kept(np.arange(n) if kept is None else kept, n)
         self.pieces = [self.full_pieces[int(o)] for o in self.original_ids]
         self.ids = {p: i for i, p in enumerate(self.pieces)}
-        self._new_of = np.full(n, -1, dtype=np.int64)
-        self._new_of[self.original_ids] = np.arange(len(self.original_ids))
         model = tok.backend_tokenizer.model
         self.unk_id = self.ids[model.unk_token]
         self.max_chars = int(model.max_input_chars_per_word)
@@ -148,15 +147,6 @@ class WordPieceTokenizer:
 
     def token_text(self, token_id: int) -> str:
         return self.pieces[int(token_id)]
-
-    def to_original(self, ids: Sequence[int]) -> list[int]:
-        return self.original_ids[np.asarray(ids, dtype=np.int64)].tolist()
-
-    def from_original(self, ids: Sequence[int]) -> list[int]:
-        new = self._new_of[np.asarray(ids, dtype=np.int64)]
-        if (new < 0).any():
-            raise KeyError(f"original id {int(np.asarray(ids)[new < 0][0])} is not kept")
-        return new.tolist()
 
     def decode(self, ids: Sequence[int]) -> str:
         """Pieces joined: ## pieces glue onto the previous one, others start a new word."""
