@@ -71,7 +71,7 @@ def check_embeddings(
         per_token = bool(manifest["per_token"])
     except (KeyError, TypeError, ValueError) as err:
         return f"{manifest_name} is incomplete ({err})"
-    shapes = {"pooled.npy": ((n, dim), "float32")}
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {"pooled.npy": ((n, dim), "float32")}
     if per_token:
         shapes |= {"tokens.npy": ((n, width, dim), "float32"), "mask.npy": ((n, width), "bool")}
     records = manifest.get("files") or {}

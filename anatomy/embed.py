@@ -393,7 +393,7 @@ def _merge(
     partial: Path, n_chunks: int, out_dir: Path, n: int, dim: int, width: int, per_token: bool
 ) -> None:
     """Chunk files -> the final arrays in corpus row order, each written atomically (memory-mapped)."""
-    names = {"pooled": ((n, dim), np.float32)}
+    names: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {"pooled": ((n, dim), np.float32)}
     if per_token:
         names |= {"tokens": ((n, width, dim), np.float32), "mask": ((n, width), np.bool_)}
     for name, (shape, dtype) in names.items():

@@ -119,21 +119,21 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     They are moved into place in the order given (put the commit point, e.g. a corpus whose metadata is
     the truth, last); if a later move fails, the files already moved are put back as they were.
     """
-    paths = [Path(p) for p in paths]
+    targets = [Path(p) for p in paths]
     temps: list[Path] = []
     try:
-        for path in paths:
-            fd, tmp = _mkstemp_beside(path, f".{path.stem}.", path.suffix or ".tmp")
+        for target in targets:
+            fd, tmp_name = _mkstemp_beside(target, f".{target.stem}.", target.suffix or ".tmp")
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(Path(tmp_name))
         yield temps
-        _commit(paths, temps)
+        _commit(targets, temps)
     except BaseException as err:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if isinstance(err, OSError):
-            wrapped = write_error(paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), err)
+            wrapped = write_error(targets[0] if len(targets) == 1 else ", ".join(map(str, targets)), err)
             if wrapped is not err:
                 raise wrapped from None
         raise

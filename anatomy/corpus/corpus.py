@@ -364,7 +364,7 @@ def manifest_path(corpus: str | Path) -> Path:
 
 def corpus_summary(frame) -> dict:
     """Counts per source and subset, and distinct prompts overall (a prompt in two sources counts once)."""
-    by_source = Counter()
+    by_source: Counter[str] = Counter()
     by_subset: dict[str, Counter] = {}
     for source, subset in zip(frame["source"], frame["subset"], strict=True):
         by_source[source] += 1

@@ -197,7 +197,7 @@ def _with_bytes(row: dict) -> dict:
     measured_like_paper = (
         key is not None and row["runtime"] == "torch" and row["context"] == paper.THROUGHPUT_CONTEXT[key]
     )
-    row["paper_texts_per_s"] = PAPER_TEXTS_PER_S[key] if measured_like_paper else None
+    row["paper_texts_per_s"] = PAPER_TEXTS_PER_S[key] if key is not None and measured_like_paper else None
     return row
 
 

@@ -166,9 +166,9 @@ def unpack(archive: Path, dest: Path, patterns: tuple[str, ...], root: Path) -> 
                         place(info.filename, lambda info=info: zf.open(info))
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                for info in tf:
-                    if info.isfile() and _wanted(info.name, patterns):
-                        place(info.name, lambda info=info: tf.extractfile(info))
+                for member in tf:
+                    if member.isfile() and _wanted(member.name, patterns):
+                        place(member.name, lambda member=member: tf.extractfile(member))
         else:
             raise DataError(f"{archive}: neither a zip nor a tar archive", "delete it and fetch again")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:

@@ -56,7 +56,8 @@ class Lock:
 
     def verified_files(self, name: str, root: Path) -> tuple[list[str], list[str]]:
         """(files that hash as recorded, files missing or changed) for NAME's recorded files."""
-        good, bad = [], []
+        good: list[str] = []
+        bad: list[str] = []
         for rel, meta in sorted(self.entry(name).get("files", {}).items()):
             path = root / rel
             ok = (

@@ -193,13 +193,13 @@ def check_options(cfg) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise OptionError(option, f"must be an integer >= {low}, got {value!r}")
-    for key, (option, low, exclusive, optional) in _FLOAT_RANGES.items():
+    for key, (option, minimum, exclusive, optional) in _FLOAT_RANGES.items():
         value = getattr(cfg, key)
         if value is None and optional:
             continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < low or (exclusive and value == low):
-            bound = f"> {low:g}" if exclusive else f">= {low:g}"
+        if not ok or value < minimum or (exclusive and value == minimum):
+            bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
             raise OptionError(option, f"must be a finite number {bound}, got {value!r}")
     if cfg.dtype not in DTYPES:
         raise OptionError("--dtype", f"must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")

@@ -198,6 +198,8 @@ def _build(teacher, prompts, context, arrays, meta_path, key, corpus_sha256, pro
         targets[start:stop] = tokens.astype(np.float16)
         if progress:
             progress(stop, len(prompts))
+    if targets is None:
+        raise InputError("no prompts to encode with the teacher", "give a corpus with at least one prompt")
     words_per_prompt = [p.split() for p in prompts]
     flat_words = [w for ws in words_per_prompt for w in ws]
     word_ids = tok.encode(flat_words) if flat_words else []

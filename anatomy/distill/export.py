@@ -70,7 +70,7 @@ def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
 
 def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") -> dict:
     """Write the student of `run_dir` to `out` in `fmt`; returns a summary (what, where, how to load)."""
-    from anatomy.encoders.student import load_student
+    from anatomy.encoders.student import StudentConfig, load_student
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
@@ -79,6 +79,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") 
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module
+    assert isinstance(cfg, StudentConfig), "load_student sets the student's config"
     notes = []
     if cfg.vocab is not None:  # a specialised student: both layouts take the full tokenizer's ids
         from anatomy.vocab.student import full_table

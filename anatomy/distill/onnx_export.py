@@ -185,7 +185,7 @@ def tokenizer_record(encoder, out: Path, source_dir: Path | None = None) -> dict
         tok._tok.save_pretrained(str(directory))
         record.update(kind="hf", files=directory.name)
     vocab = source_dir / "vocab.json" if source_dir is not None else None
-    if getattr(config, "vocab", None) is not None and vocab is not None and vocab.is_file():
+    if config is not None and config.vocab is not None and vocab is not None and vocab.is_file():
         import shutil
 
         target = out.with_name(out.name + ".vocab.json")

@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on matrices, none on 1-D parameters (norms, scales) and biases."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -83,7 +84,7 @@ def _load_cache(cfg: DistillConfig, cache_dir: Path, dist: Dist, teacher, progre
     """Rank 0 computes or checks the teacher cache; the other ranks read the files it names."""
     from anatomy.distill import data
 
-    paths = None
+    paths: tuple[Path, Path] | AnatomyError | None = None  # rank 0's error travels to every rank
     if dist.main:
         try:
             prompts, corpus_sha = data.load_prompts(cfg.corpus, cfg.limit, cfg.seed)
@@ -100,8 +101,8 @@ def _load_cache(cfg: DistillConfig, cache_dir: Path, dist: Dist, teacher, progre
             paths = _context_option_error(cfg, error)
         except AnatomyError as error:
             paths = error
-    paths = broadcast(dist, paths)
-    return cache if dist.main else data.read_cache(*paths)
+    files: tuple[Path, Path] = broadcast(dist, paths)  # rank 0's error is raised here, on every rank
+    return cache if dist.main else data.read_cache(*files)
 
 
 def _context_option_error(cfg: DistillConfig, error) -> AnatomyError:

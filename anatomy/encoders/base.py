@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -40,13 +40,33 @@ class TextEncoder(Protocol):
     causal: bool  # causal encoders allow exact length bucketing
     trained: bool  # False for bare architectures (random weights): analyses refuse them
 
-    def encode(self, prompts: Sequence[str]) -> Encoded: ...
+    def encode(self, prompts: Sequence[str], context_length: int | None = None) -> Encoded: ...
 
     def token_embedding(self) -> torch.Tensor: ...  # [V, D_model]
 
     def positional_embedding(self) -> torch.Tensor | None: ...  # [L, D_model]
 
     def parameter_breakdown(self) -> dict[str, int]: ...
+
+
+class TextModule(Protocol):
+    """What ModuleEncoder calls on its module beyond torch.nn.Module (the contract in this module's docstring).
+
+    The towers are torch.nn.Module subclasses built inside functions (torch is imported lazily), so no static
+    type names them; `text_module` states that a module honours this contract."""
+
+    def __call__(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+
+    def token_embedding_matrix(self) -> torch.Tensor: ...
+
+    def positional_table(self) -> torch.Tensor | None: ...
+
+    def parameter_breakdown(self) -> dict[str, int]: ...
+
+
+def text_module(module: torch.nn.Module) -> TextModule:
+    """`module` seen through the TextModule contract (a static view: nothing is checked or converted)."""
+    return cast("TextModule", module)
 
 
 def valid_mask(ids: np.ndarray, content_lengths: Sequence[int]) -> np.ndarray:
@@ -61,7 +81,16 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ModuleEncoder:
-    """A TextEncoder over a torch module that maps (ids, valid) to per-token outputs."""
+    """A TextEncoder over a torch module that maps (ids, valid) to per-token outputs.
+
+    The loaders fill in what they know after construction: `load_notes` (every conversion a checkpoint
+    load made), `masks_padding` (attention ignores padding, so length bucketing is exact), and for
+    students `config` and `provenance` (from their config.json)."""
+
+    load_notes: list[str]
+    masks_padding: bool
+    config: object | None  # a student's StudentConfig (not named here: base imports no encoder module)
+    provenance: dict[str, Any]
 
     def __init__(
         self,
@@ -84,6 +113,7 @@ class ModuleEncoder:
         self.tokenizer = tokenizer
         self.name, self.context_length, self.output_dim = name, context_length, output_dim
         self.causal, self.trained = causal, trained
+        self.load_notes, self.masks_padding, self.config, self.provenance = [], False, None, {}
 
     def tokenize(
         self, prompts: Sequence[str], context_length: int | None = None
@@ -110,14 +140,14 @@ class ModuleEncoder:
         return self.encode_ids(ids, valid)
 
     def token_embedding(self) -> torch.Tensor:
-        return self.module.token_embedding_matrix().detach().float().cpu()
+        return text_module(self.module).token_embedding_matrix().detach().float().cpu()
 
     def positional_embedding(self) -> torch.Tensor | None:
-        table = self.module.positional_table()
+        table = text_module(self.module).positional_table()
         return None if table is None else table.detach().float().cpu()
 
     def parameter_breakdown(self) -> dict[str, int]:
-        return self.module.parameter_breakdown()
+        return text_module(self.module).parameter_breakdown()
 
     @property
     def n_parameters(self) -> int:

@@ -50,6 +50,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found", "check the path in the encoder spec")
     notes: list[str] = []
+    raw: object  # whatever the file holds: a tensor dict, maybe wrapped, or something else entirely
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

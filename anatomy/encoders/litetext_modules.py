@@ -169,7 +169,7 @@ def student_class():
             self.pos_embed = LearnablePositions(table_length, width)
 
         def forward(self, length: int):
-            table = self.pos_embed.pos_embed
+            table: torch.Tensor = self.pos_embed.pos_embed
             if table.shape[2] != length:  # the original's resize: bilinear over (T, D), D unchanged
                 table = F.interpolate(
                     table.float(), size=(length, table.shape[3]), mode="bilinear", align_corners=False

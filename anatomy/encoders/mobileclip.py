@@ -179,13 +179,15 @@ def describe(
 
     import torch
 
+    from anatomy.encoders.base import text_module
+
     rows = []
     for kind in kinds:
         shape = tower_shape(kind)
         if vocab_size is not None:
             shape = dataclasses.replace(shape, vocab_size=vocab_size)
         with torch.device("meta"):
-            breakdown = build_tower(shape, context_length).parameter_breakdown()
+            breakdown = text_module(build_tower(shape, context_length)).parameter_breakdown()
         rows.append(
             {"name": f"litetext-{kind}", "parameters": sum(breakdown.values()), "components": breakdown}
         )
@@ -217,7 +219,7 @@ def _litetext_family(kind: str):
             clip_tokenizer(),
             name=request.name,
             context_length=context,
-            output_dim=module.output_dim,
+            output_dim=tower_shape(kind).output_dim,  # the shape build_litetext built the module with
             causal=False,
             trained=False,
             device=request.device,

@@ -215,8 +215,8 @@ def hf_to_official(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str
         # anything else belongs to other parts of SAM3 (vision, fusion, heads)
     for i, parts in sorted(qkv.items()):
         for kind in ("weight", "bias"):
-            pieces = [parts.get(c + kind) for c in "qkv"]
-            if any(p is None for p in pieces):
+            pieces = [parts[c + kind] for c in "qkv" if c + kind in parts]
+            if len(pieces) < 3:
                 unknown.append(f"{HF_TEXT}encoder.layers.{i}.self_attn.(q|k|v)_proj.{kind} (incomplete)")
                 continue
             out[f"encoder.transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(pieces, 0)

@@ -17,8 +17,9 @@ def _load(spec: Spec, request: LoadRequest):
     from anatomy.encoders.sam3 import Sam3Config, Sam3Text, load_sam3_module
     from anatomy.tokenizer import clip_tokenizer
 
+    notes: list[str] = []
     if spec.path is None:
-        module, notes = Sam3Text(Sam3Config()), []
+        module = Sam3Text(Sam3Config())
     else:
         module, notes = load_sam3_module(require_path(request.name, spec.path))
     table = module.cfg.context_length

@@ -101,13 +101,13 @@ class StudentConfig:
 
     @property
     def shape(self) -> mobileclip.TowerShape:
+        layers, width, heads = self.layers, self.width, self.heads
+        assert layers is not None and width is not None and heads is not None, "__post_init__ fills them in"
         if self.architecture == "custom":
-            layout = ("attn",) * self.layers
+            layout = ("attn",) * layers
         else:
             layout = mobileclip.tower_shape(self.architecture.removeprefix("litetext-")).layout
-        return mobileclip.TowerShape(
-            self.width, self.heads, layout, self.vocab_size, self.output_dim, self.mlp_ratio
-        )
+        return mobileclip.TowerShape(width, heads, layout, self.vocab_size, self.output_dim, self.mlp_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

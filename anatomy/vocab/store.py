@@ -133,7 +133,7 @@ def load(path: str | Path) -> Vocabulary:
         path = path / "vocab.json"
     data = read_json(path)
 
-    def bad(what: str, hint: str = "rebuild it with `anatomy vocab CORPUS --out DIR`") -> InputError:
+    def bad(what: str, hint: str | None = "rebuild it with `anatomy vocab CORPUS --out DIR`") -> InputError:
         return InputError(f"{path}: {what}", hint)
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
