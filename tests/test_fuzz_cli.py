@@ -61,6 +61,7 @@ BASE = {
     "export": ["{ws}/adir", "--format", "litetext", "--out", "{ws}/student.pt"],
     "ablate": ["--corpus", "{ws}/corpus.parquet", "--out", "{ws}/abl", "--teacher", MISSING_ENCODER,
                "--quiet"],
+    "cost": ["-e", MISSING_ENCODER, "--out", "{ws}/cost", "--quiet"],
     "audit": ["{ws}/corpus.parquet", "--out", "{ws}/aud", "--analysis", "tokens", "--quiet"],
     "report": ["{ws}/done"],
     "data fetch": ["lvis-v1-train", "--out", "{ws}/raw", "--base-url", "http://127.0.0.1:9", "--quiet"],

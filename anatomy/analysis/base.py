@@ -224,6 +224,8 @@ class Analysis:
     Result: ClassVar[type[AnalysisResult]]
     # run in `anatomy audit` by default (False for analyses that cost a lot or need extra inputs)
     in_audit: ClassVar[bool] = True
+    # `anatomy NAME` is generated from Params (False: a hand-written command of that name serves it, in anatomy/cli)
+    generated_command: ClassVar[bool] = True
 
     def compute(self, inputs: Inputs, params: Any) -> AnalysisResult:
         raise NotImplementedError

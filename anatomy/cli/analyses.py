@@ -248,6 +248,8 @@ def register(app: typer.Typer) -> None:
     from anatomy.analysis import ANALYSES
 
     for analysis in ANALYSES.values():
+        if not analysis.generated_command:
+            continue
         app.command(analysis.name, help=_command_help(analysis))(build_command(analysis))
 
 

@@ -13,7 +13,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, cast
 
 import typer
 from rich.console import Console
@@ -71,13 +71,15 @@ class _Stream(io.TextIOBase):
         return self._target.fileno()
 
     @property
-    def encoding(self) -> str:
+    def encoding(self) -> str:  # type: ignore[override]  # read-only: it follows the stream of the moment
         return getattr(self._target, "encoding", None) or "utf-8"
 
 
 stdout, stderr = _Stream("stdout"), _Stream("stderr")
-out = Console(file=stdout, markup=False, highlight=False, soft_wrap=True)  # results: stdout
-err = Console(file=stderr, markup=False, highlight=False, soft_wrap=True)  # messages and progress: stderr
+out = Console(file=cast(IO[str], stdout), markup=False, highlight=False, soft_wrap=True)  # results: stdout
+err = Console(
+    file=cast(IO[str], stderr), markup=False, highlight=False, soft_wrap=True
+)  # messages and progress: stderr
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")

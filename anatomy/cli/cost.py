@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from anatomy.cli.common import check_out_dir, echo, err, print_json
+
 MAX_BATCH = 4096
 
 
@@ -57,6 +59,7 @@ def cost_cmd(
     """What each encoder costs on this machine: memory, latency, throughput, with ratios to the first."""
     from anatomy.cost.compare import RUNTIMES, CostSettings, run_cost, table_lines
 
+    check_out_dir(out_dir)
     batches = _batches(batch)
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"'{device}' is not cpu or cuda", param_hint="--device")
@@ -80,15 +83,15 @@ def cost_cmd(
 
     def progress(message: str) -> None:
         if not quiet:
-            typer.echo(f"measuring {message} ...", err=True)
+            err.print(f"measuring {message} ...")
 
     result = run_cost(encoders, list(dict.fromkeys(contexts or [])), settings, out_dir, progress)
-    from anatomy.io import dumps_json, write_json, write_text
+    from anatomy.io import write_json, write_text
 
     write_json(Path(out_dir) / "cost.json", result)
     lines = table_lines(result)
     write_text(Path(out_dir) / "cost.txt", "\n".join(lines) + "\n")
     if as_json:
-        typer.echo(dumps_json(result), nl=False)
+        print_json(result)
     else:
-        typer.echo("\n".join(lines))
+        echo("\n".join(lines))

@@ -44,12 +44,12 @@ def _progress_bar(quiet: bool):
     """(rich Progress or None, callback(label, done, total))."""
     if quiet:
         return None, None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def on_bytes(label: str, done: int, total: int | None) -> None:
         if label not in tasks:
@@ -200,6 +200,5 @@ def ingest_cmd(
                 out.print(
                     f"{reader} {f.input}: read {f.read:,}, kept {f.kept:,}", highlight=False, soft_wrap=True
                 )
-    out.print(
-        f"{corpus}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts", highlight=False
-    )
+    if report is not None:  # `found` is not empty, so at least one reader ran
+        out.print(f"{corpus}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts")

@@ -76,6 +76,7 @@ class CostAnalysis(Analysis):
     Params = CostParams
     Result = CostResult
     in_audit = True  # the runner gives it a pair only when the audit has --teacher/--student
+    generated_command = False  # `anatomy cost -e SPEC...` (anatomy/cli/cost.py) measures any encoders
 
     def compute(self, inputs: Inputs, params: CostParams) -> CostResult:
         from anatomy.cost.compare import CostSettings, run_cost

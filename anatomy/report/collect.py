@@ -91,9 +91,10 @@ def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dic
                 f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
             )
         record["pair"] = entry
-    if not (
+    found = (
         record["results"] or record["encoders"] or "pair" in record or "distinct_prompts" in record["corpus"]
-    ):
+    )
+    if not found and not status:  # an audit's own record (its failures) is always reported
         from anatomy.errors import InputError
 
         raise InputError(
