@@ -8,7 +8,7 @@ zero), and embeddings.json, the manifest written LAST: its presence means the ar
   per-token choice returns the existing arrays without loading the encoder.
 - Verified reuse: the manifest records each array's size and sha256; an array that no longer matches
   (truncated, bytes flipped, replaced) or is not a whole .npy of the recorded shape is rebuilt with a warning.
-- Locking: rank 0 holds OUT's lock (anatomy.io.locked) from the reuse check to the manifest, so two runs
+- Locking: rank 0 holds OUT's lock (anatomy.locks.locked) from the reuse check to the manifest, so two runs
   into one folder run one after the other; temporaries of a killed run are removed on the next.
 - Resume: rows are processed in chunks, each written atomically to OUT/.partial-KEY/; a killed run
   restarts at the first missing chunk.
@@ -43,11 +43,11 @@ from anatomy.io import (
     atomic_write,
     clean_temps,
     file_sha256,
-    locked,
     package_versions,
     read_json,
     write_json,
 )
+from anatomy.locks import locked
 
 log = logging.getLogger(__name__)
 

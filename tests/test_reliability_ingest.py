@@ -19,7 +19,7 @@ from anatomy.corpus import ingest, load_corpus
 from anatomy.corpus.corpus import LONG_PROMPT_CHARS, manifest_path, read_manifest
 from anatomy.corpus.sources import ReadOptions
 from anatomy.errors import AnatomyError, InputError
-from anatomy.io import locked
+from anatomy.locks import locked
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_two_concurrent_ingests_keep_both_inputs(tmp_path):
 def test_a_held_lock_gives_one_clear_error_naming_the_holder(tmp_path):
     out = tmp_path / "c.parquet"
     code = (
-        "import sys, time; from anatomy.io import locked\n"
+        "import sys, time; from anatomy.locks import locked\n"
         f"with locked({str(out)!r}):\n    print('held', flush=True); time.sleep(30)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], env=_env(), stdout=subprocess.PIPE, text=True)

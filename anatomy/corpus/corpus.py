@@ -5,7 +5,7 @@ file's metadata, so corpus and manifest are replaced together in one atomic writ
 beside the corpus as CORPUS.manifest.json, committed with it (both change, or neither). An input already in
 the manifest (same source, options and sha256; the encoding compared by its codec, however it is spelled) is
 not counted twice, so ingesting the same file again changes nothing. An ingest holds the corpus's lock
-(anatomy.io.locked) from reading the old corpus to committing the new one, so concurrent ingests into one
+(anatomy.locks.locked) from reading the old corpus to committing the new one, so concurrent ingests into one
 corpus run one after the other and their union is kept.
 """
 
@@ -25,7 +25,8 @@ from anatomy.corpus.records import Skipped
 from anatomy.corpus.schema import check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 from anatomy.errors import InputError
-from anatomy.io import atomic_paths, clean_temps, dumps_json, file_sha256, lock_path, locked, read_parquet
+from anatomy.io import atomic_paths, clean_temps, dumps_json, file_sha256, read_parquet
+from anatomy.locks import lock_path, locked
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The cache holds, for every distinct prompt, the ids at the student's context (in
 which the student shares), the valid mask, the teacher's per-token outputs (fp16) and each word's own token
 ids (for the word-shuffle consistency loss). It is keyed by teacher, tokenizer, context and the exact prompt
 list, and a sidecar JSON records the sha256 of the array file: a cache that fails that check is rebuilt
-(or refused, on request), never trusted. Building or checking a cache holds its lock (anatomy.io.locked), so
+(or refused, on request), never trusted. Building or checking a cache holds its lock (anatomy.locks.locked), so
 two runs sharing a cache folder compute it once; temporaries of a killed build are removed by the next.
 """
 
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anatomy.errors import InputError
-from anatomy.io import atomic_path, clean_temps, file_sha256, locked, write_json
+from anatomy.io import atomic_path, clean_temps, file_sha256, write_json
+from anatomy.locks import locked
 
 if TYPE_CHECKING:
     import torch
