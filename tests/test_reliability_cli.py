@@ -363,7 +363,7 @@ def test_out_pointing_at_an_existing_file(name, tmp_path, monkeypatch):
     if name == "ingest":  # --out names the corpus file: a file that is not a corpus is refused, named
         assert "existing.out" in result.stderr
     elif name not in ("data ingest", "export"):  # a file --out, given with inputs that fail first
-        assert "exists and is not a directory" in flat(result.stderr), result.stderr  # (the box may wrap the path)
+        assert "exists and is not a directory" in flat(result.stderr), result.stderr  # the box may wrap
         assert result.exit_code == 2  # found before any work (before an encoder is loaded)
     assert _files(ws) == before
 
