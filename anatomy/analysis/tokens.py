@@ -266,12 +266,15 @@ class Tokens(Analysis):
              "paper: padding / trunc. / loss"], rows,
             f"overall; paper: {paper.CORPUS_LABEL} ({paper.CONTEXT_WHERE}; {paper.CONTEXT_NOTE})",
         )  # fmt: skip
-        top = Table(
-            ["token", "count"],
-            [[token_as_text(str(t)), f"{c:,}"] for t, c in result.overall.vocab.top_tokens[:15]],
-            "most frequent tokens; a token that ends a word is shown as plain text, a piece that continues "
-            "into the next token ends in '…'",
-        )
+        shown = result.overall.vocab.top_tokens[:15]
+        if any(str(t).endswith("</w>") for t, _ in shown):  # CLIP BPE marks word ends
+            rows = [[token_as_text(str(t)), f"{c:,}"] for t, c in shown]
+            caption = ("most frequent tokens; a token that ends a word is shown as plain text, a piece that "
+                       "continues into the next token ends in '…'")  # fmt: skip
+        else:  # WordPiece marks continuations itself (##)
+            rows = [[str(t), f"{c:,}"] for t, c in shown]
+            caption = "most frequent tokens ('##' marks a piece that continues a word)"
+        top = Table(["token", "count"], rows, caption)
         return [lengths, context, top]
 
     def summary(self, result: TokensResult) -> list[str]:
