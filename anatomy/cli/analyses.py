@@ -28,9 +28,7 @@ from anatomy.cli.common import (
 
 def _option_type(tp: Any) -> Any:
     """The (optional) annotation typer sees for a Params field type."""
-    if (
-        typing.get_origin(tp) is tuple
-    ):  # repeatable, each value may be comma-separated: --context 8,16 --context 32
+    if typing.get_origin(tp) is tuple:  # repeatable, each may be comma-separated: --context 8,16 --context 32
         return list[str] | None
     inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     return inner[0] | None

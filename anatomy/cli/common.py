@@ -91,11 +91,6 @@ CorpusOpt = Annotated[
     typer.Option("--corpus", "-c", exists=True, dir_okay=False, readable=True,
                  help="Corpus Parquet file (from `anatomy ingest`)."),
 ]  # fmt: skip
-EncoderOpt = Annotated[str, typer.Option("--encoder", "-e", help="Encoder spec (see `anatomy encoders`).")]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available).", callback=None)
-]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of every sampling step.")]
 
 
 def check_out_dir(path: Path | None, option: str = "--out") -> None:
