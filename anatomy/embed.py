@@ -12,10 +12,7 @@ zero), and embeddings.json, the manifest written LAST: its presence means the ar
   into one folder run one after the other; temporaries of a killed run are removed on the next.
 - Resume: rows are processed in chunks, each written atomically to OUT/.partial-KEY/; a killed run
   restarts at the first missing chunk.
-- Length bucketing: encoders whose outputs do not depend on padding (causal ones like the SAM3 teacher, or
-  Hugging Face models that mask padding) are run on rows sorted by length, each batch cut to its longest
-  prompt. Exact: tests/test_embed.py proves it equals padding to the full context. Bidirectional students
-  attend to padding in the original, so they keep the full context.
+- Length bucketing where it is exact (anatomy.batching).
 - Sharding: under torchrun (RANK/WORLD_SIZE) rank r embeds chunks r, r + W, ...; rank 0 waits for every
   rank's chunks and merges them into the same files a single process writes.
 """
@@ -36,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomy.batching import DEFAULT_BATCH, embed_rows, plan, resolve_bucket
 from anatomy.cachecheck import check_embeddings, file_record
 from anatomy.errors import AnatomyError, InputError
 from anatomy.io import (
@@ -53,7 +51,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "embeddings.json"
-DEFAULT_BATCH = 256
 LOCK_TIMEOUT_S = 6 * 3600.0  # a second run into OUT waits for the first, then reuses its arrays
 
 
@@ -207,10 +204,10 @@ def _embed_corpus(
     prompts = load_corpus(corpus_path)["prompt"].tolist()
     if not prompts:
         raise InputError(f"{corpus_path}: the corpus has no rows to embed", "ingest prompts into it first")
-    bucket = _resolve_bucket(encoder, bucket)
+    bucket = resolve_bucket(encoder, bucket)
 
     context = encoder.context_length
-    content, n_valid, order = _plan(encoder, prompts, bucket)
+    content, n_valid, order = plan(encoder, prompts, bucket)
     width = int(n_valid.max()) if len(prompts) else 1
     chunk_rows = chunk_rows or max(batch_size * 8, 2048)
     n_chunks = max(1, -(-len(prompts) // chunk_rows))
@@ -227,7 +224,7 @@ def _embed_corpus(
         on_progress(done_rows, total_rows)
     for c in todo:
         rows = order[c * chunk_rows : (c + 1) * chunk_rows]
-        arrays = _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token)
+        arrays = embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token)
         with atomic_write(_chunk_path(partial, c)) as handle:
             np.savez(handle, rows=rows, **arrays)
         done_rows += len(rows)
@@ -284,93 +281,6 @@ def _current_manifest(out_dir: Path, key: str) -> dict | None:
 
 def _chunk_path(partial: Path, index: int) -> Path:
     return partial / f"chunk-{index:06d}.npz"
-
-
-def can_bucket(encoder) -> bool:
-    """Whether cutting a batch to its longest prompt leaves every output unchanged (exact bucketing)."""
-    return bool(encoder.causal or getattr(encoder, "masks_padding", False))
-
-
-def _resolve_bucket(encoder, bucket: bool | None) -> bool:
-    if bucket is None:
-        return can_bucket(encoder)
-    if bucket and not can_bucket(encoder):
-        raise AnatomyError(
-            f"{encoder.name}: length bucketing is not exact for this bidirectional encoder (it attends to padding)",
-            "leave bucketing automatic",
-        )
-    return bucket
-
-
-def _plan(encoder, prompts, bucket):
-    """Content ids, valid lengths (start..end, capped at the context) and the processing order."""
-    content = encoder.tokenizer.encode(prompts)
-    lengths = np.fromiter((len(c) + 2 for c in content), dtype=np.int64, count=len(content))
-    n_valid = np.minimum(lengths, encoder.context_length)
-    order = np.argsort(n_valid, kind="stable") if bucket else np.arange(len(prompts))
-    return content, n_valid, order
-
-
-def embed_prompts(
-    encoder,
-    prompts: list[str],
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    bucket: bool | None = None,
-    per_token=False,
-    quiet: bool = True,
-) -> dict[str, np.ndarray]:
-    """In-memory embedding of a prompt list, in input order: {"pooled"[, "tokens", "mask"]}.
-
-    The same batching and bucketing as embed_corpus, without the cache (for samples, analyses, benchmarks).
-    """
-    bucket = _resolve_bucket(encoder, bucket)
-    content, n_valid, order = _plan(encoder, prompts, bucket)
-    width = int(n_valid.max()) if len(prompts) else 1
-    progress = None
-    if not quiet:
-        from rich.console import Console
-        from rich.progress import track
-
-        console = Console(stderr=True)
-
-        def progress(batches):
-            return track(batches, description="embedding", console=console, transient=True)
-
-    arrays = _embed_rows(encoder, content, n_valid, order, batch_size, bucket, width, per_token, progress)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return {name: value[inverse] for name, value in arrays.items()}
-
-
-def _embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token, progress=None) -> dict:
-    """Pooled [n, D] (and tokens [n, W, D], mask [n, W]) for the given corpus rows, batch by batch."""
-    from anatomy.encoders.base import valid_mask
-    from anatomy.tokenizer import pack
-
-    tok = encoder.tokenizer
-    pooled, tokens, masks = [], [], []
-    starts = range(0, len(rows), batch_size)
-    for start in progress(starts) if progress else starts:
-        batch = rows[start : start + batch_size]
-        length = int(n_valid[batch].max()) if bucket else encoder.context_length
-        ids = pack([content[i] for i in batch], length, tok.sot_id, tok.eot_id, tok.pad_id)
-        valid = valid_mask(ids, [len(content[i]) for i in batch])
-        encoded = encoder.encode_ids(ids, valid)
-        pooled.append(encoded.pooled.cpu().numpy().astype(np.float32, copy=False))
-        if per_token:
-            t = (encoded.tokens * encoded.mask.unsqueeze(-1)).cpu().numpy().astype(np.float32, copy=False)
-            keep = min(width, t.shape[1])
-            padded = np.zeros((len(batch), width, t.shape[2]), dtype=np.float32)
-            padded[:, :keep] = t[:, :keep]
-            mask = np.zeros((len(batch), width), dtype=bool)
-            mask[:, :keep] = valid[:, :keep]
-            tokens.append(padded)
-            masks.append(mask)
-    arrays = {"pooled": np.concatenate(pooled)}
-    if per_token:
-        arrays |= {"tokens": np.concatenate(tokens), "mask": np.concatenate(masks)}
-    return arrays
 
 
 def _wait_for_chunks(partial: Path, n_chunks: int, timeout_s: float) -> None:

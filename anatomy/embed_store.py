@@ -94,7 +94,7 @@ class EmbeddingStore:
 
     # ---------------------------------------------------------------------------------------- outputs
 
-    def _ensure(self, prompts: Sequence[str], keys: list[Key], per_token: bool, quiet: bool) -> None:
+    def _ensure(self, prompts: Sequence[str], keys: list[Key], per_token: bool) -> None:
         have = self._tokens if per_token else self._pooled
         todo: dict[Key, str] = {}
         for prompt, key in zip(prompts, keys, strict=True):
@@ -102,10 +102,10 @@ class EmbeddingStore:
                 todo[key] = prompt
         if not todo:
             return
-        from anatomy.embed import embed_prompts
+        from anatomy.batching import embed_prompts
 
         want_tokens = per_token or self.keep_tokens
-        got = embed_prompts(self.encoder, list(todo.values()), per_token=want_tokens, quiet=quiet)
+        got = embed_prompts(self.encoder, list(todo.values()), per_token=want_tokens)
         self.rows_encoded += len(todo)
         for i, key in enumerate(todo):
             self._pooled[key] = got["pooled"][i]
@@ -113,18 +113,18 @@ class EmbeddingStore:
                 n = int(got["mask"][i].sum())
                 self._tokens[key] = got["tokens"][i, :n]
 
-    def pooled(self, prompts: Sequence[str], quiet: bool = True) -> np.ndarray:
+    def pooled(self, prompts: Sequence[str]) -> np.ndarray:
         """[N, D] float32 pooled outputs, in the order of `prompts`."""
         keys = self.keys(prompts)
-        self._ensure(prompts, keys, per_token=False, quiet=quiet)
+        self._ensure(prompts, keys, per_token=False)
         if not keys:
             return np.zeros((0, self.encoder.output_dim), dtype=np.float32)
         return np.stack([self._pooled[k] for k in keys])
 
-    def per_token(self, prompts: Sequence[str], quiet: bool = True):
+    def per_token(self, prompts: Sequence[str]):
         """(pooled [N, D], tokens [N, W, D] zero outside the mask, mask [N, W]) in the order of `prompts`."""
         keys = self.keys(prompts)
-        self._ensure(prompts, keys, per_token=True, quiet=quiet)
+        self._ensure(prompts, keys, per_token=True)
         pooled = self.pooled(prompts)
         lengths = [len(self._tokens[k]) for k in keys]
         width = max(lengths, default=1)

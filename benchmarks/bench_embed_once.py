@@ -23,17 +23,23 @@ from benchmarks.bench_audit import DATA, ROOT, shared_inputs
 BASELINE = "5d1933c"  # the last commit before the analysis registry
 
 # Runs inside the child: count the rows that reach the encoder, run the audit, print JSON.
+# (The counter is installed before the audit imports embed_rows, so both versions count through it.)
 DRIVER = textwrap.dedent(
     """
     import json, sys, time
     import numpy as np
-    import anatomy.embed as embed
+    try:  # where the batch loop lives: anatomy.batching now, anatomy.embed before
+        import anatomy.batching as module
+        name = "embed_rows"
+    except ImportError:
+        import anatomy.embed as module
+        name = "_embed_rows"
     counted = {"rows": 0}
-    original = embed._embed_rows
+    original = getattr(module, name)
     def counting(encoder, content, n_valid, rows, *args, **kwargs):
         counted["rows"] += len(rows)
         return original(encoder, content, n_valid, rows, *args, **kwargs)
-    embed._embed_rows = counting
+    setattr(module, name, counting)
     import torch
     torch.set_num_threads(2)
     corpus, out, version = sys.argv[1], sys.argv[2], sys.argv[3]

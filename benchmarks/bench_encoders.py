@@ -80,8 +80,8 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from anatomy.batching import embed_prompts
     from anatomy.corpus import load_corpus
-    from anatomy.embed import embed_prompts
     from anatomy.encoders import load
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +132,7 @@ def main() -> None:
         )
 
         # the same count on the whole corpus at the CLI's default batch (tokenizing only: no model run)
-        from anatomy.embed import DEFAULT_BATCH
+        from anatomy.batching import DEFAULT_BATCH
         from anatomy.tokenizer import clip_tokenizer
 
         full = load_corpus(Path(tmp) / "full.parquet")["prompt"].tolist()

@@ -193,7 +193,7 @@ def test_embed_command(teacher, corpus, tmp_path):
 
 
 def test_embed_prompts_in_memory_keeps_input_order(teacher):
-    from anatomy.embed import embed_prompts
+    from anatomy.batching import embed_prompts
 
     encoder = load(teacher, device="cpu")
     bucketed = embed_prompts(encoder, PROMPTS, batch_size=3, per_token=True)
