@@ -23,6 +23,7 @@ from typing import Any
 from anatomy.errors import AnatomyError, InputError
 from anatomy.findings import Finding
 from anatomy.layout import ENCODERS, PAIR, slug
+from anatomy.report.collect import display
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def build_corpus(cfg: AuditConfig, out_dir: Path) -> tuple[Path, list[dict]]:
         try:
             groups.setdefault(cfg.source or detect_source(spec), []).append(spec)
         except AnatomyError as err:
-            failed.append({"input": _display(spec), **_error(err)})
+            failed.append({"input": display(spec), **_error(err)})
     for source, specs in groups.items():
         try:  # one call per source; if a file in it cannot be read, retry one by one to isolate it
             ingest(source, specs, corpus, ReadOptions())
@@ -132,18 +133,13 @@ def build_corpus(cfg: AuditConfig, out_dir: Path) -> tuple[Path, list[dict]]:
                 try:
                     ingest(source, [spec], corpus, ReadOptions())
                 except AnatomyError as err:
-                    failed.append({"input": _display(spec), **_error(err)})
+                    failed.append({"input": display(spec), **_error(err)})
     if not corpus.exists():
         reasons = "; ".join(f"{f['input']}: {f['error']}" for f in failed)
         raise InputError(
             f"no prompts could be read from the inputs ({reasons})", "check the inputs and --source"
         )
     return corpus, failed
-
-
-def _display(spec: str) -> str:
-    """An input as shown in results: built-in names as given, files by name (no machine paths in results)."""
-    return spec if spec.startswith("builtin:") or spec == "-" else Path(spec).name
 
 
 # ------------------------------------------------------------------------------------------- orchestration
@@ -155,9 +151,9 @@ def run_audit(
     """Run every stage into out_dir, then write findings and the report. Failures are recorded, not raised,
     except when no corpus can be built at all."""
     from anatomy.analysis import runner
-    from anatomy.analysis.base import Inputs, Need
+    from anatomy.analysis.base import Inputs
     from anatomy.embed_store import EmbeddingStore, default_cache
-    from anatomy.encoders.registry import load, require_trained
+    from anatomy.encoders.registry import load
     from anatomy.io import write_text
 
     out_dir = Path(out_dir)
@@ -215,13 +211,9 @@ def run_audit(
             continue
         store = EmbeddingStore(encoder, keep_tokens=spec in pair and bool(by_scope["pair"]))
         store.load_cache(default_cache(corpus, spec), corpus)
-        for analysis in by_scope["encoder"]:
-            if analysis.needs & {Need.EMBEDDINGS, Need.ENCODER} and not getattr(encoder, "trained", True):
-                try:
-                    require_trained(encoder, analysis.name)
-                except AnatomyError as err:
-                    entry["errors"][analysis.name] = _error(err)
-                    continue
+        for analysis in by_scope[
+            "encoder"
+        ]:  # an untrained architecture is refused by the runner, per analysis
             inputs = Inputs(corpus=corpus, encoder=encoder, store=store, out_dir=enc_dir, progress=say)
             attempt(analysis, inputs, enc_dir, entry["errors"], spec)
         rows_encoded[spec] = store.rows_encoded
@@ -254,7 +246,7 @@ def run_audit(
     loaded.clear()
 
     status["config"] = {
-        "inputs": [_display(i) for i in (cfg.inputs or (DEFAULT_INPUT,))],
+        "inputs": [display(i) for i in (cfg.inputs or (DEFAULT_INPUT,))],
         "source": cfg.source,
         "encoders": cfg.encoder_specs(),
         "teacher": cfg.teacher,

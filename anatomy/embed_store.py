@@ -35,6 +35,7 @@ class EmbeddingStore:
         self._pooled: dict[Key, np.ndarray] = {}
         self._tokens: dict[Key, np.ndarray] = {}  # [valid length, D] per sequence
         self._keep = max(encoder.context_length - 2, 1)
+        self.memo: dict = {}  # what analyses derive from this encoder's tokenization of a corpus, computed once
 
     # ------------------------------------------------------------------------------------------- keys
 

@@ -59,6 +59,11 @@ def param(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata=option(help, **kwargs))
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line option of a Params field: --NAME with dashes, or the flag its metadata names."""
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+
+
 def check_params(params: Any) -> None:
     """Raise InputError naming the field and its range when a value is outside it (NaN never is inside)."""
     import math
@@ -70,7 +75,7 @@ def check_params(params: Any) -> None:
         for v in values:
             if v is None or isinstance(v, bool):
                 continue
-            name = "--" + (meta.get("flag") or f.name.replace("_", "-"))
+            name = flag_of(f)
             if meta.get("choices") and v not in meta["choices"]:
                 raise InputError(f"{name}: '{v}' is not one of {', '.join(meta['choices'])}")
             if not isinstance(v, int | float):

@@ -39,10 +39,14 @@ def recorded_params(analysis: Analysis, result: Result, params: Any) -> dict:
 
 def run(analysis: Analysis, inputs: Inputs, params: Any, folder: str | Path) -> Result:
     """Compute, then write results/NAME.json and figures/NAME*.png into folder; return the result."""
+    from anatomy.encoders.registry import require_trained
     from anatomy.figures.style import save_figure
     from anatomy.io import write_result
 
     folder = Path(folder)
+    for encoder in (inputs.encoder, inputs.teacher, inputs.student):
+        if encoder is not None:  # numbers of random weights describe nothing: refuse bare architectures
+            require_trained(encoder, analysis.name)
     inputs.out_dir = inputs.out_dir or folder
     result = analysis.compute(inputs, params)
     files = {"corpus": inputs.corpus} if inputs.corpus is not None else {}

@@ -23,8 +23,15 @@ def distinct_sequences(corpus: Path, store) -> tuple[list[str], dict[str, np.nda
     """(one prompt per distinct token sequence, indices of each source's sequences, distinct prompts).
 
     Two prompts with the same ids (as the encoder sees them, truncated to its context) give the same outputs,
-    so they are one point.
+    so they are one point. Computed once per corpus and store: every analysis of an audit reads the same.
     """
+    key = ("distinct_sequences", str(Path(corpus).resolve()))
+    if key not in store.memo:
+        store.memo[key] = _distinct_sequences(Path(corpus), store)
+    return store.memo[key]
+
+
+def _distinct_sequences(corpus: Path, store) -> tuple[list[str], dict[str, np.ndarray], int]:
     from anatomy.corpus import load_corpus
 
     frame = load_corpus(corpus)

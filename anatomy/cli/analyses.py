@@ -77,8 +77,9 @@ def _param_options(params_cls) -> list[tuple[str, inspect.Parameter, dataclasses
 
 
 def _flag(name: str, params_cls) -> str:
-    meta = next(f.metadata for f in dataclasses.fields(params_cls) if f.name == name)
-    return "--" + (meta.get("flag") or name.replace("_", "-"))
+    from anatomy.analysis.base import flag_of
+
+    return flag_of(next(f for f in dataclasses.fields(params_cls) if f.name == name))
 
 
 def _help(meta, default) -> str:
@@ -223,19 +224,18 @@ def run_command(analysis, params, *, out_dir, quiet, as_json, corpus=None, encod
         raise InputError("--encoder needs --corpus (the prompts to embed)")
     inputs = Inputs(corpus=corpus, embeddings=embeddings, progress=progress)
     if encoder is not None:
-        inputs.encoder, inputs.store = _load(encoder, analysis.name, device, corpus, keep_tokens=False)
+        inputs.encoder, inputs.store = _load(encoder, device, corpus, keep_tokens=False)
     if Need.PAIR in needs:
-        inputs.teacher, inputs.teacher_store = _load(teacher, analysis.name, device, corpus, keep_tokens=True)
-        inputs.student, inputs.student_store = _load(student, analysis.name, device, corpus, keep_tokens=True)
+        inputs.teacher, inputs.teacher_store = _load(teacher, device, corpus, keep_tokens=True)
+        inputs.student, inputs.student_store = _load(student, device, corpus, keep_tokens=True)
     return runner.run(analysis, inputs, params, out_dir)
 
 
-def _load(spec: str, purpose: str, device, corpus, keep_tokens: bool):
+def _load(spec: str, device, corpus, keep_tokens: bool):
     from anatomy.embed_store import EmbeddingStore, default_cache
-    from anatomy.encoders.registry import load, require_trained
+    from anatomy.encoders.registry import load
 
     encoder = load(spec, device=device)
-    require_trained(encoder, purpose)
     store = EmbeddingStore(encoder, keep_tokens=keep_tokens)
     if corpus is not None:
         store.load_cache(default_cache(corpus, spec), corpus)

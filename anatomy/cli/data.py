@@ -175,30 +175,14 @@ def ingest_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final line.")] = False,
 ) -> None:
     """Ingest every input present in a data folder with its reader (one `anatomy ingest` per reader)."""
-    from anatomy.corpus import ingest
-    from anatomy.corpus.sources import ReadOptions
-    from anatomy.datasets.ops import inputs
-    from anatomy.datasets.registry import DataError
+    from anatomy.datasets.ops import ingest_found
 
-    found = inputs(data)
-    if not found:
-        raise DataError(
-            f"{data}: no dataset inputs found",
-            "fetch them with `make data` (anatomy data fetch), or set DATA=../shared/data",
-        )
-    by_reader: dict[str, list[str]] = {}
-    for reader, path in found:
-        by_reader.setdefault(reader, []).append(str(path))
-    report = None
-    for reader, paths in by_reader.items():
-        report = ingest(reader, paths, corpus, ReadOptions())
+    reports = ingest_found(data, corpus)
+    for reader, report in reports:
         for f in report.files:
             for warning in f.warnings:
                 err.print(f"warning: {f.input}: {warning}")
-        if not quiet:
-            for f in report.files:
-                out.print(
-                    f"{reader} {f.input}: read {f.read:,}, kept {f.kept:,}", highlight=False, soft_wrap=True
-                )
-    if report is not None:  # `found` is not empty, so at least one reader ran
-        out.print(f"{corpus}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts")
+            if not quiet:
+                out.print(f"{reader} {f.input}: read {f.read:,}, kept {f.kept:,}")
+    report = reports[-1][1]
+    out.print(f"{corpus}: {report.n_rows:,} rows, {report.n_distinct_prompts:,} distinct prompts")

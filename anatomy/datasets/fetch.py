@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from anatomy.datasets.lock import CHUNK, Lock, sha256_file
+from anatomy.datasets.lock import CHUNK, Lock
 from anatomy.datasets.registry import DataError, Source
-from anatomy.io import atomic_write
+from anatomy.io import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def download(url: str, target: Path, progress: Progress | None = None, label: st
                 ) from None
             log.info("%s: %s; resuming (try %d of %d)", redact(url), reason, failures, RETRIES)
             time.sleep(min(0.2 * failures, 2.0))
-    return sha256_file(part), part.stat().st_size
+    return file_sha256(part), part.stat().st_size
 
 
 def verify_and_place(source: Source, lock: Lock, target: Path, digest: str, size: int) -> None:
@@ -151,7 +151,7 @@ def unpack(archive: Path, dest: Path, patterns: tuple[str, ...], root: Path) -> 
             while block := src.read(CHUNK):
                 digest.update(block)
                 out.write(block)
-            if path.exists() and sha256_file(path) != digest.hexdigest():
+            if path.exists() and file_sha256(path) != digest.hexdigest():
                 raise DataError(
                     f"{path}: exists with other content; not overwritten",
                     "move it away if it is not the verified file, then fetch again",
@@ -189,7 +189,7 @@ def fetch_http(
     target = dest / source.filename
     url = mirrored(source.url, base_url)
     if target.exists():
-        digest, size = sha256_file(target), target.stat().st_size
+        digest, size = file_sha256(target), target.stat().st_size
         expected = source.sha256 or lock.download_hash(source.name)
         if expected and digest != expected:
             raise DataError(
@@ -215,9 +215,9 @@ def fetch_http(
 
 def copy_verified(src: Path, path: Path) -> dict:
     """Copy src to path atomically (unless path already holds the same bytes); return {sha256, size}."""
-    digest = sha256_file(src)
+    digest = file_sha256(src)
     if path.exists():
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise DataError(
                 f"{path}: exists with other content; not overwritten", "move it away, then fetch again"
             )

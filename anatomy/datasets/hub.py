@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from anatomy.datasets.fetch import copy_verified
-from anatomy.datasets.lock import Lock, sha256_file
+from anatomy.datasets.lock import Lock
 from anatomy.datasets.registry import DataError, Source
+from anatomy.io import file_sha256
 
 
 def _offline() -> bool:
@@ -79,7 +80,7 @@ def fetch_hub(source: Source, root: Path, lock: Lock) -> str:
     for path in found:
         target = dest / path.name
         recorded = lock.entry(source.name).get("files", {}).get(target.relative_to(root).as_posix())
-        if recorded and recorded["sha256"] != sha256_file(path):
+        if recorded and recorded["sha256"] != file_sha256(path):
             raise DataError(
                 f"{source.name}: {path.name} in the hub snapshot differs from the hash recorded in "
                 f"{lock.path.name}; nothing copied",

@@ -7,22 +7,13 @@ to what was recorded. Paths are relative to the data folder and use forward slas
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from anatomy.io import write_json
+from anatomy.io import file_sha256, write_json
 
 LOCK_NAME = "sources.lock.json"
 CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Lock:
@@ -63,7 +54,7 @@ class Lock:
             ok = (
                 path.is_file()
                 and path.stat().st_size == meta.get("size")
-                and sha256_file(path) == meta["sha256"]
+                and file_sha256(path) == meta["sha256"]
             )
             (good if ok else bad).append(rel)
         return good, bad

@@ -6,6 +6,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anatomy.datasets.fetch import Progress
 from anatomy.datasets.lock import LOCK_NAME, Lock
@@ -111,3 +112,21 @@ def inputs(data: Path) -> list[tuple[str, Path]]:
             seen.add(path)
             found.append((reader, path))
     return found
+
+
+def ingest_found(data: Path, corpus: Path) -> list[tuple[str, Any]]:
+    """Ingest every input `inputs(data)` finds into `corpus`, one ingest per reader; [(reader, IngestReport)]."""
+    from anatomy.corpus import ingest
+    from anatomy.corpus.sources import ReadOptions
+    from anatomy.datasets.registry import DataError
+
+    found = inputs(data)
+    if not found:
+        raise DataError(
+            f"{data}: no dataset inputs found",
+            "fetch them with `make data` (anatomy data fetch), or set DATA=../shared/data",
+        )
+    by_reader: dict[str, list[str]] = {}
+    for reader, path in found:
+        by_reader.setdefault(reader, []).append(str(path))
+    return [(reader, ingest(reader, paths, corpus, ReadOptions())) for reader, paths in by_reader.items()]
