@@ -100,31 +100,11 @@ def read_prompts(spec: str) -> list[str]:
     """Prompts of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set."""
     from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 
-    if spec == IMAGENET:
-        return _imagenet_classes()
     reader = get_reader("builtin" if spec.startswith("builtin:") else "text")
     texts = [r.raw for r in reader(SourceFile(spec), ReadOptions()) if hasattr(r, "raw")]
     if not texts:
         raise InputError(f"{spec}: no prompts in this held-out file", "give a file with one prompt per line")
     return texts
-
-
-def _imagenet_classes() -> list[str]:
-    """open_clip's 1,000 ImageNet class names (builtin:imagenet-classes), read from its import-free metadata
-    module without importing open_clip itself (which imports torch and torchvision: seconds and ~1 GB)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("open_clip")
-    for folder in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "zero_shot_metadata.py"
-        if path.is_file():
-            module_spec = importlib.util.spec_from_file_location("_anatomy_imagenet_metadata", path)
-            if module_spec is None or module_spec.loader is None:
-                continue
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-            return list(module.IMAGENET_CLASSNAMES)
-    raise InputError("open_clip_torch is not installed: no ImageNet class names", "run `make install`")
 
 
 def savings(original: int, kept: int, width: int) -> list[Saving]:

@@ -19,19 +19,37 @@ def read(src: SourceFile, options: ReadOptions) -> Iterator[PromptRecord | Skipp
     name = src.spec.removeprefix("builtin:")
     if name not in BUILTINS:
         raise InputError(f"unknown built-in corpus {src.spec!r}", f"choose one of: {', '.join(BUILTINS)}")
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+    metadata = zero_shot_metadata()
+    classes, templates = metadata.IMAGENET_CLASSNAMES, metadata.OPENAI_IMAGENET_TEMPLATES
 
     if name == "imagenet-classes":
-        for i, cls in enumerate(IMAGENET_CLASSNAMES):
+        for i, cls in enumerate(classes):
             yield PromptRecord(raw=cls, subset="imagenet-classes", ref=f"open_clip:IMAGENET_CLASSNAMES[{i}]")
         return
-    for t, template in enumerate(OPENAI_IMAGENET_TEMPLATES):
-        for i, cls in enumerate(IMAGENET_CLASSNAMES):
+    for t, template in enumerate(templates):
+        for i, cls in enumerate(classes):
             yield PromptRecord(
                 raw=template(cls),
                 subset="imagenet-prompts",
                 ref=f"open_clip:OPENAI_IMAGENET_TEMPLATES[{t}]({i})",
             )
+
+
+def zero_shot_metadata():
+    """open_clip's zero_shot_metadata module, loaded from its file without importing open_clip itself (which
+    imports torch and torchvision: seconds and about 1 GB for two lists)."""
+    import importlib.util
+    from pathlib import Path
+
+    package = importlib.util.find_spec("open_clip")
+    for folder in list(package.submodule_search_locations or []) if package else []:
+        path = Path(folder) / "zero_shot_metadata.py"
+        spec = importlib.util.spec_from_file_location("_anatomy_zero_shot_metadata", path)
+        if path.is_file() and spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise InputError("open_clip_torch is not installed: no ImageNet class names", "run `make install`")
 
 
 def fingerprint(spec: str) -> str:
