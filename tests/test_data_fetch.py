@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from anatomy.cli import app
 from anatomy.corpus import load_corpus
 from anatomy.corpus.normalize import normalize
-from anatomy.datasets.fetch import member_target, mirrored, unpack
+from anatomy.datasets.archive import member_target, unpack
+from anatomy.datasets.fetch import mirrored
 from anatomy.datasets.registry import BY_NAME, DataError
 
 ROOT = Path(__file__).resolve().parent.parent

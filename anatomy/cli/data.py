@@ -72,27 +72,43 @@ def fetch_cmd(
             help="A mirror laid out as BASE/HOST/PATH for every HTTP source (and the Roboflow API)."
         ),
     ] = None,
+    deadline: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=7 * 86400,
+            help="Give up on a file after this many seconds (its .part is kept; rerun to resume).",
+        ),
+    ] = 6 * 3600.0,
+    min_rate: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1e10,
+            help="Give up on a file arriving slower than this many bytes/s over a minute (0: never).",
+        ),
+    ] = 1024.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Download, verify (size, sha256, lock file) and unpack datasets into OUT/<dataset>/."""
     from anatomy.datasets import ops
-    from anatomy.datasets.registry import select
+    from anatomy.datasets.fetch import Limits, check_base_url
+    from anatomy.datasets.registry import DataError, select
 
     check_out_dir(out_dir)
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise typer.BadParameter("must start with http:// or https://", param_hint="--base-url")
-    from anatomy.datasets.registry import DataError
-
+    if base_url is not None:
+        check_base_url(base_url)  # OptionError: a usage error (exit 2), before any work
+    limits = Limits(deadline, min_rate).check()
     try:
         select(names)  # unknown names fail before any work, as a usage error
     except DataError as error:
         raise typer.BadParameter(f"{error.message} ({error.hint})", param_hint="NAMES") from None
     bar, on_bytes = _progress_bar(quiet)
     if bar is None:
-        outcomes = ops.fetch(names, out_dir, base_url, None)
+        outcomes = ops.fetch(names, out_dir, base_url, None, limits)
     else:
         with bar:
-            outcomes = ops.fetch(names, out_dir, base_url, on_bytes)
+            outcomes = ops.fetch(names, out_dir, base_url, on_bytes, limits)
     for o in outcomes:
         if o.ok:
             out.print(o.message)

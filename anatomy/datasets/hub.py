@@ -11,9 +11,9 @@ import fnmatch
 import os
 from pathlib import Path
 
-from anatomy.datasets.fetch import copy_verified
 from anatomy.datasets.lock import Lock
 from anatomy.datasets.registry import DataError, Source
+from anatomy.datasets.sources import copy_verified
 from anatomy.io import file_sha256
 
 

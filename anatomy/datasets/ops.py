@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anatomy.datasets.fetch import Progress
+from anatomy.datasets.fetch import Limits, Progress
 from anatomy.datasets.lock import LOCK_NAME, Lock
+from anatomy.datasets.paths import refuse_special
 from anatomy.datasets.registry import HTTP, HUB, ROBOFLOW, SHARED_LAYOUT, SOURCES, DataError, Source, select
+from anatomy.errors import AnatomyError
 
 
 @dataclass
@@ -60,17 +62,33 @@ class Outcome:
 
 
 def fetch(
-    names: list[str] | None, root: Path, base_url: str | None = None, progress: Progress | None = None
+    names: list[str] | None,
+    root: Path,
+    base_url: str | None = None,
+    progress: Progress | None = None,
+    limits: Limits | None = None,
 ) -> list[Outcome]:
     """Fetch the named sources (all by default) into root; one outcome per source.
 
     Sources already present and verified are left alone. A source that fails (no login, no key, a refused
-    hash) does not stop the others; its outcome says why and what to do."""
-    from anatomy.datasets.fetch import fetch_http
+    hash, a damaged or hostile archive) does not stop the others; its outcome says why and what to do.
+    The data folder is locked for the whole fetch (anatomy.locks on its lock file): a second fetch into
+    the same folder waits, then finds what the first one verified."""
+    from anatomy.locks import locked
+
+    refuse_special(root, folder=True)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / LOCK_NAME):
+        return _fetch_locked(names, root, base_url, progress, limits or Limits())
+
+
+def _fetch_locked(
+    names: list[str] | None, root: Path, base_url: str | None, progress: Progress | None, limits: Limits
+) -> list[Outcome]:
     from anatomy.datasets.hub import fetch_hub
     from anatomy.datasets.roboflow import KEY_ENV, fetch_roboflow
+    from anatomy.datasets.sources import fetch_http
 
-    root.mkdir(parents=True, exist_ok=True)
     lock = Lock(root)
     outcomes = []
     for source in select(names):
@@ -85,28 +103,40 @@ def fetch(
             continue
         try:
             if source.kind == HTTP:
-                line = fetch_http(source, root, lock, base_url, progress)
+                line = fetch_http(source, root, lock, base_url, progress, limits)
             elif source.kind == HUB:
                 line = fetch_hub(source, root, lock)
             else:
-                line = fetch_roboflow(source, root, lock, base_url, progress)
+                line = fetch_roboflow(source, root, lock, base_url, progress, limits)
             outcomes.append(Outcome(source.name, True, line))
-        except DataError as error:
+        except AnatomyError as error:  # DataError, and a write error naming its file
             outcomes.append(Outcome(source.name, False, error.message, error.hint))
     return outcomes
 
 
 def inputs(data: Path) -> list[tuple[str, Path]]:
     """(reader, path) for every input present under data: the registry's layout (what `anatomy data fetch`
-    writes) and the shared-data layout, in registry order, without duplicates."""
+    writes) and the shared-data layout, in registry order, without duplicates. A missing data folder, or an
+    input that is a FIFO or a device (which a reader would block on), is a DataError."""
+    if not data.exists():
+        raise DataError(
+            f"{data}: no such data folder",
+            "fetch the datasets with `make data` (anatomy data fetch --out DIR), or use --data ../shared/data",
+        )
+    refuse_special(data, folder=True)
+    if not data.is_dir():
+        raise DataError(
+            f"{data}: is a file, not a data folder", "--data names the folder holding the datasets"
+        )
     found: list[tuple[str, Path]] = []
     seen: set[Path] = set()
     patterns = [(s.reader, p) for s in SOURCES for p in s.inputs] + list(SHARED_LAYOUT)
     for reader, pattern in patterns:
         for match in sorted(glob.glob(os.path.join(glob.escape(str(data)), pattern))):
             path = Path(match)
-            if path in seen or path.name == LOCK_NAME or path.name.endswith(".part"):
+            if path in seen or path.name == LOCK_NAME or path.name.endswith((".part", ".part.meta")):
                 continue
+            refuse_special(path, folder=True)
             if path.is_dir() and not any(path.rglob("_annotations.coco.json")):
                 continue
             seen.add(path)
@@ -115,10 +145,9 @@ def inputs(data: Path) -> list[tuple[str, Path]]:
 
 
 def ingest_found(data: Path, corpus: Path) -> list[tuple[str, Any]]:
-    """Ingest every input `inputs(data)` finds into `corpus`, one ingest per reader; [(reader, IngestReport)]."""
-    from anatomy.corpus import ingest
-    from anatomy.corpus.sources import ReadOptions
-    from anatomy.datasets.registry import DataError
+    """Ingest every input `inputs(data)` finds into `corpus`, one ingest per reader, committed together (all
+    readers or none); [(reader, IngestReport)]."""
+    from anatomy.datasets.ingest import ingest_groups
 
     found = inputs(data)
     if not found:
@@ -129,4 +158,4 @@ def ingest_found(data: Path, corpus: Path) -> list[tuple[str, Any]]:
     by_reader: dict[str, list[str]] = {}
     for reader, path in found:
         by_reader.setdefault(reader, []).append(str(path))
-    return [(reader, ingest(reader, paths, corpus, ReadOptions())) for reader, paths in by_reader.items()]
+    return ingest_groups(by_reader, corpus)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote
 
-from anatomy.datasets.fetch import Progress, download, mirrored, redact, unpack
+from anatomy.datasets.archive import check_archive, unpack
+from anatomy.datasets.fetch import TIMEOUT_S, Limits, Progress, download, finish, mirrored, redact
 from anatomy.datasets.lock import Lock
 from anatomy.datasets.registry import DataError, Source
 
 KEY_ENV = "ROBOFLOW_API_KEY"
+API_DEADLINE_S = 120.0  # one API answer (a few KB of JSON) must arrive within this
+API_MAX_BYTES = 64 << 20
 
 
 def api_key(source: Source) -> str:
@@ -37,8 +41,8 @@ def _get_json(url: str) -> dict:
 
     request = urllib.request.Request(url, headers={"User-Agent": "prompt-anatomy"})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read().decode("utf-8"))
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return json.loads(_read_bounded(url, response).decode("utf-8"))
     except urllib.error.HTTPError as err:
         hint = f"check {KEY_ENV}" if err.code in (401, 403) else "try again later"
         raise DataError(f"{redact(url)}: HTTP {err.code} {err.reason}", hint) from None
@@ -48,6 +52,19 @@ def _get_json(url: str) -> dict:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{redact(url)}: the Roboflow API did not answer with JSON") from None
+
+
+def _read_bounded(url: str, response) -> bytes:
+    """An API answer, read within API_DEADLINE_S and API_MAX_BYTES (a dripping server is given up)."""
+    deadline = time.monotonic() + API_DEADLINE_S
+    chunks, size = [], 0
+    while block := response.read1(1 << 16):
+        chunks.append(block)
+        size += len(block)
+        if size > API_MAX_BYTES or time.monotonic() > deadline:
+            why = "too large" if size > API_MAX_BYTES else f"not answered within {API_DEADLINE_S:g} s"
+            raise DataError(f"{redact(url)}: the Roboflow API answer is {why}", "try again later")
+    return b"".join(chunks)
 
 
 def _api(source: Source, path: str, key: str, base_url: str | None) -> dict:
@@ -76,7 +93,12 @@ def latest_version(source: Source, slug: str, key: str, base_url: str | None) ->
 
 
 def fetch_roboflow(
-    source: Source, root: Path, lock: Lock, base_url: str | None, progress: Progress | None
+    source: Source,
+    root: Path,
+    lock: Lock,
+    base_url: str | None,
+    progress: Progress | None,
+    limits: Limits = Limits(),
 ) -> str:
     key = api_key(source)
     dest = root / source.dest
@@ -93,17 +115,19 @@ def fetch_roboflow(
         if not isinstance(link, str):
             raise DataError(f"{source.name}: no COCO export link for {slug} version {version}")
         archive = dest / f".{slug}-v{version}-coco.zip"
-        digest, size = download(mirrored(link, base_url), archive, progress, slug)
-        archive.with_name(archive.name + ".part").replace(archive)
+        got = download(mirrored(link, base_url), archive, progress, slug, limits=limits)
+        finish(archive)
         try:
+            if got.resumed or not got.delimited:  # no recorded hash vouches for it: its CRCs must
+                check_archive(archive)
             files = unpack(archive, dest / slug, source.members, root)
         finally:
             archive.unlink(missing_ok=True)
         lock.record(source.name, None, files)
         lock.data[source.name].setdefault("exports", {})[slug] = {
             "version": version,
-            "sha256": digest,
-            "size": size,
+            "sha256": got.sha256,
+            "size": got.size,
         }
         lock.record(source.name, None, {})
         fetched += 1
