@@ -101,7 +101,7 @@ $$(REPORTS)/pair/results/$1.json: $$(REPORTS)/encoders/teacher/embedded $$(REPOR
 endef
 
 ifneq ($(MAKELEVEL),0)
-REPORT_INPUTS := $(shell $(ANATOMY) data inputs --data $(DATA) --deps)
+REPORT_INPUTS := $(shell $(ANATOMY) data inputs --data $(DATA) --deps 2>/dev/null)
 SAMPLED := $(if $(SAMPLE),$(shell $(ANATOMY) analyses --param sample --names))
 READS_CORPUS := $(shell $(ANATOMY) analyses --reads corpus --names)
 CORPUS_RESULTS := $(call analyses_of,corpus)

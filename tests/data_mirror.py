@@ -1,9 +1,11 @@
-"""Test helpers for `anatomy data`: a loopback HTTP mirror (Range, dropped connections, slow bodies) and
-small archives in the official layouts, built from the real files in ../shared/data."""
+"""Test helpers for `anatomy data`: a loopback HTTP mirror on 127.0.0.1 (Range, dropped connections, slow
+bodies, and the misbehaving servers of MODES), small archives in the official layouts built from the real
+files in ../shared/data, and hostile zips (encrypted, an unknown method, a bomb)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import pickle
@@ -14,12 +16,33 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+MODES = {
+    "normal": "Range, If-Range (ETag) and 416 as a correct server answers them",
+    "drop_once": "the first response sends half the body, then closes",
+    "slow": "1 KB every 20 ms",
+    "ignore_range": "the first response drops halfway; every later one ignores Range (200, whole body)",
+    "botch_range": "the first response drops halfway; a Range request gets 206 with a wrong Content-Range",
+    "lie_range": "the first response drops halfway; a Range request gets a correct header over bytes from 0",
+    "drip": "Content-Length, then one byte every Route.drip_s (for at most DRIP_LIMIT_S)",
+    "cut_no_length": "no Content-Length; half the body, then close (every time)",
+    "cut_no_length_once": "no Content-Length; half the body, then close (the first time only)",
+    "no_length": "no Content-Length; the whole body, then close",
+}
+DRIP_LIMIT_S = 20.0  # a dripping response stops by itself after this long
+MAX_REQUESTS = 50  # a route answers 503 after this many requests (a client stuck in a loop is bounded)
+
 
 @dataclass
 class Route:
     body: bytes
-    mode: str = "normal"  # normal | drop_once (half the body, then close) | slow
+    mode: str = "normal"  # one of MODES
     requests: list[str] = field(default_factory=list)  # the Range header of each request ("" = none)
+    if_range: list[str] = field(default_factory=list)  # the If-Range header of each request ("" = none)
+    drip_s: float = 0.2
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:16] + '"'
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -33,23 +56,71 @@ class _Handler(BaseHTTPRequestHandler):
             return
         ranged = self.headers.get("Range", "")
         route.requests.append(ranged)
+        route.if_range.append(self.headers.get("If-Range", ""))
+        if len(route.requests) > MAX_REQUESTS:
+            self.send_error(503)
+            return
+        mode, first, size = route.mode, len(route.requests) == 1, len(route.body)
+        if mode in ("ignore_range", "botch_range", "lie_range") and first:
+            mode = "drop_once"
+        elif mode == "drop_once" and not first:
+            mode = "normal"
+        if mode == "cut_no_length_once":
+            mode = "cut_no_length" if first else "normal"
+        if mode in ("cut_no_length", "no_length"):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(route.body if mode == "no_length" else route.body[: size // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if mode == "ignore_range" or self.headers.get("If-Range", route.etag) != route.etag:
+            ranged = ""  # answer with the whole body
         start = int(ranged.removeprefix("bytes=").split("-")[0]) if ranged else 0
+        if ranged and start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = route.body[start:]
         self.send_response(206 if ranged else 200)
+        self.send_header("ETag", route.etag)
         if ranged:
-            self.send_header("Content-Range", f"bytes {start}-{len(route.body) - 1}/{len(route.body)}")
+            content_range = f"bytes {start}-{size - 1}/{size}"
+            if mode == "botch_range":
+                content_range, body = f"bytes 0-{size - 1}/{size}", route.body
+            elif mode == "lie_range":
+                body = route.body[: size - start]  # the header says START-, the bytes are from 0
+            self.send_header("Content-Range", content_range)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if route.mode == "drop_once" and len(route.requests) == 1:
+        try:
+            self._send(route, mode, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _send(self, route: Route, mode: str, body: bytes) -> None:
+        if mode == "drop_once":
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
-        if route.mode == "slow":
+        if mode == "slow":
             for i in range(0, len(body), 1024):
                 self.wfile.write(body[i : i + 1024])
                 self.wfile.flush()
                 time.sleep(0.02)
+            return
+        if mode == "drip":
+            stop = time.monotonic() + DRIP_LIMIT_S
+            for i in range(len(body)):
+                if time.monotonic() > stop:
+                    break
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(route.drip_s)
+            self.close_connection = True
             return
         self.wfile.write(body)
 
@@ -86,6 +157,35 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def patched_zip(members: dict[str, bytes], flag_bits: int = 0, method: int | None = None) -> bytes:
+    """A stored zip whose local and central headers are patched: flag bits OR-ed in (bit 0: encrypted), and
+    the compression method replaced (99 is WinZip AES, which zipfile cannot read)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    raw = bytearray(buffer.getvalue())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at != -1:
+            flags = int.from_bytes(raw[at + flags_at : at + flags_at + 2], "little") | flag_bits
+            raw[at + flags_at : at + flags_at + 2] = flags.to_bytes(2, "little")
+            if method is not None:
+                raw[at + flags_at + 2 : at + flags_at + 4] = method.to_bytes(2, "little")
+            at = raw.find(signature, at + 4)
+    return bytes(raw)
+
+
+def bomb_zip(name: str, size: int) -> bytes:
+    """One member of `size` zero bytes, deflated (about 1000x smaller): a single-layer zip bomb."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w") as out:
+        block = bytes(1 << 20)
+        for _ in range(size >> 20):
+            out.write(block)
     return buffer.getvalue()
 
 

@@ -103,6 +103,10 @@ def fetch_cmd(
         select(names)  # unknown names fail before any work, as a usage error
     except DataError as error:
         raise typer.BadParameter(f"{error.message} ({error.hint})", param_hint="NAMES") from None
+    if out_dir.is_dir():
+        from anatomy.datasets.lock import Lock
+
+        Lock(out_dir)  # a lock file that cannot be used fails here, before the progress bar starts
     bar, on_bytes = _progress_bar(quiet)
     if bar is None:
         outcomes = ops.fetch(names, out_dir, base_url, None, limits)
