@@ -251,6 +251,22 @@ def test_member_whose_size_differs_from_its_header_is_refused(tmp_path, declared
     assert not (tmp_path / "out" / "a.json").exists()
 
 
+def test_tar_bomb_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        info = tarfile.TarInfo("lvis_v1_val.json")
+        info.size = 64 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match="archive bomb"):
+        unpack(archive, tmp_path / "out", ("*.json",), tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------- lock files, URLs
 
 
@@ -320,6 +336,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         ("lvis/lvis_v1_train.json", "inputs"),
         ("lvis/lvis_v1_train.json", "ingest"),
         ("corpus.parquet", "ingest"),
+        ("rf100vl/pets/train/_annotations.coco.json", "ingest"),
     ],
 )
 def test_fifos_are_refused_without_blocking(tmp_path, fifo, command):

@@ -96,30 +96,41 @@ def _copy_counted(archive: Path, name: str, src: IO[bytes], out: IO[bytes] | Non
 
 
 def _members(archive: Path, patterns: tuple[str, ...] | None):
-    """(kind, handle, [(name, declared size, opener)]) for the archive's regular members that match."""
+    """(open handle, [(name, declared size, opener)]) for the archive's regular members that match, after
+    the checks that need no reading (encryption, method, ratio, total); the handle is closed on refusal."""
     if zipfile.is_zipfile(archive):
         zf = zipfile.ZipFile(archive)
-        chosen = [
-            i for i in zf.infolist() if not i.is_dir() and (patterns is None or _wanted(i.filename, patterns))
-        ]
-        for info in chosen:
-            check_zip_member(archive, info)
-        _check_total(archive, sum(i.file_size for i in chosen))
+        try:
+            chosen = [
+                i
+                for i in zf.infolist()
+                if not i.is_dir() and (patterns is None or _wanted(i.filename, patterns))
+            ]
+            for info in chosen:
+                check_zip_member(archive, info)
+            _check_total(archive, sum(i.file_size for i in chosen))
+        except BaseException:
+            zf.close()
+            raise
         return zf, [(i.filename, i.file_size, lambda i=i: zf.open(i)) for i in chosen]
     if tarfile.is_tarfile(archive):
         tf = tarfile.open(archive)
-        chosen_tar = [
-            m for m in tf.getmembers() if m.isfile() and (patterns is None or _wanted(m.name, patterns))
-        ]
-        declared = sum(m.size for m in chosen_tar)
-        _check_total(archive, declared)
-        if declared > RATIO_FLOOR and declared > MAX_RATIO * max(archive.stat().st_size, 1):
-            raise DataError(
-                f"{archive}: members declare {declared:,} bytes from a {archive.stat().st_size:,}-byte archive "
-                f"(over {MAX_RATIO}x): refused as an archive bomb",
-                _FOREIGN_HINT,
-            )
-        return tf, [(m.name, m.size, lambda m=m: tf.extractfile(m)) for m in chosen_tar]
+        try:
+            members = [
+                m for m in tf.getmembers() if m.isfile() and (patterns is None or _wanted(m.name, patterns))
+            ]
+            declared, packed = sum(m.size for m in members), archive.stat().st_size
+            _check_total(archive, declared)
+            if declared > RATIO_FLOOR and declared > MAX_RATIO * max(packed, 1):
+                raise DataError(
+                    f"{archive}: members declare {declared:,} bytes from a {packed:,}-byte archive "
+                    f"(over {MAX_RATIO}x): refused as an archive bomb",
+                    _FOREIGN_HINT,
+                )
+        except BaseException:
+            tf.close()
+            raise
+        return tf, [(m.name, m.size, lambda m=m: tf.extractfile(m)) for m in members]
     raise DataError(f"{archive}: neither a zip nor a tar archive", _DAMAGED_HINT)
 
 

@@ -253,7 +253,9 @@ def download(
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         if have:
             request.add_header("Range", f"bytes={have}-")
-            validator = (meta or {}).get("etag") or (meta or {}).get("last_modified")
+            etag = (meta or {}).get("etag")  # If-Range takes a strong validator only (RFC 9110 13.1.5)
+            strong = etag if isinstance(etag, str) and not etag.startswith("W/") else None
+            validator = strong or (meta or {}).get("last_modified")
             if validator:
                 request.add_header("If-Range", validator)
         try:

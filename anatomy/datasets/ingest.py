@@ -19,7 +19,7 @@ from typing import Any
 
 from anatomy.datasets.paths import refuse_special
 from anatomy.errors import AnatomyError, InputError
-from anatomy.io import atomic_paths, writing
+from anatomy.io import atomic_paths, clean_temps, writing
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def ingest_groups(groups: dict[str, list[str]], corpus: Path) -> list[tuple[str,
         corpus.parent.mkdir(parents=True, exist_ok=True)
     with locked(corpus):
         _clean_stages(corpus)
+        clean_temps(side)  # the manifest's temporaries of a killed commit (the corpus's: locked)
         with writing(corpus):
             stage = Path(tempfile.mkdtemp(prefix=_stage_prefix(corpus), dir=corpus.parent))
         try:

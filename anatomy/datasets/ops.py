@@ -137,8 +137,12 @@ def inputs(data: Path) -> list[tuple[str, Path]]:
             if path in seen or path.name == LOCK_NAME or path.name.endswith((".part", ".part.meta")):
                 continue
             refuse_special(path, folder=True)
-            if path.is_dir() and not any(path.rglob("_annotations.coco.json")):
-                continue
+            if path.is_dir():
+                annotations = list(path.rglob("_annotations.coco.json"))
+                for annotation in annotations:  # what the reader will open, checked before it does
+                    refuse_special(annotation)
+                if not annotations:
+                    continue
             seen.add(path)
             found.append((reader, path))
     return found
