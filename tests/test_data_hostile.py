@@ -364,6 +364,26 @@ def test_fifos_are_refused_without_blocking(tmp_path, fifo, command):
     assert path.is_fifo()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this platform")
+@pytest.mark.parametrize(
+    "link, args",
+    [
+        ("sources.lock.json", ["data", "list", "--out", "{raw}"]),
+        ("lvis/lvis_v1_train.json", ["data", "inputs", "--data", "{raw}"]),
+        ("lvis/lvis_v1_val.json.zip", ["data", "fetch", "lvis-v1-val", "--out", "{raw}", "--base-url",
+                                       "http://127.0.0.1:9", "-q"]),
+    ],
+)  # fmt: skip
+def test_devices_are_refused_without_reading_them(tmp_path, link, args):
+    """A symlink to /dev/zero would stream zeros forever (hashing, JSON parsing): refused by its stat."""
+    raw = tmp_path / "raw"
+    (raw / "lvis").mkdir(parents=True)
+    (raw / link).symlink_to("/dev/zero")
+    done = _run(*(a.replace("{raw}", str(raw)) for a in args))
+    assert done.returncode == 1, done.stderr
+    assert "is a device" in done.stderr and "Traceback" not in done.stderr
+
+
 # ------------------------------------------------------------------------------- concurrent writers
 
 

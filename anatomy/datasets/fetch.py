@@ -281,7 +281,11 @@ def download(
                         continue
                     mode, delimited = "ab", True
                 elif status == 200:
-                    if have:
+                    same = (meta or {}).get("etag") == response.headers.get("ETag") is not None
+                    if have and request.has_header("If-range") and not same:  # If-Range: the file changed
+                        restart("the file changed since the .part was started (If-Range answered 200)")
+                        have = 0
+                    elif have:
                         ranges = False
                         restart("the server ignored the Range request (200, the whole file)")
                         have = 0
