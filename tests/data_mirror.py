@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import pickle
+import random
 import threading
 import time
 import zipfile
@@ -187,6 +188,14 @@ def bomb_zip(name: str, size: int) -> bytes:
         for _ in range(size >> 20):
             out.write(block)
     return buffer.getvalue()
+
+
+def lvis_doc(n: int, seed: int = 0) -> bytes:
+    """An LVIS-shaped JSON of n categories with random names (about 40 bytes each, poorly compressible)."""
+    rng = random.Random(seed)
+    names = [f"{rng.getrandbits(64):016x} {rng.getrandbits(32):08x}" for _ in range(n)]
+    cats = [{"id": i + 1, "name": name, "synonyms": [name]} for i, name in enumerate(names)]
+    return json.dumps({"images": [], "annotations": [], "categories": cats}).encode()
 
 
 def lvis_zip(shared: Path, split: str) -> bytes:
