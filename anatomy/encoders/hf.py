@@ -167,6 +167,9 @@ def load_hf(
             f"{path}: not a Hugging Face model directory (no config.json)",
             "hf:PATH needs a local folder with config.json, the weights and the tokenizer files",
         )
+    special = _special_loader(path)  # SAM3-LiteText students and the SAM3 teacher: our own modules
+    if special is not None:
+        return special(path, name=name, device=device, dtype=dtype, context_length=context_length)
     try:
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
@@ -206,6 +209,51 @@ def load_hf(
     )
     encoder.masks_padding = True  # attention ignores padding, so length bucketing is exact here too
     return encoder
+
+
+def model_type(path: Path) -> str | None:
+    """The `model_type` of a local Hugging Face folder's config.json (None when absent or unreadable)."""
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
+def _special_loader(path: Path):
+    """The loader of a folder whose model is not a plain text encoder for AutoModel, else None:
+    sam3_lite_text(_text_model) -> our LiteText tower (anatomy.encoders.hf_litetext);
+    sam3 -> the SAM3 teacher's text encoder from the folder's weights (anatomy.encoders.sam3)."""
+    kind = model_type(path)
+    from anatomy.encoders.hf_litetext import MODEL_TYPES, load_hf_litetext
+
+    if kind in MODEL_TYPES:
+        return load_hf_litetext
+    if kind == "sam3":
+        return _load_sam3_folder
+    return None
+
+
+def _load_sam3_folder(path: Path, *, name: str, device=None, dtype="fp32", context_length=None):
+    from anatomy.encoders.family import LoadRequest, Spec
+    from anatomy.encoders.sam3_family import FAMILY
+
+    weights = path / "model.safetensors"
+    if not weights.exists():
+        raise EncoderError(
+            f"{path}: a sam3 folder without a single model.safetensors",
+            "give the weights file itself as sam3:PATH/model-XXXXX.safetensors",
+        )
+    return FAMILY.load(Spec("sam3", path=str(weights)), LoadRequest(name, device, dtype, context_length))
+
+
+def _spec_tokenizer(spec):
+    """The tokenizer of an hf: spec: CLIP BPE for SAM3 / SAM3-LiteText folders, else the folder's own."""
+    if _special_loader(resolve_dir(spec.path)) is not None:
+        from anatomy.tokenizer import clip_tokenizer
+
+        return clip_tokenizer()
+    return load_hf_tokenizer(spec.path)
 
 
 def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
@@ -270,7 +318,7 @@ def _families():
         fingerprint=lambda spec: resolve_dir(
             spec.path
         ),  # the local directory, or the hub id's cached snapshot
-        tokenizer=lambda spec: load_hf_tokenizer(spec.path),  # the tokenizer files alone, no weights
+        tokenizer=_spec_tokenizer,  # the tokenizer files alone, no weights
         is_trained=_always_trained,
     )
     minilm = Family(
