@@ -330,7 +330,9 @@ def _families():
         fingerprint=lambda spec: minilm_dir(),
         is_trained=_always_trained,
     )
-    return {"hf": hf, "minilm": minilm}
+    from anatomy.encoders.hf_reference import family as transformers_family
+
+    return {"hf": hf, "minilm": minilm, "transformers": transformers_family()}
 
 
 FAMILIES = _families()

@@ -270,8 +270,8 @@ def read_text_encoder(directory: Path) -> tuple[TowerShape, int, dict[str, torch
         projection_path = directory / PROJECTION_FILE
         if not projection_path.exists():
             raise CheckpointError(
-                f"{directory}: a Sam3LiteTextTextModel folder without {PROJECTION_FILE} (the 256-d projection "
-                "SAM3 applies to every token)",
+                f"{directory}: a Sam3LiteTextTextModel folder without {PROJECTION_FILE} (the projection SAM3 "
+                "applies to every token)",
                 "export with `anatomy export --format hf`, or point hf: at the full Sam3LiteTextModel folder",
             )
         names = ["text_projection.weight", "text_projection.bias"]

@@ -1,0 +1,134 @@
+"""`transformers:PATH | transformers:ORG/NAME`: a SAM3-LiteText student run by transformers' own modules.
+
+The reference beside `hf:` (which reads the same folder into our LiteText tower): the same weights, the
+same CLIP ids, every position attended (attention_mask=None, as SAM3-LiteText runs its students), per-token
+outputs = `Sam3LiteTextModel.get_text_features(ids).pooler_output`. `anatomy cost -e hf:X -e transformers:X`
+measures both implementations in one run; `agreement --teacher transformers:X --student hf:X` compares them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anatomy.errors import EncoderError
+
+
+def _module_class():
+    import torch
+
+    class TransformersLiteText(torch.nn.Module):
+        """(ids, valid) -> text_projection(text_encoder(ids).last_hidden_state); padding attended."""
+
+        def __init__(self, text_model, projection):
+            super().__init__()
+            self.text_encoder, self.text_projection = text_model, projection
+
+        def forward(self, ids, valid=None):
+            return self.text_projection(self.text_encoder(input_ids=ids).last_hidden_state)
+
+        def token_embedding_matrix(self):
+            return self.text_encoder.embeddings.token_embedding.weight
+
+        def positional_table(self):
+            table = self.text_encoder.embeddings.position_embedding.position_embedding
+            return table.reshape(table.shape[2], table.shape[3])
+
+        def parameter_breakdown(self) -> dict[str, int]:
+            """transformers' modules under the component names `anatomy encoders` uses for our tower."""
+            groups: dict[str, int] = {}
+            for name, p in self.text_encoder.named_parameters():
+                if name.startswith("embeddings.token_embedding"):
+                    group = "token_embedding"
+                elif name.startswith("embeddings.position_embedding"):
+                    group = "positional_embedding"
+                elif name.startswith("layers."):
+                    layer = self.text_encoder.layers[int(name.split(".")[1])]
+                    mixer = type(layer).__name__.endswith("RepMixerBlock")
+                    group = "repmixer_blocks" if mixer else "transformer_layers"
+                elif name.startswith("final_layer_norm"):
+                    group = "final_layer_norm"
+                else:
+                    group = "projection_layer (unused)"
+                groups[group] = groups.get(group, 0) + p.numel()
+            groups["projector"] = sum(p.numel() for p in self.text_projection.parameters())
+            return groups
+
+    return TransformersLiteText
+
+
+def load_transformers(
+    path: str | Path, *, name: str, device: str | None = None, dtype: str = "fp32", context_length=None
+):
+    """A ModuleEncoder over transformers' Sam3LiteTextTextModel (+ text_projection) of a local folder/hub id."""
+    import os
+
+    import torch
+
+    from anatomy.encoders import hf_litetext
+    from anatomy.encoders.base import ModuleEncoder
+    from anatomy.encoders.hf import resolve_dir
+    from anatomy.tokenizer import clip_tokenizer
+
+    directory = resolve_dir(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = hf_litetext.read_config(directory)
+    kind = config.get("model_type")
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if kind == hf_litetext.FULL_MODEL_TYPE:
+        full = transformers.Sam3LiteTextModel.from_pretrained(str(directory), local_files_only=True)
+        text_model, projection = full.text_encoder, full.text_projection
+        del full  # the vision and detector weights are not part of the text encoder
+    elif kind == hf_litetext.TEXT_MODEL_TYPE:
+        from safetensors.torch import load_file
+
+        text_model = transformers.Sam3LiteTextTextModel.from_pretrained(str(directory), local_files_only=True)
+        tensors = load_file(str(directory / hf_litetext.PROJECTION_FILE))
+        weight = tensors["text_projection.weight"]
+        projection = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        projection.load_state_dict({k.rsplit(".", 1)[1]: v for k, v in tensors.items()})
+    else:
+        raise EncoderError(f"{name}: model_type {kind!r} is not {' or '.join(hf_litetext.MODEL_TYPES)}")
+    table = int(text_model.config.max_position_embeddings)
+    return ModuleEncoder(
+        _module_class()(text_model, projection),
+        clip_tokenizer(),
+        name=name,
+        context_length=context_length or table,
+        output_dim=int(projection.out_features),
+        causal=False,
+        trained=True,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _load_spec(spec, request):
+    from anatomy.encoders.family import require_path
+    from anatomy.encoders.hf import is_hub_id
+
+    path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
+    return load_transformers(
+        path, name=request.name, device=request.device, dtype=request.dtype, context_length=request.context_length
+    )
+
+
+def family():
+    from anatomy.encoders.family import Family
+    from anatomy.encoders.hf import resolve_dir
+
+    def tokenizer(spec):
+        from anatomy.tokenizer import clip_tokenizer
+
+        return clip_tokenizer()
+
+    return Family(
+        "transformers",
+        "transformers:PATH | transformers:ORG/NAME",
+        load=_load_spec,
+        tokenizer=tokenizer,
+        fingerprint=lambda spec: resolve_dir(spec.path),
+        is_trained=lambda spec: True,
+    )
