@@ -31,7 +31,11 @@ def _student(folder: Path, cfg: StudentConfig, seed: int = 0) -> Path:
     with torch.no_grad():  # nothing left at its init value: BatchNorm statistics and layer scales too
         for key, value in module.state_dict().items():
             if value.dtype.is_floating_point:
-                value.copy_(torch.rand_like(value) + 0.5 if key.endswith("running_var") else torch.randn_like(value) * 0.05)
+                value.copy_(
+                    torch.rand_like(value) + 0.5
+                    if key.endswith("running_var")
+                    else torch.randn_like(value) * 0.05
+                )
     save_student(module, cfg, folder / "checkpoints" / "best")
     return folder
 
@@ -85,7 +89,9 @@ def base_dir(tmp_path_factory) -> Path:
 
 
 def test_base_export_is_a_full_segmenter_with_our_text_encoder(base_dir, tmp_path):
-    run = _student(tmp_path / "run", StudentConfig("custom", layers=2, width=64, heads=2, context_length=16), 1)
+    run = _student(
+        tmp_path / "run", StudentConfig("custom", layers=2, width=64, heads=2, context_length=16), 1
+    )
     out = tmp_path / "full"
     summary = export([str(run), "--format", "hf", "--out", str(out), "--base", str(base_dir)])
     assert summary["model"] == "Sam3LiteTextModel" and summary["base"] == str(base_dir)
@@ -110,19 +116,22 @@ def test_base_export_is_a_full_segmenter_with_our_text_encoder(base_dir, tmp_pat
         result = model(pixel_values=torch.randn(1, 3, 56, 56), input_ids=torch.as_tensor(ids[:1]))
     assert result.pred_masks.shape[0] == 1
     # refused: a base whose detector width is not the student's output width
-    narrow = _student(tmp_path / "narrow", StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24))
+    narrow = _student(
+        tmp_path / "narrow", StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24)
+    )
     result = CliRunner().invoke(
         app, ["export", str(narrow), "--format", "hf", "--out", str(tmp_path / "x"), "--base", str(base_dir)]
     )
     assert result.exit_code == 1 and "wide" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "litetext", "--out", "x.pt", "--base", "y"])
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--format", "litetext", "--out", "x.pt", "--base", "y"]
+    )
     assert result.exit_code == 2
 
 
 def test_specialised_student_is_widened_with_a_warning(tmp_path_factory, tmp_path, caplog):
-    from test_vocab_students import _specialised_student, _vocab
-
     from test_distill_train import make_tiny_setup
+    from test_vocab_students import _specialised_student, _vocab
 
     tiny = make_tiny_setup(tmp_path_factory.mktemp("tiny"))
     tiny["vocab"], tiny["result"] = _vocab(tiny["corpus"], tmp_path_factory.mktemp("vocab"))

@@ -30,7 +30,10 @@ def real_prompts(shared_data, n_long: int = 40, n_short: int = 40) -> list[str]:
     """RefCOCO expressions (several longer than the context: truncated as SAM3 truncates) and LVIS names."""
     with open(shared_data / "refcoco" / "refcocog_umd_val.csv", newline="") as handle:
         sentences = [row["sent"] for row in csv.DictReader(handle)]
-    names = [c["name"].replace("_", " ") for c in json.loads((shared_data / "lvis" / "lvis_v1_categories.json").read_text())]
+    names = [
+        c["name"].replace("_", " ")
+        for c in json.loads((shared_data / "lvis" / "lvis_v1_categories.json").read_text())
+    ]
     long = sorted(set(sentences), key=lambda s: (-len(s), s))[:5] + sorted(set(sentences))[:n_long]
     return long + sorted(names)[::37][:n_short]
 
@@ -72,7 +75,9 @@ def compare(module, model, projection, ids) -> tuple[float, float]:
         theirs_tokens = projection(out.last_hidden_state)  # Sam3LiteTextModel.get_text_features
         rows = torch.arange(ids.shape[0])
         ours_pooled = module.hidden(ids)[rows, ids.argmax(-1)] @ module.encoder.projection_layer
-    return float((ours_tokens - theirs_tokens).abs().max()), float((ours_pooled - out.pooler_output).abs().max())
+    return float((ours_tokens - theirs_tokens).abs().max()), float(
+        (ours_pooled - out.pooler_output).abs().max()
+    )
 
 
 def hf_components(model, projection) -> dict[str, int]:
@@ -85,7 +90,9 @@ def hf_components(model, projection) -> dict[str, int]:
             group = "positional_embedding"
         elif name.startswith("layers."):
             layer = model.layers[int(name.split(".")[1])]
-            group = "repmixer_blocks" if type(layer).__name__.endswith("RepMixerBlock") else "transformer_layers"
+            group = (
+                "repmixer_blocks" if type(layer).__name__.endswith("RepMixerBlock") else "transformer_layers"
+            )
         elif name.startswith("final_layer_norm"):
             group = "final_layer_norm"
         else:
@@ -154,7 +161,9 @@ def test_positional_interpolation_is_the_same(prompt_ids):
     tokens, pooled = compare(module, model, projection, ids)
     assert tokens < TOL and pooled < TOL
     # not vacuous: the resized table differs from the stored one sliced to 16
-    assert not torch.allclose(module.positional_table()[:CONTEXT], module.encoder.positional_embedding(CONTEXT)[0])
+    assert not torch.allclose(
+        module.positional_table()[:CONTEXT], module.encoder.positional_embedding(CONTEXT)[0]
+    )
 
 
 def test_transformers_padding_mask_is_a_documented_difference(prompt_ids):
@@ -170,7 +179,9 @@ def test_transformers_padding_mask_is_a_documented_difference(prompt_ids):
     )
     with torch.no_grad():
         ours = module(prompt_ids)
-        full = projection(model(input_ids=prompt_ids, attention_mask=torch.ones_like(valid)).last_hidden_state)
+        full = projection(
+            model(input_ids=prompt_ids, attention_mask=torch.ones_like(valid)).last_hidden_state
+        )
         masked = projection(model(input_ids=prompt_ids, attention_mask=valid).last_hidden_state)
     assert float((ours - full).abs().max()) < TOL
     padded = valid.sum(1) < CONTEXT

@@ -90,7 +90,10 @@ def text_dir(tmp_path_factory) -> Path:
     model.save_pretrained(folder)
     projection = torch.nn.Linear(32, 256)
     randomise(projection, 3)
-    save_file({f"text_projection.{k}": v.contiguous() for k, v in projection.state_dict().items()}, folder / PROJECTION_FILE)
+    save_file(
+        {f"text_projection.{k}": v.contiguous() for k, v in projection.state_dict().items()},
+        folder / PROJECTION_FILE,
+    )
     return folder
 
 
@@ -170,7 +173,9 @@ def test_hub_cache_offline(full_dir, tmp_path):
         "e = load('hf:org/sam3-litetext-tiny', device='cpu'); "
         f"print(json.dumps(e.encode({PROMPTS!r}).tokens.tolist()))"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     via_hub = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
     direct = load(f"hf:{full_dir}", device="cpu").encode(PROMPTS).tokens
@@ -185,9 +190,12 @@ def test_hub_cache_offline(full_dir, tmp_path):
 def test_audit_agreement_and_init_on_a_saved_model(full_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     words = ["dog", "cat", "red car", "kite", "bench", "tall tree", "boat", "blue cup", "horse", "white bus"]
-    prompts.write_text("\n".join(f"{t} {w}" for t in ("a photo of a", "the", "a small", "two") for w in words) + "\n")
+    prompts.write_text(
+        "\n".join(f"{t} {w}" for t in ("a photo of a", "the", "a small", "two") for w in words) + "\n"
+    )
     result = CliRunner().invoke(
-        app, ["audit", str(prompts), "-e", f"hf:{full_dir}", "--out", str(tmp_path / "a"), "--json", "--quiet"]
+        app,
+        ["audit", str(prompts), "-e", f"hf:{full_dir}", "--out", str(tmp_path / "a"), "--json", "--quiet"],
     )
     assert result.exit_code == 0, result.output
     results = tmp_path / "a" / "encoders" / "hf-sam3-litetext-tiny" / "results"
@@ -233,11 +241,13 @@ def _flat(obj, prefix: str = ""):
 
 def test_sam3_config_keeps_loading_the_teacher(tmp_path):
     """A `sam3` Hugging Face folder through hf: is the SAM3 teacher (as sam3:FILE reads it)."""
-    from anatomy.encoders.sam3 import Sam3Config, Sam3Text, hf_state_dict
     from anatomy.encoders.checkpoints import save_state_dict
+    from anatomy.encoders.sam3 import Sam3Config, Sam3Text, hf_state_dict
 
     torch.manual_seed(0)
-    module = Sam3Text(Sam3Config(context_length=32, width=64, layers=2, mlp_width=128, projection_dim=64, output_dim=32))
+    module = Sam3Text(
+        Sam3Config(context_length=32, width=64, layers=2, mlp_width=128, projection_dim=64, output_dim=32)
+    )
     folder = tmp_path / "sam3"
     save_state_dict(hf_state_dict(module), folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"model_type": "sam3"}))

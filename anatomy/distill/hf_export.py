@@ -115,7 +115,9 @@ def _base_files(base: str, text_cfg: dict, out_dim: int) -> tuple[dict, dict, li
     tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     notes = [f"took {len(tensors)} vision/detector/mask tensors from {kind} base {base}"]
     if len(files) > len(keep):
-        notes.append(f"replaced the base's text encoder and text_projection ({len(files) - len(keep)} tensors)")
+        notes.append(
+            f"replaced the base's text encoder and text_projection ({len(files) - len(keep)} tensors)"
+        )
     full = {k: v for k, v in config.items() if k.endswith("_config") and k != "text_config"}
     full.update({"model_type": hf_litetext.FULL_MODEL_TYPE, "architectures": ["Sam3LiteTextModel"]})
     full["text_config"] = text_cfg

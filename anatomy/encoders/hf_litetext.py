@@ -140,7 +140,7 @@ def shape_of(cfg: Mapping[str, Any], output_dim: int, source: str) -> tuple[Towe
 
 
 def kind_of(shape: TowerShape) -> str | None:
-    """"s0" | "s1" | "l" when the shape is a published LiteText body (full CLIP vocabulary, 256-d), else None."""
+    """ "s0" | "s1" | "l" when the shape is a published LiteText body (full CLIP vocabulary, 256-d), else None."""
     from anatomy.encoders.litetext_modules import KINDS
 
     return next((kind for kind, preset in KINDS.items() if preset == shape), None)
@@ -203,7 +203,9 @@ def from_hf(
             out[f"<hf>{key}"] = value
     for (i, kind), parts in sorted(qkv.items()):
         if set(parts) != set("qkv"):
-            raise CheckpointError(f"{source}: layers.{i}.self_attn has {sorted(parts)} {kind}s, not q, k and v")
+            raise CheckpointError(
+                f"{source}: layers.{i}.self_attn has {sorted(parts)} {kind}s, not q, k and v"
+            )
         out[f"encoder.transformer.{i}.pre_norm_mha.1.qkv_proj.{kind}"] = torch.cat([parts[c] for c in "qkv"])
     for key, value in projection.items():
         out[f"projector.{key}"] = value
@@ -318,6 +320,8 @@ def load_hf_litetext(
     file's positional table unless one is asked for (then the table is resized bilinearly, with a note)."""
     import logging
 
+    import torch
+
     from anatomy.encoders import mobileclip
     from anatomy.encoders.base import ModuleEncoder
     from anatomy.tokenizer import clip_tokenizer
@@ -331,7 +335,8 @@ def load_hf_litetext(
             "a specialised student is exported widened to the full table (anatomy export --format hf)",
         )
     context = context_length or table
-    module = mobileclip.empty_tower(shape, context, table)
+    with torch.device("meta"):  # load_strict hands a meta module the read tensors themselves (no copy)
+        module = mobileclip.build_tower(shape, context, table)
     report = mobileclip.load_weights(module, state, str(directory), notes)
     if context != table:
         message = (

@@ -111,7 +111,11 @@ def _load_spec(spec, request):
 
     path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
     return load_transformers(
-        path, name=request.name, device=request.device, dtype=request.dtype, context_length=request.context_length
+        path,
+        name=request.name,
+        device=request.device,
+        dtype=request.dtype,
+        context_length=request.context_length,
     )
 
 
