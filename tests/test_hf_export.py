@@ -148,3 +148,33 @@ def test_specialised_student_is_widened_with_a_warning(tmp_path_factory, tmp_pat
     prompts = ["a red car on the table", "a large bench"]  # words the vocabulary keeps
     original = load_student(run / "checkpoints" / "best", device="cpu").encode(prompts).tokens
     assert torch.allclose(load(f"hf:{out}", device="cpu").encode(prompts).tokens, original, atol=1e-5)
+
+
+def test_a_sam3_base_gets_our_text_encoder_instead_of_clip(tmp_path):
+    """--base with the SAM3 teacher's layout (model_type sam3, a CLIP text tower): its text parts replaced."""
+    c = tiny_full_config().to_dict()
+    parts = ("vision_config", "geometry_encoder_config", "detr_encoder_config", "detr_decoder_config")
+    config = transformers.Sam3Config(
+        **{k: c[k] for k in (*parts, "mask_decoder_config")},
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+    )
+    torch.manual_seed(0)
+    base = transformers.Sam3Model(config).eval()
+    base.save_pretrained(tmp_path / "sam3")
+    run = _student(
+        tmp_path / "run", StudentConfig("custom", layers=1, width=32, heads=2, context_length=16), 2
+    )
+    summary = export(
+        [str(run), "--format", "hf", "--out", str(tmp_path / "out"), "--base", str(tmp_path / "sam3")]
+    )
+    assert any("replaced the base's text encoder" in n for n in summary["notes"])
+    model, info = transformers.Sam3LiteTextModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    theirs, ours = base.state_dict(), model.state_dict()
+    kept = [k for k in theirs if k.startswith(("vision_encoder.", "detr_decoder.", "mask_decoder."))]
+    assert kept and all(torch.equal(theirs[k], ours[k]) for k in kept)
+    student = load_student(run / "checkpoints" / "best", device="cpu")
+    ids, valid = student.tokenize(PROMPTS)
+    with torch.no_grad():
+        features = model.eval().get_text_features(input_ids=torch.as_tensor(ids)).pooler_output
+    assert float((features - student.encode_ids(ids, valid).tokens).abs().max()) < 1e-5

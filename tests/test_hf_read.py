@@ -254,3 +254,17 @@ def test_sam3_config_keeps_loading_the_teacher(tmp_path):
     via_hf = load(f"hf:{folder}", device="cpu")
     via_sam3 = load(f"sam3:{folder / 'model.safetensors'}", device="cpu")
     assert via_hf.causal and torch.equal(via_hf.encode(PROMPTS).tokens, via_sam3.encode(PROMPTS).tokens)
+
+
+def test_cost_measures_ours_beside_transformers(full_dir, tmp_path):
+    """`anatomy cost -e hf:X -e transformers:X`: the same weights through both implementations, one run."""
+    args = ["cost", "-e", f"hf:{full_dir}", "-e", f"transformers:{full_dir}", "--batch", "1,2", "--repeats", "2",
+            "--warmup", "0", "--out", str(tmp_path / "o"), "--json", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["encoder"] for r in rows] == [f"hf:{full_dir}", f"transformers:{full_dir}"]
+    assert (
+        rows[0]["breakdown"] == rows[1]["breakdown"] and rows[0]["output_dim"] == rows[1]["output_dim"] == 256
+    )
+    assert all(r["latency_ms_p50"] > 0 and r["context_length"] == 16 for r in rows)

