@@ -30,6 +30,12 @@ SIDECAR = "anatomy_export.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 ROUND_TRIP_TOL = 1e-6
+PART_CONFIGS = (
+    "geometry_encoder_config",
+    "detr_encoder_config",
+    "detr_decoder_config",
+    "mask_decoder_config",
+)
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "!"  # PAD: id 0, as SAM3 pads
 
 
@@ -118,13 +124,10 @@ def _base_files(base: str, text_cfg: dict, out_dim: int) -> tuple[dict, dict, li
         notes.append(
             f"replaced the base's text encoder and text_projection ({len(files) - len(keep)} tensors)"
         )
-    full = {k: dict(v) for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)}
-    for key in (
-        "geometry_encoder_config",
-        "detr_encoder_config",
-        "detr_decoder_config",
-        "mask_decoder_config",
-    ):
+    full: dict[str, Any] = {
+        k: dict(v) for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)
+    }
+    for key in PART_CONFIGS:
         kind_of = str(full.get(key, {}).get("model_type", ""))
         if kind_of.startswith("sam3_") and not kind_of.startswith("sam3_lite_text_"):  # a SAM3 base's parts
             full[key]["model_type"] = "sam3_lite_text_" + kind_of.removeprefix("sam3_")

@@ -300,6 +300,27 @@ def _load_hf_spec(spec, request):
     )
 
 
+def _load_transformers_spec(spec, request):
+    """transformers:PATH: a SAM3-LiteText folder run by transformers' own modules (anatomy.encoders.hf_reference)."""
+    from anatomy.encoders.family import require_path
+    from anatomy.encoders.hf_reference import load_transformers
+
+    path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
+    return load_transformers(
+        resolve_dir(path),
+        name=request.name,
+        device=request.device,
+        dtype=request.dtype,
+        context_length=request.context_length,
+    )
+
+
+def _clip_tokenizer(spec):
+    from anatomy.tokenizer import clip_tokenizer
+
+    return clip_tokenizer()
+
+
 def _parse_minilm(prefix: str, rest: str | None):
     from anatomy.encoders.family import Spec
 
@@ -334,9 +355,15 @@ def _families():
         fingerprint=lambda spec: minilm_dir(),
         is_trained=_always_trained,
     )
-    from anatomy.encoders.hf_reference import family as transformers_family
-
-    return {"hf": hf, "minilm": minilm, "transformers": transformers_family()}
+    transformers = Family(
+        "transformers",
+        "transformers:PATH | transformers:ORG/NAME",
+        load=_load_transformers_spec,
+        fingerprint=lambda spec: resolve_dir(spec.path),
+        tokenizer=_clip_tokenizer,  # SAM3-LiteText reads CLIP BPE ids
+        is_trained=_always_trained,
+    )
+    return {"hf": hf, "minilm": minilm, "transformers": transformers}
 
 
 FAMILIES = _families()

@@ -57,19 +57,18 @@ def _module_class():
 
 
 def load_transformers(
-    path: str | Path, *, name: str, device: str | None = None, dtype: str = "fp32", context_length=None
+    directory: Path, *, name: str, device: str | None = None, dtype: str = "fp32", context_length=None
 ):
-    """A ModuleEncoder over transformers' Sam3LiteTextTextModel (+ text_projection) of a local folder/hub id."""
+    """A ModuleEncoder over transformers' Sam3LiteTextTextModel (+ text_projection) of a local folder (the
+    family in anatomy.encoders.hf resolves a hub id to its cached snapshot first)."""
     import os
 
     import torch
 
     from anatomy.encoders import hf_litetext
     from anatomy.encoders.base import ModuleEncoder
-    from anatomy.encoders.hf import resolve_dir
     from anatomy.tokenizer import clip_tokenizer
 
-    directory = resolve_dir(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = hf_litetext.read_config(directory)
     kind = config.get("model_type")
@@ -102,37 +101,4 @@ def load_transformers(
         trained=True,
         device=device,
         dtype=dtype,
-    )
-
-
-def _load_spec(spec, request):
-    from anatomy.encoders.family import require_path
-    from anatomy.encoders.hf import is_hub_id
-
-    path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
-    return load_transformers(
-        path,
-        name=request.name,
-        device=request.device,
-        dtype=request.dtype,
-        context_length=request.context_length,
-    )
-
-
-def family():
-    from anatomy.encoders.family import Family
-    from anatomy.encoders.hf import resolve_dir
-
-    def tokenizer(spec):
-        from anatomy.tokenizer import clip_tokenizer
-
-        return clip_tokenizer()
-
-    return Family(
-        "transformers",
-        "transformers:PATH | transformers:ORG/NAME",
-        load=_load_spec,
-        tokenizer=tokenizer,
-        fingerprint=lambda spec: resolve_dir(spec.path),
-        is_trained=lambda spec: True,
     )
