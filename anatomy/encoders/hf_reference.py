@@ -67,6 +67,7 @@ def load_transformers(
 
     from anatomy.encoders import hf_litetext
     from anatomy.encoders.base import ModuleEncoder
+    from anatomy.encoders.checkpoints import find_prefix
     from anatomy.tokenizer import clip_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,9 +78,25 @@ def load_transformers(
 
     hf_logging.disable_progress_bar()
     if kind == hf_litetext.FULL_MODEL_TYPE:
-        full = transformers.Sam3LiteTextModel.from_pretrained(str(directory), local_files_only=True)
-        text_model, projection = full.text_encoder, full.text_projection
-        del full  # the vision and detector weights are not part of the text encoder
+        # transformers' own text modules, strictly loaded with the file's text tensors: the vision and
+        # detector weights of a full segmenter are never read, so the memory is the text encoder's alone
+        files = hf_litetext.weight_files(directory)
+        prefix = find_prefix(files, "text_encoder." + hf_litetext.TOKEN_KEY) or ""
+        tensors = hf_litetext.read_tensors(
+            files, [k for k in files if k.startswith((prefix + "text_encoder.", prefix + "text_projection."))]
+        )
+        text_cfg = transformers.Sam3LiteTextTextConfig(**(config.get("text_config") or {}))
+        text_model = transformers.Sam3LiteTextTextModel(text_cfg)
+        weight = tensors[prefix + "text_projection.weight"]
+        projection = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        for module, part in ((text_model, "text_encoder."), (projection, "text_projection.")):
+            state = {k[len(prefix + part) :]: v for k, v in tensors.items() if k.startswith(prefix + part)}
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as error:  # missing / unexpected / mis-shaped keys: one line naming them
+                raise EncoderError(
+                    f"{directory}: {part.rstrip('.')} does not load strictly ({error})"
+                ) from None
     elif kind == hf_litetext.TEXT_MODEL_TYPE:
         from safetensors.torch import load_file
 
