@@ -94,8 +94,9 @@ def load_transformers(
             try:
                 module.load_state_dict(state, strict=True)
             except RuntimeError as error:  # missing / unexpected / mis-shaped keys: one line naming them
+                why = " ".join(str(error).split())[:300]
                 raise EncoderError(
-                    f"{directory}: {part.rstrip('.')} does not load strictly ({error})"
+                    f"{directory}: {part.rstrip('.')} does not load strictly ({why})"
                 ) from None
     elif kind == hf_litetext.TEXT_MODEL_TYPE:
         from safetensors.torch import load_file
