@@ -1,0 +1,104 @@
+"""What a distillation run checks before its first expensive step (the teacher cache).
+
+- the student: its config validated and its size computed from shapes alone (torch's meta device: no
+  storage, no random init), and the memory that training it takes against what the device has;
+- `--init SPEC`: the spec, its file and trained weights, and every tensor's shape against the student's,
+  so a wrong source is refused before the teacher runs (its weights are kept for the copy after);
+- `--resume`: the run's state.pt read and checked to belong to this run (anatomy.distill.rundir).
+
+A hand-edited config of width 10^6 is one line naming the estimate and the machine's memory, not an
+allocation of 197 GB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from anatomy.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# fp32 weights, their gradients and AdamW's two moments: the floor of training memory (activations come on top)
+TRAIN_BYTES_PER_PARAM = 16
+# the projector's width is the teacher's, unknown before the teacher is loaded: estimate with a wide one
+ASSUMED_OUTPUT_DIM = 1024
+
+
+@dataclass(frozen=True)
+class StudentPlan:
+    arch: dict  # StudentConfig fields (vocab size and output width as the run will resolve them)
+    n_params: int
+    train_bytes: int  # TRAIN_BYTES_PER_PARAM x parameters
+    shapes: dict[str, tuple[int, ...]]  # the student's state-dict shapes (for --init)
+
+
+def student_shapes(arch: dict, context: int) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of a student config, built on the meta device (no memory, instant)."""
+    import torch
+
+    from anatomy.distill.config import student_config
+    from anatomy.encoders.student import build_student
+
+    with torch.device("meta"):
+        module = build_student(student_config(arch, context))
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def device_memory(device) -> tuple[int, str]:
+    """(bytes, what they are) of the memory training on `device` draws from."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(device)
+        return int(props.total_memory), f"{props.name}'s memory"
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf: no limit we can state
+        return 0, "this machine's memory"
+    return int(total), "this machine's memory"
+
+
+def plan_student(student: str, context: int, vocab_size: int, output_dim: int | None, device) -> StudentPlan:
+    """The student's config and size, refused (InputError) when training it cannot fit the device."""
+    from anatomy.distill.config import student_arch
+
+    _, arch = student_arch(student, vocab_size, output_dim or ASSUMED_OUTPUT_DIM, "clip")
+    shapes = student_shapes(arch, context)  # validates the config (StudentConfig) on the way
+    n_params = 0
+    for shape in shapes.values():
+        count = 1
+        for d in shape:
+            count *= d
+        n_params += count
+    need = n_params * TRAIN_BYTES_PER_PARAM
+    have, what = device_memory(device)
+    if have and need > have:
+        raise InputError(
+            f"student {student}: {n_params:,} parameters need at least {need / 2**30:,.1f} GiB to train "
+            f"(weights, gradients, AdamW state), more than {what} ({have / 2**30:,.1f} GiB)",
+            "choose a smaller student (width, layers) or a device with more memory",
+        )
+    log.debug("student %s: %d parameters, >= %.2f GiB to train", student, n_params, need / 2**30)
+    return StudentPlan(arch, n_params, need, shapes)
+
+
+def student_vocab_size(teacher: str, vocab) -> int:
+    """The rows of the student's embedding table: the specialised vocabulary's, or the teacher tokenizer's."""
+    if vocab is not None:
+        return int(vocab.tokenizer.vocab_size)
+    from anatomy.encoders.registry import load_tokenizer
+
+    return int(load_tokenizer(teacher).vocab_size)
+
+
+def preflight(cfg, vocab, dev, init: bool = True):
+    """The student's config and size against the device, and the --init source against the student's shapes
+    (its weights, ready to copy): all before the teacher cache. Returns the init plan, or None."""
+    plan = plan_student(cfg.student, cfg.context, student_vocab_size(cfg.teacher, vocab), None, dev)
+    if not (cfg.init and init):
+        return None
+    from anatomy.distill.init import plan_init
+
+    return plan_init(cfg.init, plan.shapes, cfg.context)
