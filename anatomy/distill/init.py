@@ -87,8 +87,12 @@ class InitPlan:
 def plan_init(spec: str, target: dict[str, tuple[int, ...]], context: int) -> InitPlan:
     """Load the tower `spec` and check it against the student's state-dict shapes `target` (strict shapes,
     the positional table resized); run before the teacher cache, so a wrong source costs no teacher work."""
-    from anatomy.encoders.registry import load, require_trained
+    from types import SimpleNamespace
 
+    from anatomy.encoders.registry import load, parse_spec, require_trained
+
+    if not parse_spec(spec).trained:  # said before building a random tower for nothing
+        require_trained(SimpleNamespace(trained=False, name=spec), "--init")
     encoder = load(spec, device="cpu")
     require_trained(encoder, "--init")
     state, notes = source_state(encoder)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TRAIN_BYTES_PER_PARAM = 16
 # the projector's width is the teacher's, unknown before the teacher is loaded: estimate with a wide one
 ASSUMED_OUTPUT_DIM = 1024
+MAX_LAYERS = 512  # far beyond any text tower; more only builds Python objects for minutes
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,48 @@ def plan_student(student: str, context: int, vocab_size: int, output_dim: int | 
     """The student's config and size, refused (InputError) when training it cannot fit the device."""
     from anatomy.distill.config import student_arch
 
+    from anatomy.distill.config import student_config
+
     _, arch = student_arch(student, vocab_size, output_dim or ASSUMED_OUTPUT_DIM, "clip")
-    shapes = student_shapes(arch, context)  # validates the config (StudentConfig) on the way
+    cfg = student_config(arch, context)  # validates every field (no tensors)
+    if cfg.layers is not None and cfg.layers > MAX_LAYERS:
+        raise InputError(
+            f"student {student}: {cfg.layers:,} layers (at most {MAX_LAYERS} are supported)",
+            "choose a student with fewer layers",
+        )
+    have, what = device_memory(device)
+    # a lower bound from the config alone first, so an absurd width is refused before even a meta build
+    if cfg.architecture == "custom":  # (the LiteText bodies have fixed, known sizes)
+        _check_fits(student, rough_params(cfg), have, what, "at least ")
+    shapes = student_shapes(arch, context)
     n_params = 0
     for shape in shapes.values():
         count = 1
         for d in shape:
             count *= d
         n_params += count
+    _check_fits(student, n_params, have, what)
     need = n_params * TRAIN_BYTES_PER_PARAM
-    have, what = device_memory(device)
-    if have and need > have:
-        raise InputError(
-            f"student {student}: {n_params:,} parameters need at least {need / 2**30:,.1f} GiB to train "
-            f"(weights, gradients, AdamW state), more than {what} ({have / 2**30:,.1f} GiB)",
-            "choose a smaller student (width, layers) or a device with more memory",
-        )
     log.debug("student %s: %d parameters, >= %.2f GiB to train", student, n_params, need / 2**30)
     return StudentPlan(arch, n_params, need, shapes)
+
+
+def rough_params(cfg) -> int:
+    """A lower bound of a custom (all-attention) student's parameters from its config: embedding table, the
+    attention and MLP matrices of each layer, positions and projector (norms and biases left out)."""
+    width, layers = int(cfg.width), int(cfg.layers)
+    per_layer = (4 + 2 * int(cfg.mlp_ratio)) * width * width
+    return (int(cfg.vocab_size) + int(cfg.context_length) + int(cfg.output_dim)) * width + layers * per_layer
+
+
+def _check_fits(student: str, n_params: int, have: int, what: str, bound: str = "") -> None:
+    need = n_params * TRAIN_BYTES_PER_PARAM
+    if have and need > have:
+        raise InputError(
+            f"student {student}: {bound}{n_params:,} parameters need at least {need / 2**30:,.1f} GiB to "
+            f"train (weights, gradients, AdamW state), more than {what} ({have / 2**30:,.1f} GiB)",
+            "choose a smaller student (width, layers) or a device with more memory",
+        )
 
 
 def student_vocab_size(teacher: str, vocab) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from anatomy.distill.config import RUNTIME_ONLY
-from anatomy.errors import InputError, OptionError
+from anatomy.errors import AnatomyError, InputError, OptionError
 from anatomy.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,10 @@ def read_resume_state(run_dir: Path, stored: dict) -> dict[str, Any] | None:
             "and overwrite them",
             RESTART_HINT,
         )
-    state = load_torch_state(path)  # a truncated or corrupt file: one line naming it
+    try:
+        state = load_torch_state(path)  # a truncated or corrupt file: one line naming it
+    except AnatomyError as error:
+        raise InputError(error.message, RESTART_HINT) from None
     if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
         raise InputError(f"{path}: not a distill state (expected {', '.join(STATE_KEYS)})", RESTART_HINT)
     want = run_identity(stored)
