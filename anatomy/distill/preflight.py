@@ -63,9 +63,7 @@ def device_memory(device) -> tuple[int, str]:
 
 def plan_student(student: str, context: int, vocab_size: int, output_dim: int | None, device) -> StudentPlan:
     """The student's config and size, refused (InputError) when training it cannot fit the device."""
-    from anatomy.distill.config import student_arch
-
-    from anatomy.distill.config import student_config
+    from anatomy.distill.config import student_arch, student_config
 
     _, arch = student_arch(student, vocab_size, output_dim or ASSUMED_OUTPUT_DIM, "clip")
     cfg = student_config(arch, context)  # validates every field (no tensors)
