@@ -87,16 +87,24 @@ def resolve(model_name: str, weights: str | Path | None) -> tuple[dict, str | No
     return config, _download_tag(f"open_clip:{model_name}:{tag}", pretrained)
 
 
-def _text_tower(model_name: str, config: dict | None = None):
-    from open_clip.model import CLIPTextCfg, _build_text_tower
+def _clip_text_cfg(model_name: str, config: dict):
+    """The config's text tower settings, refused unless it is a CLIP BPE text transformer."""
+    from open_clip.model import CLIPTextCfg
 
-    config = config if config is not None else resolve(model_name, None)[0]
     text_cfg = CLIPTextCfg(**config["text_cfg"])
     if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != 49408:
         raise EncoderError(
             f"open_clip:{model_name} does not use the CLIP BPE tokenizer and text transformer",
             "load Hugging Face text towers with hf:PATH instead",
         )
+    return text_cfg
+
+
+def _text_tower(model_name: str, config: dict | None = None):
+    from open_clip.model import _build_text_tower
+
+    config = config if config is not None else resolve(model_name, None)[0]
+    text_cfg = _clip_text_cfg(model_name, config)
     if text_cfg.embed_cls:
         raise EncoderError(
             f"open_clip:{model_name}: CoCa-style towers (appended class token) are not supported"
@@ -221,8 +229,29 @@ def _family():
 
     return Family(
         "open_clip", "open_clip:MODEL[:WEIGHTS|:TAG] | open_clip:hf-hub:ORG/NAME", load=_load, parse=_parse,
-        fingerprint=_fingerprint,
+        fingerprint=_fingerprint, tokenizer=_tokenizer,
     )  # fmt: skip
+
+
+def _tokenizer(spec):
+    """CLIP BPE, after checking the model's config (no tower built, no weights fetched)."""
+    from anatomy.tokenizer import clip_tokenizer
+
+    if spec.kind == "hf-hub":
+        from open_clip.factory import _get_hf_config
+
+        what = f"open_clip:hf-hub:{spec.path}"
+        config = _fetch(what, lambda: _get_hf_config(str(spec.path))).get("model_cfg")
+        if not config:
+            raise EncoderError(f"{what}: its open_clip_config.json has no model_cfg")
+    else:
+        import open_clip
+
+        config = open_clip.get_model_config(spec.kind)
+        if config is None:
+            raise EncoderError(f"open_clip has no model config '{spec.kind}'")
+    _clip_text_cfg(str(spec.kind), config)
+    return clip_tokenizer()
 
 
 def _fingerprint(spec):
