@@ -228,3 +228,10 @@ def test_the_size_estimate_counts_exactly_what_the_student_holds():
     cfg = StudentConfig("custom", layers=3, width=64, heads=4, context_length=16, output_dim=24)
     exact = sum(p.numel() for p in build_student(cfg).state_dict().values())
     assert 0.9 * exact < rough_params(cfg) <= exact
+
+
+def test_an_absurd_context_is_a_usage_error_before_any_build(tiny, tmp_path):
+    args = _cli_args(tiny, tmp_path / "run", tmp_path / "cache", 2)
+    result = _invoke([*args, "--context", str(10**20)])
+    assert result.exit_code == 2 and "--context" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cache").exists()

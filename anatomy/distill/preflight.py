@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from anatomy.errors import InputError
+from anatomy.errors import InputError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ TRAIN_BYTES_PER_PARAM = 16
 # the projector's width is the teacher's, unknown before the teacher is loaded: estimate with a wide one
 ASSUMED_OUTPUT_DIM = 1024
 MAX_LAYERS = 512  # far beyond any text tower; more only builds Python objects for minutes
+MAX_CONTEXT = 65_536  # far beyond any text encoder's positional table
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,13 @@ def student_shapes(arch: dict, context: int) -> dict[str, tuple[int, ...]]:
     from anatomy.distill.config import student_config
     from anatomy.encoders.student import build_student
 
-    with torch.device("meta"):
-        module = build_student(student_config(arch, context))
+    cfg = student_config(arch, context)
+    try:
+        with torch.device("meta"):
+            module = build_student(cfg)
+    except (RuntimeError, ValueError, OverflowError, MemoryError) as error:  # shapes torch cannot represent
+        why = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise InputError(f"student config {arch.get('architecture')}: cannot be built ({why})") from None
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
@@ -63,8 +69,10 @@ def device_memory(device) -> tuple[int, str]:
 
 def plan_student(student: str, context: int, vocab_size: int, output_dim: int | None, device) -> StudentPlan:
     """The student's config and size, refused (InputError) when training it cannot fit the device."""
-    from anatomy.distill.config import student_arch, student_config
+    from anatomy.distill.config import MIN_CONTEXT, student_arch, student_config
 
+    if context > MAX_CONTEXT:  # no text encoder has more positions; the teacher's own limit is checked later
+        raise OptionError("--context", f"must be in [{MIN_CONTEXT}, {MAX_CONTEXT:,}], got {context:,}")
     _, arch = student_arch(student, vocab_size, output_dim or ASSUMED_OUTPUT_DIM, "clip")
     cfg = student_config(arch, context)  # validates every field (no tensors)
     if cfg.layers is not None and cfg.layers > MAX_LAYERS:
