@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 # fp32 weights, their gradients and AdamW's two moments: the floor of training memory (activations come on top)
 TRAIN_BYTES_PER_PARAM = 16
-# the projector's width is the teacher's, unknown before the teacher is loaded: estimate with a wide one
-ASSUMED_OUTPUT_DIM = 1024
+# the projector's width is the teacher's, unknown before the teacher is loaded: left out of the estimate
+# (width 1), so the estimate is a lower bound; the --init check never compares the projector (it is new)
+ASSUMED_OUTPUT_DIM = 1
 MAX_LAYERS = 512  # far beyond any text tower; more only builds Python objects for minutes
 MAX_CONTEXT = 65_536  # far beyond any text encoder's positional table
 
