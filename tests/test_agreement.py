@@ -65,3 +65,166 @@ def test_different_widths_compare_neighbourhoods_only():
     assert got.token_cosine is None and got.pooled_cosine is None
     assert "widths differ" in got.notes[0]
     assert 0 <= got.knn_overlap.mean <= 1
+
+
+# ------------------------------------------------------------------------------------------- findings
+# Issue 18 §1: like with like (the study's per-token 0.938 only beside a per-token cosine), and a trained
+# student compared with its untrained self (step 0 of its run's metrics.jsonl).
+
+
+def _result(token, pooled, knn, student="s", baseline=None, note="no record"):
+    from anatomy.analysis.agreement import AgreementResult, Distribution, PairDims
+    from anatomy.analysis.dims import DimsEntry
+
+    def dist(v):
+        return None if v is None else Distribution(100, v, v, v, v)
+
+    entry = DimsEntry.of(np.random.default_rng(0).standard_normal((60, 6)), 0, 0)
+    return AgreementResult(
+        "t",
+        student,
+        100,
+        10,
+        dist(token),
+        dist(pooled),
+        dist(knn),
+        PairDims(entry, entry),
+        [],
+        {},
+        baseline,
+        note,
+    )
+
+
+def _by_key(found, key):
+    (match,) = [f for f in found if f.key == key]
+    return match
+
+
+@pytest.mark.parametrize(("token", "pooled"), [(0.95, 0.97), (0.5, 0.7), (None, 0.707), (None, 0.95)])
+def test_the_studys_per_token_number_stands_only_beside_a_per_token_cosine(token, pooled):
+    from anatomy import paper
+    from anatomy.analysis import ANALYSES
+
+    found = ANALYSES["agreement"].findings(_result(token, pooled, 0.4), "pair")
+    cosine = [f for f in found if f.key in ("agreement.token_cosine", "agreement.pooled_cosine")]
+    assert len(cosine) == 1
+    (f,) = cosine
+    study = str(paper.AGREEMENT_TOKEN_COSINE)
+    if token is None:
+        assert f.key == "agreement.pooled_cosine" and f"pooled cosine {pooled:.3f}" in f.message
+        assert study not in f.message and "not comparable" in f.message
+    else:
+        assert (
+            f.key == "agreement.token_cosine" and f"per-token cosine {token:.3f} (paper {study})" in f.message
+        )
+    assert f.mark == ("ok" if (token if token is not None else pooled) >= 0.9 else "warn")
+
+
+def _run_folder(root, knn0, knn, tok0=0.1, tok=0.5, step=30, evaluated=(0, 10, 20, 30)):
+    """A distill run folder as `anatomy distill` writes it: config.json, metrics.jsonl, checkpoints/best."""
+    import json
+
+    run = root / "run"
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"teacher": "minilm", "steps": 30}))
+    rows = []
+    for s in evaluated:
+        share = s / 30
+        rows.append({"step": s, "eval_token_cosine": tok0 + (tok - tok0) * share, "eval_pooled_cosine": 0.5,
+                     "eval_knn_overlap10": knn0 + (knn - knn0) * share})  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "checkpoints" / "best" / "config.json").write_text(json.dumps({"provenance": {"step": step}}))
+    return run
+
+
+def test_run_baseline_reads_step_zero_and_the_checkpoints_step(tmp_path):
+    from anatomy.analysis.agreement import run_baseline
+
+    run = _run_folder(tmp_path, 0.05, 0.41, step=20)
+    got, why = run_baseline(f"student:{run / 'checkpoints' / 'best'}")
+    assert why == "" and got is not None
+    assert (got.step, got.teacher) == (20, "minilm")
+    assert got.knn_overlap_step0 == pytest.approx(0.05) and got.knn_overlap == pytest.approx(
+        0.05 + 0.36 * 2 / 3
+    )
+    assert got.token_cosine_step0 == pytest.approx(0.1)
+    # a checkpoint step with no evaluation: the last evaluation before it
+    (run / "checkpoints" / "best" / "config.json").write_text('{"provenance": {"step": 25}}')
+    assert run_baseline(f"student:{run / 'checkpoints' / 'best'}")[0].step == 20
+
+
+@pytest.mark.parametrize(
+    ("knn0", "knn", "mark"), [(0.40, 0.41, "warn"), (0.40, 0.30, "warn"), (0.05, 0.41, "ok")]
+)
+def test_a_student_no_better_than_untrained_is_warned(tmp_path, knn0, knn, mark):
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.agreement import run_baseline
+
+    run = _run_folder(tmp_path, knn0, knn)
+    baseline, why = run_baseline(f"student:{run / 'checkpoints' / 'best'}")
+    found = _by_key(ANALYSES["agreement"].findings(_result(0.95, 0.97, 0.9, baseline=baseline), "pair"),
+                    "agreement.baseline")  # fmt: skip
+    assert found.mark == mark
+    assert f"{knn0:.3f}" in found.message and f"{knn:.3f}" in found.message and "step 0" in found.message
+    if mark == "warn":
+        assert "no better than the untrained" in found.message and found.action
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("minilm", "has no training record"), ("litetext-s0:/x/s0.pt", "has no training record"),
+     ("student:/nowhere/checkpoints/best", "not inside a run folder")],
+)  # fmt: skip
+def test_without_a_run_record_the_baseline_is_said_unavailable(name, reason):
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.agreement import run_baseline
+
+    baseline, why = run_baseline(name)
+    assert baseline is None and reason in why
+    found = _by_key(ANALYSES["agreement"].findings(_result(0.95, 0.97, 0.9, name, None, why), "pair"),
+                    "agreement.baseline")  # fmt: skip
+    assert found.mark == "info" and "baseline unavailable" in found.message and reason in found.message
+
+
+def test_damaged_run_record_is_a_reason_not_a_crash(tmp_path):
+    from anatomy.analysis.agreement import run_baseline
+
+    run = _run_folder(tmp_path, 0.1, 0.5)
+    (run / "metrics.jsonl").write_text('{"step": 10, "eval_knn_overlap10": 0.4}\n[[[')
+    baseline, why = run_baseline(f"student:{run / 'checkpoints' / 'best'}")
+    assert baseline is None and "unreadable" in why and "\n" not in why
+
+
+def test_result_round_trips_with_its_baseline(tmp_path):
+    from anatomy.analysis.agreement import AgreementResult, run_baseline
+
+    run = _run_folder(tmp_path, 0.1, 0.5)
+    baseline, _ = run_baseline(f"student:{run / 'checkpoints' / 'best'}")
+    result = _result(0.9, 0.9, 0.5, baseline=baseline, note="")
+    data = result.to_json()
+    assert data["schema_version"] == 2 and data["baseline"]["knn_overlap_step0"] == pytest.approx(0.1)
+    back = AgreementResult.from_json(data)
+    assert back.baseline == baseline and back.baseline_note == ""
+
+
+def test_audited_student_that_did_not_learn_is_warned_end_to_end(tmp_path):
+    """A real run at a negligible learning rate, audited as student:RUN/checkpoints/best: the agreement
+    analysis finds the run record and warns that the student is no better than its step 0."""
+    from test_analysis_cmds import pair_inputs, run
+    from test_distill_train import _config, make_tiny_setup
+
+    from anatomy.analysis import ANALYSES
+    from anatomy.distill.train import distill
+    from anatomy.encoders.registry import load
+
+    tiny = make_tiny_setup(tmp_path / "tiny")
+    distill(_config(tiny, steps=4, eval_every=2, lr=1e-12), tmp_path / "run", device="cpu",
+            cache_dir=tmp_path / "cache")  # fmt: skip
+    teacher = load(tiny["teacher"], device="cpu")
+    student = load(f"student:{tmp_path / 'run' / 'checkpoints' / 'best'}", device="cpu")
+    result = run("agreement", tmp_path / "audit", {"sample": 40, "n_boot": 0},
+                 **pair_inputs(teacher, student, tiny["corpus"]))  # fmt: skip
+    assert result.baseline is not None and result.baseline.run_dir == str(tmp_path / "run")
+    found = _by_key(ANALYSES["agreement"].findings(result, "pair"), "agreement.baseline")
+    assert found.mark == "warn" and "no better than the untrained" in found.message

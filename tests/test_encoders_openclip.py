@@ -82,3 +82,17 @@ def test_bare_tower_and_unknown_models():
         load("open_clip:nope")
     with pytest.raises(EncoderError, match="does not use the CLIP BPE tokenizer"):
         load("open_clip:ViT-B-16-SigLIP")
+
+
+def test_tokenizer_of_an_open_clip_spec_needs_no_weights_and_checks_the_config():
+    """distill validates the teacher's tokenizer before any teacher work: an open_clip spec gives CLIP BPE
+    from its config alone (no tower, no download, even for a tag that is not cached), and a model whose text
+    tower is not CLIP BPE is refused rather than tokenized as if it were."""
+    from anatomy.encoders.registry import load_tokenizer
+    from anatomy.errors import EncoderError
+    from anatomy.tokenizer import clip_tokenizer
+
+    tok = load_tokenizer("open_clip:ViT-B-32:some-tag-that-is-not-cached")
+    assert tok.encode(["a red car"]) == clip_tokenizer().encode(["a red car"])
+    with pytest.raises(EncoderError, match="does not use the CLIP BPE tokenizer"):
+        load_tokenizer("open_clip:ViT-SO400M-14-SigLIP")

@@ -38,7 +38,7 @@ def offline_cache(tmp_path, monkeypatch):
     """HF_HUB_OFFLINE=1 and an empty hub cache at tmp_path/hub (set where huggingface_hub reads them)."""
     from huggingface_hub import constants
 
-    import anatomy.encoders.hf as hf
+    import anatomy.encoders.hub as hub
 
     cache = tmp_path / "hub"
     cache.mkdir()
@@ -46,7 +46,7 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import; the switch the library uses
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf, "_USER_OFFLINE", "1")
+    monkeypatch.setattr(hub, "USER_OFFLINE", "1")  # the user's switch, as read at import
     return cache
 
 
@@ -160,5 +160,8 @@ def test_real_open_clip_tag_not_cached_is_one_line(offline_cache):
         load_open_clip(
             "ViT-B-32", "laion2b_s34b_b79k", name="open_clip:ViT-B-32:laion2b_s34b_b79k", device="cpu"
         )
-    assert caught.value.message.startswith("open_clip:ViT-B-32:laion2b_s34b_b79k is not available offline")
+    assert caught.value.message.startswith(
+        "open_clip:ViT-B-32:laion2b_s34b_b79k: not in the Hugging Face cache"
+    )
+    assert "offline" in caught.value.message
     assert "\n" not in caught.value.message and "HF_HUB_CACHE" in caught.value.hint

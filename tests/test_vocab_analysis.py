@@ -198,6 +198,44 @@ def test_missing_base_token(result, tmp_path):
         load(_edited(result, tmp_path, drop_byte))
 
 
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_WRONG_SHAPES = [_nested(500), {"a": _nested(50)}, None, True, "x", 3, 2.5, [None], [{"k": 1}]]
+
+
+@pytest.mark.parametrize("key", ["tokenizer", "kind", "base_fingerprint", "original_size", "min_count",
+                                 "corpus", "kept", "counts", "merges", "tokens"])  # fmt: skip
+def test_any_entry_of_a_wrong_shape_is_one_clear_error(result, tmp_path, key):
+    """Issue 18 §6, the class: whatever JSON value an entry holds, loading is an InputError naming the file
+    (never a TypeError, KeyError or RecursionError from deeper in the loader)."""
+    for value in _WRONG_SHAPES:
+        path = _edited(result, tmp_path, lambda d, v=value: d.update({key: v}))
+        try:
+            load(path)
+        except InputError as error:
+            assert str(path) in error.message and "\n" not in error.message
+        else:  # only a value that is a correct one may load (none of these is, except where the key is unread)
+            assert (
+                key == "tokens" or (key == "min_count" and value == 3) or (key == "corpus" and value is None)
+            )
+
+
+def test_json_nested_100000_deep_is_one_line_in_library_and_cli(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply") as info:
+        load(path)
+    assert str(path) in info.value.message
+    got = CliRunner().invoke(app, ["encoders", "--vocab", str(path)])
+    assert got.exit_code == 1, got.output
+    assert "nested too deeply" in got.output and "Traceback" not in got.output
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

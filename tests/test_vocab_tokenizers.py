@@ -102,6 +102,42 @@ def test_any_sentence_of_corpus_words_is_exact(full, small, words):
     assert tok.to_original(tok.encode([text])[0]) == full.encode([text])[0]
 
 
+def _random_words(seed: int, n: int, length: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    letters = list("abcdeghilmnorstuwy") + ["dog", "cat", "red", "é", "犬"]
+    return ["".join(rng.choice(letters, size=length)) for _ in range(n)]
+
+
+def test_long_words_take_the_heap_path_and_equal_the_list_bpe(full):
+    """Issue 23: the specialised BPE was quadratic in word length; long words now use the full tokenizer's
+    heap merge. Both merge paths agree on random long words, and a vocabulary built from those words
+    tokenizes them exactly as the full tokenizer does."""
+    from anatomy.tokenizer import HEAP_BPE_FROM
+
+    words = _random_words(0, 6, 3 * HEAP_BPE_FROM) + _random_words(1, 2, 3000)
+    vocab, _ = build(full, "clip", index_texts(full, CORPUS + words[:4]))
+    tok = specialise(vocab, full)
+    assert tok.bpe.heap_exact
+    for word in words:
+        data = word.encode("utf-8")
+        ids = [full.bpe.byte_id[b] for b in data]
+        ids[-1] += 256
+        assert len(ids) >= HEAP_BPE_FROM
+        assert tok.bpe._merge_heap(list(ids)) == tok.bpe._merge(list(ids))  # both kept-merge paths agree
+    for word in words[:4]:  # words of the corpus: exact against the full tokenizer
+        assert tok.to_original(tok.encode([word])[0]) == full.encode([word])[0]
+    list_merge = tok.bpe._merge
+
+    def short_only(ids):  # the quadratic list BPE must not see a long word any more
+        assert len(ids) < HEAP_BPE_FROM, f"the list BPE got a word of {len(ids)} bytes"
+        return list_merge(ids)
+
+    tok.bpe._merge = short_only
+    for word in words[4:]:  # unseen long words: kept ids only, the same text back
+        ids = tok.encode([word])[0]
+        assert max(ids) < tok.vocab_size and tok.decode(ids) == decode_clip(full.bpe, full.encode([word])[0])
+
+
 # ------------------------------------------------------------------------------------------ WordPiece
 
 

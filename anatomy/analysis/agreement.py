@@ -105,6 +105,54 @@ from anatomy.findings import Finding  # noqa: E402
 
 # Mean per-token student-teacher cosine at or above which a student is a faithful replacement.
 AGREEMENT_OK = 0.9
+# The same bar for the mean pooled cosine (used when the tokenizers differ); the study has no pooled number.
+POOLED_OK = 0.9
+# A trained student's kNN@10 overlap must beat its untrained self (step 0 of its run) by at least this much.
+KNN_GAIN_MIN = 0.02
+
+
+@dataclass
+class RunBaseline:
+    """The student's own training record (RUN/metrics.jsonl): the untrained student (step 0) and the
+    evaluation of the checkpoint's step, on the run's held-out prompts against its teacher."""
+
+    run_dir: str
+    teacher: str
+    step: int
+    knn_overlap_step0: float
+    knn_overlap: float
+    token_cosine_step0: float
+    token_cosine: float
+
+
+def run_baseline(student_name: str) -> tuple[RunBaseline | None, str]:
+    """(the run record of a `student:RUN/checkpoints/NAME` encoder, or None with the reason it is missing)."""
+    import json
+    from pathlib import Path
+
+    if not student_name.startswith("student:"):
+        return None, f"{student_name} has no training record here (only student:DIR checkpoints of a run do)"
+    path = Path(student_name.removeprefix("student:"))
+    path = path.parent if path.name in ("model.safetensors", "config.json") else path
+    run = path.parent.parent
+    metrics, config = run / "metrics.jsonl", path / "config.json"
+    if path.parent.name != "checkpoints" or not metrics.is_file():
+        return None, f"{path} is not inside a run folder with metrics.jsonl (RUN/checkpoints/NAME)"
+    try:
+        step = json.loads(config.read_text(encoding="utf-8"))["provenance"]["step"]
+        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        by_step = {int(r["step"]): r for r in rows}
+        run_config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        first, trained = by_step[0], by_step.get(int(step))
+        if trained is None:  # the checkpoint's own step was not evaluated: the last evaluation before it
+            trained = by_step[max(k for k in by_step if k <= int(step))]
+        return RunBaseline(
+            str(run), str(run_config.get("teacher")), int(trained["step"]),
+            float(first["eval_knn_overlap10"]), float(trained["eval_knn_overlap10"]),
+            float(first["eval_token_cosine"]), float(trained["eval_token_cosine"]),
+        ), ""  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return None, f"the run record in {run} is unreadable ({type(error).__name__}: {error})"
 
 
 @dataclass(frozen=True)
@@ -133,6 +181,10 @@ class AgreementResult(Result):
     intrinsic_dim: PairDims
     notes: list[str]
     method: dict[str, str]
+    baseline: RunBaseline | None = None  # the student's untrained self, from its run record
+    baseline_note: str = ""  # why there is no baseline
+
+    SCHEMA_VERSION = 2  # 2: the run baseline
 
 
 class StudentTeacherAgreement(Analysis):
@@ -174,9 +226,10 @@ class StudentTeacherAgreement(Analysis):
             "pooled_cosine": "cosine of the two pooled outputs of each prompt",
             "knn_overlap": f"share of the {params.k} exact Euclidean nearest neighbours common to both spaces",
         }
+        baseline, why = run_baseline(student.name)
         return AgreementResult(
             teacher.name, student.name, len(picked), params.k, got.token_cosine, got.pooled_cosine,
-            got.knn_overlap, dims, got.notes, method,
+            got.knn_overlap, dims, got.notes, method, baseline, why,
         )  # fmt: skip
 
     def figures(self, result: AgreementResult) -> dict:
@@ -185,26 +238,32 @@ class StudentTeacherAgreement(Analysis):
         return {"agreement": fig.draw_agreement(fig.prepare_agreement(result))}
 
     def findings(self, result: AgreementResult, section: str) -> list[Finding]:
+        return [*self._agreement_findings(result, section), _baseline_finding(result, section)]
+
+    def _agreement_findings(self, result: AgreementResult, section: str) -> list[Finding]:
+        """Per-token cosine beside the study's per-token number; pooled (different tokenizers) beside none."""
         from anatomy import paper
 
-        dist, what = (
-            (result.token_cosine, "per-token") if result.token_cosine else (result.pooled_cosine, "pooled")
-        )
-        if dist is None:
-            return []
-        good = dist.mean >= AGREEMENT_OK
-        return [
-            Finding(
-                "ok" if good else "warn",
-                section,
-                "agreement.token_cosine" if result.token_cosine else "agreement.pooled_cosine",
-                f"student {result.student} agrees with teacher {result.teacher} at mean {what} cosine "
-                f"{dist.mean:.3f} (paper {paper.AGREEMENT_TOKEN_COSINE}), kNN overlap@{result.k} "
-                f"{result.knn_overlap.mean:.2f}",
-                dist.mean,
-                "" if good else f"below {AGREEMENT_OK}: train the student longer or make it wider",
+        knn = f"kNN overlap@{result.k} {result.knn_overlap.mean:.2f}"
+        who = f"student {result.student} agrees with teacher {result.teacher}"
+        if result.token_cosine is not None:
+            dist, bar = result.token_cosine, AGREEMENT_OK
+            key, what = (
+                "agreement.token_cosine",
+                f"mean per-token cosine {dist.mean:.3f} (paper {paper.AGREEMENT_TOKEN_COSINE})",
             )
-        ]
+        elif result.pooled_cosine is not None:
+            dist, bar = result.pooled_cosine, POOLED_OK
+            key = "agreement.pooled_cosine"
+            what = (
+                f"mean pooled cosine {dist.mean:.3f} (the study reports only a per-token cosine, "
+                "which needs one tokenizer: not comparable)"
+            )
+        else:
+            return []
+        good = dist.mean >= bar
+        action = "" if good else f"below {bar}: train the student longer or make it wider"
+        return [Finding("ok" if good else "warn", section, key, f"{who} at {what}, {knn}", dist.mean, action)]
 
     def paper_rows(self, result: AgreementResult) -> list[PaperRow]:
         from anatomy import paper
@@ -236,5 +295,40 @@ class StudentTeacherAgreement(Analysis):
                 f"{role} intrinsic dimension: TwoNN {e.twonn.linear:.2f}, MLE {e.mle.harmonic:.2f}, "
                 f"erank {e.erank:.1f} ({e.ambient_dim} dims)"
             )
+        b = result.baseline
+        if b is not None:
+            lines.append(
+                f"untrained baseline (step 0 of {b.run_dir}): kNN@10 {b.knn_overlap_step0:.4f} -> "
+                f"{b.knn_overlap:.4f} at step {b.step}, token cosine {b.token_cosine_step0:.4f} -> {b.token_cosine:.4f}"
+            )
+        else:
+            lines.append(f"untrained baseline unavailable: {result.baseline_note}")
         lines += [f"note: {note}" for note in result.notes]
         return lines
+
+
+def _baseline_finding(result: AgreementResult, section: str) -> Finding:
+    """A trained student against its untrained self (step 0 of its run), or why that cannot be said."""
+    b = result.baseline
+    if b is None:
+        return Finding(
+            "info", section, "agreement.baseline",
+            f"untrained baseline unavailable: {result.baseline_note or 'no run record'}", None,
+            "audit the run's checkpoint (student:RUN/checkpoints/best) to compare with step 0",
+        )  # fmt: skip
+    gain = b.knn_overlap - b.knn_overlap_step0
+    where = f"on the held-out prompts of {b.run_dir} (teacher {b.teacher})"
+    if gain < KNN_GAIN_MIN:
+        return Finding(
+            "warn", section, "agreement.baseline",
+            f"kNN@10 overlap {b.knn_overlap:.3f} at step {b.step} is no better than the untrained student's "
+            f"{b.knn_overlap_step0:.3f} (step 0) {where}; token cosine {b.token_cosine_step0:.3f} -> "
+            f"{b.token_cosine:.3f}", gain,
+            f"gain under {KNN_GAIN_MIN}: the distillation did not learn the teacher's neighbourhoods; train "
+            "longer, raise --lr or check the teacher cache",
+        )  # fmt: skip
+    return Finding(
+        "ok", section, "agreement.baseline",
+        f"kNN@10 overlap rose from {b.knn_overlap_step0:.3f} untrained (step 0) to {b.knn_overlap:.3f} at step "
+        f"{b.step} {where}; token cosine {b.token_cosine_step0:.3f} -> {b.token_cosine:.3f}", gain, "",
+    )  # fmt: skip

@@ -61,6 +61,13 @@ def distill_cmd(
         int, typer.Option(min=0, help="Seed for the split, the data order and the initial weights.")
     ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            help="Train again from step 0 in an --out that holds a run (its checkpoints are replaced once "
+            "training starts; the teacher cache is kept).",
+        ),
+    ] = False,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
     ] = None,
@@ -114,8 +121,8 @@ def distill_cmd(
             bar.update(train_task, completed=done, total=total, visible=True, status=status)
 
         result = distill(
-            cfg, out_dir, resume=resume, device=device, cache_dir=cache_dir, on_step=on_step, on_cache=on_cache,
-            figures=True,
+            cfg, out_dir, resume=resume, restart=restart, device=device, cache_dir=cache_dir, on_step=on_step,
+            on_cache=on_cache, figures=True,
         )  # fmt: skip
     if as_json:
         print_json(result)

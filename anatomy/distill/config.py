@@ -84,17 +84,26 @@ def student_arch(student: str, vocab_size: int, output_dim: int, tokenizer: str)
     if student in RECIPES:
         return student, {"architecture": f"litetext-{student}", **shared}
     path = Path(student)
-    if path.suffix != ".json" or not path.exists():
-        raise InputError(f"student '{student}' is neither s0, s1, l nor an existing JSON config")
-    arch = read_json(path)
+    if path.suffix != ".json" or not path.is_file():
+        raise InputError(f"student '{student}' is neither s0, s1, l nor an existing JSON config file")
+    example = 'e.g. {"layers": 4, "width": 256, "heads": 4}'
+    try:
+        arch = read_json(path)
+    except RecursionError:
+        raise InputError(f"{path}: not a student config (JSON nested too deeply to read)", example) from None
+    if not isinstance(arch, dict):
+        raise InputError(f"{path}: a student config is a JSON object, not {type(arch).__name__}", example)
     missing = [k for k in ("layers", "width", "heads") if k not in arch]
     if missing:
-        raise InputError(
-            f"{path}: student config lacks {', '.join(missing)}",
-            'e.g. {"layers": 4, "width": 256, "heads": 4}',
-        )
+        raise InputError(f"{path}: student config lacks {', '.join(missing)}", example)
     arch = {"architecture": "custom", **shared, **arch}
-    return arch.pop("recipe", "custom"), arch
+    recipe = arch.pop("recipe", "custom")
+    if recipe != "custom" and (not isinstance(recipe, str) or recipe not in RECIPES):
+        raise InputError(
+            f"{path}: unknown recipe {recipe!r}",
+            f"use one of {', '.join(RECIPES)} or custom (or leave it out)",
+        )
+    return recipe, arch
 
 
 def student_config(arch: dict, context: int):
@@ -203,6 +212,13 @@ def check_options(cfg) -> None:
             raise OptionError(option, f"must be a finite number {bound}, got {value!r}")
     if cfg.dtype not in DTYPES:
         raise OptionError("--dtype", f"must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    for key in ("init", "vocab"):  # given but empty: never a silent "train from scratch" or "no vocabulary"
+        value = getattr(cfg, key, None)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise OptionError(
+                f"--{key}", f"is empty ({value!r})", f"give a {'encoder spec' if key == 'init' else 'path'}, "
+                f"or leave --{key} out to train {'from scratch' if key == 'init' else 'with the full vocabulary'}"
+            )  # fmt: skip
 
 
 def check_context(context: int, limit: int, who: str) -> None:

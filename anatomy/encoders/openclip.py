@@ -6,8 +6,9 @@
 `open_clip:MODEL:TAG` takes the weights of one of open_clip's pretrained tags (e.g. ViT-B-32 +
 laion2b_s34b_b79k), resolved and cached by open_clip itself (the Hugging Face cache for hub-hosted tags);
 `open_clip:hf-hub:ORG/NAME` takes config and weights from a Hugging Face hub repository (open_clip's
-`hf-hub:` schema, same cache). With the hub offline (HF_HUB_OFFLINE=1) only cached files are used, and a
-missing one is a one-line error naming the model and how to make it available. Only the text
+`hf-hub:` schema, same cache). The cache is always asked first (anatomy.encoders.hub): a cached model never
+touches the network, and one that is not cached while the hub is offline (HF_HUB_OFFLINE=1, or no
+connection) is a one-line error at once naming the model and how to make it available. Only the text
 tower is built, never the image tower. Per-token outputs are ln_final(transformer(x)) at width D, before
 any pooling or projection; a context shorter than the model's uses the first positions of its table.
 """
@@ -25,14 +26,30 @@ AVAILABILITY_HINT = (
 
 
 def _fetch(what: str, fn):
-    """Run an open_clip download (cache first); any failure is one EncoderError line naming `what`."""
-    try:
-        return fn()
-    except Exception as error:  # huggingface_hub / urllib raise many types; the user needs one line
-        reason = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
-        raise EncoderError(
-            f"{what} is not available offline or in the cache ({reason})", AVAILABILITY_HINT
-        ) from None
+    """Run an open_clip hub download, cache first; any failure is one EncoderError line naming `what`."""
+    from anatomy.encoders.hub import from_cache_or_hub
+
+    return from_cache_or_hub(what, fn, AVAILABILITY_HINT)
+
+
+def _download_tag(what: str, pretrained: dict) -> str:
+    """The weights file of an open_clip pretrained tag: from the hub (cache first) or its URL (cached file first)."""
+    import open_clip
+    from open_clip.pretrained import has_hf_hub
+
+    url = pretrained.get("url", "")
+    if pretrained.get("hf_hub") and has_hf_hub() or not url:
+        return _fetch(what, lambda: open_clip.download_pretrained(pretrained))
+    from anatomy.encoders.hub import from_cache_or_hub
+
+    def cached() -> str:  # where open_clip keeps URL downloads; it checks the file's hash itself
+        if not (Path("~/.cache/clip").expanduser() / Path(url).name).is_file():
+            raise FileNotFoundError(f"{Path(url).name} is not in ~/.cache/clip")
+        return open_clip.download_pretrained(pretrained)
+
+    return from_cache_or_hub(
+        what, lambda: open_clip.download_pretrained(pretrained), AVAILABILITY_HINT, cached=cached, url=url
+    )
 
 
 def resolve(model_name: str, weights: str | Path | None) -> tuple[dict, str | None]:
@@ -67,19 +84,27 @@ def resolve(model_name: str, weights: str | Path | None) -> tuple[dict, str | No
             f"for {model_name}",
             f"its tags: {', '.join(tags) or 'none'}; or give the path of a local weights file",
         )
-    return config, _fetch(f"open_clip:{model_name}:{tag}", lambda: open_clip.download_pretrained(pretrained))
+    return config, _download_tag(f"open_clip:{model_name}:{tag}", pretrained)
 
 
-def _text_tower(model_name: str, config: dict | None = None):
-    from open_clip.model import CLIPTextCfg, _build_text_tower
+def _clip_text_cfg(model_name: str, config: dict):
+    """The config's text tower settings, refused unless it is a CLIP BPE text transformer."""
+    from open_clip.model import CLIPTextCfg
 
-    config = config if config is not None else resolve(model_name, None)[0]
     text_cfg = CLIPTextCfg(**config["text_cfg"])
     if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != 49408:
         raise EncoderError(
             f"open_clip:{model_name} does not use the CLIP BPE tokenizer and text transformer",
             "load Hugging Face text towers with hf:PATH instead",
         )
+    return text_cfg
+
+
+def _text_tower(model_name: str, config: dict | None = None):
+    from open_clip.model import _build_text_tower
+
+    config = config if config is not None else resolve(model_name, None)[0]
+    text_cfg = _clip_text_cfg(model_name, config)
     if text_cfg.embed_cls:
         raise EncoderError(
             f"open_clip:{model_name}: CoCa-style towers (appended class token) are not supported"
@@ -204,8 +229,29 @@ def _family():
 
     return Family(
         "open_clip", "open_clip:MODEL[:WEIGHTS|:TAG] | open_clip:hf-hub:ORG/NAME", load=_load, parse=_parse,
-        fingerprint=_fingerprint,
+        fingerprint=_fingerprint, tokenizer=_tokenizer,
     )  # fmt: skip
+
+
+def _tokenizer(spec):
+    """CLIP BPE, after checking the model's config (no tower built, no weights fetched)."""
+    from anatomy.tokenizer import clip_tokenizer
+
+    if spec.kind == "hf-hub":
+        from open_clip.factory import _get_hf_config
+
+        what = f"open_clip:hf-hub:{spec.path}"
+        config = _fetch(what, lambda: _get_hf_config(str(spec.path))).get("model_cfg")
+        if not config:
+            raise EncoderError(f"{what}: its open_clip_config.json has no model_cfg")
+    else:
+        import open_clip
+
+        config = open_clip.get_model_config(spec.kind)
+        if config is None:
+            raise EncoderError(f"open_clip has no model config '{spec.kind}'")
+    _clip_text_cfg(str(spec.kind), config)
+    return clip_tokenizer()
 
 
 def _fingerprint(spec):

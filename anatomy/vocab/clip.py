@@ -25,6 +25,7 @@ from anatomy.tokenizer import (
     CLIP_VOCAB_SIZE,
     END_OF_WORD,
     FIRST_MERGE_ID,
+    HEAP_BPE_FROM,
     ClipBPE,
     ClipTokenizer,
     clip_tokenizer,
@@ -66,6 +67,9 @@ class _KeptBPE(ClipBPE):
         self.sha256 = full.sha256
         self.byte_char, self.char_byte, self.byte_id = full.byte_char, full.char_byte, full.byte_id
         self.whole_words = full.whole_words
+        # a subset of merges keeps the property that makes the heap BPE exact (a merge only makes pairs of
+        # higher rank), so long words take the O(n log n) path here too
+        self.heap_exact = full.heap_exact
         self.kept = kept
         self.new_of = {int(o): n for n, o in enumerate(kept)}
         self.symbols = [full.symbols[int(o)] for o in kept]
@@ -85,8 +89,10 @@ class _KeptBPE(ClipBPE):
                 return [whole]
         ids = [self.byte_id[b] for b in data]
         ids[-1] += 256
+        long = len(ids) >= HEAP_BPE_FROM and self.heap_exact
+        merged = self._merge_heap(ids) if long else self._merge(ids)
         new_of = self.new_of
-        return [new_of[i] for i in self._merge(ids)]
+        return [new_of[i] for i in merged]
 
     def readable(self, token_id: int) -> str:
         return self.full.readable(int(self.kept[int(token_id)]))

@@ -131,10 +131,14 @@ def load(path: str | Path) -> Vocabulary:
     path = Path(path)
     if path.is_dir():
         path = path / "vocab.json"
-    data = read_json(path)
 
     def bad(what: str, hint: str | None = "rebuild it with `anatomy vocab CORPUS --out DIR`") -> InputError:
         return InputError(f"{path}: {what}", hint)
+
+    try:
+        data = read_json(path)
+    except RecursionError:  # e.g. [[[[...]]]] 100,000 deep: Python's decoder gives up, we say so in one line
+        raise bad("not a vocabulary file (JSON nested too deeply to read)") from None
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(
@@ -145,14 +149,16 @@ def load(path: str | Path) -> Vocabulary:
     for key in ("tokenizer", "kind", "base_fingerprint", "original_size", "kept", "counts"):
         if key not in data:
             raise bad(f"missing entry '{key}'")
+    _check_shapes(data, bad)
     if data["kind"] not in KINDS:
         raise bad(f"entry 'kind': unknown tokenizer kind {data['kind']!r} (known: {', '.join(KINDS)})")
     try:
         base = base_tokenizer(str(data["tokenizer"]))
     except InputError as error:
         raise bad(f"entry 'tokenizer': {error.message}", error.hint) from None
-    except Exception as error:  # an unknown spec: the registry's own error text
-        raise bad(f"entry 'tokenizer': unknown tokenizer {data['tokenizer']!r} ({error})") from None
+    except Exception as error:  # an unknown spec: the registry's own error text, its message line only
+        why = getattr(error, "message", None) or str(error).splitlines()[0]
+        raise bad(f"entry 'tokenizer': unknown tokenizer {data['tokenizer']!r} ({why})") from None
     if kind_of(base) != data["kind"]:
         raise bad(f"entry 'kind' is {data['kind']!r} but tokenizer {data['tokenizer']!r} is {kind_of(base)}")
     if data["base_fingerprint"] != base_fingerprint(base):
@@ -191,6 +197,38 @@ def load(path: str | Path) -> Vocabulary:
         min_count=int(data.get("min_count", 1)),
         corpus=dict(data.get("corpus") or {}),
     )
+
+
+# entry -> (JSON type, what it must be): every entry load reads, checked before any is used
+_SHAPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "tokenizer": (str, "a tokenizer spec (a string)"),
+    "kind": (str, f"one of {', '.join(KINDS)}"),
+    "base_fingerprint": (str, "a fingerprint (a string)"),
+    "original_size": (int, "an integer"),
+    "min_count": (int, "an integer"),
+    "corpus": (dict, "an object (name, sha256, prompts)"),
+    "kept": (list, "a list of token ids"),
+    "counts": (list, "a list of counts"),
+    "merges": (list, "a list of 'left right' strings"),
+    "pieces": (list, "a list of WordPiece strings"),
+}
+
+
+def _check_shapes(data: dict, bad) -> None:
+    """Each entry of the right JSON type, and the corpus record flat (no nesting to walk later)."""
+    for key, (kind, what) in _SHAPES.items():
+        value = data.get(key)
+        if key not in data or (key == "corpus" and value is None):
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise bad(f"entry '{key}' must be {what}, got {type(value).__name__}")
+    for key, value in (data.get("corpus") or {}).items():
+        if not isinstance(value, str | int | float | type(None)) or isinstance(value, bool):
+            raise bad(f"entry 'corpus.{key}' must be a string or a number, got {type(value).__name__}")
+    for key in ("merges", "pieces"):
+        for k, entry in enumerate(data.get(key) or []):
+            if not isinstance(entry, str):
+                raise bad(f"{key}[{k}] must be a string, got {type(entry).__name__}")
 
 
 def _check_clip(data: dict, base, bad) -> None:
