@@ -172,7 +172,7 @@ def analyse(
     traffic = getattr(config, "weight", "distinct") == "traffic"
     repeats = counts is not None and len(counts) and int(np.max(counts)) > 1
     blocks = _blocks(table, counts if counts is not None else np.ones(len(lengths), np.int64))
-    data: dict = {"overall": None, "sources": {}, "weight": "traffic" if traffic else "distinct"}
+    data: dict = {"overall": None, "sources": {}, "weight": "traffic" if traffic else None}
     lengths_by, counts_by = {}, {}
     for name, rows, w in zip(blocks.names, blocks.rows, blocks.weights, strict=True):
         block, id_count = _block(lengths, flat, offsets, rows, tok, config, contexts, w if traffic else None)

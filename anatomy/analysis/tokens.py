@@ -121,12 +121,17 @@ class TokensResult(Result):
     recommended_context: Recommendation
     conventions: dict[str, str]
     paper: dict[str, Any]
-    weight: str = "distinct"
+    # what `overall` counts: "traffic" (requests) or None (distinct prompts; left out of the JSON)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
     other_weight: OtherWeight | None = field(default=None, metadata={"omit_none": True})
     tokenizer_fingerprint: str = transient("")
     lengths_by: dict = transient()  # block -> lengths, for the figures
     counts_by: dict = transient()
     contexts: tuple[int, ...] = transient(())
+
+    @property
+    def counted(self) -> str:
+        return self.weight or "distinct"
 
 
 def paper_block() -> dict[str, Any]:
@@ -194,8 +199,8 @@ class Tokens(Analysis):
         }
 
     def findings(self, result: TokensResult, section: str) -> list[Finding]:
-        both = result.other_weight is not None or result.weight == "traffic"
-        tag = f" ({WEIGHT_LABEL[result.weight]})" if both else ""
+        both = result.other_weight is not None or result.counted == "traffic"
+        tag = f" ({WEIGHT_LABEL[result.counted]})" if both else ""
         found = []
         table = result.overall.context
         now = table.get(str(CURRENT_CONTEXT))
@@ -215,7 +220,7 @@ class Tokens(Analysis):
                     f"{tag}", rec.L,
                 ))  # fmt: skip
         if now is not None:
-            found.append(_truncation(now.truncation, result.weight, section, "tokens.truncation", tag))
+            found.append(_truncation(now.truncation, result.counted, section, "tokens.truncation", tag))
         if result.other_weight is not None:  # the same cut, counted the other way
             other = result.other_weight
             row = other.block.context.get(str(CURRENT_CONTEXT))
@@ -239,7 +244,7 @@ class Tokens(Analysis):
                              f"start/end tokens are {pct(vocab.special_share)} of all tokens{tag}", vocab.special_share))  # fmt: skip
         means = {s: b.length.mean for s, b in sorted(result.sources.items())}
         per_source = ", ".join(f"{s} {m:.1f}" for s, m in means.items()) if len(means) > 1 else ""
-        unit = "requests" if result.weight == "traffic" else "prompts"
+        unit = "requests" if result.counted == "traffic" else "prompts"
         found.append(Finding(
             "info", section, "tokens.length",
             f"{unit} average {result.overall.length.mean:.1f} tokens including start/end"
@@ -257,7 +262,7 @@ class Tokens(Analysis):
 
     def distinct_block(self, result: TokensResult) -> Block:
         """The block counted by distinct prompts (the one the study's numbers sit beside)."""
-        if result.weight == "traffic" and result.other_weight is not None:
+        if result.counted == "traffic" and result.other_weight is not None:
             return result.other_weight.block
         return result.overall
 
@@ -267,7 +272,7 @@ class Tokens(Analysis):
         rows = [PaperRow.of("mean tokens per prompt (with start/end)", f"{overall.length.mean:.2f}",
                             paper.LENGTH_MEAN)]  # fmt: skip
         for source, cited in paper.SOURCE_LENGTH_MEAN.items():
-            if source in result.sources and result.weight == "distinct":
+            if source in result.sources and result.counted == "distinct":
                 rows.append(PaperRow.of(f"mean tokens per prompt: {source}",
                                         f"{result.sources[source].length.mean:.2f}", cited))  # fmt: skip
         rows += [
@@ -300,9 +305,9 @@ class Tokens(Analysis):
         context = Table(
             ["context", "density", "padding", "truncation", "token loss", "loss per prompt",
              "paper: padding / trunc. / loss"], rows,
-            f"overall, distinct prompts; paper: {paper.CORPUS_LABEL} ({paper.CONTEXT_WHERE}; {paper.CONTEXT_NOTE})",
+            f"overall; paper: {paper.CORPUS_LABEL} ({paper.CONTEXT_WHERE}; {paper.CONTEXT_NOTE})",
         )  # fmt: skip
-        traffic = result.overall if result.weight == "traffic" else None
+        traffic = result.overall if result.counted == "traffic" else None
         if traffic is None and result.other_weight is not None:
             traffic = result.other_weight.block
         by_traffic = []
@@ -321,7 +326,9 @@ class Tokens(Analysis):
         else:  # WordPiece marks continuations itself (##)
             rows = [[str(t), f"{c:,}"] for t, c in shown]
             caption = "most frequent tokens ('##' marks a piece that continues a word)"
-        top = Table(["token", "count"], rows, caption + f" ({WEIGHT_LABEL[result.weight]})")
+        if result.other_weight is not None or result.counted == "traffic":
+            caption += f" ({WEIGHT_LABEL[result.counted]})"
+        top = Table(["token", "count"], rows, caption)
         return [lengths, context, *by_traffic, top]
 
     def summary(self, result: TokensResult) -> list[str]:

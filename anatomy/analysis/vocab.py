@@ -105,7 +105,8 @@ class VocabResult(base.Result):
     k_fold: Risk | None
     held_out: list[Risk]
     curve: list[CurvePoint]
-    weight: str = "distinct"  # what corpus_exact_share and the k-fold risk count (held-out files: prompts)
+    # what corpus_exact_share and the k-fold risk count: "traffic" (requests) or None (distinct prompts)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
     k_fold_other: Risk | None = field(
         default=None, metadata={"omit_none": True}
     )  # the other weight, on repeats
@@ -220,7 +221,7 @@ def compute_vocab(
         k_fold=k_fold,
         held_out=held_risks,
         curve=curve,
-        weight=params.weight,
+        weight="traffic" if params.weight == "traffic" else None,
         k_fold_other=k_fold_other,
         vocabulary=vocab,
     )

@@ -149,7 +149,8 @@ class Risk:
     inflation_p99: float
     fallback_token_share: float  # share of specialised tokens that come from words not tokenized exactly
     examples: list[Example] = field(default_factory=list)  # the most inflated prompts
-    weight: str = "distinct"  # shares over distinct prompts, or over requests ("traffic")
+    # "traffic": shares over requests; None: over distinct prompts (left out of the JSON, as before weights)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass
@@ -225,7 +226,7 @@ def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, t
         inflation_p99=p99,
         fallback_token_share=float((fallback * w).sum() / content) if content else 0.0,
         examples=examples,
-        weight="distinct" if weights is None else "traffic",
+        weight=None if weights is None else "traffic",
     )
 
 
