@@ -16,6 +16,11 @@ _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
 
 def _print_findings(findings, out_dir: Path) -> None:
     """spaCy `debug data` style: a rule per section, one marked line per finding, then the counts."""
+    _print_findings_only(findings)
+    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
+
+
+def _print_findings_only(findings) -> None:
     from anatomy.findings import MARK_SYMBOLS, counts
 
     section = None
@@ -27,7 +32,6 @@ def _print_findings(findings, out_dir: Path) -> None:
     total = counts(findings)
     out.rule()
     out.print(Text(", ").join(Text(f"{n} {m}", style=_MARK_STYLE[m]) for m, n in total.items()))
-    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
 
 
 def _findings_json(result) -> dict:

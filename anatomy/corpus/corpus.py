@@ -11,6 +11,7 @@ corpus run one after the other and their union is kept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -236,7 +237,9 @@ def _manifest_entry(stats: FileStats) -> dict:
 
 
 def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
-    """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest)."""
+    """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest).
+    A log repeats its lines: each distinct raw text is normalised once (memoised)."""
+    clean = functools.lru_cache(maxsize=1 << 18)(normalize)
     for record in records:
         stats.read += 1
         if isinstance(record, Skipped):
@@ -250,7 +253,7 @@ def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
             stats.longest = len(raw)
         if len(raw) > LONG_PROMPT_CHARS:
             stats.long_prompts += 1
-        prompt = normalize(raw)
+        prompt = clean(raw)
         if not prompt:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
             continue
