@@ -81,6 +81,10 @@ def audit_cmd(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="Also check the inputs, as a live log, against this deployment (DIR/check)."),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -96,6 +100,7 @@ def audit_cmd(
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
         student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
+        against=str(against) if against else None,
     )  # fmt: skip
     try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work
         for selected in cfg.selected():

@@ -79,9 +79,7 @@ def _options_for(source: str, options: ReadOptions) -> dict:
         "text": ("column", "field", "encoding", "count", "time"),
     }.get(source, ("encoding",))
     chosen = {k: getattr(options, k) for k in relevant}
-    for k in ("count", "time"):  # only when set, so manifests of untimed, uncounted inputs keep their keys
-        if chosen.get(k, 0) is None:
-            del chosen[k]
+    chosen = {k: v for k, v in chosen.items() if v is not None or k not in ("count", "time")}  # fmt: skip
     if "encoding" in chosen:
         chosen["encoding"] = canonical_encoding(chosen["encoding"])
     return chosen
@@ -183,7 +181,7 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
     manifest: list[dict] = []
     if out.exists():
         rows.load(_read_table(out))
-        rows.load_days(out)
+        rows.days = row_days(traffic_path(out), rows.base)
         manifest = read_manifest(out)
     seen = {manifest_key(m) for m in manifest}
 
@@ -219,8 +217,7 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
     report = IngestReport(out, reports, len(rows), rows.n_distinct())
     if not fresh:
         return report  # nothing new: leave the bytes alone
-    days = rows.days
-    table = rows.take_table()
+    days, table = rows.days, rows.take_table()
     _write_corpus(
         table, manifest, out, traffic_table(days, [table.column(c) for c in ("source", "subset", "prompt")])
     )
@@ -334,14 +331,6 @@ class _Rows:
             zip(table.column("prompt").to_pylist(), source_at, subset_at, strict=True)
         ):
             self._group(sources[so], subsets[su]).setdefault(prompt, i)
-
-    def load_days(self, corpus: Path) -> None:
-        """The existing side table's (row, day) counts (rows matched by source, subset and prompt)."""
-        from anatomy.io import read_parquet
-
-        path = traffic_path(corpus)
-        if path.exists() and self.base is not None:
-            self.days = row_days(read_parquet(path), self.base)
 
     def take_table(self):
         """All rows as an Arrow table; empties this object as it goes, so Python and Arrow copies of a

@@ -106,13 +106,15 @@ def traffic_table(days: dict[tuple[int, int], int], keys):
     )
 
 
-def row_days(table, corpus_table) -> dict[tuple[int, int], int]:
+def row_days(path: Path, corpus_table) -> dict[tuple[int, int], int]:
     """{(row, day): count} of an existing side table, rows matched to the corpus by (source, subset, prompt)."""
     import pandas as pd
 
-    if table is None or table.num_rows == 0:
+    from anatomy.io import read_parquet
+
+    if corpus_table is None or not path.exists():
         return {}
-    frame = table.to_pandas()
+    frame = read_parquet(path).to_pandas()
     key = corpus_table.select(["source", "subset", "prompt"]).to_pandas()
     key["row"] = np.arange(len(key))
     merged = frame.merge(key, on=["source", "subset", "prompt"], how="inner")

@@ -92,7 +92,7 @@ def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, opt
     data = read_log(ingest_log(logs, out_dir, options))
     progress(f"log: {len(data.prompts):,} distinct prompts, {data.n_requests:,} requests")
     skipped: dict[str, str] = {}
-    teacher = functools.cache(lambda: load(dep.teacher, device=cfg.device, context_length=dep.context))
+    teacher = functools.cache(lambda: load(str(dep.teacher), device=cfg.device, context_length=dep.context))
 
     train: list[str] = []
     train_pooled = None

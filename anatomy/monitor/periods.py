@@ -64,10 +64,9 @@ def by_period(days, prompts: Sequence[str], flags: dict[str, np.ndarray], distan
     out = []
     for when, row in sums.iterrows():  # one row per period (a handful), not per request
         n = int(row["count"])
-        out.append(Period(
-            str(pd.Timestamp(when).date()), n, int(distinct[when]), *(float(row[f] / n) for f in FLAGS),
-            float(row["distance"] / n),
-        ))  # fmt: skip
+        shares = {f: float(row[f] / n) for f in FLAGS}
+        out.append(Period(str(pd.Timestamp(when).date()), n, int(distinct[when]), distance_mean=float(row["distance"] / n),
+                          **shares))  # fmt: skip
     return out
 
 

@@ -80,11 +80,11 @@ def _read_run(folder: Path) -> Deployment:
     best = folder / "checkpoints" / "best"
     if not (best / "model.safetensors").exists():
         raise InputError(f"{folder}: the run saved no checkpoint yet", "let `anatomy distill` finish a step")
-    rows = []
+    rows: list[dict] = []
     metrics = folder / "metrics.jsonl"
     if metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    best_row = max(rows, key=lambda r: r.get("eval_token_cosine", float("-inf")), default={})
+    best_row: dict = max(rows, key=lambda r: r.get("eval_token_cosine", float("-inf")), default={})
     cache = None
     key = config.get("teacher_cache")
     for cache_dir in (_existing(config.get("cache_dir"), folder.parent, folder), folder / "teacher_cache"):

@@ -208,10 +208,10 @@ def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, t
     content = float(((spec_n - 2) * w).sum())
     p99 = 1.0
     if n:
-        order = np.argsort(ratio, kind="stable")
-        ends = np.cumsum(w[order])
+        ranked = np.argsort(ratio, kind="stable")
+        ends = np.cumsum(w[ranked])
         p99 = (
-            float(ratio[order][min(np.searchsorted(ends, 0.99 * ends[-1]), n - 1)])
+            float(ratio[ranked][min(np.searchsorted(ends, 0.99 * ends[-1]), n - 1)])
             if weights is not None
             else float(np.percentile(ratio, 99))
         )
