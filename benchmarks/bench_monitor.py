@@ -69,7 +69,8 @@ def bench_log() -> None:
         " ".join(words[rng.integers(0, len(words), int(rng.integers(1, 6)))]) + f" {i}"
         for i in range(distinct)
     ]
-    zipf = np.minimum(rng.zipf(1.3, size=lines) - 1, distinct - 1)  # a few prompts carry most traffic
+    head = np.minimum(rng.zipf(1.3, size=lines) - 1, distinct - 1)  # a few prompts carry most traffic ...
+    zipf = np.where(rng.random(lines) < 0.7, head, rng.integers(0, distinct, lines))  # ... over a long tail
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.txt"
         log.write_text("\n".join(vocab[i] for i in zipf) + "\n", encoding="utf-8")
