@@ -164,3 +164,19 @@ def test_deployment_record_refuses_other_folders(tmp_path):
         read_deployment(tmp_path)
     with pytest.raises(InputError, match="not a directory"):
         read_deployment(tmp_path / "missing")
+
+
+def test_check_cli_usage_and_data_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from anatomy.cli import app
+
+    (tmp_path / "log.txt").write_text("a dog\n", encoding="utf-8")
+    base = ["check", str(tmp_path / "log.txt"), "--out", str(tmp_path / "out")]
+    missing = CliRunner().invoke(app, [*base, "--against", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "not a directory" in missing.output
+    assert CliRunner().invoke(app, [*base, "--against", str(tmp_path), "--sample", "5"]).exit_code == 2
+    assert CliRunner().invoke(app, [*base, "--against", str(tmp_path), "--period", "month"]).exit_code == 2
+    weight = CliRunner().invoke(app, ["tokens", "--corpus", str(tmp_path / "log.txt"), "--out", str(tmp_path / "t"),
+                                      "--weight", "requests"])  # fmt: skip
+    assert weight.exit_code == 2 and "--weight" in weight.output
