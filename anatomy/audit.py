@@ -44,6 +44,7 @@ class AuditConfig:
     # parameter values for every analysis whose Params has a field of that name (e.g. sample, seed, contexts)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     device: str | None = None
+    against: str | None = None  # a deployment to check the corpus against (anatomy.monitor) into DIR/check
 
     def encoder_specs(self) -> list[str]:
         specs = list(self.encoders)
@@ -194,6 +195,11 @@ def run_audit(
     for analysis in by_scope["corpus"]:
         attempt(analysis, Inputs(corpus=corpus, out_dir=out_dir), out_dir, status["corpus_errors"], "")
 
+    if cfg.against:  # the corpus as a live log against what was deployed (anatomy check)
+        status["check"] = _check(cfg, corpus, out_dir, timed)
+    else:  # no stale verdicts of an earlier run's check
+        (out_dir / CHECK / "results" / "check.json").unlink(missing_ok=True)
+
     pair = {cfg.teacher, cfg.student} - {None}
     loaded: dict[str, tuple[Any, Any]] = {}
     rows_encoded: dict[str, int] = {}
@@ -253,12 +259,27 @@ def run_audit(
         "student": cfg.student,
         "analyses": [a.name for a in analyses],
         "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.overrides.items())},
+        **({"against": cfg.against} if cfg.against else {}),
     }
     start = time.perf_counter()
     result = finish(out_dir, status)
     timings["report"] = time.perf_counter() - start
     result.timings, result.rows_encoded = timings, rows_encoded
     return result
+
+
+def _check(cfg: AuditConfig, corpus: Path, out_dir: Path, timed) -> dict:
+    from anatomy.monitor.check import CheckConfig, run_check
+
+    try:
+        timed("check", lambda: run_check([str(corpus)], str(cfg.against), out_dir / CHECK, cfg=CheckConfig(
+            seed=cfg.overrides.get("seed", 0), device=cfg.device)))  # fmt: skip
+        return {"against": cfg.against, "errors": {}}
+    except Exception as err:  # noqa: BLE001 - reported as a failed stage; the audit goes on
+        return {"against": cfg.against, "errors": {"check": _error(err)}}
+
+
+CHECK = "check"  # DIR/check: the check's folder inside an audit
 
 
 def _unique_slug(spec: str, entries: list[dict]) -> str:
@@ -278,12 +299,21 @@ def finish(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> Audi
 
     out_dir = Path(out_dir)
     status = dict(status) if status is not None else read_status(out_dir)
+    from anatomy.findings import stage_failed
+    from anatomy.monitor.check import read_findings
+
     record = collect(out_dir, status)
-    findings = collect_findings(record)
+    findings = collect_findings(record) + read_findings(out_dir / CHECK)
+    for stage, error in (status.get("check") or {}).get("errors", {}).items():
+        findings.append(
+            stage_failed("check", str(status["check"]["against"]), stage, error["error"], error.get("hint"))
+        )
     audit_json = {
         "schema_version": AUDIT_SCHEMA_VERSION,
         "config": status.get("config", {}),
-        "stages": {k: status[k] for k in ("corpus", "corpus_errors", "encoders", "pair") if k in status},
+        "stages": {
+            k: status[k] for k in ("corpus", "corpus_errors", "encoders", "pair", "check") if k in status
+        },
         "counts": counts(findings),
         "findings": as_data(findings),
     }

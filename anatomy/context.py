@@ -16,13 +16,29 @@ PERCENTILES = (50, 90, 95, 99)
 TOP_K = (10, 100, 1000)
 
 
-def _histogram(n) -> tuple[np.ndarray, np.ndarray]:
+def _histogram(n, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct lengths, how many prompts have each): each prompt counts once, or its weight (its requests)."""
     n = np.asarray(n, dtype=np.int64)
     if n.size == 0:
         raise ValueError("no prompts: length statistics need at least one prompt")
     if n.min() < 1:
         raise ValueError(f"token counts must be >= 1 (they include start and end), got {n.min()}")
-    return np.unique(n, return_counts=True)
+    if weights is None:
+        return np.unique(n, return_counts=True)
+    w = np.asarray(weights, dtype=np.int64)
+    if w.shape != n.shape or (w.size and w.min() < 1):
+        raise ValueError("weights must be one positive whole count per prompt")
+    values, inverse = np.unique(n, return_inverse=True)
+    return values, np.bincount(inverse, weights=w, minlength=len(values)).astype(np.int64)
+
+
+def _percentiles(values: np.ndarray, counts: np.ndarray, q) -> list[float]:
+    """numpy's linear-interpolation percentiles of the histogram expanded (without expanding it)."""
+    ends = np.cumsum(counts)
+    h = (ends[-1] - 1) * np.asarray(q, dtype=np.float64) / 100
+    lo, hi = np.floor(h).astype(np.int64), np.ceil(h).astype(np.int64)
+    at_lo, at_hi = values[np.searchsorted(ends, lo, "right")], values[np.searchsorted(ends, hi, "right")]
+    return [float(v) for v in at_lo + (h - lo) * (at_hi - at_lo)]
 
 
 def lengths_from_histogram(histogram: dict[str, int]) -> np.ndarray:
@@ -31,11 +47,11 @@ def lengths_from_histogram(histogram: dict[str, int]) -> np.ndarray:
     return np.repeat(values, np.array(list(histogram.values()), dtype=np.int64))
 
 
-def length_stats(n) -> dict:
-    """Mean, median, p90/p95/p99 (numpy's linear interpolation), max and the full histogram."""
-    values, counts = _histogram(n)
-    n = np.asarray(n, dtype=np.int64)
-    median, p90, p95, p99 = (float(v) for v in np.percentile(n, PERCENTILES))
+def length_stats(n, weights=None) -> dict:
+    """Mean, median, p90/p95/p99 (numpy's linear interpolation), max and the full histogram; with `weights`
+    (requests per prompt) each prompt counts that many times."""
+    values, counts = _histogram(n, weights)
+    median, p90, p95, p99 = _percentiles(values, counts, PERCENTILES)
     return {
         "mean": float(values @ counts / counts.sum()),
         "median": median,
@@ -47,9 +63,10 @@ def length_stats(n) -> dict:
     }
 
 
-def context_curve(n, contexts: Iterable[int]) -> dict[str, np.ndarray]:
-    """Density, padding, truncation and both token losses at each context length L (arrays over L)."""
-    values, counts = _histogram(n)
+def context_curve(n, contexts: Iterable[int], weights=None) -> dict[str, np.ndarray]:
+    """Density, padding, truncation and both token losses at each context length L (arrays over L); with
+    `weights` every share is of requests (a prompt counts as often as it was sent)."""
+    values, counts = _histogram(n, weights)
     L = np.asarray(list(contexts), dtype=np.int64)
     if L.size and L.min() < 1:
         raise ValueError(f"context lengths must be positive, got {L.min()}")
@@ -70,17 +87,21 @@ def context_curve(n, contexts: Iterable[int]) -> dict[str, np.ndarray]:
 _ROW_KEYS = ("density", "padding", "truncation", "token_loss", "token_loss_per_prompt")
 
 
-def context_table(n, contexts: Sequence[int]) -> dict[str, dict[str, float]]:
+def context_table(n, contexts: Sequence[int], weights=None) -> dict[str, dict[str, float]]:
     """{"<L>": {density, padding, truncation, token_loss, token_loss_per_prompt}} for each requested L."""
-    curve = context_curve(n, contexts)
+    curve = context_curve(n, contexts, weights)
     return {str(L): {k: float(curve[k][i]) for k in _ROW_KEYS} for i, L in enumerate(curve["L"].tolist())}
 
 
 def recommend_context(
-    n, max_token_loss: float = 0.01, max_truncation: float = 0.05, candidates: Iterable[int] = range(4, 78)
+    n,
+    max_token_loss: float = 0.01,
+    max_truncation: float = 0.05,
+    candidates: Iterable[int] = range(4, 78),
+    weights=None,
 ) -> dict:
     """The smallest L whose token loss and truncation are both within bounds, under each loss convention."""
-    curve = context_curve(n, candidates)
+    curve = context_curve(n, candidates, weights)
     result: dict = {
         "rule": f"smallest L in {int(curve['L'].min())}..{int(curve['L'].max())} with token loss <= "
         f"{max_token_loss:g} and truncation <= {max_truncation:g}",

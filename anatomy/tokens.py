@@ -101,66 +101,101 @@ class Blocks:
 
     names: list[str]
     rows: list[np.ndarray]
+    weights: list[np.ndarray | None]  # requests per distinct prompt of the block (None: distinct counting)
 
 
-def _blocks(table) -> Blocks:
+def _blocks(table, counts: np.ndarray | None = None) -> Blocks:
+    """Blocks of distinct prompts; with `counts` (requests per corpus row) each block's weights are the
+    requests of its prompts summed over the rows that hold them (in that block)."""
     import pyarrow.compute as pc
 
     prompt_code = pc.dictionary_encode(table.column("prompt")).combine_chunks().indices.to_numpy()
     source = pc.dictionary_encode(table.column("source")).combine_chunks()
     source_code, source_names = source.indices.to_numpy(), source.dictionary.to_pylist()
-    names, rows = ["overall"], [np.unique(prompt_code, return_index=True)[1]]
+    n_codes = int(prompt_code.max()) + 1 if len(prompt_code) else 0
+
+    def weights_of(rows_in: np.ndarray, first: np.ndarray) -> np.ndarray | None:
+        if counts is None:
+            return None
+        per_prompt = np.bincount(prompt_code[rows_in], weights=counts[rows_in], minlength=n_codes)
+        return per_prompt[prompt_code[first]].astype(np.int64)
+
+    everything = np.arange(len(prompt_code))
+    first = np.unique(prompt_code, return_index=True)[1]
+    names, rows, weights = ["overall"], [first], [weights_of(everything, first)]
     for s in sorted(range(len(source_names)), key=lambda i: source_names[i]):
         in_source = np.flatnonzero(source_code == s)
-        first = np.unique(prompt_code[in_source], return_index=True)[1]
+        first = np.sort(in_source[np.unique(prompt_code[in_source], return_index=True)[1]])
         names.append(source_names[s])
-        rows.append(np.sort(in_source[first]))
-    return Blocks(names, rows)
+        rows.append(first)
+        weights.append(weights_of(in_source, first))
+    return Blocks(names, rows, weights)
 
 
-def _block(lengths, flat, offsets, rows, tok, config, contexts) -> tuple[dict, np.ndarray]:
+def _block(lengths, flat, offsets, rows, tok, config, contexts, w=None) -> tuple[dict, np.ndarray]:
     n = lengths[rows].astype(np.int64)
-    keep = np.zeros(len(lengths), dtype=bool)
-    keep[rows] = True
-    counts = id_counts(flat[np.repeat(keep, np.diff(offsets))], tok.vocab_size)
+    per_row = np.zeros(len(lengths), dtype=np.int64)
+    per_row[rows] = 1 if w is None else w
+    if w is None:
+        counts = id_counts(flat[np.repeat(per_row > 0, np.diff(offsets))], tok.vocab_size)
+    else:  # each occurrence of an id counts its prompt's requests
+        weighted = np.bincount(flat, weights=np.repeat(per_row, np.diff(offsets)), minlength=tok.vocab_size)
+        counts = np.rint(weighted).astype(np.int64)
     block = {
         "n_prompts": int(len(rows)),
-        "length": length_stats(n),
-        "context": context_table(n, contexts),
+        "length": length_stats(n, w),
+        "context": context_table(n, contexts, w),
         "vocab": vocab_stats(
-            counts, len(rows), (tok.sot_id, tok.eot_id), tok.token_text, config.top_k, config.n_top_tokens
+            counts, int(len(rows) if w is None else w.sum()), (tok.sot_id, tok.eot_id), tok.token_text,
+            config.top_k, config.n_top_tokens,
         ),
-    }
+    }  # fmt: skip
+    if w is not None:
+        block["n_requests"] = int(w.sum())
     return block, counts
 
 
-def analyse(table, tok, config, contexts) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def analyse(
+    table, tok, config, contexts, counts: np.ndarray | None = None
+) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(results data, lengths per block, content id counts per block) from a tokens table.
 
-    config: the tokens analysis Params (limits, top-k); contexts: the sorted context lengths of the table.
+    config: the tokens analysis Params (limits, top-k, weight); contexts: the sorted context lengths of the
+    table; counts: requests per row (the corpus's count column). With config.weight "traffic" every number is
+    a share of requests; when some prompt repeats, `other_weight` holds the overall block counted the other
+    way (so an audit shows both).
     """
     ids = table.column("ids").combine_chunks()
     flat = ids.values.to_numpy(zero_copy_only=False)
     offsets = ids.offsets.to_numpy()
     lengths = table.column("length").to_numpy()
-    blocks = _blocks(table)
-    data: dict = {"overall": None, "sources": {}}
+    traffic = getattr(config, "weight", "distinct") == "traffic"
+    repeats = counts is not None and len(counts) and int(np.max(counts)) > 1
+    blocks = _blocks(table, counts if counts is not None else np.ones(len(lengths), np.int64))
+    data: dict = {"overall": None, "sources": {}, "weight": "traffic" if traffic else None}
     lengths_by, counts_by = {}, {}
-    for name, rows in zip(blocks.names, blocks.rows, strict=True):
-        block, counts = _block(lengths, flat, offsets, rows, tok, config, contexts)
-        lengths_by[name], counts_by[name] = lengths[rows], counts
+    for name, rows, w in zip(blocks.names, blocks.rows, blocks.weights, strict=True):
+        block, id_count = _block(lengths, flat, offsets, rows, tok, config, contexts, w if traffic else None)
+        lengths_by[name], counts_by[name] = lengths[rows], id_count
         if name == "overall":
             data["overall"] = block
+            if repeats:
+                other, _ = _block(lengths, flat, offsets, rows, tok, config, contexts, None if traffic else w)
+                data["other_weight"] = {"weight": "distinct" if traffic else "traffic", "block": other}
         else:
             data["sources"][name] = block
     shares = [b["vocab"]["special_share"] for b in data["sources"].values()]
     data["overall"]["vocab"]["special_share_mean_over_sources"] = float(np.mean(shares)) if shares else None
     lo, hi = config.recommend_range
     data["recommended_context"] = recommend_context(
-        lengths_by["overall"], config.max_token_loss, config.max_truncation, range(lo, hi + 1)
-    )
+        lengths_by["overall"], config.max_token_loss, config.max_truncation, range(lo, hi + 1),
+        blocks.weights[0] if traffic else None,
+    )  # fmt: skip
+    unit = "distinct normalised prompt (overall: once across sources; per source: once within it)"
+    if traffic:
+        unit = "request: each distinct prompt weighted by its count (summed over the rows holding it)"
     data["conventions"] = {
-        "unit": "distinct normalised prompt (overall: once across sources; per source: once within it)",
+        "unit": unit,
         "length": "tokens including start and end; percentiles by numpy's linear interpolation",
         "token_loss": "pooled = lost tokens / all tokens (the paper's); per prompt = mean of each prompt's lost share",
         "vocab": "used/unused_share count every id that occurs, start/end included; top_k_coverage over content "

@@ -13,6 +13,7 @@ from typing import Any
 
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, Table, _build, param, transient
+from anatomy.corpus.traffic import WEIGHTS
 from anatomy.findings import Finding, pct
 
 # The context SAM3's text encoder runs at; padding and truncation are judged against it.
@@ -39,6 +40,9 @@ class TokensParams:
     recommend_range: tuple[int, int] = param((4, 77), "", cli=False)
     top_k: tuple[int, ...] = param((10, 100, 1000), "", cli=False)
     n_top_tokens: int = param(20, "", cli=False)
+    weight: str = param(
+        "distinct", "Count each distinct prompt once, or by its requests (traffic).", choices=WEIGHTS
+    )
 
 
 @dataclass
@@ -79,6 +83,15 @@ class Block:
     length: LengthStats
     context: dict[str, ContextRow]
     vocab: VocabStats
+    n_requests: int | None = field(default=None, metadata={"omit_none": True})  # traffic-weighted blocks
+
+
+@dataclass
+class OtherWeight:
+    """The overall block counted the other way (a corpus with repeated prompts shows both)."""
+
+    weight: str
+    block: Block
 
 
 @dataclass
@@ -108,10 +121,17 @@ class TokensResult(Result):
     recommended_context: Recommendation
     conventions: dict[str, str]
     paper: dict[str, Any]
+    # what `overall` counts: "traffic" (requests) or None (distinct prompts; left out of the JSON)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
+    other_weight: OtherWeight | None = field(default=None, metadata={"omit_none": True})
     tokenizer_fingerprint: str = transient("")
     lengths_by: dict = transient()  # block -> lengths, for the figures
     counts_by: dict = transient()
     contexts: tuple[int, ...] = transient(())
+
+    @property
+    def counted(self) -> str:
+        return self.weight or "distinct"
 
 
 def paper_block() -> dict[str, Any]:
@@ -141,13 +161,15 @@ class Tokens(Analysis):
     Result = TokensResult
 
     def compute(self, inputs: Inputs, params: TokensParams) -> TokensResult:
+        from anatomy.corpus.corpus import read_corpus_table
         from anatomy.tokens import analyse, resolve_tokenizer, tokenize_corpus
 
         tok, fingerprint = resolve_tokenizer(params.tokenizer)
         table, reused = tokenize_corpus(inputs.need_corpus(), inputs.out_dir or Path("."), tok, fingerprint)
         inputs.progress("tokens.parquet reused" if reused else f"{table.num_rows:,} rows tokenized")
         contexts = tuple(sorted(set(params.contexts)))
-        data, lengths_by, counts_by = analyse(table, tok, params, contexts)
+        counts = read_corpus_table(inputs.need_corpus(), ["count"]).column("count").to_numpy()
+        data, lengths_by, counts_by = analyse(table, tok, params, contexts, counts)
         data["paper"] = paper_block()
         result = _build(TokensResult, data)
         result.tokenizer_fingerprint = fingerprint
@@ -177,6 +199,8 @@ class Tokens(Analysis):
         }
 
     def findings(self, result: TokensResult, section: str) -> list[Finding]:
+        both = result.other_weight is not None or result.counted == "traffic"
+        tag = f" ({WEIGHT_LABEL[result.counted]})" if both else ""
         found = []
         table = result.overall.context
         now = table.get(str(CURRENT_CONTEXT))
@@ -186,22 +210,23 @@ class Tokens(Analysis):
                 found.append(Finding(
                     "warn", section, "tokens.context",
                     f"context {rec.L} keeps {100 * (1 - rec.token_loss):.1f}% of tokens and cuts padding from "
-                    f"{pct(now.padding)} to {pct(rec.padding)}", rec.L, f"use {rec.L}",
+                    f"{pct(now.padding)} to {pct(rec.padding)}{tag}", rec.L, f"use {rec.L}",
                 ))  # fmt: skip
             else:
                 found.append(Finding(
                     "ok", section, "tokens.context",
                     f"context {CURRENT_CONTEXT} is well used: padding {pct(now.padding)}, smallest context "
-                    f"keeping {100 * (1 - result.recommended_context.max_token_loss):.0f}% of tokens is {rec.L}",
-                    rec.L,
+                    f"keeping {100 * (1 - result.recommended_context.max_token_loss):.0f}% of tokens is {rec.L}"
+                    f"{tag}", rec.L,
                 ))  # fmt: skip
         if now is not None:
-            trunc = now.truncation
-            found.append(Finding(
-                "warn" if trunc > TRUNCATION_WARN else "ok", section, "tokens.truncation",
-                f"{pct(trunc)} of prompts are longer than {CURRENT_CONTEXT} tokens and get cut", trunc,
-                "raise the context or shorten those prompts" if trunc > TRUNCATION_WARN else "",
-            ))  # fmt: skip
+            found.append(_truncation(now.truncation, result.counted, section, "tokens.truncation", tag))
+        if result.other_weight is not None:  # the same cut, counted the other way
+            other = result.other_weight
+            row = other.block.context.get(str(CURRENT_CONTEXT))
+            if row is not None:
+                found.append(_truncation(row.truncation, other.weight, section,
+                                         f"tokens.truncation.{other.weight}", f" ({WEIGHT_LABEL[other.weight]})"))  # fmt: skip
         vocab = result.overall.vocab
         size = round(vocab.used / (1 - vocab.unused_share)) if vocab.unused_share < 1 else 0
         found.append(Finding(
@@ -214,24 +239,40 @@ class Tokens(Analysis):
         top100 = vocab.top_k_coverage.get("100")
         if top100 is not None:
             found.append(Finding("info", section, "tokens.top100",
-                                 f"the 100 most frequent tokens cover {pct(top100)} of all tokens", top100))  # fmt: skip
+                                 f"the 100 most frequent tokens cover {pct(top100)} of all tokens{tag}", top100))  # fmt: skip
         found.append(Finding("info", section, "tokens.special",
-                             f"start/end tokens are {pct(vocab.special_share)} of all tokens", vocab.special_share))  # fmt: skip
+                             f"start/end tokens are {pct(vocab.special_share)} of all tokens{tag}", vocab.special_share))  # fmt: skip
         means = {s: b.length.mean for s, b in sorted(result.sources.items())}
         per_source = ", ".join(f"{s} {m:.1f}" for s, m in means.items()) if len(means) > 1 else ""
+        unit = "requests" if result.counted == "traffic" else "prompts"
         found.append(Finding(
             "info", section, "tokens.length",
-            f"prompts average {result.overall.length.mean:.1f} tokens including start/end"
-            + (f" ({per_source})" if per_source else ""), result.overall.length.mean,
+            f"{unit} average {result.overall.length.mean:.1f} tokens including start/end"
+            + (f" ({per_source})" if per_source else "") + tag, result.overall.length.mean,
         ))  # fmt: skip
+        if result.other_weight is not None:
+            other = result.other_weight
+            other_unit = "requests" if other.weight == "traffic" else "distinct prompts"
+            found.append(Finding(
+                "info", section, f"tokens.length.{other.weight}",
+                f"{other_unit} average {other.block.length.mean:.1f} tokens including start/end"
+                f" ({WEIGHT_LABEL[other.weight]})", other.block.length.mean,
+            ))  # fmt: skip
         return found
 
+    def distinct_block(self, result: TokensResult) -> Block:
+        """The block counted by distinct prompts (the one the study's numbers sit beside)."""
+        if result.counted == "traffic" and result.other_weight is not None:
+            return result.other_weight.block
+        return result.overall
+
     def paper_rows(self, result: TokensResult) -> list[PaperRow]:
-        v = result.overall.vocab
-        rows = [PaperRow.of("mean tokens per prompt (with start/end)", f"{result.overall.length.mean:.2f}",
+        overall = self.distinct_block(result)  # the study counted distinct prompts: compare like with like
+        v = overall.vocab
+        rows = [PaperRow.of("mean tokens per prompt (with start/end)", f"{overall.length.mean:.2f}",
                             paper.LENGTH_MEAN)]  # fmt: skip
         for source, cited in paper.SOURCE_LENGTH_MEAN.items():
-            if source in result.sources:
+            if source in result.sources and result.counted == "distinct":
                 rows.append(PaperRow.of(f"mean tokens per prompt: {source}",
                                         f"{result.sources[source].length.mean:.2f}", cited))  # fmt: skip
         rows += [
@@ -254,7 +295,7 @@ class Tokens(Analysis):
             "tokens per prompt, start and end included",
         )  # fmt: skip
         rows = []
-        for key, row in sorted(result.overall.context.items(), key=lambda kv: int(kv[0])):
+        for key, row in sorted(self.distinct_block(result).context.items(), key=lambda kv: int(kv[0])):
             ref = paper.CONTEXT.get(key, {})
             theirs = " / ".join(
                 paper.percent(ref[k]) if k in ref else "–" for k in ("padding", "truncation", "token_loss")
@@ -266,6 +307,17 @@ class Tokens(Analysis):
              "paper: padding / trunc. / loss"], rows,
             f"overall; paper: {paper.CORPUS_LABEL} ({paper.CONTEXT_WHERE}; {paper.CONTEXT_NOTE})",
         )  # fmt: skip
+        traffic = result.overall if result.counted == "traffic" else None
+        if traffic is None and result.other_weight is not None:
+            traffic = result.other_weight.block
+        by_traffic = []
+        if traffic is not None:  # no study numbers here: the study counted distinct prompts
+            by_traffic = [Table(
+                ["context", "density", "padding", "truncation", "token loss", "loss per prompt"],
+                [[key, pct(r.density), pct(r.padding), pct(r.truncation), pct(r.token_loss),
+                  pct(r.token_loss_per_prompt)] for key, r in sorted(traffic.context.items(), key=lambda kv: int(kv[0]))],
+                f"overall, by traffic ({traffic.n_requests or 0:,} requests)",
+            )]  # fmt: skip
         shown = result.overall.vocab.top_tokens[:15]
         if any(str(t).endswith("</w>") for t, _ in shown):  # CLIP BPE marks word ends
             rows = [[token_as_text(str(t)), f"{c:,}"] for t, c in shown]
@@ -274,8 +326,10 @@ class Tokens(Analysis):
         else:  # WordPiece marks continuations itself (##)
             rows = [[str(t), f"{c:,}"] for t, c in shown]
             caption = "most frequent tokens ('##' marks a piece that continues a word)"
+        if result.other_weight is not None or result.counted == "traffic":
+            caption += f" ({WEIGHT_LABEL[result.counted]})"
         top = Table(["token", "count"], rows, caption)
-        return [lengths, context, top]
+        return [lengths, context, *by_traffic, top]
 
     def summary(self, result: TokensResult) -> list[str]:
         lines = []
@@ -291,6 +345,18 @@ class Tokens(Analysis):
                 )
         lines.append(f"rule: {rec.rule}")
         return lines
+
+
+WEIGHT_LABEL = {"distinct": "distinct prompts", "traffic": "by traffic"}
+
+
+def _truncation(share: float, weight: str, section: str, key: str, tag: str) -> Finding:
+    unit = "requests" if weight == "traffic" else "prompts"
+    return Finding(
+        "warn" if share > TRUNCATION_WARN else "ok", section, key,
+        f"{pct(share)} of {unit} are longer than {CURRENT_CONTEXT} tokens and get cut{tag}", share,
+        "raise the context or shorten those prompts" if share > TRUNCATION_WARN else "",
+    )  # fmt: skip
 
 
 def token_as_text(token: str) -> str:

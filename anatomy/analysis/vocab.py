@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,10 +19,19 @@ import numpy as np
 
 import anatomy.analysis.base as base
 from anatomy.analysis.base import Need, PaperRow, Table, param, transient
+from anatomy.corpus.traffic import WEIGHTS
 from anatomy.errors import InputError
 from anatomy.findings import Finding
 from anatomy.vocab import IMAGENET
-from anatomy.vocab.build import Risk, build, held_out_risk, index_texts, k_fold_risk, measure, summarise
+from anatomy.vocab.build import (
+    Risk,
+    build,
+    held_out_risk,
+    index_texts,
+    k_fold_risks,
+    measure,
+    summarise,
+)
 from anatomy.vocab.store import Vocabulary, base_tokenizer
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,9 @@ KEPT_WORTH = 0.5
 class VocabParams:
     tokenizer: str = param("clip", "clip (CLIP BPE) or an encoder spec with a WordPiece tokenizer (minilm).")
     min_count: int = param(1, "Keep the merges/pieces of words seen in at least this many prompts.", min=1)
+    weight: str = param(
+        "distinct", "Long-tail risk over distinct prompts, or over requests (traffic).", choices=WEIGHTS
+    )
     folds: int = param(5, "Folds of the k-fold by prompt.", min=2, max=100)
     seed: int = param(0, "Seed of the k-fold split.", min=0)
     width: int = param(256, "A custom student width to report savings for.", min=1)
@@ -93,6 +105,11 @@ class VocabResult(base.Result):
     k_fold: Risk | None
     held_out: list[Risk]
     curve: list[CurvePoint]
+    # what corpus_exact_share and the k-fold risk count: "traffic" (requests) or None (distinct prompts)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
+    k_fold_other: Risk | None = field(
+        default=None, metadata={"omit_none": True}
+    )  # the other weight, on repeats
     vocabulary: Vocabulary | None = transient()
 
 
@@ -135,6 +152,10 @@ def compute_vocab(
         raise InputError(f"{corpus}: the corpus is empty", "ingest some prompts first (`anatomy ingest`)")
     base_tok = base_tokenizer(params.tokenizer)
     texts = sorted(set(frame["prompt"]))
+    requests = (
+        frame.groupby("prompt", sort=True)["count"].sum().to_numpy(dtype=np.float64)
+    )  # aligned with texts
+    repeats = bool(requests.size and requests.max() > 1)
     held = [(spec, read_prompts(spec)) for spec in params.held_out]
     progress(f"indexing {len(texts):,} prompts")
     index = index_texts(base_tok, texts + [t for _, ts in held for t in ts])
@@ -156,11 +177,15 @@ def compute_vocab(
             loso.append(held_out_risk(base_tok, params.tokenizer, index, train, test, str(source),
                                       "leave-one-source-out", params.min_count))  # fmt: skip
     progress("k-fold")
-    k_fold = None
+    k_fold, k_fold_other = None, None
+    traffic = np.concatenate([requests, np.ones(len(index.texts) - len(texts))])  # held-out texts count once
+    main, other = (traffic, None) if params.weight == "traffic" else (None, traffic)
     if len(texts) >= params.folds:
-        k_fold = k_fold_risk(
-            base_tok, params.tokenizer, index, mine, params.folds, params.seed, params.min_count
+        both = (main, other) if repeats else (main,)
+        k_fold, *rest = k_fold_risks(
+            base_tok, params.tokenizer, index, mine, params.folds, params.seed, params.min_count, both
         )
+        k_fold_other = rest[0] if rest else None
     held_risks, start = [], len(texts)
     for spec, ts in held:
         test = np.arange(start, start + len(ts))
@@ -174,7 +199,9 @@ def compute_vocab(
         at_n, _ = build(base_tok, params.tokenizer, index, mine, n)
         risk = k_fold if n == params.min_count else None
         if k_fold and risk is None:
-            risk = k_fold_risk(base_tok, params.tokenizer, index, mine, params.folds, params.seed, n)
+            risk = k_fold_risks(
+                base_tok, params.tokenizer, index, mine, params.folds, params.seed, n, (main,)
+            )[0]
         shares = (
             (risk.changed_share, risk.fallback_token_share, risk.inflation_mean) if risk else (0.0, 0.0, 1.0)
         )
@@ -188,12 +215,14 @@ def compute_vocab(
         kept_share=vocab.size / vocab.original_size,
         min_count=params.min_count,
         corpus_prompts=len(texts),
-        corpus_exact_share=float(1.0 - own.changed.mean()),
+        corpus_exact_share=float(1.0 - np.average(own.changed, weights=None if main is None else main[mine])),
         savings=savings(vocab.original_size, vocab.size, params.width),
         leave_one_source_out=loso,
         k_fold=k_fold,
         held_out=held_risks,
         curve=curve,
+        weight="traffic" if params.weight == "traffic" else None,
+        k_fold_other=k_fold_other,
         vocabulary=vocab,
     )
 
@@ -247,15 +276,20 @@ class VocabAnalysis(base.Analysis):
             f"this corpus {exact} and saves {_m(s0.saved_parameters)}{of} parameters",
             result.kept, "a student can use the specialised vocabulary (`anatomy vocab`)" if worth else "",
         ))  # fmt: skip
-        risks = ([result.k_fold] if result.k_fold else []) + result.held_out
+        risks = ([result.k_fold] if result.k_fold else []) + (
+            [result.k_fold_other] if result.k_fold_other else []
+        )
+        risks += result.held_out
         worst = max(result.leave_one_source_out, key=lambda r: r.changed_share, default=None)
         for r in risks + ([worst] if worst else []):
-            what = {"k-fold": "unseen prompts from the same sources (k-fold)",
+            unseen = "requests of unseen prompts" if r.weight == "traffic" else "unseen prompts"
+            what = {"k-fold": f"{unseen} from the same sources (k-fold)",
                     "held-out": r.label.removeprefix("builtin:") + " prompts",
                     "leave-one-source-out": f"{r.label} prompts when {r.label} is left out (the worst source)"}[r.kind]  # fmt: skip
             warn = r.changed_share > CHANGE_WARN
             found.append(Finding(
-                "warn" if warn else "ok", section, f"vocab.risk.{r.kind}.{r.label}",
+                "warn" if warn else "ok", section,
+                f"vocab.risk.{r.kind}.{r.label}" + (".traffic" if r.weight == "traffic" else ""),
                 f"{r.changed_share:.0%} of {what} would tokenize differently "
                 f"(mean length x{r.inflation_mean:.2f}, p99 x{r.inflation_p99:.2f})",
                 r.changed_share,

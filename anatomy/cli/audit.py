@@ -16,6 +16,11 @@ _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
 
 def _print_findings(findings, out_dir: Path) -> None:
     """spaCy `debug data` style: a rule per section, one marked line per finding, then the counts."""
+    _print_findings_only(findings)
+    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
+
+
+def _print_findings_only(findings) -> None:
     from anatomy.findings import MARK_SYMBOLS, counts
 
     section = None
@@ -27,7 +32,6 @@ def _print_findings(findings, out_dir: Path) -> None:
     total = counts(findings)
     out.rule()
     out.print(Text(", ").join(Text(f"{n} {m}", style=_MARK_STYLE[m]) for m, n in total.items()))
-    out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
 
 
 def _findings_json(result) -> dict:
@@ -77,6 +81,10 @@ def audit_cmd(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="Also check the inputs, as a live log, against this deployment (DIR/check)."),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -92,6 +100,7 @@ def audit_cmd(
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
         student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
+        against=str(against) if against else None,
     )  # fmt: skip
     try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work
         for selected in cfg.selected():

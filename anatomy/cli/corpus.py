@@ -11,6 +11,28 @@ from rich.text import Text
 from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json
 from anatomy.corpus.sources import READERS
 
+CountColumnOpt = Annotated[str | None, typer.Option(help="text: the csv/tsv column holding request counts.")]
+CountFieldOpt = Annotated[str | None, typer.Option(help="text: the jsonl field holding request counts.")]
+TimeColumnOpt = Annotated[
+    str | None, typer.Option(help="text: the csv/tsv column holding timestamps (kept by day).")
+]
+TimeFieldOpt = Annotated[
+    str | None, typer.Option(help="text: the jsonl field holding timestamps (kept by day).")
+]
+
+
+def read_options(synonyms=False, column=None, field=None, encoding="utf-8", count_column=None, count_field=None,
+                 time_column=None, time_field=None):  # fmt: skip
+    """ReadOptions from the ingest options; a count or time given both as column and field is a usage error."""
+    from anatomy.corpus.sources import ReadOptions
+
+    for a, b, name in ((count_column, count_field, "count"), (time_column, time_field, "time")):
+        if a and b:
+            raise typer.BadParameter(f"give --{name}-column (csv) or --{name}-field (jsonl), not both")
+    return ReadOptions(
+        synonyms, column, field, encoding, count_column or count_field, time_column or time_field
+    )
+
 
 def ingest_cmd(
     source: Annotated[
@@ -27,14 +49,20 @@ def ingest_cmd(
     column: Annotated[str | None, typer.Option(help="text: the csv/tsv column holding prompts.")] = None,
     field: Annotated[str | None, typer.Option(help="text: the jsonl field holding prompts.")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the inputs.")] = "utf-8",
+    count_column: CountColumnOpt = None,
+    count_field: CountFieldOpt = None,
+    time_column: TimeColumnOpt = None,
+    time_field: TimeFieldOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Read prompts from SOURCE files into one deduplicated corpus (Parquet) with a manifest beside it."""
     from anatomy.corpus import ingest
-    from anatomy.corpus.sources import ReadOptions
 
-    report = ingest(source, paths, out_path, ReadOptions(synonyms, column, field, encoding))
+    options = read_options(
+        synonyms, column, field, encoding, count_column, count_field, time_column, time_field
+    )
+    report = ingest(source, paths, out_path, options)
     # the corpus is committed: what follows only reports (a failed print does not change the exit status)
     for f in report.files:
         for warning in f.warnings:  # e.g. prompts of absurd length (a file without line breaks?)

@@ -11,6 +11,7 @@ corpus run one after the other and their union is kept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from anatomy.corpus.normalize import normalize
 from anatomy.corpus.records import Skipped
 from anatomy.corpus.schema import check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
+from anatomy.corpus.traffic import row_days, traffic_path, traffic_table
 from anatomy.errors import InputError
 from anatomy.io import atomic_paths, clean_temps, dumps_json, file_sha256, read_parquet
 from anatomy.locks import lock_path, locked
@@ -72,10 +74,12 @@ class IngestReport:
 
 def _options_for(source: str, options: ReadOptions) -> dict:
     """Only the options that change what a source reads, so the manifest key is stable."""
-    relevant = {"lvis": ("synonyms", "encoding"), "text": ("column", "field", "encoding")}.get(
-        source, ("encoding",)
-    )
+    relevant = {
+        "lvis": ("synonyms", "encoding"),
+        "text": ("column", "field", "encoding", "count", "time"),
+    }.get(source, ("encoding",))
     chosen = {k: getattr(options, k) for k in relevant}
+    chosen = {k: v for k, v in chosen.items() if v is not None or k not in ("count", "time")}  # fmt: skip
     if "encoding" in chosen:
         chosen["encoding"] = canonical_encoding(chosen["encoding"])
     return chosen
@@ -165,11 +169,10 @@ def ingest(
     _options_for(source, options)  # an unknown encoding fails here, before any work
     if not out.name or out.is_dir():  # --out "" or a folder: there is no file name to write
         raise InputError(f"{out}: is a directory; --out must name a corpus .parquet file")
-    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), lock_path(out)])
+    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
     with locked(out):
-        clean_temps(
-            manifest_path(out)
-        )  # the side file's temporaries of a killed ingest (the corpus's: locked)
+        for side in (manifest_path(out), traffic_path(out)):  # side files' temporaries of a killed ingest
+            clean_temps(side)
         return _ingest_locked(source, reader, inputs, out, options)
 
 
@@ -178,6 +181,7 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
     manifest: list[dict] = []
     if out.exists():
         rows.load(_read_table(out))
+        rows.days = row_days(traffic_path(out), rows.base)
         manifest = read_manifest(out)
     seen = {manifest_key(m) for m in manifest}
 
@@ -213,7 +217,10 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
     report = IngestReport(out, reports, len(rows), rows.n_distinct())
     if not fresh:
         return report  # nothing new: leave the bytes alone
-    _write_corpus(rows.take_table(), manifest, out)
+    days, table = rows.days, rows.take_table()
+    _write_corpus(
+        table, manifest, out, traffic_table(days, [table.column(c) for c in ("source", "subset", "prompt")])
+    )
     return report
 
 
@@ -227,7 +234,9 @@ def _manifest_entry(stats: FileStats) -> dict:
 
 
 def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
-    """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest)."""
+    """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest).
+    A log repeats its lines: each distinct raw text is normalised once (memoised)."""
+    clean = functools.lru_cache(maxsize=1 << 18)(normalize)
     for record in records:
         stats.read += 1
         if isinstance(record, Skipped):
@@ -241,12 +250,12 @@ def _merge(rows: _Rows, source: str, records, stats: FileStats) -> None:
             stats.longest = len(raw)
         if len(raw) > LONG_PROMPT_CHARS:
             stats.long_prompts += 1
-        prompt = normalize(raw)
+        prompt = clean(raw)
         if not prompt:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
             continue
         meta = json.dumps(record.meta, sort_keys=True) if record.meta else ""
-        if rows.add(source, record.subset, prompt, raw, record.ref, meta):
+        if rows.add(source, record.subset, prompt, raw, record.ref, meta, record.count, record.day):
             stats.kept += 1
         else:
             stats.merged += 1
@@ -268,6 +277,7 @@ class _Rows:
         self.columns: dict[str, list] = {c: [] for c in CORPUS_COLUMNS if c != "count"}
         self.count = array("q")  # every row's count: existing rows first, then new ones
         self.base = None  # the existing corpus (Arrow table, without its count column)
+        self.days: dict[tuple[int, int], int] = {}  # (row, day) -> requests, for timed inputs (traffic.py)
 
     def __len__(self) -> int:
         return len(self.count)
@@ -279,12 +289,16 @@ class _Rows:
             self.names[(source, subset)] = (source, subset)
         return group
 
-    def add(self, source: str, subset: str, prompt: str, raw: str, ref: str, meta: str) -> bool:
-        """Add one occurrence; True when it is a new row, False when it merged into an existing one."""
+    def add(self, source: str, subset: str, prompt: str, raw: str, ref: str, meta: str, count: int = 1,
+            day: int | None = None) -> bool:  # fmt: skip
+        """Add `count` requests of a prompt; True when it is a new row, False when it merged into one."""
         group = self._group(source, subset)
         at = group.get(prompt)
+        if day is not None:
+            key = (len(self.count) if at is None else at, day)
+            self.days[key] = self.days.get(key, 0) + count
         if at is not None:
-            self.count[at] += 1
+            self.count[at] += count
             return False
         group[prompt] = len(self.count)
         source, subset = self.names[(source, subset)]  # one shared string per source and subset
@@ -295,7 +309,7 @@ class _Rows:
         cols["subset"].append(subset)
         cols["ref"].append(ref)
         cols["meta"].append(meta)
-        self.count.append(1)
+        self.count.append(count)
         return True
 
     def n_distinct(self) -> int:
@@ -346,16 +360,19 @@ class _BufferedStdin:
         return SourceFile("-").read_text(encoding, self._data)
 
 
-def _write_corpus(table, manifest: list[dict], out: Path) -> None:
-    """Corpus and its readable manifest copy, committed together: the manifest file first, the corpus (whose
-    metadata is the manifest of record) last; if either cannot be written, both stay as they were."""
+def _write_corpus(table, manifest: list[dict], out: Path, traffic=None) -> None:
+    """Corpus and its readable manifest copy (and, for timed inputs, its traffic side table), committed
+    together: the side files first, the corpus (whose metadata is the manifest of record) last; if any cannot
+    be written, all stay as they were."""
     import pyarrow.parquet as pq
 
     table = table.replace_schema_metadata({MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode()})
-    side = manifest_path(out)
-    with atomic_paths(side, out) as (side_tmp, out_tmp):
-        side_tmp.write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
-        pq.write_table(table, out_tmp, compression="zstd", write_page_checksum=True)
+    side = [manifest_path(out)] + ([traffic_path(out)] if traffic is not None else [])
+    with atomic_paths(*side, out) as temps:
+        temps[0].write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
+        if traffic is not None:
+            pq.write_table(traffic, temps[1], compression="zstd", write_page_checksum=True)
+        pq.write_table(table, temps[-1], compression="zstd", write_page_checksum=True)
 
 
 def manifest_path(corpus: str | Path) -> Path:

@@ -7,12 +7,18 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class PromptRecord:
-    """One raw prompt as found in a file. `ref` says where: "file.json:categories[12].name", "file.txt:41"."""
+    """One raw prompt as found in a file. `ref` says where: "file.json:categories[12].name", "file.txt:41".
+
+    `count` is how many requests the record stands for (a `prompt,count` export; 1 for a plain line) and `day`
+    the day it was seen (days since 1970-01-01, UTC) when the log has timestamps (anatomy.corpus.traffic).
+    """
 
     raw: str
     subset: str
     ref: str
     meta: dict[str, str] = field(default_factory=dict)
+    count: int = 1
+    day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

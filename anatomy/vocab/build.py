@@ -149,6 +149,8 @@ class Risk:
     inflation_p99: float
     fallback_token_share: float  # share of specialised tokens that come from words not tokenized exactly
     examples: list[Example] = field(default_factory=list)  # the most inflated prompts
+    # "traffic": shares over requests; None: over distinct prompts (left out of the JSON, as before weights)
+    weight: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass
@@ -185,7 +187,10 @@ def measure(base, vocab: Vocabulary, covered: np.ndarray, index: WordIndex, prom
     )
 
 
-def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, train: list[int], kept: list[int]) -> Risk:  # fmt: skip
+def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, train: list[int], kept: list[int],
+              weights: np.ndarray | None = None) -> Risk:  # fmt: skip
+    """The risk over the measured prompts; with `weights` (requests per indexed text) every share and the mean
+    inflation are over requests (weight "traffic"), else over distinct prompts."""
     prompts = np.concatenate([p.prompts for p in parts])
     full_n = np.concatenate([p.full_n for p in parts])
     spec_n = np.concatenate([p.spec_n for p in parts])
@@ -199,18 +204,29 @@ def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, t
         for i in order[:TOP_EXAMPLES]
         if spec_n[i] > full_n[i]
     ]
-    content = int((spec_n - 2).sum())
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)[prompts]
+    content = float(((spec_n - 2) * w).sum())
+    p99 = 1.0
+    if n:
+        ranked = np.argsort(ratio, kind="stable")
+        ends = np.cumsum(w[ranked])
+        p99 = (
+            float(ratio[ranked][min(np.searchsorted(ends, 0.99 * ends[-1]), n - 1)])
+            if weights is not None
+            else float(np.percentile(ratio, 99))
+        )
     return Risk(
         label=label,
         kind=kind,
         prompts=n,
         train_prompts=int(round(float(np.mean(train)))) if train else 0,
         kept=int(round(float(np.mean(kept)))) if kept else 0,
-        changed_share=float(changed.mean()) if n else 0.0,
-        inflation_mean=float(ratio.mean()) if n else 1.0,
-        inflation_p99=float(np.percentile(ratio, 99)) if n else 1.0,
-        fallback_token_share=float(fallback.sum() / content) if content else 0.0,
+        changed_share=float((changed * w).sum() / w.sum()) if n else 0.0,
+        inflation_mean=float((ratio * w).sum() / w.sum()) if n else 1.0,
+        inflation_p99=p99,
+        fallback_token_share=float((fallback * w).sum() / content) if content else 0.0,
         examples=examples,
+        weight=None if weights is None else "traffic",
     )
 
 
@@ -223,7 +239,14 @@ def held_out_risk(base, spec: str, index: WordIndex, train: np.ndarray, test: np
 
 def k_fold_risk(base, spec: str, index: WordIndex, prompts: np.ndarray, folds: int, seed: int,
                 min_count: int) -> Risk:  # fmt: skip
-    """Seeded k-fold by prompt: each fold is measured with the vocabulary of the other folds."""
+    """Seeded k-fold by prompt, over distinct prompts (k_fold_risks counts requests too)."""
+    return k_fold_risks(base, spec, index, prompts, folds, seed, min_count)[0]
+
+
+def k_fold_risks(base, spec: str, index: WordIndex, prompts: np.ndarray, folds: int, seed: int,
+                 min_count: int, weights: tuple[np.ndarray | None, ...] = (None,)) -> list[Risk]:  # fmt: skip
+    """Seeded k-fold by prompt: each fold is measured with the vocabulary of the other folds; one Risk per
+    entry of `weights` (None: distinct prompts; an array: requests per indexed text)."""
     order = np.random.default_rng(seed).permutation(prompts)
     chunks = np.array_split(order, folds)
     parts, train, kept = [], [], []
@@ -233,4 +256,4 @@ def k_fold_risk(base, spec: str, index: WordIndex, prompts: np.ndarray, folds: i
         parts.append(measure(base, vocab, covered, index, np.sort(test)))
         train.append(len(rest))
         kept.append(vocab.size)
-    return summarise(f"{folds} folds", "k-fold", parts, index, train, kept)
+    return [summarise(f"{folds} folds", "k-fold", parts, index, train, kept, w) for w in weights]

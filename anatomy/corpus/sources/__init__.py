@@ -32,6 +32,8 @@ class ReadOptions:
     column: str | None = None  # text: csv/tsv column
     field: str | None = None  # text: jsonl field
     encoding: str = "utf-8"
+    count: str | None = None  # text: csv column / jsonl field holding each record's request count
+    time: str | None = None  # text: csv column / jsonl field holding each record's timestamp
 
 
 @dataclass(frozen=True)

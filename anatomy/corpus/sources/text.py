@@ -1,5 +1,9 @@
 """Plain prompt files: .txt (one prompt per line), .csv/.tsv (--column), .jsonl (--field), a JSON list.
 
+Logs: a repeated line counts each time; `--count-column`/`--count-field` (ReadOptions.count) reads a request
+count per CSV row or JSON line, `--time-column`/`--time-field` (ReadOptions.time) a timestamp kept by day
+(anatomy.corpus.traffic); a record whose count or timestamp cannot be read is a counted skip.
+
 '-' reads stdin: as JSON lines when --field is given, CSV when --column is, else one prompt per line. The
 subset is the file name without its extension ("stdin" for stdin). A .json file may hold a list of strings
 or a list of lists of strings (the YOLO-World class-text form: a class name and its synonyms).
@@ -13,6 +17,7 @@ from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
 from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, describe, load_json, text_record
+from anatomy.corpus.traffic import parse_count, parse_day
 from anatomy.errors import InputError
 
 LINE_SUFFIXES = {".txt", ".text", ".lst", ".list", ""}
@@ -83,11 +88,32 @@ def _read_csv(src: SourceFile, text: str, options: ReadOptions, subset: str, del
     if not header:
         raise InputError(f"{src.spec}: empty CSV, expected a header row naming the columns")
     at = header.index(_pick(src, header, options.column, "--column"))
+    count_at = header.index(_pick(src, header, options.count, "--count-column")) if options.count else None
+    time_at = header.index(_pick(src, header, options.time, "--time-column")) if options.time else None
+    need = max(i for i in (at, count_at, time_at) if i is not None)
     for where, row in rows:
-        if len(row) <= at:
+        if len(row) <= need:
             yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
         else:
-            yield PromptRecord(row[at], subset, where)
+            yield _traffic_record(row[at], subset, where, row, count_at, time_at)
+
+
+def _traffic_record(raw: object, subset: str, where: str, row, count_at, time_at) -> PromptRecord | Skipped:
+    """A record with its request count and day (anatomy.corpus.traffic) read from `row[count_at]`/`row[time_at]`."""
+    record = text_record(raw, subset, where)
+    if isinstance(record, Skipped) or (count_at is None and time_at is None):
+        return record
+    count, day = 1, None
+    if count_at is not None:
+        parsed = parse_count(row[count_at])
+        if parsed is None:
+            return Skipped("count is not a positive whole number", where, repr(row[count_at])[:80])
+        count = parsed
+    if time_at is not None:
+        day = parse_day(row[time_at])
+        if day is None:
+            return Skipped("unreadable timestamp", where, repr(row[time_at])[:80])
+    return PromptRecord(record.raw, subset, where, count=count, day=day)
 
 
 def _read_jsonl(src: SourceFile, text: str, options: ReadOptions, subset: str):
@@ -107,10 +133,11 @@ def _read_jsonl(src: SourceFile, text: str, options: ReadOptions, subset: str):
             continue
         if field is None:
             field = _pick(src, sorted(map(str, obj)), None, "--field")
-        if field not in obj:
-            yield Skipped(f"no field {field!r}", where, line[:80])
+        missing = [f for f in (field, options.count, options.time) if f is not None and f not in obj]
+        if missing:
+            yield Skipped(f"no field {missing[0]!r}", where, line[:80])
         else:
-            yield text_record(obj[field], subset, where)
+            yield _traffic_record(obj[field], subset, where, obj, options.count, options.time)
 
 
 def _read_json(src: SourceFile, options: ReadOptions, subset: str):

@@ -1,0 +1,168 @@
+"""The deployment record: what a folder says was deployed (training corpus, teacher, student, context,
+vocabulary, the run's own held-out figures), read through one function whatever the folder's layout.
+
+Layouts (LAYOUTS, tried in order; each is a `detect(folder) -> bool` and a `read(folder) -> Deployment`):
+- "run": an `anatomy distill` run directory (config.json with student_arch, metrics.jsonl, checkpoints/best,
+  teacher_cache/, vocab.json for a specialised run);
+- "audit": an `anatomy audit` folder (results/audit.json, corpus.parquet, results/tokens.json, vocab.json,
+  pair/results/agreement.json when it had a teacher and a student).
+An `anatomy specialise` output is one more entry here: a detect on its bill.json and a read that takes the
+chosen student's run folder, context and vocabulary from it (and can hand most of it to `_read_run`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anatomy.errors import InputError
+
+DEFAULT_CONTEXT = 32  # an audit folder that recommends no context is judged at SAM3's
+
+
+@dataclass
+class Deployment:
+    kind: str  # which layout it was read from: run | audit (| specialise)
+    folder: Path
+    tokenizer: str  # the base tokenizer's spec: "clip" or the teacher's encoder spec
+    context: int
+    teacher: str | None = None  # the teacher's encoder spec (coverage is measured in its space)
+    student: str | None = None  # the deployed student's encoder spec (quality)
+    corpus: Path | None = None  # the training corpus
+    vocab: Path | None = None  # the deployed vocabulary (vocab.json), None: the full tokenizer
+    teacher_cache: tuple[Path, Path] | None = None  # (arrays, sidecar) of the run's teacher cache
+    eval: dict[str, float] = field(default_factory=dict)  # the run's own held-out figures (eval_*)
+    eval_size: int | None = None  # how many held-out prompts those figures are over
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind, "folder": str(self.folder), "tokenizer": self.tokenizer, "context": self.context,
+            "teacher": self.teacher, "student": self.student, "corpus": str(self.corpus) if self.corpus else None,
+            "vocab": str(self.vocab) if self.vocab else None, "eval": self.eval, "eval_size": self.eval_size,
+        }  # fmt: skip
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"{path}: unreadable ({error})", "give the folder of a finished run or audit"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def _existing(path: str | None, *bases: Path) -> Path | None:
+    """A recorded path as given (relative to the working directory) or relative to one of `bases`."""
+    if not path:
+        return None
+    for candidate in (Path(path), *(b / path for b in bases)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
+
+
+def _read_run(folder: Path) -> Deployment:
+    config = _json(folder / "config.json")
+    if "student_arch" not in config:
+        raise InputError(f"{folder}/config.json: not a distill run's config (no student_arch)")
+    best = folder / "checkpoints" / "best"
+    if not (best / "model.safetensors").exists():
+        raise InputError(f"{folder}: the run saved no checkpoint yet", "let `anatomy distill` finish a step")
+    rows: list[dict] = []
+    metrics = folder / "metrics.jsonl"
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    best_row: dict = max(rows, key=lambda r: r.get("eval_token_cosine", float("-inf")), default={})
+    cache = None
+    key = config.get("teacher_cache")
+    for cache_dir in (_existing(config.get("cache_dir"), folder.parent, folder), folder / "teacher_cache"):
+        if key and cache_dir is not None:
+            arrays, meta = cache_dir / f"teacher-{key}.safetensors", cache_dir / f"teacher-{key}.json"
+            if arrays.exists() and meta.exists():
+                cache = (arrays, meta)
+                break
+    vocab = folder / "vocab.json"
+    return Deployment(
+        kind="run", folder=folder, tokenizer=config["student_arch"].get("tokenizer") or config["teacher"],
+        context=int(config["context"]), teacher=config["teacher"], student=f"student:{best}",
+        corpus=_existing(config.get("corpus"), folder.parent, folder), vocab=vocab if vocab.exists() else None,
+        teacher_cache=cache, eval={k: float(v) for k, v in best_row.items() if k.startswith("eval_")},
+        eval_size=config.get("n_eval"),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- audit
+
+
+def _is_audit(folder: Path) -> bool:
+    return (folder / "results" / "audit.json").is_file()
+
+
+def _read_audit(folder: Path) -> Deployment:
+    audit = _json(folder / "results" / "audit.json")
+    config = audit.get("config", {})
+    corpus_path = audit.get("stages", {}).get("corpus", {}).get("path") or "corpus.parquet"
+    tokens_path = folder / "results" / "tokens.json"
+    tokenizer, context = "clip", DEFAULT_CONTEXT
+    if tokens_path.exists():
+        tokens = _json(tokens_path)
+        tokenizer = tokens.get("params", {}).get("tokenizer", "clip")
+        context = tokens.get("recommended_context", {}).get("pooled", {}).get("L") or DEFAULT_CONTEXT
+    eval_figures = {}
+    agreement = folder / "pair" / "results" / "agreement.json"
+    if agreement.exists():  # the student against the teacher on the audited (training) corpus
+        eval_figures = _agreement_figures(_json(agreement))
+    vocab = folder / "vocab.json"
+    encoders = config.get("encoders") or []
+    return Deployment(
+        kind="audit", folder=folder, tokenizer=tokenizer, context=int(context),
+        teacher=config.get("teacher") or (encoders[0] if encoders else None), student=config.get("student"),
+        corpus=_existing(corpus_path, folder), vocab=vocab if vocab.exists() else None, eval=eval_figures,
+    )  # fmt: skip
+
+
+def _agreement_figures(data: dict) -> dict[str, float]:
+    """The agreement analysis's means (token_cosine, pooled_cosine, knn_overlap) under the run's metric names."""
+    names = {"token_cosine": "eval_token_cosine", "pooled_cosine": "eval_pooled_cosine",
+             "knn_overlap": "eval_knn_overlap10"}  # fmt: skip
+    found: dict[str, float] = {}
+    for key, name in names.items():
+        entry = data.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("mean"), int | float):
+            found[name] = float(entry["mean"])
+    return found
+
+
+# -------------------------------------------------------------------------------------------- registry
+
+LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Deployment]]] = [
+    ("run", _is_run, _read_run),
+    ("audit", _is_audit, _read_audit),
+    # ("specialise", _is_specialise, _read_specialise): anatomy/specialise's output, once its layout is final
+]
+
+
+def read_deployment(folder: str | Path) -> Deployment:
+    """What `folder` deployed; InputError naming the layouts tried when it is none of them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a directory", "give --against a student run or an audit folder")
+    for _name, detect, read in LAYOUTS:
+        if detect(folder):
+            return read(folder)
+    raise InputError(
+        f"{folder}: neither a student run (config.json + checkpoints/) nor an audit folder (results/audit.json)",
+        "give --against the --out folder of `anatomy distill` or `anatomy audit`",
+    )
