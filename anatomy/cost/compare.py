@@ -171,7 +171,7 @@ def check_specs(specs: Sequence[str]) -> None:
 
     for spec in specs:
         if spec.endswith(".onnx"):
-            from anatomy.cost.sidecar import read_sidecar
+            from anatomy.distill.onnx_sidecar import read_sidecar
 
             read_sidecar(Path(spec.removeprefix("onnx:")))
         else:
@@ -193,7 +193,7 @@ def _configs(specs, contexts, settings, out_dir):
     """(spec, context, runtime, extra config or the error that kept it from being measured) for every row."""
     for spec in specs:
         if spec.endswith(".onnx"):  # an existing export: measured as it is, at its own context
-            from anatomy.cost.sidecar import read_sidecar
+            from anatomy.distill.onnx_sidecar import read_sidecar
 
             path = Path(spec.removeprefix("onnx:"))
             sidecar = read_sidecar(path)
