@@ -14,7 +14,6 @@ from __future__ import annotations
 import tempfile
 
 
-
 def main() -> None:
     import dataclasses
 

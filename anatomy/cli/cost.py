@@ -20,7 +20,8 @@ from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, e
 
 NAME = "cost-table"
 EncodersOpt = Annotated[
-    list[str], typer.Option("--encoder", "-e", help="Encoder spec (repeat; the first is the baseline), or FILE.onnx.")
+    list[str],
+    typer.Option("--encoder", "-e", help="Encoder spec (repeat; the first is the baseline), or FILE.onnx."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder: cost.json, cost.txt, onnx/.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cpu).")]
@@ -45,7 +46,9 @@ def _command():
         for name, param, f in fields:
             value = kwargs.pop(param.name)
             if typing.get_origin(hints[name]) is tuple and value is not None:
-                value = _parse_tuple("--" + (f.metadata.get("flag") or name), value, typing.get_args(hints[name])[0])
+                value = _parse_tuple(
+                    "--" + (f.metadata.get("flag") or name), value, typing.get_args(hints[name])[0]
+                )
             values[name] = value
         params = _params(_Measure, values)
         device = check_device(kwargs["device"]) or "cpu"
@@ -57,7 +60,9 @@ def _command():
     signature = inspect.Signature(inputs + [p for _, p, _ in fields] + common)
     command.__signature__ = signature  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
-    command.__doc__ = "What each encoder costs on this machine: memory, latency, throughput, with ratios to the first."
+    command.__doc__ = (
+        "What each encoder costs on this machine: memory, latency, throughput, with ratios to the first."
+    )
     return guarded(command)
 
 
@@ -98,6 +103,10 @@ class Group(TyperGroup):
     `cost`) runs `anatomy cost-table`; `anatomy cost --teacher ...` is the generated analysis command."""
 
     def resolve_command(self, ctx, args):
-        if args and args[0] == "cost" and any(a in ("-e", "--encoder") or a.startswith("--encoder=") for a in args):
+        if (
+            args
+            and args[0] == "cost"
+            and any(a in ("-e", "--encoder") or a.startswith("--encoder=") for a in args)
+        ):
             args = [NAME, *args[1:]]
         return super().resolve_command(ctx, args)

@@ -251,7 +251,12 @@ def measure_costs(
             log.warning("%s", error.message)
             failures.append({"encoder": spec, "context": context, "runtime": runtime, "error": error.message})
             continue
-        row = {"encoder": spec, "context": measured.get("context_length", context), "runtime": runtime, **measured}
+        row = {
+            "encoder": spec,
+            "context": measured.get("context_length", context),
+            "runtime": runtime,
+            **measured,
+        }
         if runtime == "torch":
             torch_rows[(spec, row["context"])] = row
         elif (spec, row["context"]) in torch_rows:  # parameters are the same module's

@@ -98,7 +98,8 @@ def write_onnx(encoder, out: Path) -> None:
         )
 
 
-QUANTISED_OPS = ("MatMul", "Gemm", "Gather")  # Gather: the token-embedding table (most of a student's weights)
+# Gather: the token-embedding table (most of a student's weights)
+QUANTISED_OPS = ("MatMul", "Gemm", "Gather")
 
 
 def quantize_int8(source: Path, out: Path) -> None:

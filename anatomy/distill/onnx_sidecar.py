@@ -47,10 +47,14 @@ def tokenizer_record(encoder, out: Path) -> tuple[dict[str, Any], dict[str, Any]
     elif isinstance(tok, WordPieceTokenizer):
         record["kind"], hf = "wordpiece", tok.hf
     elif isinstance(tok, HFTokenizer):
-        model = type(tok._tok.backend_tokenizer.model).__name__ if hasattr(tok._tok, "backend_tokenizer") else ""
+        model = (
+            type(tok._tok.backend_tokenizer.model).__name__ if hasattr(tok._tok, "backend_tokenizer") else ""
+        )
         record["kind"], hf = ("wordpiece" if model == "WordPiece" else "hf"), tok._tok
     else:
-        raise InputError(f"{encoder.name}: its tokenizer ({type(tok).__name__}) cannot be described in a sidecar")
+        raise InputError(
+            f"{encoder.name}: its tokenizer ({type(tok).__name__}) cannot be described in a sidecar"
+        )
     if hf is not None:
         name = out.name + ".tokenizer"
         record.update(files=name, reference=f"transformers.AutoTokenizer.from_pretrained('{name}')")
@@ -85,7 +89,9 @@ def _vocab_bytes(encoder) -> bytes:
     from anatomy.encoders.student import VOCAB_FILE, student_dir
 
     if not encoder.name.startswith("student:"):
-        raise InputError(f"{encoder.name}: a specialised tokenizer outside a student directory cannot be exported")
+        raise InputError(
+            f"{encoder.name}: a specialised tokenizer outside a student directory cannot be exported"
+        )
     path = student_dir(encoder.name.removeprefix("student:")) / VOCAB_FILE
     return path.read_bytes()
 
@@ -101,7 +107,9 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     data = read_json(side)
     missing = [k for k in ("format", "context_length", "output_dim", "tokenizer") if k not in data]
     if missing:
-        raise InputError(f"{side}: missing entries {missing}", "export the encoder again with `anatomy export`")
+        raise InputError(
+            f"{side}: missing entries {missing}", "export the encoder again with `anatomy export`"
+        )
     record = data["tokenizer"]
     if record.get("kind") not in KINDS:
         raise InputError(
