@@ -12,7 +12,6 @@ WordPiece: greedy longest match over the kept pieces), which anatomy does for yo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ def tokenizer_record(encoder, out: Path) -> tuple[dict[str, Any], dict[str, Any]
 
     tok = encoder.tokenizer
     config = getattr(encoder, "config", None)
-    base = getattr(config, "tokenizer", None) or encoder.name
+    base = getattr(config, "tokenizer", None) or ("clip" if isinstance(tok, ClipTokenizer) else encoder.name)
     record: dict[str, Any] = {"base": base, "vocab_size": int(tok.vocab_size), "sot_id": int(tok.sot_id),
                               "eot_id": int(tok.eot_id), "pad_id": int(tok.pad_id), "layout": LAYOUT}  # fmt: skip
     files: dict[str, Any] = {}
@@ -139,8 +138,3 @@ def sidecar_tokenizer(path: Path, data: dict[str, Any] | None = None):
     from anatomy.encoders.hf import load_hf_tokenizer
 
     return load_hf_tokenizer(path.parent / record["files"])
-
-
-def kept_ids(path: Path) -> list[int]:
-    """The base ids a specialised export keeps (graph id = position); read without anatomy's checks."""
-    return list(json.loads(Path(path).read_text())["kept"])
