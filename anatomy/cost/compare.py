@@ -18,7 +18,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,9 @@ def _export(spec: str, context: int | None, runtime: str, folder: Path) -> Path:
     return out
 
 
-def _configs(specs, contexts, settings, out_dir):
+def _configs(
+    specs: Sequence[str], contexts: Sequence[int], settings: CostSettings, out_dir: str | Path
+) -> Iterator[tuple[str, int | None, str, dict[str, Any]]]:
     """(spec, context, runtime, extra config or the error that kept it from being measured) for every row."""
     for spec in specs:
         if spec.endswith(".onnx"):  # an existing export: measured as it is, at its own context
@@ -199,7 +201,8 @@ def _configs(specs, contexts, settings, out_dir):
             sidecar = read_sidecar(path)
             yield spec, sidecar["context_length"], sidecar["format"], {"onnx": str(path)}
             continue
-        for context in contexts or [None]:
+        choices: list[int | None] = list(contexts) or [None]  # None: the encoder's own context
+        for context in choices:
             for runtime in settings.runtimes:
                 extra: dict[str, Any] = {}
                 if runtime != "torch":
@@ -237,7 +240,9 @@ def measure_costs(
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="anatomy-cost-") as tmp:
             return measure_costs(specs, contexts, settings, tmp, progress)
-    rows, failures, torch_rows = [], [], {}
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    torch_rows: dict[tuple[str, int], dict[str, Any]] = {}
     for spec, context, runtime, extra in _configs(specs, list(dict.fromkeys(contexts)), settings, out_dir):
         progress(f"{spec} at context {context or 'default'} ({runtime})")
         config = {"spec": spec, "context": context, "runtime": runtime, **extra,
@@ -264,8 +269,7 @@ def measure_costs(
             row.update({k: source[k] for k in ("parameters", "components", "breakdown")})
         rows.append(_with_bytes(row, settings))
     if not rows:
-        first = failures[0]
-        raise EncoderError(first["error"], "no configuration could be measured")
+        raise EncoderError(str(failures[0]["error"]), "no configuration could be measured")
     add_ratios(rows)
     table = CostTable(
         machine=machine(settings.device, settings.threads), method=METHOD, settings=asdict(settings),
