@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from anatomy.analysis.base import Inputs, Need
-from anatomy.cost.analysis import CostAnalysis
-from anatomy.cost.analysis import CostResult as Result
+from anatomy.analysis.cost import CostAnalysis
+from anatomy.analysis.cost import CostResult as Result
 from anatomy.encoders.registry import load
 from anatomy.encoders.student import StudentConfig, build_student, save_student
 
@@ -51,7 +51,7 @@ def test_cost_analysis_measures_the_pair_and_its_quality(pair, corpus, tmp_path)
     teacher, student = pair
     analysis = CostAnalysis()
     assert analysis.needs == frozenset({Need.PAIR, Need.CORPUS}) and analysis.name == "cost"
-    params = analysis.params_from({"sample": 40, "repeats": 2, "batches": (1, 4)})
+    params = analysis.params_from({"sample": 40, "repeats": 2, "max_repeats": 4, "batches": (1, 4)})
     result = analysis.compute(_inputs(teacher, student, corpus), params)
     assert [r["encoder"] for r in result.rows] == [teacher.name, student.name]
     assert result.rows[1]["ratios"]["parameters"] == pytest.approx(
@@ -64,11 +64,17 @@ def test_cost_analysis_measures_the_pair_and_its_quality(pair, corpus, tmp_path)
     assert len(fig.axes) == 2
     assert any("quality on 40" in line for line in analysis.summary(result))
     assert analysis.findings(result, "cost")[0].key == "cost.student_vs_teacher"
+    # the report's table: one row per measured configuration, one cell per column (not a pasted text block)
+    (table,) = analysis.tables(result)
+    assert len(table.rows) == 2 and all(len(row) == len(table.columns) for row in table.rows)
+    assert table.columns[:3] == ["encoder", "ctx", "runtime"] and table.rows[1][0] == student.name
+    assert "p50 ms" in table.columns and "load" in table.columns
+    assert result.settings["threads"] == 1 and all(r["threads"] == 1 for r in result.rows)
 
 
 def test_quality_is_exact_for_a_student_against_itself(pair, corpus):
-    from anatomy.cost.analysis import CostParams as Params
-    from anatomy.cost.analysis import quality
+    from anatomy.analysis.cost import CostParams as Params
+    from anatomy.analysis.cost import quality
 
     teacher, student = pair
     cosine, overlap, n, notes = quality(_inputs(teacher, teacher, corpus), Params(sample=30))

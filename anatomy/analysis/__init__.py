@@ -14,7 +14,7 @@ from anatomy.analysis.robustness import SoftmaxRobustness
 from anatomy.analysis.spectrum import Spectrum
 from anatomy.analysis.tokens import Tokens
 from anatomy.analysis.vocab import VocabAnalysis
-from anatomy.cost.analysis import CostAnalysis
+from anatomy.analysis.cost import CostAnalysis
 
 ANALYSES: dict[str, Analysis] = {
     a.name: a

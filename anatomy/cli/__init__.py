@@ -17,6 +17,7 @@ from anatomy.cli.common import err, guarded
 from anatomy.cli.data import app as data_app
 
 app = typer.Typer(
+    cls=cost.Group,  # `anatomy cost -e ...`, the older form, reaches `anatomy cost-table`
     name="anatomy",
     help="Audit how much of a text encoder a prompt workload really uses, and distill smaller students.",
     no_args_is_help=True,
@@ -49,7 +50,7 @@ analyses.register(app)
 app.command("distill")(guarded(distill.distill_cmd))
 app.command("export")(guarded(distill.export_cmd))
 app.command("ablate")(guarded(distill.ablate_cmd))
-app.command("cost")(guarded(cost.cost_cmd))
+cost.register(app)
 app.command("audit")(guarded(audit.audit_cmd))
 app.command("report")(guarded(audit.report_cmd))
 app.command("check")(guarded(check.check_cmd))

@@ -63,7 +63,7 @@ def _param_options(params_cls) -> list[tuple[str, inspect.Parameter, dataclasses
             annotation, default = bool, f.default
         else:  # None: the Params default applies
             annotation, default = _option_type(tp), None
-            if meta.get("choices"):
+            if meta.get("choices") and typing.get_origin(tp) is not tuple:  # a tuple's items: check_params
                 annotation = typing.Literal[tuple(meta["choices"])] | None
         decl = typer.Option(flag, **kwargs)
         param = inspect.Parameter(
@@ -90,7 +90,7 @@ def _help(meta, default) -> str:
         text += f" Range {describe_range(meta)}."
     if isinstance(default, tuple):
         default = ",".join(map(str, default))
-    return f"{text} [default: {default}]" if default not in (None, False) else text
+    return f"{text} [default: {default}]" if default not in (None, False, "") else text
 
 
 def _input_options(analysis) -> list[inspect.Parameter]:

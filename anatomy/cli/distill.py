@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 import typer
 
 from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+from anatomy.distill.export import FORMATS
 
-# The formats the CLI accepts; anatomy.distill.export.export says clearly which of them this build can write.
-EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8", "hf")
+EXPORT_FORMATS = tuple(FORMATS)  # the formats the CLI accepts: anatomy.distill.export's table
 
 
 def distill_cmd(

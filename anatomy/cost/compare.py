@@ -1,19 +1,25 @@
 """What each encoder costs, side by side: one fresh process per encoder x context x runtime, ratios against
 the first row (the teacher, as in the study's efficiency table), the study's GPU numbers beside ours.
 
-    result = run_cost(["sam3", "litetext-s0"], [32, 16], CostSettings(), out_dir)   # dict, JSON-ready
+    table = measure_costs(["sam3", "litetext-s0"], [32, 16], out_dir=tmp)   # CostTable; table.to_json()
+
+Every timing is taken the same way, whoever asks (`anatomy cost-table`, the `cost` pair analysis in an
+audit, the benchmarks): the defaults are CostSettings', each process runs a fixed, recorded number of
+intra-op threads, batch-1 latency is repeated until its spread is small (or marked unreliable), and the load
+average of the machine is recorded beside each row (a warning when other work was running).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +29,64 @@ from anatomy.errors import EncoderError, InputError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx", "int8")
+MAX_BATCH = 4096
 # The study's efficiency table (anatomy.paper): texts/s on its GPU, teacher at context 32, students at 16.
 PAPER_DEVICE = f"{paper.THROUGHPUT_DEVICE} (the paper's)"
 PAPER_SOURCE = f"{paper.STUDY}, {paper.THROUGHPUT['sam3'].where}"
 PAPER_TEXTS_PER_S = {name: float(cited.value) for name, cited in paper.THROUGHPUT.items()}
+# A row is taken on a busy machine when other work (the 1-minute load average less this measurement's own
+# threads) held more than this share of the cores the measurement leaves free.
+BUSY_SHARE = 0.5
 METHOD = (
-    "each row in a fresh process; memory is VmRSS/VmHWM of that process (/proc/self/status), the peak reset "
-    "after loading; latency is wall time of batch-1 calls on pre-tokenized ids after warm-up; throughput is "
-    "texts/s over whole batches after one warm-up batch; weight bytes are parameters x 4 / 2 / 1"
+    "each row in a fresh process with a fixed number of intra-op threads; memory is VmRSS/VmHWM of that "
+    "process (/proc/self/status), the peak reset after loading; latency is wall time of batch-1 calls on "
+    "pre-tokenized ids after warm-up, repeated until the interquartile range is within max_spread of the "
+    "median (else marked unreliable); throughput is texts/s over whole batches after one warm-up batch; "
+    "weight bytes are parameters x 4 / 2 / 1; the load average is read before and after each row"
 )
 
 
 @dataclass(frozen=True)
 class CostSettings:
+    """How every cost row is measured: the one place these defaults live (the CLI and the analysis read them)."""
+
     batches: tuple[int, ...] = (1, 64)
     device: str = "cpu"
     runtimes: tuple[str, ...] = ("torch",)
     warmup: int = 3
-    repeats: int = 20  # batch-1 calls timed for p50/p95
+    repeats: int = 20  # batch-1 calls timed per round (p50/p95); rounds repeat while the spread is large
+    max_repeats: int = 200  # stop repeating here: the latency is then marked unreliable
+    max_spread: float = 0.2  # interquartile range / median of the batch-1 times that counts as stable
     throughput_repeats: int = 1  # whole batches timed per larger batch size (after one warm-up batch)
-    threads: int | None = None  # torch / ONNX Runtime intra-op threads in each measuring process
+    threads: int = 1  # intra-op threads of each measuring process (torch and ONNX Runtime), recorded
     timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for runtime in self.runtimes:
+            if runtime not in RUNTIMES:
+                raise InputError(f"runtime '{runtime}' is not one of {', '.join(RUNTIMES)}")
+        if not self.batches or min(self.batches) < 1 or max(self.batches) > MAX_BATCH:
+            raise InputError(f"batch sizes must lie in [1, {MAX_BATCH}], got {self.batches}")
+
+
+@dataclass
+class CostTable:
+    """The measured rows (dicts: one per encoder x context x runtime), where and how they were taken."""
+
+    machine: dict[str, Any]
+    method: str
+    settings: dict[str, Any]
+    rows: list[dict[str, Any]]
+    paper: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)  # configurations that could not be measured
+    warnings: list[str] = field(default_factory=list)  # busy machine, unreliable latencies
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def machine(device: str, threads: int | None = None) -> dict[str, Any]:
-    """Where the numbers were taken: CPU model and cores, torch threads, accelerator name."""
+    """Where the numbers were taken: CPU model and cores, threads, accelerator name, load average."""
     import torch
 
     from anatomy.cost.measure import cpu_model
@@ -55,15 +94,13 @@ def machine(device: str, threads: int | None = None) -> dict[str, Any]:
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cores_available": available_cores(),
         "torch_threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "python": platform.python_version(),
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model(),
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu_model(),
     }
     try:
         import onnxruntime
@@ -72,6 +109,23 @@ def machine(device: str, threads: int | None = None) -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_average() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def busy(load1: float | None, threads: int, cores: int) -> bool:
+    """Whether other work held more than BUSY_SHARE of the cores this measurement leaves free."""
+    if load1 is None:
+        return False
+    return (load1 - threads) > BUSY_SHARE * max(cores - threads, 1)
 
 
 def paper_key(spec: str) -> str | None:
@@ -85,13 +139,20 @@ def run_child(config: dict, timeout: float) -> dict[str, Any]:
     import anatomy
 
     root = str(Path(anatomy.__file__).resolve().parent.parent)
+    threads = str(config["threads"])
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        os.environ,
+        PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        OMP_NUM_THREADS=threads,  # the thread pools start at this size: no spinning threads beyond it
+        MKL_NUM_THREADS=threads,
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "anatomy.cost.measure", json.dumps(config)],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False,
-    )  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "anatomy.cost.measure", json.dumps(config)],
+            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise EncoderError(f"cost measurement of {config['spec']} took more than {timeout:.0f} s") from None
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise EncoderError(
@@ -104,16 +165,15 @@ def run_child(config: dict, timeout: float) -> dict[str, Any]:
     return answer
 
 
-def _check_specs(specs: Sequence[str]) -> None:
+def check_specs(specs: Sequence[str]) -> None:
+    """Refuse unknown specs and ONNX files without their sidecar before any measurement."""
     from anatomy.encoders.registry import parse_spec
 
     for spec in specs:
         if spec.endswith(".onnx"):
-            path = Path(spec.removeprefix("onnx:"))
-            if not path.with_name(path.name + ".json").exists():
-                raise InputError(
-                    f"{path}: no sidecar {path.name}.json", "give an ONNX file `anatomy export` wrote"
-                )
+            from anatomy.distill.onnx_sidecar import read_sidecar
+
+            read_sidecar(Path(spec.removeprefix("onnx:")))
         else:
             parse_spec(spec)
 
@@ -129,44 +189,73 @@ def _export(spec: str, context: int | None, runtime: str, folder: Path) -> Path:
     return out
 
 
-def _configs(specs, contexts, settings, out_dir):
-    """(spec, context, runtime, extra config) for every row, ONNX files exported first where asked."""
+def _configs(
+    specs: Sequence[str], contexts: Sequence[int], settings: CostSettings, out_dir: str | Path
+) -> Iterator[tuple[str, int | None, str, dict[str, Any]]]:
+    """(spec, context, runtime, extra config or the error that kept it from being measured) for every row."""
     for spec in specs:
         if spec.endswith(".onnx"):  # an existing export: measured as it is, at its own context
+            from anatomy.distill.onnx_sidecar import read_sidecar
+
             path = Path(spec.removeprefix("onnx:"))
-            sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+            sidecar = read_sidecar(path)
             yield spec, sidecar["context_length"], sidecar["format"], {"onnx": str(path)}
             continue
-        for context in contexts or [None]:
+        choices: list[int | None] = list(contexts) or [None]  # None: the encoder's own context
+        for context in choices:
             for runtime in settings.runtimes:
-                extra = {}
+                extra: dict[str, Any] = {}
                 if runtime != "torch":
-                    extra["onnx"] = str(_export(spec, context, runtime, Path(out_dir) / "onnx"))
+                    try:
+                        extra["onnx"] = str(_export(spec, context, runtime, Path(out_dir) / "onnx"))
+                    except EncoderError as error:  # an encoder that cannot be exported: its other rows stand
+                        extra["error"] = error
                 yield spec, context, runtime, extra
 
 
-def run_cost(
+def measure_costs(
     specs: Sequence[str],
-    contexts: Sequence[int],
-    settings: CostSettings,
-    out_dir: str | Path,
+    contexts: Sequence[int] = (),
+    settings: CostSettings | None = None,
+    out_dir: str | Path | None = None,
     progress: Callable[[str], None] = lambda _m: None,
-) -> dict[str, Any]:
-    """Measure every encoder x context x runtime; returns {machine, method, settings, rows, paper}."""
+    **overrides: Any,
+) -> CostTable:
+    """Measure every encoder x context x runtime (CostSettings fields may be given as keywords, e.g.
+    batches=(1, 64), runtimes=("torch", "int8"), threads=1); the first row measured is the baseline.
+
+    A configuration that fails is recorded in `failures` and the others are still measured; only when none
+    could be measured is it an EncoderError. ONNX exports are written under out_dir/onnx (a temporary
+    folder when out_dir is None)."""
+    import tempfile
+
+    settings = dataclasses.replace(settings or CostSettings(), **overrides)
     if not specs:
         raise InputError("no encoders given", "name at least one with -e SPEC (the first is the baseline)")
-    _check_specs(specs)
+    check_specs(specs)
     if settings.device != "cpu" and any(r != "torch" for r in settings.runtimes):
         raise InputError(
             "ONNX Runtime rows are measured on the CPU", "use --device cpu with --runtime onnx/int8"
         )
-    rows, torch_rows = [], {}
-    for spec, context, runtime, extra in _configs(specs, contexts, settings, out_dir):
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="anatomy-cost-") as tmp:
+            return measure_costs(specs, contexts, settings, tmp, progress)
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    torch_rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for spec, context, runtime, extra in _configs(specs, list(dict.fromkeys(contexts)), settings, out_dir):
         progress(f"{spec} at context {context or 'default'} ({runtime})")
-        config = {"spec": spec, "context": context, "runtime": runtime, "batches": list(settings.batches),
-                  "device": settings.device, "warmup": settings.warmup, "repeats": settings.repeats,
-                  "throughput_repeats": settings.throughput_repeats, "threads": settings.threads, **extra}  # fmt: skip
-        measured = run_child(config, settings.timeout_s)
+        config = {"spec": spec, "context": context, "runtime": runtime, **extra,
+                  **{k: v for k, v in asdict(settings).items() if k not in ("runtimes", "timeout_s")}}  # fmt: skip
+        config["batches"] = sorted(set(settings.batches))
+        try:
+            if "error" in extra:
+                raise extra.pop("error")
+            measured = run_child(config, settings.timeout_s)
+        except EncoderError as error:
+            log.warning("%s", error.message)
+            failures.append({"encoder": spec, "context": context, "runtime": runtime, "error": error.message})
+            continue
         row = {
             "encoder": spec,
             "context": measured.get("context_length", context),
@@ -178,18 +267,43 @@ def run_cost(
         elif (spec, row["context"]) in torch_rows:  # parameters are the same module's
             source = torch_rows[(spec, row["context"])]
             row.update({k: source[k] for k in ("parameters", "components", "breakdown")})
-        rows.append(_with_bytes(row))
+        rows.append(_with_bytes(row, settings))
+    if not rows:
+        raise EncoderError(str(failures[0]["error"]), "no configuration could be measured")
     add_ratios(rows)
-    return {
-        "machine": machine(settings.device, settings.threads),
-        "method": METHOD,
-        "settings": asdict(settings),
-        "rows": rows,
-        "paper": {"device": PAPER_DEVICE, "source": PAPER_SOURCE, "texts_per_s": PAPER_TEXTS_PER_S},
-    }
+    table = CostTable(
+        machine=machine(settings.device, settings.threads), method=METHOD, settings=asdict(settings),
+        rows=rows, paper={"device": PAPER_DEVICE, "source": PAPER_SOURCE, "texts_per_s": PAPER_TEXTS_PER_S},
+        failures=failures,
+    )  # fmt: skip
+    table.warnings = warnings_of(table)  # shown with the table (the CLI) and as a finding (the report)
+    return table
 
 
-def _with_bytes(row: dict) -> dict:
+def warnings_of(table: CostTable) -> list[str]:
+    out = []
+    busy_rows = [_label(r) for r in table.rows if r.get("busy")]
+    if busy_rows:
+        loads = max(max(r["load_before"][0], r["load_after"][0]) for r in table.rows if r.get("busy"))
+        out.append(
+            f"the machine was busy while measuring {', '.join(busy_rows)} (1-min load average up to {loads:.1f} "
+            f"on {table.machine['cores_available']} cores): latency and throughput include other work; "
+            "measure again on a quiet machine"
+        )
+    shaky = [_label(r) for r in table.rows if not r.get("latency_reliable", True)]
+    if shaky:
+        out.append(
+            f"batch-1 latency of {', '.join(shaky)} did not settle within {table.settings['max_repeats']} calls "
+            f"(spread above {table.settings['max_spread']:.0%} of the median): marked unreliable"
+        )
+    return out
+
+
+def _label(row: dict) -> str:
+    return f"{row['encoder']} @ {row['context']} ({row['runtime']})"
+
+
+def _with_bytes(row: dict, settings: CostSettings) -> dict:
     n = row.setdefault("parameters", None)
     if n is not None:
         row["weight_bytes"] = {"fp32": 4 * n, "fp16": 2 * n, "int8": n}
@@ -198,6 +312,8 @@ def _with_bytes(row: dict) -> dict:
         key is not None and row["runtime"] == "torch" and row["context"] == paper.THROUGHPUT_CONTEXT[key]
     )
     row["paper_texts_per_s"] = PAPER_TEXTS_PER_S[key] if key is not None and measured_like_paper else None
+    loads = [x for x in (row.get("load_before"), row.get("load_after")) if x]
+    row["busy"] = any(busy(x[0], settings.threads, available_cores()) for x in loads)
     return row
 
 
@@ -212,9 +328,9 @@ def add_ratios(rows: list[dict]) -> None:
 
     for row in rows:
         row["ratios"] = {
-            "baseline": f"{base['encoder']} @ {base['context']} ({base['runtime']})",
+            "baseline": _label(base),
             "parameters": ratio(row.get("parameters"), base.get("parameters")),
-            "model_mib": ratio(_model_mib(row), _model_mib(base)),
+            "model_mib": ratio(model_mib(row), model_mib(base)),
             "peak_batch_mib": ratio(row["peak_batch_mib"], base["peak_batch_mib"]),
             "latency_p50": ratio(row["latency_ms_p50"], base["latency_ms_p50"]),
             "texts_per_s": {b: ratio(v, base["texts_per_s"].get(b)) for b, v in row["texts_per_s"].items()},
@@ -224,35 +340,6 @@ def add_ratios(rows: list[dict]) -> None:
             row["ratios"]["paper_texts_per_s"] = PAPER_TEXTS_PER_S[key] / PAPER_TEXTS_PER_S[base_key]
 
 
-def _model_mib(row: dict) -> float:
+def model_mib(row: dict) -> float:
     """Resident memory the loaded model adds over the bare runtime."""
     return row["rss_loaded_mib"] - row["rss_runtime_mib"]
-
-
-def table_lines(result: dict) -> list[str]:
-    """The rows as a plain-text table (ratios against the first row in parentheses)."""
-    batches = [str(b) for b in result["settings"]["batches"]]
-    head = f"{'encoder':<22}{'ctx':>4} {'runtime':<6}{'params':>13}{'fp32 MiB':>9}{'model MiB':>15}{'peak MiB':>15}{'p50 ms':>15}{'p95 ms':>8}"
-    head += "".join(f"{'texts/s@' + b:>18}" for b in batches) + f"{'paper GPU t/s':>15}"
-    lines = [head]
-    for row in result["rows"]:
-        r = row["ratios"]
-        params = f"{row['parameters']:,}" if row.get("parameters") is not None else "-"
-        fp32 = f"{row['weight_bytes']['fp32'] / 2**20:.0f}" if "weight_bytes" in row else "-"
-        line = f"{row['encoder'][-22:]:<22}{row['context']:>4} {row['runtime']:<6}{params:>13}{fp32:>9}"
-        line += f"{_model_mib(row):>8.0f} ({_x(r['model_mib'])}){row['peak_batch_mib']:>8.0f} ({_x(r['peak_batch_mib'])})"
-        line += f"{row['latency_ms_p50']:>8.1f} ({_x(r['latency_p50'])}){row['latency_ms_p95']:>8.1f}"
-        line += "".join(f"{row['texts_per_s'][b]:>10.1f} ({_x(r['texts_per_s'][b])})" for b in batches)
-        theirs = row["paper_texts_per_s"]
-        line += f"{theirs:>8.1f} ({_x(r.get('paper_texts_per_s'))})" if theirs else f"{'-':>15}"
-        lines.append(line)
-    m = result["machine"]
-    lines.append(
-        f"ratios (x) against the first row; measured on {m['device_name']} ({m['cores_available']} cores, "
-        f"torch threads {m['torch_threads']}); paper: {result['paper']['device']}, {result['paper']['source']}"
-    )
-    return lines
-
-
-def _x(value: float | None) -> str:
-    return "   -  " if value is None else f"{value:5.2f}x"

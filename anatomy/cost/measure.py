@@ -75,30 +75,51 @@ def percentile_ms(times: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(times) * 1000.0, q))
 
 
-def _timed(call, batches: list[int], warmup: int, repeats: int, throughput_repeats: int) -> dict[str, Any]:
-    """Latency at batch 1 (p50/p95 over `repeats` after `warmup`) and texts/s at each batch > 1."""
-    for _ in range(warmup):
+def _timed(call, cfg: dict) -> dict[str, Any]:
+    """Latency at batch 1 and texts/s at each batch > 1. Batch-1 calls are timed in rounds of `repeats` after
+    `warmup`, until the interquartile range is within `max_spread` of the median or `max_repeats` calls
+    were made (then the latency is marked unreliable). The load average is read before and after."""
+    load_before = _load()
+    for _ in range(cfg["warmup"]):
         call(1)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call(1)
-        times.append(time.perf_counter() - start)
+    times: list[float] = []
+    while True:
+        for _ in range(cfg["repeats"]):
+            start = time.perf_counter()
+            call(1)
+            times.append(time.perf_counter() - start)
+        spread = _spread(times)
+        if spread <= cfg["max_spread"] or len(times) + cfg["repeats"] > cfg["max_repeats"]:
+            break
     throughput = {"1": 1.0 / float(np.median(times))}
-    for batch in batches:
+    for batch in cfg["batches"]:
         if batch == 1:
             continue
         call(batch)  # warm-up at this size: buffers allocated, kernels chosen
         start = time.perf_counter()
-        for _ in range(throughput_repeats):
+        for _ in range(cfg["throughput_repeats"]):
             call(batch)
-        throughput[str(batch)] = batch * throughput_repeats / (time.perf_counter() - start)
+        throughput[str(batch)] = batch * cfg["throughput_repeats"] / (time.perf_counter() - start)
     return {
         "latency_ms_p50": percentile_ms(times, 50),
         "latency_ms_p95": percentile_ms(times, 95),
-        "latency_repeats": repeats,
+        "latency_repeats": len(times),
+        "latency_spread": spread,  # interquartile range / median of the batch-1 times
+        "latency_reliable": spread <= cfg["max_spread"],
         "texts_per_s": throughput,
+        "threads": cfg["threads"],
+        "load_before": load_before,
+        "load_after": _load(),
     }
+
+
+def _spread(times: list[float]) -> float:
+    q1, median, q3 = np.percentile(np.asarray(times), [25, 50, 75])
+    return float((q3 - q1) / median) if median > 0 else 0.0
+
+
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _measure_torch(cfg: dict) -> dict[str, Any]:
@@ -128,7 +149,7 @@ def _measure_torch(cfg: dict) -> dict[str, Any]:
             torch.cuda.synchronize()
 
     reset = reset_peak()
-    timing = _timed(call, cfg["batches"], cfg["warmup"], cfg["repeats"], cfg["throughput_repeats"])
+    timing = _timed(call, cfg)
     result = {
         "parameters": sum(breakdown.values()),
         "components": group_components(breakdown),
@@ -178,12 +199,15 @@ def _preload(spec: str) -> None:
 
 
 def _measure_onnx(cfg: dict) -> dict[str, Any]:
+    """An ONNX file under ONNX Runtime, fed the ids its sidecar's tokenizer gives (a specialised vocabulary's
+    own ids for a specialised student)."""
     from anatomy.distill.onnx_export import run_session, session
+    from anatomy.distill.onnx_sidecar import read_sidecar, sidecar_tokenizer
     from anatomy.encoders.base import valid_mask
 
     path = Path(cfg["onnx"])
-    sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-    tokenizer = onnx_tokenizer(sidecar, path)
+    sidecar = read_sidecar(path)
+    tokenizer = sidecar_tokenizer(path, sidecar)
     import onnxruntime
 
     runtime = memory_status()["VmRSS"]
@@ -200,7 +224,7 @@ def _measure_onnx(cfg: dict) -> dict[str, Any]:
         run_session(sess, ids[:n], valid[:n])
 
     reset = reset_peak()
-    timing = _timed(call, cfg["batches"], cfg["warmup"], cfg["repeats"], cfg["throughput_repeats"])
+    timing = _timed(call, cfg)
     return {
         "output_dim": sidecar["output_dim"],
         "context_length": sidecar["context_length"],
@@ -209,20 +233,10 @@ def _measure_onnx(cfg: dict) -> dict[str, Any]:
         "ort_threads": sess.get_session_options().intra_op_num_threads or os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,
         "device_name": cpu_model(),
+        "quantised": sidecar.get("quantised"),
         **_memory(runtime, loaded, reset),
         **timing,
     }
-
-
-def onnx_tokenizer(sidecar: dict, path: Path):
-    record = sidecar["tokenizer"]
-    if record["kind"] == "hf":
-        from anatomy.encoders.hf import load_hf_tokenizer
-
-        return load_hf_tokenizer(path.parent / record["files"])
-    from anatomy.tokenizer import clip_tokenizer
-
-    return clip_tokenizer()
 
 
 def _memory(runtime: float, loaded: dict, reset: bool) -> dict[str, Any]:
@@ -251,10 +265,11 @@ def cpu_model() -> str:
 
 def measure(cfg: dict) -> dict[str, Any]:
     """One configuration (in this process): cfg has spec, context, runtime, batches, device, repetitions."""
-    if cfg.get("threads"):
+    if cfg["runtime"] == "torch":  # ONNX rows do not load torch (its memory is not theirs)
         import torch
 
-        torch.set_num_threads(int(cfg["threads"]))
+        torch.set_num_threads(int(cfg["threads"]))  # fixed and recorded: the default (one per core) spin-
+        torch.set_num_interop_threads(1)  # waits against other load and measures the neighbours instead
     return _measure_torch(cfg) if cfg["runtime"] == "torch" else _measure_onnx(cfg)
 
 

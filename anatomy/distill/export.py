@@ -17,15 +17,19 @@ because both layouts are read with the full tokenizer's ids; the summary's notes
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from anatomy.errors import InputError
-from anatomy.io import write_json
+from anatomy.io import atomic_paths, dumps_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("litetext", "open_clip", "onnx", "int8", "hf")  # hf: anatomy.distill.hf_export
+# A format writer: (RUN_DIR or encoder spec, out path, which checkpoint) -> summary. FORMATS, at the end of
+# this module, maps each format name to its writer; a format in its own module is one `_lazy` line there.
+Writer = Callable[[str | Path, Path, str], dict]
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 
@@ -70,16 +74,34 @@ def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
 
 def export(run_dir: str | Path, fmt: str, out: str | Path, which: str = "best") -> dict:
     """Write the student of `run_dir` to `out` in `fmt`; returns a summary (what, where, how to load)."""
-    from anatomy.encoders.student import StudentConfig, load_student
+    from anatomy.distill.onnx_export import disk_errors
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format '{fmt}'", f"use one of {', '.join(FORMATS)}")
-    if fmt in ("onnx", "int8"):
-        return _onnx(run_dir, fmt, Path(out), which)
-    if fmt == "hf":  # a Hugging Face SAM3-LiteText folder (anatomy.distill.hf_export; --base via the CLI)
-        from anatomy.distill.hf_export import export_hf
+    with disk_errors(Path(out)):
+        return FORMATS[fmt](run_dir, Path(out), which)
 
-        return export_hf(run_dir, out, which)
+
+def _lazy(module: str, function: str) -> Writer:
+    """A writer imported only when its format is asked for."""
+
+    def writer(run_dir: str | Path, out: Path, which: str) -> dict:
+        return getattr(importlib.import_module(module), function)(run_dir, out, which)
+
+    return writer
+
+
+def _student_layout(fmt: str) -> Writer:
+    return lambda run_dir, out, which: _student_export(run_dir, fmt, out, which)
+
+
+def _onnx_format(fmt: str) -> Writer:
+    return lambda run_dir, out, which: _onnx(run_dir, fmt, out, which)
+
+
+def _student_export(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
+    from anatomy.encoders.student import StudentConfig, load_student
+
     source = checkpoint_dir(run_dir, which)
     encoder = load_student(source, device="cpu")
     cfg, module = encoder.config, encoder.module
@@ -182,7 +204,6 @@ def _open_clip(module, cfg, source: Path, out: Path) -> dict:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory", "the open_clip format is a directory")
     state = {f"text.{k}": v for k, v in open_clip_state_dict(module).items()}
-    save_state_dict(state, out / OPEN_CLIP_WEIGHTS, metadata={"format": "open_clip"})
     model_cfg = {
         "embed_dim": cfg.output_dim,
         "custom_text": True,
@@ -190,10 +211,10 @@ def _open_clip(module, cfg, source: Path, out: Path) -> dict:
         # a text-only export: open_clip's schema needs a vision_cfg; the image tower is not part of it
         "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 16},
     }
-    write_json(
-        out / OPEN_CLIP_CONFIG,
-        {"model_cfg": model_cfg, "preprocess_cfg": {}, "anatomy_student": cfg.to_dict()},
-    )
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {}, "anatomy_student": cfg.to_dict()}
+    with atomic_paths(out / OPEN_CLIP_WEIGHTS, out / OPEN_CLIP_CONFIG) as (weights, config_file):
+        save_state_dict(state, weights, metadata={"format": "open_clip"})  # weights and config: both or none
+        config_file.write_text(dumps_json(config))
     return {
         "format": "open_clip",
         "source": str(source),
@@ -228,6 +249,7 @@ def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
     if "int8_vs_fp32" in sidecar:
         q = sidecar["int8_vs_fp32"]
         how += f"; int8 vs fp32: pooled cosine {q['pooled_cosine_mean']:.4f}, kNN@10 {q['knn_overlap10_mean']:.3f}"
+        how += f"; {sidecar['bytes'] / 2**20:.1f} MiB, fp32 {sidecar['fp32_bytes'] / 2**20:.1f} MiB"
     summary = {
         "format": fmt,
         "source": name,
@@ -235,6 +257,16 @@ def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
         "keys": sidecar["initializers"],
         "load_as": how + ")",
     }
-    summary.update({k: sidecar[k] for k in ("parity_fp32_vs_torch", "int8_vs_fp32", "bytes") if k in sidecar})
+    keys = ("parity_fp32_vs_torch", "int8_vs_fp32", "bytes", "fp32_bytes", "quantised", "tokenizer")
+    summary.update({k: sidecar[k] for k in keys if k in sidecar})
     summary["sidecar"] = str(out.with_name(out.name + ".json"))
     return summary
+
+
+FORMATS: dict[str, Writer] = {
+    "litetext": _student_layout("litetext"),
+    "open_clip": _student_layout("open_clip"),
+    "onnx": _onnx_format("onnx"),
+    "int8": _onnx_format("int8"),
+    "hf": _lazy("anatomy.distill.hf_export", "export_hf"),  # --base: the CLI calls export_hf itself
+}

@@ -3,16 +3,20 @@
 The graph takes `input_ids` and `attention_mask` (int64, [batch, context]; batch dynamic, context fixed) and
 returns `tokens` ([batch, context, D] per-token outputs, exactly the encoder's) and `pooled` ([batch, D]: the
 masked mean over valid positions, as ModuleEncoder pools). `int8` is ONNX Runtime's dynamic quantisation of
-the MatMul/Gemm weights (activations quantised per batch at run time); its quality against the fp32 graph
-(pooled cosine, kNN overlap@10) is measured on held-out prompts and recorded.
+the MatMul/Gemm weights (activations quantised per batch at run time) and of the token-embedding table (its
+Gather); its quality against the fp32 graph (pooled cosine, kNN overlap@10) and its weights by type are
+measured and recorded.
 
-Every export writes FILE.json beside FILE: source, tokenizer, context, output dimension, opset, hashes and the
-parity figures. A student whose tokenizer is a Hugging Face one gets its tokenizer files in FILE.tokenizer/.
+Every export writes FILE.json beside FILE (anatomy.distill.onnx_sidecar): source, exactly how to tokenize,
+context, output dimension, opset, hashes and the parity figures; graph, sidecar and the files it names are
+committed together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -94,8 +98,12 @@ def write_onnx(encoder, out: Path) -> None:
         )
 
 
+# Gather: the token-embedding table (most of a student's weights)
+QUANTISED_OPS = ("MatMul", "Gemm", "Gather")
+
+
 def quantize_int8(source: Path, out: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul/Gemm weights of an fp32 ONNX file."""
+    """Dynamic int8 quantisation of an fp32 ONNX file: MatMul/Gemm weights and the token-embedding table."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from anatomy.io import atomic_path
@@ -109,7 +117,7 @@ def quantize_int8(source: Path, out: Path) -> None:
     try:
         with atomic_path(out) as tmp:
             quantize_dynamic(
-                str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+                str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTISED_OPS)
             )
     finally:
         logging.getLogger().removeFilter(advice)
@@ -169,61 +177,138 @@ def quality(reference: Path, candidate: Path, tokenizer_of, prompts: list[str]) 
     }
 
 
-def tokenizer_record(encoder, out: Path, source_dir: Path | None = None) -> dict[str, Any]:
-    """How to rebuild the tokenizer: CLIP BPE by name; a Hugging Face one saved beside the export; a
-    specialised vocabulary (a student distilled with --vocab) as FILE.vocab.json beside it."""
-    from anatomy.encoders.hf import HFTokenizer
-
-    tok = encoder.tokenizer
-    record = {"kind": "clip", "vocab_size": int(tok.vocab_size), "sot_id": int(tok.sot_id),
-              "eot_id": int(tok.eot_id), "pad_id": int(tok.pad_id)}  # fmt: skip
-    config = getattr(encoder, "config", None)
-    if config is not None:
-        record["spec"] = config.tokenizer
-    if isinstance(tok, HFTokenizer):
-        directory = out.with_name(out.name + ".tokenizer")
-        tok._tok.save_pretrained(str(directory))
-        record.update(kind="hf", files=directory.name)
-    vocab = source_dir / "vocab.json" if source_dir is not None else None
-    if config is not None and config.vocab is not None and vocab is not None and vocab.is_file():
-        import shutil
-
-        target = out.with_name(out.name + ".vocab.json")
-        shutil.copyfile(vocab, target)  # ids in the graph are the specialised ones: anatomy.vocab.store.load
-        record.update(specialised=target.name, vocab_fingerprint=config.vocab)
-    return record
-
-
 def export_encoder(encoder, out: str | Path, fmt: str, source: str, source_files: list[Path]) -> dict:
-    """Write `encoder` as ONNX (fp32) or int8 to `out`, check it, and write the sidecar; returns the summary."""
-    import tempfile
+    """Write `encoder` as ONNX (fp32) or int8 to `out`, check it, and write the sidecar; returns the sidecar.
 
-    from anatomy.io import file_sha256, write_json
+    The graph, its sidecar and the files the sidecar names (tokenizer folder, specialised vocabulary) are
+    committed together: on any failure (a full disk included: one line naming `out`) none of them is
+    replaced. Temporaries a killed export left beside `out` are removed first."""
+    from anatomy.locks import locked
 
     out = Path(out)
     if out.suffix != ".onnx":
         raise InputError(f"{out}: ONNX exports are single .onnx files", "give --out FILE.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out), disk_errors(out):
+        clean_work_dirs(out)
+        return _export_locked(encoder, out, fmt, source, source_files)
+
+
+WORK_PREFIX = ".{name}.work."  # the folder holding an export's intermediate files, beside it
+
+
+def clean_work_dirs(out: Path) -> list[Path]:
+    """Remove the work folders a killed export of `out` left (called while holding the lock of `out`)."""
+    import shutil
+
+    from anatomy.distill.onnx_sidecar import sidecar_path
+    from anatomy.io import clean_temps
+
+    clean_temps(sidecar_path(out))
+    prefix = WORK_PREFIX.format(name=out.name)
+    stale = [p for p in out.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    if stale:
+        log.info("%s: removed %d work folder(s) left by an interrupted export", out, len(stale))
+    return stale
+
+
+@contextlib.contextmanager
+def disk_errors(out: Path):
+    """A write that fails for lack of space (OSError, or a library's own error carrying ENOSPC) as one line."""
+    from anatomy.errors import AnatomyError
+    from anatomy.io import write_error
+
+    try:
+        yield
+    except AnatomyError:
+        raise
+    except OSError as error:
+        wrapped = write_error(out, error)
+        if wrapped is error:
+            raise
+        raise wrapped from None
+    except Exception as error:
+        text = str(error)
+        if "No space left" in text or "StorageFull" in text or "os error 28" in text or "code: 28" in text:
+            raise AnatomyError(
+                f"{out}: cannot write (No space left on device)",
+                "free disk space and export again; nothing was changed",
+            ) from None
+        raise
+
+
+def _export_locked(encoder, out: Path, fmt: str, source: str, source_files: list[Path]) -> dict:
+    import shutil
+    import tempfile
+
+    from anatomy.distill.onnx_sidecar import sidecar_path, tokenizer_record
+    from anatomy.io import atomic_paths, dumps_json, writing
+
     prompts = held_out_prompts()
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        fp32 = out if fmt == "onnx" else Path(tmp) / "fp32.onnx"
+    record, extra = tokenizer_record(encoder, out)  # refuses an undescribable tokenizer before any work
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX.format(name=out.name), dir=out.parent))
+    try:
+        fp32 = work / "fp32.onnx"
         write_onnx(encoder, fp32)
         check = parity(encoder, fp32, prompts[:64])
         if max(check["max_abs_diff_tokens"], check["max_abs_diff_pooled"]) > PARITY_TOLERANCE:
             log.warning("%s: ONNX differs from PyTorch by more than %g: %s", out, PARITY_TOLERANCE, check)
-        record: dict[str, Any] = {"parity_fp32_vs_torch": check}
+        sidecar_extra: dict[str, Any] = {"parity_fp32_vs_torch": check}
+        graph = fp32
         if fmt == "int8":
-            quantize_int8(fp32, out)
-            record["int8_vs_fp32"] = quality(fp32, out, encoder.tokenize, prompts)
-            record["fp32_bytes"] = fp32.stat().st_size
+            graph = work / "int8.onnx"
+            quantize_int8(fp32, graph)
+            sidecar_extra["int8_vs_fp32"] = quality(fp32, graph, encoder.tokenize, prompts)
+            sidecar_extra["fp32_bytes"] = fp32.stat().st_size
+            sidecar_extra["quantised"] = weight_types(graph)
+        folders = {name: write for name, write in extra.items() if callable(write)}
+        for name, write in folders.items():  # written in the work folder, moved in after the commit
+            write(str(work / name))
+        sidecar = _sidecar(encoder, out, graph, fmt, source, source_files, record, sidecar_extra)
+        files = {name: data for name, data in extra.items() if not callable(data)}
+        targets = [out.parent / name for name in files] + [sidecar_path(out), out]
+        with atomic_paths(*targets) as temps:
+            for tmp, data in zip(temps, files.values(), strict=False):
+                tmp.write_bytes(data)
+            temps[-2].write_text(dumps_json(sidecar))
+            shutil.copyfile(graph, temps[-1])
+        for name in folders:
+            with writing(out.parent / name):
+                shutil.rmtree(out.parent / name, ignore_errors=True)
+                os.replace(work / name, out.parent / name)
+        return sidecar
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def weight_types(path: Path) -> dict[str, Any]:
+    """Weights (initializer elements) of a graph by element type, and the type of the token-embedding table."""
     import onnx
 
-    graph = onnx.load(str(out), load_external_data=False).graph
-    sidecar = {
+    model = onnx.load(str(path))
+    by_type: dict[str, int] = {}
+    for init in model.graph.initializer:
+        name = onnx.TensorProto.DataType.Name(init.data_type).lower()
+        by_type[name] = by_type.get(name, 0) + int(np.prod(init.dims))
+    largest = max(model.graph.initializer, key=lambda i: int(np.prod(i.dims)))
+    return {"weights_by_type": by_type, "ops": list(QUANTISED_OPS),
+            "largest_table": onnx.TensorProto.DataType.Name(largest.data_type).lower()}  # fmt: skip
+
+
+def _sidecar(encoder, out, graph, fmt, source, source_files, record, extra) -> dict[str, Any]:
+    import onnx
+
+    from anatomy.io import file_sha256
+
+    initializers = len(onnx.load(str(graph), load_external_data=False).graph.initializer)
+    return {
         "format": fmt,
         "file": out.name,
         "source": source,
         "encoder": encoder.name,
-        "tokenizer": tokenizer_record(encoder, out, Path(source) if Path(source).is_dir() else None),
+        "tokenizer": record,
         "context_length": int(encoder.context_length),
         "output_dim": int(encoder.output_dim),
         "inputs": {
@@ -232,11 +317,9 @@ def export_encoder(encoder, out: str | Path, fmt: str, source: str, source_files
         },
         "outputs": {"tokens": "float32 [batch, context, D]", "pooled": "float32 [batch, D], masked mean"},
         "opset": OPSET,
-        "initializers": len(graph.initializer),
-        "bytes": out.stat().st_size,
-        "sha256": file_sha256(out),
+        "initializers": initializers,
+        "bytes": graph.stat().st_size,
+        "sha256": file_sha256(graph),
         "source_sha256": {p.name: file_sha256(p) for p in source_files},
-        **record,
+        **extra,
     }
-    write_json(out.with_name(out.name + ".json"), sidecar)
-    return sidecar
