@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from anatomy.analysis.agreement import StudentTeacherAgreement
 from anatomy.analysis.base import Analysis
+from anatomy.analysis.cost import CostAnalysis
 from anatomy.analysis.dims import Dims
 from anatomy.analysis.positions import Positions
 from anatomy.analysis.robustness import SoftmaxRobustness
 from anatomy.analysis.spectrum import Spectrum
 from anatomy.analysis.tokens import Tokens
 from anatomy.analysis.vocab import VocabAnalysis
-from anatomy.analysis.cost import CostAnalysis
 
 ANALYSES: dict[str, Analysis] = {
     a.name: a
