@@ -8,8 +8,10 @@ usage errors (bad option values, unknown choices) exit 2, as typer's own do.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -111,7 +113,9 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            check_path_params(kwargs)
+            with _notices_silenced(bool(kwargs.get("quiet"))):
+                return fn(*args, **kwargs)
         except OptionError as error:  # an option outside its range, found by the library before any work
             detail = error.detail + (f" ({error.hint})" if error.hint else "")
             raise typer.BadParameter(detail, param_hint=error.option) from None
@@ -126,6 +130,48 @@ def guarded(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _drop_notice(record: logging.LogRecord) -> bool:
+    return not getattr(record, "notice", False)
+
+
+@contextlib.contextmanager
+def _notices_silenced(quiet: bool):
+    """Under --quiet, log records marked as notices (extra={"notice": True}, e.g. a lock wait) are dropped;
+    warnings about the data itself still print."""
+    handlers = list(logging.getLogger().handlers) if quiet else []
+    for handler in handlers:
+        handler.addFilter(_drop_notice)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_drop_notice)
+
+
+def check_path_params(kwargs: dict) -> None:
+    """Every path option or argument that exists must be a regular file or a folder (anatomy.io.check_path):
+    a FIFO, a device or a socket is a usage error (exit 2) found before the command opens anything, so no
+    command blocks on one."""
+    import click
+
+    from anatomy.errors import InputError
+    from anatomy.io import check_path
+
+    ctx = click.get_current_context(silent=True)
+    params = {p.name: p for p in ctx.command.params} if ctx is not None else {}
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if not isinstance(item, Path):
+                continue
+            try:
+                check_path(item, "any", missing_ok=True)
+            except InputError as error:
+                param = params.get(name)
+                hint = param.opts[0] if param is not None and param.opts else name
+                raise typer.BadParameter(error.message, param_hint=hint) from None
 
 
 def echo(text: str = "", nl: bool = True) -> None:
