@@ -100,7 +100,10 @@ def _acquire(lock: Path, path: Path, timeout: float) -> int:
             os.close(fd)
             if not waited:  # a notice: --quiet silences it (anatomy.cli.common.guarded)
                 log.warning(
-                    "%s: another process (pid %s) is writing it; waiting", path, holder, extra={"notice": True}
+                    "%s: another process (pid %s) is writing it; waiting",
+                    path,
+                    holder,
+                    extra={"notice": True},
                 )
                 waited = True
             if time.monotonic() >= deadline:

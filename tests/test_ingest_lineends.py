@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from anatomy.corpus import ingest, load_corpus
-from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader, lines
 from anatomy.corpus.records import PromptRecord, Skipped
+from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader, lines
 
 PROMPTS = ["a cat", "the dog", "a red car", "two birds"]
 

@@ -101,10 +101,17 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
         raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (a newline in a spec prints as \\n), so a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fail(message: str, hint: str | None = None) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    err.print(Text.assemble(("error: ", "bold red"), one_line(message)))
     if hint:
-        err.print(f"  hint: {hint}")
+        err.print(Text(f"  hint: {one_line(hint)}"))
 
 
 def guarded(fn):
@@ -117,7 +124,7 @@ def guarded(fn):
             with _notices_silenced(bool(kwargs.get("quiet"))):
                 return fn(*args, **kwargs)
         except OptionError as error:  # an option outside its range, found by the library before any work
-            detail = error.detail + (f" ({error.hint})" if error.hint else "")
+            detail = one_line(error.detail + (f" ({error.hint})" if error.hint else ""))
             raise typer.BadParameter(detail, param_hint=error.option) from None
         except AnatomyError as error:
             fail(error.message, error.hint)
@@ -171,7 +178,7 @@ def check_path_params(kwargs: dict) -> None:
             except InputError as error:
                 param = params.get(name)
                 hint = param.opts[0] if param is not None and param.opts else name
-                raise typer.BadParameter(error.message, param_hint=hint) from None
+                raise typer.BadParameter(one_line(error.message), param_hint=hint) from None
 
 
 def echo(text: str = "", nl: bool = True) -> None:

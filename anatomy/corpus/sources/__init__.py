@@ -241,12 +241,14 @@ def detect_source(path: str | Path) -> str:
 
 def _detect_csv(p: Path) -> str:
     import csv
-
     import io
 
     from anatomy.io import open_regular
 
-    with open_regular(p) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with (
+        open_regular(p) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as handle,
+    ):
         header = next(csv.reader(handle), [])
     return "refcoco" if _REFCOCO_CSV_COLUMNS <= {h.strip() for h in header} else "text"
 
