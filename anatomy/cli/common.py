@@ -161,12 +161,15 @@ def check_path_params(kwargs: dict) -> None:
     """Every path option or argument that exists must be a regular file or a folder (anatomy.io.check_path):
     a FIFO, a device or a socket is a usage error (exit 2) found before the command opens anything, so no
     command blocks on one."""
-    import click
+    try:  # typer >= 0.29 runs its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import get_current_context  # type: ignore[no-redef]
 
     from anatomy.errors import InputError
     from anatomy.io import check_path
 
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     params = {p.name: p for p in ctx.command.params} if ctx is not None else {}
     for name, value in kwargs.items():
         values = value if isinstance(value, (list, tuple)) else [value]
