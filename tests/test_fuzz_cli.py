@@ -344,6 +344,7 @@ def _special_cases(name: str, command) -> list[tuple[str, list[str]]]:
 
 def _special_driver(name: str, template: Path, root: Path, report: Path) -> None:
     """Run in a subprocess: every special-file case of `name`, each under an alarm; one JSON line per case."""
+    import faulthandler
     import resource
     import signal
 
@@ -358,7 +359,7 @@ def _special_driver(name: str, template: Path, root: Path, report: Path) -> None
     anatomy.figures.style.save_figure = _placeholder_png
 
     def hang(_signum, _frame):
-        raise TimeoutError(f"no answer in {CASE_ALARM_S} s: it blocks on a special file")
+        raise _Hang(f"no answer in {CASE_ALARM_S} s: it blocks on a special file")
 
     signal.signal(signal.SIGALRM, hang)
     with open(report, "a", encoding="utf-8") as out:
@@ -370,16 +371,26 @@ def _special_driver(name: str, template: Path, root: Path, report: Path) -> None
             out.write(json.dumps({"start": label}) + "\n")
             out.flush()
             before = _snapshot(ws)
-            signal.alarm(CASE_ALARM_S)
+            # a watchdog thread dumps every stack and ends the process if even the alarm cannot free it
+            faulthandler.dump_traceback_later(CASE_ALARM_S * 3, exit=True)
+            signal.setitimer(signal.ITIMER_REAL, CASE_ALARM_S, 1.0)  # fires again each second if swallowed
             try:
                 args, result = _run(name, argv, ws)
+                problems = _check_case(label, args, ws, before, result)
+            except _Hang as err:
+                problems = [f"{label}: anatomy {name} {' '.join(argv)}: {err}"]
             finally:
-                signal.alarm(0)
-            problems = _check_case(label, args, ws, before, result) + _specials_intact(ws)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                faulthandler.cancel_dump_traceback_later()
+            problems += _specials_intact(ws)
             out.write(json.dumps({"done": label, "problems": problems}) + "\n")
             out.flush()
             os.chdir(root)
             shutil.rmtree(ws)
+
+
+class _Hang(BaseException):
+    """Raised by the alarm; a BaseException so no `except Exception` (or OSError) in the code swallows it."""
 
 
 @pytest.mark.parametrize("name", sorted(BASE))
@@ -413,7 +424,7 @@ def test_special_files_never_hang(name, template, tmp_path):
     if proc is None:
         problems.append(f"the cases did not finish in {timeout} s; hung in: {hung or started[-1:]}")
     elif proc.returncode != 0:
-        problems.append(f"driver exit {proc.returncode} in {hung}: {proc.stderr[-1500:]}")
+        problems.append(f"driver exit {proc.returncode} in {hung}: {proc.stderr[-4000:]}")
     assert len(finished) == len(cases) or problems, "every case must report"
     assert not problems, "\n\n".join(problems)
 
