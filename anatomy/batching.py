@@ -31,13 +31,31 @@ def resolve_bucket(encoder, bucket: bool | None) -> bool:
     return bucket
 
 
-def plan(encoder, prompts, bucket):
-    """Content ids, valid lengths (start..end, capped at the context) and the processing order."""
-    content = encoder.tokenizer.encode(prompts)
+def sequence_keep(encoder) -> int:
+    """Content ids that fit between start and end at the encoder's context: two prompts whose first
+    `keep` ids agree are packed to the same ids, so they have the same outputs."""
+    return max(int(encoder.context_length) - 2, 1)
+
+
+def distinct_content(encoder, prompts) -> tuple[list[list[int]], np.ndarray]:
+    """The distinct content-id sequences of `prompts` after truncation to the context (first-seen order),
+    and for each prompt the index of its sequence: encode the sequences once, scatter with `inverse`."""
+    keep = sequence_keep(encoder)
+    index: dict[tuple[int, ...], int] = {}
+    inverse = np.fromiter(
+        (index.setdefault(tuple(ids[:keep]), len(index)) for ids in encoder.tokenizer.encode(list(prompts))),
+        dtype=np.int64,
+        count=len(prompts),
+    )
+    return [list(key) for key in index], inverse
+
+
+def plan_content(encoder, content, bucket) -> tuple[np.ndarray, np.ndarray]:
+    """Valid lengths (start..end, capped at the context) and the processing order of content sequences."""
     lengths = np.fromiter((len(c) + 2 for c in content), dtype=np.int64, count=len(content))
     n_valid = np.minimum(lengths, encoder.context_length)
-    order = np.argsort(n_valid, kind="stable") if bucket else np.arange(len(prompts))
-    return content, n_valid, order
+    order = np.argsort(n_valid, kind="stable") if bucket else np.arange(len(content))
+    return n_valid, order
 
 
 def embed_prompts(
@@ -50,16 +68,18 @@ def embed_prompts(
 ) -> dict[str, np.ndarray]:
     """In-memory embedding of a prompt list, in input order: {"pooled"[, "tokens", "mask"]}.
 
-    The same batching and bucketing as anatomy.embed.embed_corpus, without the cache (for the embedding
-    store, samples and benchmarks).
+    The same batching, bucketing and once-per-distinct-sequence encoding as anatomy.embed.embed_corpus,
+    without the cache (for the embedding store, samples and benchmarks). Repeated prompts (and prompts equal
+    after truncation) get identical outputs.
     """
     bucket = resolve_bucket(encoder, bucket)
-    content, n_valid, order = plan(encoder, prompts, bucket)
-    width = int(n_valid.max()) if len(prompts) else 1
+    content, inverse = distinct_content(encoder, prompts)
+    n_valid, order = plan_content(encoder, content, bucket)
+    width = int(n_valid.max()) if len(content) else 1
     arrays = embed_rows(encoder, content, n_valid, order, batch_size, bucket, width, per_token)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return {name: value[inverse] for name, value in arrays.items()}
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))  # row of each distinct sequence in `arrays`
+    return {name: value[position[inverse]] for name, value in arrays.items()}
 
 
 def embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token) -> dict:

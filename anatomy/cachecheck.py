@@ -16,6 +16,12 @@ def file_record(path: str | Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
+# Files this process has hashed and found equal to their record: (path, device, inode, size, mtime, sha256).
+# A reader that opens the same cache several times (one per analysis) hashes it once; any change to the
+# file (a write moves its mtime, a replacement its inode) makes it hashed again.
+_verified: set[tuple] = set()
+
+
 def check_file(path: str | Path, record: dict | None) -> str | None:
     """Why `path` does not match `record` (from file_record), or None. A record of None checks existence."""
     path = Path(path)
@@ -23,11 +29,22 @@ def check_file(path: str | Path, record: dict | None) -> str | None:
         return f"{path.name} is missing"
     if record is None:
         return None
-    size = path.stat().st_size
-    if size != record.get("bytes"):
-        return f"{path.name} has {size:,} bytes, {record.get('bytes')} were written"
+    info = path.stat()
+    if info.st_size != record.get("bytes"):
+        return f"{path.name} has {info.st_size:,} bytes, {record.get('bytes')} were written"
+    seen = (
+        str(path.resolve()),
+        info.st_dev,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        record.get("sha256"),
+    )
+    if seen in _verified:
+        return None
     if file_sha256(path) != record.get("sha256"):
         return f"{path.name} does not match the sha256 recorded when it was written"
+    _verified.add(seen)
     return None
 
 
@@ -62,10 +79,10 @@ def check_npy(path: str | Path, shape: tuple[int, ...] | None = None, dtype=None
 
 
 def check_embeddings(
-    out_dir: Path, manifest: dict, hashes: bool, manifest_name: str = "embeddings.json"
+    out_dir: Path, manifest: dict, hashes: bool | tuple[str, ...], manifest_name: str = "embeddings.json"
 ) -> str | None:
     """Why the arrays a manifest describes cannot be trusted, or None (structure always; sizes and sha256
-    when recorded and `hashes`)."""
+    when recorded, for every array when `hashes` is True, for the arrays it names when it is a tuple)."""
     try:
         n, dim, width = int(manifest["rows"]), int(manifest["dim"]), int(manifest["token_width"])
         per_token = bool(manifest["per_token"])
@@ -77,7 +94,8 @@ def check_embeddings(
     records = manifest.get("files") or {}
     for name, (shape, dtype) in shapes.items():
         problem = check_npy(out_dir / name, shape, dtype)
-        if problem is None and hashes and name in records:
+        hashed = hashes is True or (isinstance(hashes, tuple) and name in hashes)
+        if problem is None and hashed and name in records:
             problem = check_file(out_dir / name, records[name])
         if problem:
             return problem

@@ -12,6 +12,14 @@ zero), and embeddings.json, the manifest written LAST: its presence means the ar
   into one folder run one after the other; temporaries of a killed run are removed on the next.
 - Resume: rows are processed in chunks, each written atomically to OUT/.partial-KEY/; a killed run
   restarts at the first missing chunk.
+- Each distinct token sequence (after truncation to the context) is encoded once and its outputs scattered
+  to every row that has it, so repeated prompts cost nothing and get identical vectors.
+- Verified chunks: a resume chunk is read whole (its zip CRC), checked for the rows and shapes it must hold,
+  and re-encoded with a warning when it does not verify, never merged as good.
+- All or nothing: the arrays and the manifest are committed together (anatomy.io.atomic_paths); a failed
+  run (another per-token choice, a full disk) leaves the previous, good cache as it was.
+- Readers verify too: load_embeddings checks each array it returns against the manifest's sha256 (once per
+  process per file, anatomy.cachecheck), so a bit-flipped cache of the right shape is never used silently.
 - Length bucketing where it is exact (anatomy.batching).
 - Sharding: under torchrun (RANK/WORLD_SIZE) rank r embeds chunks r, r + W, ...; rank 0 waits for every
   rank's chunks and merges them into the same files a single process writes.
@@ -33,17 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
-from anatomy.batching import DEFAULT_BATCH, embed_rows, plan, resolve_bucket
+from anatomy.batching import DEFAULT_BATCH, distinct_content, embed_rows, plan_content, resolve_bucket
 from anatomy.cachecheck import check_embeddings, file_record
 from anatomy.errors import AnatomyError, InputError
 from anatomy.io import (
-    atomic_path,
+    atomic_paths,
     atomic_write,
     clean_temps,
+    dumps_json,
     file_sha256,
     package_versions,
     read_json,
-    write_json,
 )
 from anatomy.locks import locked
 
@@ -92,21 +100,26 @@ def _tree_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_embeddings(out_dir: str | Path) -> Embeddings:
-    """The arrays of a finished `embed` run (memory-mapped)."""
+def load_embeddings(out_dir: str | Path, per_token: bool = True) -> Embeddings:
+    """The arrays of a finished `embed` run (memory-mapped), each verified against the sha256 its manifest
+    recorded (once per process per file); InputError when one does not. per_token=False: pooled only."""
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST).exists():
         raise InputError(
             f"{out_dir}: no finished embeddings here ({MANIFEST} missing)", "run `anatomy embed` first"
         )
     manifest = read_json(out_dir / MANIFEST)
-    problem = check_embeddings(out_dir, manifest, hashes=False)
+    if not isinstance(manifest, dict):
+        raise InputError(f"{out_dir / MANIFEST}: not an embeddings manifest", "rerun `anatomy embed`")
+    per_token = per_token and bool(manifest.get("per_token"))
+    hashed = ("pooled.npy", "tokens.npy", "mask.npy") if per_token else ("pooled.npy",)
+    problem = check_embeddings(out_dir, manifest, hashes=hashed)
     if problem:
         raise InputError(
             f"{out_dir}: embeddings are damaged: {problem}", "rerun `anatomy embed` to rebuild them"
         )
     tokens = mask = None
-    if manifest["per_token"]:
+    if per_token:
         tokens = np.load(out_dir / "tokens.npy", mmap_mode="r")
         mask = np.load(out_dir / "mask.npy", mmap_mode="r")
     return Embeddings(np.load(out_dir / "pooled.npy", mmap_mode="r"), tokens, mask, manifest)
@@ -195,9 +208,7 @@ def _embed_corpus(
         log.info("%s: embeddings are current (same encoder and corpus); reused", out_dir)
         return EmbedResult(out_dir, existing if rank == 0 else None, reused=True)
 
-    if rank == 0:  # arrays are about to change: a manifest must never describe arrays of another key
-        (out_dir / MANIFEST).unlink(missing_ok=True)
-
+    # The previous cache (another key) stays as it is until the new arrays and manifest commit together.
     from anatomy.encoders.registry import load
 
     encoder = load(encoder_spec, device=_default_device(device), dtype=dtype, context_length=context_length)
@@ -207,27 +218,33 @@ def _embed_corpus(
     bucket = resolve_bucket(encoder, bucket)
 
     context = encoder.context_length
-    content, n_valid, order = plan(encoder, prompts, bucket)
-    width = int(n_valid.max()) if len(prompts) else 1
+    content, inverse = distinct_content(encoder, prompts)  # each distinct sequence is encoded once
+    n_valid, order = plan_content(encoder, content, bucket)
+    width = int(n_valid.max())
     chunk_rows = chunk_rows or max(batch_size * 8, 2048)
-    n_chunks = max(1, -(-len(prompts) // chunk_rows))
+    n_chunks = max(1, -(-len(content) // chunk_rows))
     partial = out_dir / f".partial-{key[:16]}-{chunk_rows}"
     partial.mkdir(parents=True, exist_ok=True)
+
+    def chunk(c: int) -> np.ndarray:
+        return order[c * chunk_rows : (c + 1) * chunk_rows]
+
+    def encode_chunk(c: int) -> None:
+        arrays = embed_rows(encoder, content, n_valid, chunk(c), batch_size, bucket, width, per_token)
+        with atomic_write(_chunk_path(partial, c)) as handle:
+            np.savez(handle, rows=chunk(c), **arrays)
 
     mine = [c for c in range(n_chunks) if c % world == rank]
     todo = [c for c in mine if not _chunk_path(partial, c).exists()]
     if len(todo) < len(mine):
         log.info("%s: resuming, %d of %d chunks already done", out_dir, len(mine) - len(todo), len(mine))
-    total_rows = sum(len(order[c * chunk_rows : (c + 1) * chunk_rows]) for c in mine)
-    done_rows = total_rows - sum(len(order[c * chunk_rows : (c + 1) * chunk_rows]) for c in todo)
+    total_rows = sum(len(chunk(c)) for c in mine)
+    done_rows = total_rows - sum(len(chunk(c)) for c in todo)
     if on_progress:
         on_progress(done_rows, total_rows)
     for c in todo:
-        rows = order[c * chunk_rows : (c + 1) * chunk_rows]
-        arrays = embed_rows(encoder, content, n_valid, rows, batch_size, bucket, width, per_token)
-        with atomic_write(_chunk_path(partial, c)) as handle:
-            np.savez(handle, rows=rows, **arrays)
-        done_rows += len(rows)
+        encode_chunk(c)
+        done_rows += len(chunk(c))
         if on_progress:
             on_progress(done_rows, total_rows)
     (partial / f"rank-{rank}-of-{world}.done").touch()
@@ -235,6 +252,7 @@ def _embed_corpus(
     if rank != 0:
         return EmbedResult(out_dir, None)
     _wait_for_chunks(partial, n_chunks, merge_timeout_s)
+    dim = int(encoder.output_dim)
     manifest = {
         **key_fields,
         "encoder": {
@@ -244,21 +262,87 @@ def _embed_corpus(
         },
         "corpus": corpus_path.name,
         "rows": len(prompts),
-        "dim": int(encoder.output_dim),
+        "distinct_sequences": len(content),
+        "dim": dim,
         "context_length": int(context),
         "token_width": width,
         "bucketed": bool(bucket),
         "key": key,
         "versions": package_versions(),
     }
-    _merge(partial, n_chunks, out_dir, len(prompts), int(encoder.output_dim), width, per_token)
     names = ["pooled"] + (["tokens", "mask"] if per_token else [])
-    manifest["files"] = {f"{n}.npy": file_record(out_dir / f"{n}.npy") for n in names}
-    write_json(out_dir / MANIFEST, manifest)
+    with atomic_paths(*(out_dir / f"{n}.npy" for n in names), out_dir / MANIFEST) as temps:
+        shapes = _shapes(len(prompts), dim, width, per_token)
+        targets = {n: np.lib.format.open_memmap(t, mode="w+", dtype=shapes[n][1], shape=shapes[n][0])
+                   for n, t in zip(names, temps, strict=False)}  # fmt: skip
+        scatter = _Scatter(inverse, len(content))
+        for c in range(n_chunks):
+            arrays = _read_chunk(partial, c, chunk(c), shapes)
+            if arrays is None:  # damaged or foreign: encoded again here, never merged as good
+                encode_chunk(c)
+                arrays = _read_chunk(partial, c, chunk(c), shapes)
+                assert arrays is not None
+            rows, picks = scatter.rows(chunk(c))
+            for n, target in targets.items():
+                target[rows] = arrays[n][picks]
+        for target in targets.values():
+            target.flush()
+        targets.clear()
+        manifest["files"] = {f"{n}.npy": file_record(t) for n, t in zip(names, temps, strict=False)}
+        temps[-1].write_text(dumps_json(manifest), encoding="utf-8")
+    if not per_token:  # per-token arrays of an earlier run no longer match any manifest
+        for stale in ("tokens.npy", "mask.npy"):
+            (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
-    for stale in out_dir.glob(".partial-*"):  # chunks of an older encoder/corpus are no longer resumable
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale_partial in out_dir.glob(".partial-*"):  # chunks of an older encoder/corpus are not resumable
+        shutil.rmtree(stale_partial, ignore_errors=True)
     return EmbedResult(out_dir, manifest)
+
+
+def _shapes(n: int, dim: int, width: int, per_token: bool) -> dict[str, tuple[tuple[int, ...], type]]:
+    shapes: dict[str, tuple[tuple[int, ...], type]] = {"pooled": ((n, dim), np.float32)}
+    if per_token:
+        shapes |= {"tokens": ((n, width, dim), np.float32), "mask": ((n, width), np.bool_)}
+    return shapes
+
+
+class _Scatter:
+    """Corpus rows of each distinct sequence: rows(d) -> (corpus rows, index into d for each of them)."""
+
+    def __init__(self, inverse: np.ndarray, n_distinct: int):
+        self.by_sequence = np.argsort(inverse, kind="stable")
+        self.starts = np.searchsorted(inverse[self.by_sequence], np.arange(n_distinct + 1))
+
+    def rows(self, distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = self.starts[distinct + 1] - self.starts[distinct]
+        picks = np.repeat(np.arange(len(distinct)), counts)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.by_sequence[np.repeat(self.starts[distinct], counts) + offsets], picks
+
+
+def _read_chunk(partial: Path, c: int, rows: np.ndarray, shapes: dict) -> dict | None:
+    """The arrays of chunk `c`, read whole (a zip member's CRC is checked when it is read to the end) and
+    checked against the rows and shapes it must hold; None (with a warning, the file removed) otherwise."""
+    import zipfile
+
+    path = _chunk_path(partial, c)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in ("rows", *shapes)}
+        problem = None
+        if not np.array_equal(arrays["rows"], rows):
+            problem = "it holds other rows"
+        for name, (shape, dtype) in shapes.items():
+            want = (len(rows), *shape[1:])
+            if arrays[name].shape != want or arrays[name].dtype != np.dtype(dtype):
+                problem = f"{name} is {arrays[name].dtype}{list(arrays[name].shape)}, expected {want}"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    if problem is None:
+        return arrays
+    log.warning("%s: resume chunk does not verify (%s); encoding it again", path, problem)
+    path.unlink(missing_ok=True)
+    return None
 
 
 ARRAYS = ("pooled.npy", "tokens.npy", "mask.npy")
@@ -267,10 +351,18 @@ CHUNK_TEMP = re.compile(r"^\.chunk-\d{6}\.npz\.[a-z0-9_]{8}\.tmp$")  # atomic_wr
 
 def _current_manifest(out_dir: Path, key: str) -> dict | None:
     """The manifest of finished arrays for `key` that still verify; None (rebuild) otherwise."""
-    manifest = None
-    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, InputError):
-        manifest = read_json(out_dir / MANIFEST)
-    if not isinstance(manifest, dict) or manifest.get("key") != key:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = read_json(path)
+    except InputError as err:
+        log.warning("%s: unreadable (%s); rebuilding the embeddings", path, err.message)
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("key"), str):
+        log.warning("%s: not an embeddings manifest; rebuilding the embeddings", path)
+        return None
+    if manifest["key"] != key:
         return None
     problem = check_embeddings(out_dir, manifest, hashes=True)
     if problem:
@@ -297,20 +389,3 @@ def _wait_for_chunks(partial: Path, n_chunks: int, timeout_s: float) -> None:
                 "another rank failed or is still running; rerun `anatomy embed` with the same options to finish",
             )
         time.sleep(1.0)
-
-
-def _merge(
-    partial: Path, n_chunks: int, out_dir: Path, n: int, dim: int, width: int, per_token: bool
-) -> None:
-    """Chunk files -> the final arrays in corpus row order, each written atomically (memory-mapped)."""
-    names: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {"pooled": ((n, dim), np.float32)}
-    if per_token:
-        names |= {"tokens": ((n, width, dim), np.float32), "mask": ((n, width), np.bool_)}
-    for name, (shape, dtype) in names.items():
-        with atomic_path(out_dir / f"{name}.npy") as tmp:
-            target = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-            for c in range(n_chunks):
-                with np.load(_chunk_path(partial, c)) as chunk:
-                    target[chunk["rows"]] = chunk[name]
-            target.flush()
-            del target

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomy.batching import sequence_keep
+
 log = logging.getLogger(__name__)
 
 Key = tuple[int, ...]
@@ -34,7 +36,7 @@ class EmbeddingStore:
         self.rows_encoded = 0  # sequences this store ran through the encoder
         self._pooled: dict[Key, np.ndarray] = {}
         self._tokens: dict[Key, np.ndarray] = {}  # [valid length, D] per sequence
-        self._keep = max(encoder.context_length - 2, 1)
+        self._keep = sequence_keep(encoder)  # the same sequences as `anatomy embed` encodes once
         self.memo: dict = {}  # what analyses derive from this encoder's tokenization of a corpus, computed once
 
     # ------------------------------------------------------------------------------------------- keys
@@ -73,7 +75,7 @@ class EmbeddingStore:
             if not same:
                 log.info("%s: embeddings of another encoder, corpus or context; not used", cache_dir)
                 return False
-            arrays = load_embeddings(cache_dir)
+            arrays = load_embeddings(cache_dir, per_token=self.keep_tokens)  # verified against its sha256
             prompts = load_corpus(corpus)["prompt"].tolist()
             if len(prompts) != arrays.pooled.shape[0]:
                 return False

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -191,6 +192,71 @@ def clean_temps(path: str | Path) -> list[Path]:
     return removed
 
 
+# ------------------------------------------------------------------------------ special files (hangs)
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+    (stat.S_ISREG, "a file"),
+)  # fmt: skip
+_EXPECTED = {"file": "a regular file", "dir": "a folder", "any": "a regular file or a folder"}
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _refusal(path: str | Path, mode: int, expect: str):
+    from anatomy.errors import InputError
+
+    return InputError(
+        f"{path}: is {_kind(mode)}, expected {_EXPECTED[expect]}; refusing to open it",
+        "give a regular file or folder (a pipe or device would block or never end)",
+    )
+
+
+def check_path(path: str | Path, expect: str = "file", *, missing_ok: bool = False) -> Path:
+    """Refuse, before anything opens it, a path that is not `expect`: "file" (a regular file), "dir" (a
+    folder) or "any" (either). A FIFO, a device (/dev/zero) or a socket would block a reader forever or never
+    end; this is the one check the CLI (every path option) and the library readers use. Symbolic links are
+    followed (a link to a regular file is fine). A missing path raises InputError unless `missing_ok`."""
+    from anatomy.errors import InputError
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if missing_ok:
+            return path
+        raise InputError(f"{path}: no such file or directory", "check the path") from None
+    except OSError as err:  # a link loop, a name too long, a component that is a file
+        if missing_ok and err.errno in (errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP):
+            return path
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})", "check the path") from None
+    ok = {
+        "file": stat.S_ISREG(mode),
+        "dir": stat.S_ISDIR(mode),
+        "any": stat.S_ISREG(mode) or stat.S_ISDIR(mode),
+    }[expect]
+    if not ok:
+        raise _refusal(path, mode, expect)
+    return path
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """open(path, "rb") that never blocks on or streams from a special file: a FIFO is opened non-blocking
+    and refused, as is a device or a folder (InputError, one line); race-free, the opened file is checked.
+    A missing file raises FileNotFoundError, as open() does."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _refusal(path, mode, "file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -235,7 +301,8 @@ def read_json(path: str | Path) -> Any:
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as handle:
+            return json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
@@ -246,11 +313,15 @@ def read_json(path: str | Path) -> Any:
         raise InputError(
             f"{path}: not a JSON file (not UTF-8 text: {err.reason} at byte {err.start})"
         ) from None
+    except (RecursionError, ValueError) as err:  # nested too deep, an integer too long to convert
+        raise InputError(f"{path}: JSON cannot be read ({type(err).__name__}: {err})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected a JSON file") from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -316,6 +387,7 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):
 
     from anatomy.errors import InputError
 
+    check_path(path)
     try:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except FileNotFoundError:

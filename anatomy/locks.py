@@ -2,11 +2,15 @@
 
 An fcntl.flock on a sidecar .NAME.lock file beside the output; it dies with its process, so a killed writer never
 blocks the next one. Not POSIX: no advisory locks (writes stay atomic through anatomy.io).
+
+The lock file is opened with O_NOFOLLOW and must be a regular file: a symbolic link (or a FIFO, a device)
+where the lock file belongs is refused with one line, never followed, truncated or written through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -43,7 +47,7 @@ def locked(path: str | Path, timeout: float | None = None, clean: bool = True) -
 
     path = Path(path)
     lock = lock_path(path)
-    key = str(lock.resolve())
+    key = str(lock.parent.resolve() / lock.name)  # the lock file itself, never what a link there points to
     with _held_guard:
         if key in _held:  # already ours (nested use in the same process)
             _held[key] += 1
@@ -88,16 +92,19 @@ def _acquire(lock: Path, path: Path, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     waited = False
     while True:
-        with writing(lock):
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(lock, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            if not waited:
-                log.warning("%s: another process (pid %s) is writing it; waiting", path, holder)
+            if not waited:  # a notice: --quiet silences it (anatomy.cli.common.guarded)
+                log.warning(
+                    "%s: another process (pid %s) is writing it; waiting",
+                    path,
+                    holder,
+                    extra={"notice": True},
+                )
                 waited = True
             if time.monotonic() >= deadline:
                 raise AnatomyError(
@@ -118,3 +125,32 @@ def _acquire(lock: Path, path: Path, timeout: float) -> int:
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             return fd
         os.close(fd)  # the holder removed this file as it released it: lock the new one
+
+
+def _open_lock(lock: Path, path: Path) -> int:
+    """Open (creating) the lock file without following a symbolic link or blocking on a FIFO; refuse any
+    lock path that is not a regular file, so nothing outside the lock file is ever truncated or written."""
+    import stat
+
+    from anatomy.errors import AnatomyError
+
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    refuse = AnatomyError(
+        f"{lock}: the lock file of {path.name} is not a regular file (a symbolic link, FIFO or device); "
+        "refusing to follow or write it",
+        f"remove {lock} (nothing else holds it), then rerun",
+    )
+    if os.path.islink(lock):
+        raise refuse
+    with writing(lock):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, flags, 0o666)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO):  # a link (O_NOFOLLOW), a socket
+                raise refuse from None
+            raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise refuse
+    return fd

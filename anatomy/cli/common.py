@@ -8,8 +8,10 @@ usage errors (bad option values, unknown choices) exit 2, as typer's own do.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -99,10 +101,17 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
         raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (a newline in a spec prints as \\n), so a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fail(message: str, hint: str | None = None) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    err.print(Text.assemble(("error: ", "bold red"), one_line(message)))
     if hint:
-        err.print(f"  hint: {hint}")
+        err.print(Text(f"  hint: {one_line(hint)}"))
 
 
 def guarded(fn):
@@ -111,9 +120,11 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            check_path_params(kwargs)
+            with _notices_silenced(bool(kwargs.get("quiet"))):
+                return fn(*args, **kwargs)
         except OptionError as error:  # an option outside its range, found by the library before any work
-            detail = error.detail + (f" ({error.hint})" if error.hint else "")
+            detail = one_line(error.detail + (f" ({error.hint})" if error.hint else ""))
             raise typer.BadParameter(detail, param_hint=error.option) from None
         except AnatomyError as error:
             fail(error.message, error.hint)
@@ -126,6 +137,51 @@ def guarded(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _drop_notice(record: logging.LogRecord) -> bool:
+    return not getattr(record, "notice", False)
+
+
+@contextlib.contextmanager
+def _notices_silenced(quiet: bool):
+    """Under --quiet, log records marked as notices (extra={"notice": True}, e.g. a lock wait) are dropped;
+    warnings about the data itself still print."""
+    handlers = list(logging.getLogger().handlers) if quiet else []
+    for handler in handlers:
+        handler.addFilter(_drop_notice)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_drop_notice)
+
+
+def check_path_params(kwargs: dict) -> None:
+    """Every path option or argument that exists must be a regular file or a folder (anatomy.io.check_path):
+    a FIFO, a device or a socket is a usage error (exit 2) found before the command opens anything, so no
+    command blocks on one."""
+    try:  # typer >= 0.29 runs its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import get_current_context  # type: ignore[no-redef]
+
+    from anatomy.errors import InputError
+    from anatomy.io import check_path
+
+    ctx = get_current_context(silent=True)
+    params = {p.name: p for p in ctx.command.params} if ctx is not None else {}
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if not isinstance(item, Path):
+                continue
+            try:
+                check_path(item, "any", missing_ok=True)
+            except InputError as error:
+                param = params.get(name)
+                hint = param.opts[0] if param is not None and param.opts else name
+                raise typer.BadParameter(one_line(error.message), param_hint=hint) from None
 
 
 def echo(text: str = "", nl: bool = True) -> None:

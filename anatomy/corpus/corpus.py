@@ -27,7 +27,7 @@ from anatomy.corpus.schema import check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 from anatomy.corpus.traffic import row_days, traffic_path, traffic_table
 from anatomy.errors import InputError
-from anatomy.io import atomic_paths, clean_temps, dumps_json, file_sha256, read_parquet
+from anatomy.io import atomic_paths, check_path, clean_temps, dumps_json, file_sha256, read_parquet
 from anatomy.locks import lock_path, locked
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def _read_table(path: Path, *, allow_empty: bool = True):
         raise InputError(
             f"{path}: no such corpus", "build one with `anatomy ingest SOURCE PATH --out CORPUS.parquet`"
         )
+    check_path(path)  # a FIFO or device is refused before pyarrow opens it
     try:
         names = pq.read_schema(path).names
     except Exception as err:  # pyarrow raises several types for non-Parquet input

@@ -115,10 +115,17 @@ def spec_help() -> str:
 
 
 def require_path(spec_text: str, path: str | Path) -> Path:
-    """A local path named by a spec, refused in one line when it does not exist."""
+    """A local path named by a spec, refused in one line when it does not exist or is not a regular file or
+    folder (a FIFO or device would block the loader: anatomy.io.check_path)."""
+    from anatomy.errors import InputError
+    from anatomy.io import check_path
+
     if not Path(path).exists():
         raise EncoderError(f"{spec_text}: {path} does not exist", "check the path after the ':'")
-    return Path(path)
+    try:
+        return check_path(path, "any")
+    except InputError as error:
+        raise EncoderError(f"{spec_text}: {error.message}", error.hint) from None
 
 
 class ContextError(EncoderError):

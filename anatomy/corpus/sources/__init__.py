@@ -7,6 +7,7 @@ It raises InputError for a file it cannot read at all, and yields Skipped for si
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
 from anatomy.errors import InputError
+from anatomy.io import check_path
 
 # source name -> module under anatomy.corpus.sources that defines `read`
 READERS = {
@@ -57,8 +59,11 @@ class SourceFile:
     def read_bytes(self) -> bytes:
         if self.is_stdin:
             return sys.stdin.buffer.read()
+        from anatomy.io import open_regular
+
         try:
-            return self.path.read_bytes()
+            with open_regular(self.path) as handle:  # a FIFO or device is refused, never read
+                return handle.read()
         except FileNotFoundError:
             raise InputError(f"{self.spec}: no such file", "check the path") from None
         except IsADirectoryError:
@@ -112,11 +117,28 @@ def load_json(src: SourceFile, options: ReadOptions):
         raise InputError(f"{src.spec}: JSON cannot be read ({type(err).__name__}: {err})") from None
 
 
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+def lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) with universal line ends: \\n, \\r\\n and a lone \\r (old Mac exports) each end a
+    line; nothing else does (str.splitlines would also split on form feeds and Unicode separators inside a
+    prompt). One line at a time, so a million-line file is never held twice; no line after a final end."""
+    start, number = 0, 0
+    for number, end in enumerate(_EOL.finditer(text), start=1):
+        yield number, text[start : end.start()]
+        start = end.end()
+    if start < len(text):
+        yield number + 1, text[start:]
+
+
 def csv_table(
     src: SourceFile, text: str, delimiter: str
-) -> tuple[list[str], Iterator[tuple[str, list[str]]]]:
+) -> tuple[list[str], Iterator[tuple[str, list[str]] | Skipped]]:
     """The header and then (where, fields) per non-blank row. Strict: a stray or unclosed quote is an error
-    naming the line, not a prompt that swallows the rest of the file."""
+    naming the line, not a prompt that swallows the rest of the file. A row with more (non-empty) fields
+    than the header is a counted skip, never cut to the header's width: an unquoted delimiter inside a
+    field (a red, white car) would otherwise silently truncate it."""
     import csv
     import io
 
@@ -130,11 +152,22 @@ def csv_table(
     except csv.Error as err:
         raise malformed(err) from None
 
-    def rows() -> Iterator[tuple[str, list[str]]]:
+    def rows() -> Iterator[tuple[str, list[str]] | Skipped]:
+        width = len(header)
         try:
             for row in reader:
-                if row:  # a blank line is not a record
-                    yield f"{src.name}:{reader.line_num}", row
+                if not row:
+                    continue  # a blank line is not a record
+                where = f"{src.name}:{reader.line_num}"
+                if len(row) > width and any(field.strip() for field in row[width:]):
+                    yield Skipped(
+                        f"row has {len(row)} fields, the header {width} (an unquoted {delimiter!r} in a field? "
+                        "quote it)",
+                        where,
+                        delimiter.join(row)[:80],
+                    )
+                else:
+                    yield where, row[:width] if len(row) > width else row
         except csv.Error as err:
             raise malformed(err) from None
 
@@ -183,9 +216,7 @@ def detect_source(path: str | Path) -> str:
         return "builtin"
     if spec == "-":
         return "text"
-    p = Path(spec)
-    if not p.exists():
-        raise InputError(f"{spec}: no such file or directory", "check the path")
+    p = check_path(spec, "any")  # a FIFO or device is refused before anything opens it
     if p.is_dir():
         if next(p.rglob("_annotations.coco.json"), None) is not None:
             return "rf100vl"
@@ -212,8 +243,14 @@ def detect_source(path: str | Path) -> str:
 
 def _detect_csv(p: Path) -> str:
     import csv
+    import io
 
-    with open(p, encoding="utf-8-sig", errors="replace", newline="") as handle:
+    from anatomy.io import open_regular
+
+    with (
+        open_regular(p) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as handle,
+    ):
         header = next(csv.reader(handle), [])
     return "refcoco" if _REFCOCO_CSV_COLUMNS <= {h.strip() for h in header} else "text"
 

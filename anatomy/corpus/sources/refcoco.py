@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
-from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, structure_error, text_record
+from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, lines, structure_error, text_record
 from anatomy.errors import InputError
 
 _PICKLE_SUFFIXES = {".p", ".pkl", ".pickle"}
@@ -128,7 +128,7 @@ def _read_pickle(src: SourceFile) -> Iterator[PromptRecord | Skipped]:
 
 def _read_csv(src: SourceFile, options: ReadOptions, delimiter: str) -> Iterator[PromptRecord | Skipped]:
     text = src.read_text(options.encoding)
-    header_line = text.split("\n", 1)[0].strip()
+    header_line = next(lines(text), (1, ""))[1].strip()
     dataset, split_by, split = _from_name(Path(src.name).stem)
     fallback = Path(src.name).stem
     if header_line == REFER_HEADER and delimiter == ",":
@@ -144,7 +144,11 @@ def _read_csv(src: SourceFile, options: ReadOptions, delimiter: str) -> Iterator
     sent_at = header.index("sent")
     dataset_at = header.index("dataset") if "dataset" in header else None
     split_at = header.index("split") if "split" in header else None
-    for where, row in rows:
+    for item in rows:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        where, row = item
         if len(row) <= sent_at:
             yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
             continue
@@ -159,8 +163,9 @@ def _read_refer_csv(src: SourceFile, text: str, subset: str) -> Iterator[PromptR
     inside it ("a boat with " mfos " written on it"), which a CSV parser mangles; a line that is not valid
     CSV is therefore matched against the layout, taking everything between the fourth comma's quote and
     the quoted bbox as the sentence."""
-    for number, line in enumerate(text.split("\n")[1:], start=2):
-        line = line.removesuffix("\r")
+    for number, line in lines(text):
+        if number == 1:
+            continue  # the header
         if not line.strip():
             continue  # a blank line is not a record
         where = f"{src.name}:{number}"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anatomy.corpus.records import PromptRecord, Skipped
-from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, describe, load_json, text_record
+from anatomy.corpus.sources import ReadOptions, SourceFile, csv_table, describe, lines, load_json, text_record
 from anatomy.corpus.traffic import parse_count, parse_day
 from anatomy.errors import InputError
 
@@ -55,15 +55,8 @@ def read(src: SourceFile, options: ReadOptions) -> Iterator[PromptRecord | Skipp
 
 
 def _read_lines(src: SourceFile, text: str, subset: str) -> Iterator[PromptRecord | Skipped]:
-    # Split on "\n" only (str.splitlines would also split on form feeds and Unicode separators inside a
-    # prompt), one line at a time so a million-line file is never held twice.
-    name, start, number, end = src.name, 0, 0, len(text)
-    while start < end:
-        stop = text.find("\n", start)
-        stop = end if stop < 0 else stop
-        number += 1
-        yield PromptRecord(text[start:stop].removesuffix("\r"), subset, f"{name}:{number}")
-        start = stop + 1
+    for number, line in lines(text):
+        yield PromptRecord(line, subset, f"{src.name}:{number}")
 
 
 def _pick(src: SourceFile, found: list[str], given: str | None, flag: str) -> str:
@@ -91,7 +84,11 @@ def _read_csv(src: SourceFile, text: str, options: ReadOptions, subset: str, del
     count_at = header.index(_pick(src, header, options.count, "--count-column")) if options.count else None
     time_at = header.index(_pick(src, header, options.time, "--time-column")) if options.time else None
     need = max(i for i in (at, count_at, time_at) if i is not None)
-    for where, row in rows:
+    for item in rows:
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        where, row = item
         if len(row) <= need:
             yield Skipped("row has fewer fields than the header", where, delimiter.join(row)[:80])
         else:
@@ -118,7 +115,7 @@ def _traffic_record(raw: object, subset: str, where: str, row, count_at, time_at
 
 def _read_jsonl(src: SourceFile, text: str, options: ReadOptions, subset: str):
     field = options.field
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in lines(text):
         if not line.strip():
             continue  # blank lines separate nothing in JSON lines; they are not records
         where = f"{src.name}:{number}"
