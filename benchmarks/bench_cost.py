@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import tempfile
 
+from benchmarks.common import size
+
 THREADS = 1
+REPEATS = size(20, 2)
 
 
 def main() -> None:
     from anatomy.cost.compare import CostSettings, add_ratios, machine, run_cost, table_lines
 
-    settings = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1, threads=THREADS)
-    onnx = CostSettings(batches=(1, 64), repeats=20, throughput_repeats=1, threads=THREADS,
+    settings = CostSettings(batches=(1, 64), repeats=REPEATS, throughput_repeats=1, threads=THREADS)
+    onnx = CostSettings(batches=(1, 64), repeats=REPEATS, throughput_repeats=1, threads=THREADS,
                         runtimes=("torch", "onnx", "int8"))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_cost(["sam3"], [32], settings, tmp)["rows"]

@@ -15,6 +15,12 @@ import warnings
 
 import numpy as np
 
+from benchmarks.common import size
+
+SIZES = (size(5_000, 300), size(20_000, 600))
+FULL = size(100_000, 1_000)
+BOOTSTRAP = size(200, 5)
+
 
 def synthetic_embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -54,7 +60,7 @@ def main() -> None:
     print(
         f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
     )
-    for n in (5_000, 20_000):
+    for n in SIZES:
         x = synthetic_embeddings(n, 256)
         ref_t, ref = _skdim(x)
         our_t, got = _ours(x)
@@ -65,15 +71,15 @@ def main() -> None:
             flush=True,
         )
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")
-    x = np.load(path) if path else synthetic_embeddings(100_000, 384)
+    x = np.load(path) if path else synthetic_embeddings(FULL, 384)
     label = os.path.basename(path) if path else "synthetic"
     from anatomy.analysis.intrinsic_dim import intrinsic_dim
 
     start = time.perf_counter()
-    got = intrinsic_dim(x, n_boot=200)
+    got = intrinsic_dim(x, n_boot=BOOTSTRAP)
     wall = time.perf_counter() - start
     print(
         f"full run ({label}, {got.n_points:,} distinct x {got.ambient_dim}; dedupe, exact kNN, TwoNN, MLE, erank, "
-        f"200 bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
+        f"{BOOTSTRAP} bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
         f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}"
     )
