@@ -57,7 +57,7 @@ def main() -> None:
         f"{'student':<13}{'params':>13}{'fp32 MiB':>10}{'bf16 MiB':>10}{'fp32 txt/s':>12}{'bf16 txt/s':>12}{'bf16/fp32':>11}{'vs s0 fp32':>12}"
     )
     baseline = None
-    for kind in KINDS[: size(len(KINDS), 1)]:
+    for kind in list(KINDS)[: size(len(KINDS), 1)]:
         torch.manual_seed(0)
         module = build_litetext(kind, CONTEXT)
         n_params = sum(p.numel() for p in module.parameters())
