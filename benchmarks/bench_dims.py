@@ -15,6 +15,13 @@ import warnings
 
 import numpy as np
 
+from benchmarks.common import size
+
+SIZES = (size(5_000, 300), size(20_000, 600))
+FULL = size(100_000, 1_000)
+STUDY = size(400_000, 3_000)  # the study's corpus size
+BOOTSTRAP = size(200, 5)
+
 
 def synthetic_embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -54,7 +61,7 @@ def main() -> None:
     print(
         f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
     )
-    for n in (5_000, 20_000):
+    for n in SIZES:
         x = synthetic_embeddings(n, 256)
         ref_t, ref = _skdim(x)
         our_t, got = _ours(x)
@@ -65,15 +72,54 @@ def main() -> None:
             flush=True,
         )
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")
-    x = np.load(path) if path else synthetic_embeddings(100_000, 384)
+    x = np.load(path) if path else synthetic_embeddings(FULL, 384)
     label = os.path.basename(path) if path else "synthetic"
     from anatomy.analysis.intrinsic_dim import intrinsic_dim
 
     start = time.perf_counter()
-    got = intrinsic_dim(x, n_boot=200)
+    got = intrinsic_dim(x, n_boot=BOOTSTRAP)
     wall = time.perf_counter() - start
     print(
         f"full run ({label}, {got.n_points:,} distinct x {got.ambient_dim}; dedupe, exact kNN, TwoNN, MLE, erank, "
-        f"200 bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
+        f"{BOOTSTRAP} bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
         f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}"
+    )
+    bench_study_size()
+
+
+# A fresh process: synthetic float32 points as `anatomy embed` stores them, then the whole estimate; prints the
+# wall seconds of the estimate and the process's peak RSS (VmHWM, KiB).
+_STUDY_CHILD = """
+import sys, time
+from benchmarks.bench_dims import synthetic_embeddings
+from anatomy.analysis.intrinsic_dim import intrinsic_dim
+n, boot = int(sys.argv[1]), int(sys.argv[2])
+x = synthetic_embeddings(n, 384)
+start = time.perf_counter()
+got = intrinsic_dim(x, n_boot=boot)
+print(time.perf_counter() - start, got.n_points, got.twonn_linear, got.mle_harmonic)
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+"""
+
+
+def bench_study_size() -> None:
+    """dims --all at the study's size: wall time and peak memory against the points' own float32 bytes."""
+    import subprocess
+    import sys
+
+    from benchmarks.common import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _STUDY_CHILD, str(STUDY), str(BOOTSTRAP)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    first, peak_kib = proc.stdout.strip().splitlines()[-2:]
+    wall, n_points, twonn, mle = first.split()
+    data_mib = STUDY * 384 * 4 / 2**20
+    peak_mib = int(peak_kib) / 1024
+    print(
+        f"study size {STUDY:,} x 384 ({int(n_points):,} distinct; dedupe, exact kNN, TwoNN, MLE, erank, "
+        f"{BOOTSTRAP} bootstrap draws): {float(wall):.1f} s (goal < 300 s on 2 cores); peak {peak_mib:,.0f} MiB "
+        f"= {peak_mib / data_mib:.1f}x the float32 points ({data_mib:,.0f} MiB) -> TwoNN {float(twonn):.3f}, "
+        f"MLE {float(mle):.3f}"
     )

@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import run_measured
+from benchmarks.common import run_measured, shared_data, size
 
-ROWS = int(os.environ.get("BENCH_ENCODER_ROWS", 96))
+ROWS = int(os.environ.get("BENCH_ENCODER_ROWS", size(96, 8)))
 BATCH = 32
 EMBED_BATCH = 32
-MIN_SECONDS = 3.0
+MIN_SECONDS = size(3, 0)
 PAPER_GPU_RATIO = {"litetext-s0": 3.7, "litetext-s1": 1.9, "litetext-l": 1.8}
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = shared_data()
 
 
 def _sample_corpus(folder: Path) -> tuple[Path, str]:
@@ -168,7 +168,18 @@ def main() -> None:
         small = Path(tmp) / "small.parquet"
         load_corpus(corpus).head(16).to_parquet(small)
         for dtype in ("fp32", "bf16"):
-            args = ["embed", str(small), "-e", "sam3", "--out", f"{tmp}/e-{dtype}", "--dtype", dtype, "-q"]
+            args = [
+                "embed",
+                "--corpus",
+                str(small),
+                "-e",
+                "sam3",
+                "--out",
+                f"{tmp}/e-{dtype}",
+                "--dtype",
+                dtype,
+                "-q",
+            ]
             wall, peak = run_measured(args, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
             print(f"anatomy embed (sam3, {dtype}, 16 prompts): {wall:.1f} s wall, peak RSS {peak:,.0f} MiB")
 

@@ -14,11 +14,10 @@ import random
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import run_measured
+from benchmarks.common import run_measured, shared_data, size
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SIZES = (250_000, 1_000_000)
+SHARED_DATA = shared_data()
+SIZES = (size(250_000, 500), size(1_000_000, 2_000))
 
 _MODIFIERS = ["red", "small", "the", "a", "large", "white", "black", "wooden", "old", "left", "right",
               "near the", "behind the", "on top of", "next to the", "striped", "two", "broken", "shiny"]  # fmt: skip

@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import run_measured
+from benchmarks.common import ROOT, TINY, run_measured, shared_data, size
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-TARGET_PROMPTS = 400_000
+SHARED = shared_data()
+TARGET_PROMPTS = size(400_000, 2_000)
 
 
 def shared_texts() -> dict[str, list[str]]:
@@ -156,8 +155,12 @@ def bench_command() -> None:
         n = int(pq_rows(corpus))
         out = Path(tmp) / "out"
         baseline_wall, baseline_mib, baseline_cpu = measured(["--help"])
-        cold_wall, cold_mib, cold_cpu = measured(["tokens", str(corpus), "--out", str(out), "--quiet"])
-        warm_wall, warm_mib, warm_cpu = measured(["tokens", str(corpus), "--out", str(out), "--quiet"])
+        cold_wall, cold_mib, cold_cpu = measured(
+            ["tokens", "--corpus", str(corpus), "--out", str(out), "--quiet"]
+        )
+        warm_wall, warm_mib, warm_cpu = measured(
+            ["tokens", "--corpus", str(corpus), "--out", str(out), "--quiet"]
+        )
         print(f"anatomy tokens on {n:,} prompts (fresh process each; goal < 5 s incl. reading and writing):")
         for label, wall, mib, cpu in (
             ("baseline `anatomy --help`     ", baseline_wall, baseline_mib, baseline_cpu),
@@ -184,7 +187,7 @@ def pq_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def bench_long_word(n_chars: int = 80_000, seed: int = 0) -> None:
+def bench_long_word(n_chars: int = size(80_000, 2_000), seed: int = 0) -> None:
     """One word of `n_chars` random letters: the list BPE (quadratic, the old path) against the heap BPE
     (O(n log n), used from HEAP_BPE_FROM bytes on) and open_clip; the ids must be identical."""
     import random
@@ -220,7 +223,7 @@ def main() -> None:
 
         print(f"({SHARED} absent: using the built-in ImageNet prompts)")
         texts = [t(c) for t in OPENAI_IMAGENET_TEMPLATES for c in IMAGENET_CLASSNAMES]
-    bench_tokenizer(texts)
+    bench_tokenizer(texts[:500] if TINY else texts)
 
 
 if __name__ == "__main__":

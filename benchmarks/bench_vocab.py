@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import run_measured
+from benchmarks.common import TINY, run_measured, shared_data
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = shared_data()
 
 
 def build_corpus(out: Path) -> None:
@@ -34,12 +33,14 @@ def build_corpus(out: Path) -> None:
         ("rf100vl", [d / "rf100vl" / "rf100v1_labels_names.json"], ReadOptions()),
         ("text", [d / "coco" / "yoloworld_coco_class_texts.json", d / "lvis" / "yoloworld_lvis_v1_class_texts.json"], ReadOptions()),
     ]  # fmt: skip
-    for source, paths, options in plan:
+    for source, paths, options in plan[-1:] if TINY else plan:
         ingest(source, [str(p) for p in paths], out, options)
 
 
 def bench_command(corpus: Path, work: Path) -> None:
-    base_wall, base_mib = run_measured(["tokens", str(corpus), "--out", str(work / "tokens"), "--quiet"])
+    base_wall, base_mib = run_measured(
+        ["tokens", "--corpus", str(corpus), "--out", str(work / "tokens"), "--quiet"]
+    )
     wall, mib = run_measured(["vocab", "--corpus", str(corpus), "--out", str(work / "vocab"), "--quiet"])
     print(
         f"anatomy vocab (shared corpus, leave-one-source-out + 5 folds + curve): {wall:.1f} s, {mib:.0f} MiB"
@@ -50,7 +51,7 @@ def bench_command(corpus: Path, work: Path) -> None:
     print(f"  vocab / tokens: {wall / base_wall:.1f}x wall, {mib / base_mib:.1f}x memory")
 
 
-def _best(make, texts: list[str], rounds: int = 3) -> float:
+def _best(make, texts: list[str], rounds: int = 1 if TINY else 3) -> float:
     best = float("inf")
     for _ in range(rounds):
         tok = make()  # fresh instance: empty caches
@@ -68,7 +69,9 @@ def bench_tokenizer(corpus: Path) -> None:
 
     texts = sorted(set(load_corpus(corpus)["prompt"]))
     unseen = (
-        (SHARED / "v3det" / "category_name_13204_v3det_2023_v1.txt").read_text(encoding="utf-8").splitlines()
+        (SHARED / "v3det" / "category_name_13204_v3det_2023_v1.txt")
+        .read_text(encoding="utf-8")
+        .splitlines()[: 200 if TINY else None]
     )
     base = ClipTokenizer()
     vocab, _ = build(base, "clip", index_texts(base, texts))

@@ -1,11 +1,29 @@
-"""Small helpers shared by benchmarks: wall time and peak memory of a child process or a call."""
+"""Small helpers shared by benchmarks: sizes, the data folder, wall time and peak memory of a child or a call."""
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# `python -m benchmarks --tiny` (and tests/test_benchmarks.py) runs every benchmark at a tiny size, so a change
+# to the CLI or the library cannot silently break one; the numbers of a tiny run mean nothing.
+TINY = os.environ.get("ANATOMY_BENCH_TINY") == "1"
+
+
+def size(full: int, tiny: int) -> int:
+    """A benchmark's size: `full` normally, `tiny` in a tiny run."""
+    return tiny if TINY else full
+
+
+def shared_data() -> Path:
+    """The real data folder: ANATOMY_DATA (as the tests take it) or ../shared/data beside the checkout."""
+    return Path(os.environ.get("ANATOMY_DATA") or ROOT.parent / "shared" / "data")
 
 
 def run_measured(args: list[str], **kwargs) -> tuple[float, float]:

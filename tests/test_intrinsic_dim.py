@@ -138,3 +138,22 @@ def test_small_inputs():
         intrinsic_dim(np.ones((5, 3)))
     got = intrinsic_dim(_clustered(12, 4, seed=8), n_boot=0)  # fewer than k + 1 points: k shrinks
     assert got.k == 11
+
+
+@pytest.mark.parametrize("dtype,width", [(np.float32, 384), (np.float64, 7), (np.float16, 3)])
+def test_dedupe_by_hash_equals_sorting_rows(dtype, width, monkeypatch):
+    """First occurrences equal the row-sorting reference, also when every hash collides (all checked)."""
+    import anatomy.analysis.intrinsic_dim as module
+
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((300, width)).astype(dtype)
+    x = base[rng.integers(0, 300, 1000)]
+    x[5] = -0.0 * x[5]  # -0.0 and 0.0 differ in bytes: kept apart, as the reference does
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * width))).ravel()
+    expected = np.sort(np.unique(rows, return_index=True)[1])
+    _, first = dedupe_rows(x)
+    assert np.array_equal(first, expected)
+    monkeypatch.setattr(module, "_row_hashes", lambda words: np.zeros(len(words), dtype=np.uint64))
+    unique, colliding = dedupe_rows(x)
+    assert np.array_equal(colliding, expected) and unique.dtype == np.float64
+    np.testing.assert_array_equal(unique, x[expected].astype(np.float64))

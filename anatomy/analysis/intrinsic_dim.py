@@ -35,25 +35,71 @@ F32_UNIT_ROUNDOFF = 2.0**-24
 
 
 def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows (float64) in first-occurrence order, and the indices they came from."""
-    x = np.ascontiguousarray(points, dtype=np.float64)
+    """Distinct rows (float64) in first-occurrence order, and the indices they came from.
+
+    Rows are equal when their bytes are equal. Found by a 64-bit hash per row (sorting hashes, not rows),
+    with every hash collision checked byte for byte, so memory stays near one copy of the output.
+    """
+    x = np.asarray(points)
     if x.ndim != 2:
         raise ValueError(f"points must be a 2-D array [n, d], got shape {x.shape}")
-    rows = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
-    _, first = np.unique(rows, return_index=True)
-    first.sort()
-    return x[first], first
+    first = _first_of_each_distinct(x)
+    unique = np.empty((first.size, x.shape[1]), dtype=np.float64)
+    for s in range(0, first.size, _CHUNK):
+        unique[s : s + _CHUNK] = x[first[s : s + _CHUNK]]
+    return unique, first
+
+
+_CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
+
+
+def _first_of_each_distinct(x: np.ndarray) -> np.ndarray:
+    """Ascending indices of the first occurrence of each distinct row (by bytes)."""
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    words = _row_words(np.ascontiguousarray(x))
+    hashes = _row_hashes(words)
+    order = np.argsort(hashes, kind="stable")  # equal hashes keep ascending row order
+    sorted_hashes = hashes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    keep = np.ones(n, dtype=bool)  # per position in `order`
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+        rows = np.ascontiguousarray(words[order[start : start + size]])
+        _, first = np.unique(
+            rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))), return_index=True
+        )
+        keep[start : start + size] = False
+        keep[start + first] = True
+    return np.sort(order[keep])
+
+
+def _row_hashes(words: np.ndarray) -> np.ndarray:
+    """A 64-bit linear hash of each row of words (uint64 arithmetic wraps modulo 2**64)."""
+    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64)
+    multipliers |= np.uint64(1)
+    hashes = np.empty(len(words), dtype=np.uint64)
+    for s in range(0, len(words), _CHUNK):
+        hashes[s : s + _CHUNK] = (words[s : s + _CHUNK].astype(np.uint64) * multipliers).sum(axis=1)
+    return hashes
+
+
+def _row_words(x: np.ndarray) -> np.ndarray:
+    """The rows' bytes as a 2-D array of the widest unsigned words that divide a row."""
+    row_bytes = x.dtype.itemsize * x.shape[1]
+    word = next(w for w in (8, 4, 2, 1) if row_bytes % w == 0)
+    return x.reshape(len(x), -1).view(np.dtype(f"u{word}")).reshape(len(x), row_bytes // word)
 
 
 # ------------------------------------------------------------------------------------------ exact kNN
 
 
-def exact_knn(
-    points: np.ndarray, k: int, block: int = 4096, fast: bool | None = None, _ordered: bool = False
-):
+def exact_knn(points: np.ndarray, k: int, block: int = 4096, fast: bool | None = None):
     """Exact k nearest neighbours of every row (self excluded): (distances [n, k] float64 ascending, indices).
 
-    `fast` picks float32 candidate search with verification (default: when n * n * d is large).
+    `fast` picks float32 candidate search with verification (default: when n * n * d is large). Memory: the
+    float64 points, one working copy in the search dtype and the candidate lists; no other copy of the data.
     """
     x = np.ascontiguousarray(points, dtype=np.float64)
     n, d = x.shape
@@ -63,19 +109,28 @@ def exact_knn(
     if fast is None:  # float32 GEMMs run twice as fast; tiny inputs are not worth the verification step
         fast = n * n * d > 1e9
     work_dtype = np.float32 if fast else np.float64
-    if fast and not _ordered and n > 2 * block:
+    # Centred (translation-invariant; smaller norms mean smaller rounding errors), in the search dtype.
+    mean = x.mean(axis=0)
+    work = np.empty((n, d), dtype=work_dtype)
+    norms = np.empty(n)
+    for s in range(0, n, _CHUNK):
+        c = x[s : s + _CHUNK] - mean
+        work[s : s + _CHUNK] = c
+        norms[s : s + _CHUNK] = np.sqrt((c**2).sum(1))
+    order = None
+    if fast and n > 2 * block:
         # Search in an order where nearby points share a block (the result does not depend on the order):
         # the diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
-        order = _locality_order(x, block)
-        dist, idx = exact_knn(x[order], k, block, fast=True, _ordered=True)
-        out_dist, out_idx = np.empty_like(dist), np.empty_like(idx)
-        out_dist[order], out_idx[order] = dist, order[idx]
-        return out_dist, out_idx
-    centred = x - x.mean(axis=0)  # translation-invariant; smaller norms mean smaller rounding errors
-    cand_i, cand_val = _gram_candidates(centred.astype(work_dtype), n_cand, block)
+        order = _locality_order(work, block)
+        work = work[order]
+    cand_i, cand_val = _gram_candidates(work, n_cand, block)
+    del work
+    if order is not None:  # back to the caller's row order and indices
+        unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
+        unordered_i[order], unordered_val[order] = order[cand_i], cand_val
+        cand_i, cand_val = unordered_i, unordered_val
     dist, idx = _exact_from_candidates(x, cand_i, k)
     # Rigorous bound on |float squared distance - exact| for row i against any j (see module docstring).
-    norms = np.sqrt((centred**2).sum(1))
     unit = F32_UNIT_ROUNDOFF if fast else 2.0**-53
     bound = (d + 16) * unit * (norms + norms.max()) ** 2
     # Any point outside the candidates has float value >= the last candidate's; verified when the exact k-th
@@ -85,7 +140,7 @@ def exact_knn(
     unverified = np.flatnonzero(dist[:, -1] ** 2 > cand_val.max(axis=1) - bound)
     if unverified.size:
         log.info("kNN: %d of %d rows re-searched in float64", unverified.size, n)
-        dist[unverified], idx[unverified] = _rows_float64(x, centred, unverified, k)
+        dist[unverified], idx[unverified] = _rows_float64(x, mean, unverified, k)
     return dist, idx
 
 
@@ -93,9 +148,11 @@ def _locality_order(x: np.ndarray, block: int, seed: int = 0) -> np.ndarray:
     """A permutation grouping nearby points: rows sorted by their nearest of some random pivot points."""
     import torch
 
-    xf = torch.from_numpy(x.astype(np.float32))
+    xf = torch.from_numpy(x)
     pivots = xf[np.random.default_rng(seed).choice(len(x), max(2, 4 * len(x) // block), replace=False)]
-    nearest = torch.cdist(xf, pivots).argmin(1).numpy()
+    nearest = np.concatenate(
+        [torch.cdist(xf[s : s + _CHUNK], pivots).argmin(1).numpy() for s in range(0, len(x), _CHUNK)]
+    )
     return np.argsort(nearest, kind="stable")
 
 
@@ -110,20 +167,30 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
     import torch
 
     n = len(x)
-    sq = (x.astype(np.float64) ** 2).sum(1).astype(x.dtype)
-    left = torch.from_numpy(np.hstack([x, sq[:, None], np.ones((n, 1), x.dtype)]))  # [x, |x|^2, 1]
-    right = torch.from_numpy(np.hstack([-2 * x, np.ones((n, 1), x.dtype), sq[:, None]]))  # [-2y, 1, |y|^2]
+    xt = torch.from_numpy(x)
+    sq = torch.from_numpy(
+        np.concatenate(
+            [(x[s : s + _CHUNK].astype(np.float64) ** 2).sum(1) for s in range(0, n, _CHUNK)]
+        ).astype(x.dtype)
+    )
     block = max(block, n_cand + 1)
     starts = list(range(0, n, block))
     cand = _Candidates(n, n_cand, x.dtype)
     threshold = torch.from_numpy(cand.threshold)  # shares memory: flushes update it in place
     # Reused output buffers: allocating (and page-faulting) a fresh block per product costs as much as the
     # comparisons themselves.
-    d2_buf = torch.empty((block, block), dtype=left.dtype)
+    d2_buf = torch.empty((block, block), dtype=xt.dtype)
     mask_buf = torch.empty((block, block), dtype=torch.bool)
+
+    def squared(s: int, e: int, t: int, f: int) -> torch.Tensor:
+        """|x_i|^2 + |x_j|^2 - 2 x_i.x_j for rows s:e against t:f: one GEMM, one pass (into the buffer)."""
+        out = d2_buf[: e - s, : f - t]
+        torch.addmm(sq[None, t:f], xt[s:e], xt[t:f].T, alpha=-2, out=out)
+        return out.add_(sq[s:e, None])
+
     for s in starts:  # diagonal blocks: a first threshold for every row
         e = min(s + block, n)
-        d2 = left[s:e] @ right[s:e].T
+        d2 = squared(s, e, s, e).clone()
         d2.fill_diagonal_(float("inf"))
         if e - s - 1 < n_cand:  # a short last block: let the off-diagonal pairs fill it
             cand.add(
@@ -137,9 +204,8 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
         cand.flush(s)  # survivors from earlier pairs tighten this block's thresholds first
         for t in starts[bi + 1 :]:
             f = min(t + block, n)
-            full = e - s == block and f - t == block
-            d2 = torch.matmul(left[s:e], right[t:f].T, out=d2_buf) if full else left[s:e] @ right[t:f].T
-            mask = mask_buf if full else None
+            d2 = squared(s, e, t, f)
+            mask = mask_buf[: e - s, : f - t]
             r, c = torch.nonzero(torch.lt(d2, threshold[s:e, None], out=mask), as_tuple=True)
             cand.add(s, r.numpy() + s, c.numpy() + t, d2[r, c].numpy())
             c2, r2 = torch.nonzero(torch.lt(d2, threshold[None, t:f], out=mask), as_tuple=True)
@@ -218,11 +284,11 @@ def _exact_from_candidates(x: np.ndarray, cand_i: np.ndarray, k: int, chunk: int
     return dist, idx
 
 
-def _rows_float64(x: np.ndarray, centred: np.ndarray, rows: np.ndarray, k: int, chunk: int = 256):
-    """Exact neighbours of selected rows against all points, searched in float64."""
+def _rows_float64(x: np.ndarray, mean: np.ndarray, rows: np.ndarray, k: int, chunk: int = 256):
+    """Exact neighbours of selected rows against all points, searched in float64 (rarely needed)."""
     import torch
 
-    ct = torch.from_numpy(centred)
+    ct = torch.from_numpy(x - mean)
     sq = (ct**2).sum(1)
     n_cand = min(len(x) - 1, k + 8)
     dist = np.empty((rows.size, k))
