@@ -18,6 +18,7 @@ from anatomy.cli import app
 from anatomy.errors import InputError
 from anatomy.layout import slug
 from anatomy.report.collect import collect
+from anatomy.report.record import AuditRecord
 
 SAMPLE = 120
 
@@ -124,8 +125,8 @@ def test_outputs_and_report(first):
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert figures and page.count('<img src="data:image/png;base64,') == len(figures)
     record = collect(out)  # rebuilt from the folder alone: the same corpus, results and recorded errors
-    assert record["corpus"]["distinct_prompts"] == 160
-    assert record["encoders"][1]["errors"]["load"]
+    assert record.corpus["distinct_prompts"] == 160
+    assert record.encoders[1].errors["load"].error
 
 
 def test_rerun_is_byte_identical(inputs, first, tmp_path):
@@ -190,6 +191,6 @@ def test_collect_keeps_to_what_the_audit_ran(tmp_path):
     write_json(tmp_path / "encoders" / "old" / "results" / "dims.json", old.to_json())
     (tmp_path / "encoders" / "old" / "spec.txt").write_text("hf:old-model\n")
     step_by_step = collect(tmp_path)
-    assert [e["spec"] for e in step_by_step["encoders"]] == ["hf:old-model"]
-    assert step_by_step["encoders"][0]["results"]["dims"] == old  # read back typed
-    assert collect(tmp_path, {"encoders": []})["encoders"] == []
+    assert [e.spec for e in step_by_step.encoders] == ["hf:old-model"]
+    assert step_by_step.encoders[0].results["dims"] == old  # read back typed
+    assert collect(tmp_path, AuditRecord(encoders=[])).encoders == []

@@ -99,7 +99,7 @@ def agreement(
 # ------------------------------------------------------------------------------------- the analysis unit
 # `agreement`: teacher vs student on the same prompts.
 
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param  # noqa: E402
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param  # noqa: E402
 from anatomy.analysis.dims import DimsEntry  # noqa: E402
 from anatomy.findings import Finding  # noqa: E402
 
@@ -109,8 +109,8 @@ AGREEMENT_OK = 0.9
 
 @dataclass(frozen=True)
 class AgreementParams:
-    sample: int = param(2000, "Distinct prompts compared.", min=11, max=1_000_000)
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
+    sample: int = sample_param(2000, "Distinct prompts compared.", min=11, max=1_000_000)
+    seed: int = seed_param()
     k: int = param(10, "Neighbours for the kNN overlap.", min=1, max=1000)
     n_boot: int = param(200, "Bootstrap draws for the intrinsic-dimension spread.", min=0, max=100_000)
 
@@ -135,7 +135,7 @@ class AgreementResult(Result):
     method: dict[str, str]
 
 
-class StudentTeacherAgreement(Analysis):
+class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
     name = "agreement"
     title = "Student vs teacher"
     description = (

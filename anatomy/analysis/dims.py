@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from anatomy import paper
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
 from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, sample
 from anatomy.findings import Finding
 
@@ -22,9 +22,9 @@ LOW_INTRINSIC_RATIO = 0.1
 
 @dataclass(frozen=True)
 class DimsParams:
-    sample: int = param(5000, "Distinct points per group (the paper's 5,000).", min=3)
+    sample: int = sample_param(5000, "Distinct points per group (the paper's 5,000).", min=3)
     all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.", excludes="sample")
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
+    seed: int = seed_param()
     n_boot: int = param(200, "Bootstrap draws for the spread (0: none).", min=0, max=100_000)
 
 
@@ -94,7 +94,7 @@ METHOD = {
 }
 
 
-class Dims(Analysis):
+class Dims(Analysis[DimsParams, DimsResult]):
     name = "dims"
     title = "Intrinsic dimension of the outputs"
     description = "Intrinsic dimension (TwoNN, MLE) and linear effective rank of pooled outputs, overall and per source."

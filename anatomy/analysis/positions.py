@@ -58,13 +58,19 @@ class PositionsResult(Result):
         return [f"{a}-{min(a + b, n) - 1}" for a in range(0, n, b)]
 
 
-class Positions(Analysis):
+class Positions(Analysis[PositionsParams, PositionsResult]):
     name = "positions"
     title = "Positional embeddings"
     description = "How alike the rows of the learned positional table are: cosine matrix, block means, PCA, effective ranks."
     needs = frozenset({Need.ENCODER})
     Params = PositionsParams
     Result = PositionsResult
+
+    def not_applicable(self, inputs: Inputs) -> str | None:
+        """Applies to encoders with an absolute (learned) positional table; rotary or relative ones have none."""
+        if inputs.encoder is not None and inputs.encoder.positional_embedding() is None:
+            return f"{inputs.encoder.name} has no absolute positional table (rotary or relative positions)"
+        return None
 
     def compute(self, inputs: Inputs, params: PositionsParams) -> PositionsResult:
         from anatomy.analysis.positional import positional_anatomy

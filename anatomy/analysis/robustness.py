@@ -75,15 +75,15 @@ def softmax_robustness(points: np.ndarray, noise: float = 0.1, seed: int = 0) ->
 # ------------------------------------------------------------------------------------- the analysis unit
 # `robustness`: softmax error attenuation on the pooled outputs of a sample of the corpus's prompts.
 
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param  # noqa: E402
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param  # noqa: E402
 from anatomy.findings import Finding  # noqa: E402
 
 
 @dataclass(frozen=True)
 class RobustnessParams:
     noise: tuple[float, ...] = param((0.1,), "Noise level(s), repeatable.", min=0, min_open=True, max=1e6)
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
-    sample: int = param(2000, "Distinct prompts in the attention set.", min=2, max=100_000)
+    seed: int = seed_param()
+    sample: int = sample_param(2000, "Distinct prompts in the attention set.", min=2, max=100_000)
 
 
 @dataclass
@@ -93,7 +93,7 @@ class RobustnessResult(Result):
     levels: list[Robustness]
 
 
-class SoftmaxRobustness(Analysis):
+class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
     name = "robustness"
     title = "Softmax error attenuation"
     description = "Softmax error attenuation: input, logit and attention-output errors under Gaussian noise."

@@ -163,7 +163,7 @@ class SpectrumParams:
     pass
 
 
-class Spectrum(Analysis):
+class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
     name = "spectrum"
     title = "Token-embedding spectrum"
     description = (

@@ -132,7 +132,7 @@ def paper_block() -> dict[str, Any]:
     }
 
 
-class Tokens(Analysis):
+class Tokens(Analysis[TokensParams, TokensResult]):
     name = "tokens"
     title = "Token lengths and the context window"
     description = "Token lengths, the context-window table and vocabulary coverage of a corpus."

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 import anatomy.analysis.base as base
-from anatomy.analysis.base import Need, PaperRow, Table, param, transient
+from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
 from anatomy.errors import InputError
 from anatomy.findings import Finding
 from anatomy.vocab import IMAGENET
@@ -46,7 +46,7 @@ class VocabParams:
     tokenizer: str = param("clip", "clip (CLIP BPE) or an encoder spec with a WordPiece tokenizer (minilm).")
     min_count: int = param(1, "Keep the merges/pieces of words seen in at least this many prompts.", min=1)
     folds: int = param(5, "Folds of the k-fold by prompt.", min=2, max=100)
-    seed: int = param(0, "Seed of the k-fold split.", min=0)
+    seed: int = seed_param("Seed of the k-fold split.")
     width: int = param(256, "A custom student width to report savings for.", min=1)
     held_out: tuple[str, ...] = param((IMAGENET,), "Held-out prompt files (text source) or builtin:NAME.")
     curve: tuple[int, ...] = param((1, 2, 3, 5, 10), "Min-count values of the trade-off curve.", min=1)
@@ -208,7 +208,7 @@ def _m(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
-class VocabAnalysis(base.Analysis):
+class VocabAnalysis(base.Analysis[VocabParams, VocabResult]):
     name = "vocab"
     title = "Vocabulary specialisation"
     description = (
@@ -217,7 +217,7 @@ class VocabAnalysis(base.Analysis):
     )
     needs = frozenset({Need.CORPUS})
     Params = VocabParams
-    Result: ClassVar[type[base.Result]] = VocabResult
+    Result = VocabResult
 
     def compute(self, inputs: base.Inputs, params: VocabParams) -> VocabResult:
         if inputs.corpus is None:
