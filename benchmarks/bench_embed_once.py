@@ -54,7 +54,7 @@ DRIVER = textwrap.dedent(
         A.run_encoder_analysis = no_sampling
         result = A.run_audit(A.AuditConfig(inputs=(corpus,)), out)
     else:
-        result = A.run_audit(A.AuditConfig(inputs=(corpus,), overrides={"all": True}), out)
+        result = A.run_audit(A.AuditConfig(inputs=(corpus,), overrides={"dims.all": True}), out)
     wall = time.perf_counter() - start
     print(json.dumps({"wall": wall, "rows": counted["rows"], "timings": result.timings}))
     """

@@ -78,19 +78,33 @@ def test_defaults_are_the_builtin_corpus_and_minilm():
     assert slug("sam3:/x/y/sam3.pt") == "sam3-sam3" and slug("open_clip:ViT-B-32") == "open_clip-ViT-B-32"
 
 
-def test_overrides_reach_every_analysis_with_that_field_and_are_checked_first():
-    from anatomy.analysis import ANALYSES
+def test_overrides_reach_the_marked_fields_only_and_are_checked_first():
+    """--sample/--seed reach exactly the fields marked for them (sample_param/seed_param); NAME.FIELD one field."""
+    import dataclasses
 
-    cfg = AuditConfig(overrides={"sample": 120, "seed": 3, "contexts": (8, 16)})
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.base import audit_fields
+
+    cfg = AuditConfig(overrides={"sample": 120, "seed": 3, "tokens.contexts": (8, 16)})
     assert cfg.params_for(ANALYSES["tokens"]).contexts == (8, 16)
-    assert cfg.params_for(ANALYSES["dims"]).sample == 120 and cfg.params_for(ANALYSES["dims"]).seed == 3
-    assert cfg.params_for(ANALYSES["robustness"]).sample == 120
-    assert cfg.params_for(ANALYSES["positions"]) == ANALYSES["positions"].Params()  # no such fields: defaults
+    for analysis in ANALYSES.values():
+        params = cfg.params_for(analysis)
+        marked = audit_fields(analysis.Params)
+        for f in dataclasses.fields(params):
+            expected = {"sample": 120, "seed": 3}.get(marked.get(f.name, ""), f.default)
+            if f.name == "contexts" and analysis.name == "tokens":
+                continue
+            assert getattr(params, f.name) == expected, (analysis.name, f.name)
+    assert audit_fields(ANALYSES["dims"].Params) == {"sample": "sample", "seed": "seed"}
     assert [a.name for a in AuditConfig(analyses=("dims", "tokens")).selected()] == ["tokens", "dims"]
     with pytest.raises(InputError, match="unknown analysis: nope"):
         AuditConfig(analyses=("nope",)).selected()
     with pytest.raises(InputError, match="--seed"):
         AuditConfig(overrides={"seed": -1}).params_for(ANALYSES["dims"])
+    with pytest.raises(InputError, match="n_boot"):  # not an audit option: say so instead of ignoring it
+        AuditConfig(overrides={"n_boot": 5}).params_for(ANALYSES["dims"])
+    with pytest.raises(InputError, match="no parameter 'bogus'"):
+        AuditConfig(overrides={"dims.bogus": 5}).params_for(ANALYSES["dims"])
 
 
 def test_failures_are_reported_and_the_rest_completes(first):

@@ -235,7 +235,7 @@ def test_each_distinct_sequence_is_encoded_once_per_encoder(counted, corpus, tmp
     encoder_analyses = [a.name for a in ANALYSES.values() if a.needs & uses_encoder]
     cfg = AuditConfig(
         inputs=(str(corpus),), teacher=teacher, student=student, analyses=tuple(encoder_analyses),
-        overrides={"sample": 500, "n_boot": 5, "seed": 0},
+        overrides={"sample": 500, "seed": 0, "dims.n_boot": 5, "agreement.n_boot": 5},
     )  # fmt: skip
     result = run_audit(cfg, tmp_path / "audit")
     assert not result.failed, [f.line() for f in result.findings if f.mark == "fail"]

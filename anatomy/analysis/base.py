@@ -149,7 +149,7 @@ class Result:
         version = data.get("schema_version")
         if version != cls.SCHEMA_VERSION:
             raise InputError(
-                f"{cls.__qualname__}: results schema version {version!r}, this version reads {cls.SCHEMA_VERSION}",
+                f"results schema version {version!r}, this version reads {cls.SCHEMA_VERSION}",
                 "rerun the analysis to rebuild its results",
             )
         built: Self = _build(cls, data)
