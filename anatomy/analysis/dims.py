@@ -13,7 +13,8 @@ import numpy as np
 
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
-from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, sample
+from anatomy.analysis.points import MIN_POINTS
+from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, require_distinct, sample
 from anatomy.findings import Finding
 
 # Intrinsic dimension / output width below which a much narrower student is worth trying.
@@ -120,6 +121,7 @@ class Dims(Analysis[DimsParams, DimsResult]):
         else:
             store = inputs.store
             prompts, by_source, n_prompts = distinct_sequences(inputs.need_corpus(), store)
+            require_distinct(inputs.need_corpus(), len(prompts), MIN_POINTS, "intrinsic dimension")
             picks = {"overall": sample(np.arange(len(prompts)), n, params.seed)}
             picks |= {
                 s: sample(idx, n, params.seed)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.text import Text
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, out, print_json, say
+from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, out, print_json, say
 from anatomy.corpus.sources import READERS
 
 _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
@@ -67,16 +67,23 @@ def audit_cmd(
     ] = None,
     sample: Annotated[
         int | None,
-        typer.Option(min=11, help="Prompts for the sampled analyses (dims, robustness, agreement, ...)."),
+        typer.Option(
+            min=1,
+            help="Sample size of every analysis that samples (its Params field marked 'sample'; "
+            "each checks its own range). Default: each analysis's own.",
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for every sampling step.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=2**32 - 1, help="Seed of every analysis (its Params field marked 'seed')."),
+    ] = 0,
     analysis: Annotated[
         list[str] | None,
         typer.Option(
             "--analysis", "-a", help="Run only these analyses (repeatable; default: all of the audit's)."
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -91,7 +98,7 @@ def audit_cmd(
     overrides = {"seed": seed} | ({"sample": sample} if sample else {})
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
-        student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
+        student=student, analyses=tuple(analysis or ()), overrides=overrides, device=device,
     )  # fmt: skip
     try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work
         for selected in cfg.selected():

@@ -8,10 +8,12 @@ usage errors (bad option values, unknown choices) exit 2, as typer's own do.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Annotated, cast
 
@@ -99,6 +101,26 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
         raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
 
 
+@contextlib.contextmanager
+def no_empty_folders_on_failure(path: Path) -> Iterator[None]:
+    """If the enclosed work fails, remove the folders it created on the way to `path` that are still empty
+    (a failed `anatomy embed -e nope:x` leaves no empty embeddings/nope-x/ behind)."""
+    created: list[Path] = []
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or not ours to remove): keep it
+                break
+        raise
+
+
 def fail(message: str, hint: str | None = None) -> None:
     err.print(Text.assemble(("error: ", "bold red"), message))
     if hint:
@@ -161,4 +183,21 @@ def check_device(device: str | None) -> str | None:
     """cpu, cuda, cuda:N or mps, and cuda only where a GPU is there (usage error, exit 2, otherwise)."""
     from anatomy.encoders.device import check_device as check
 
-    return check(device)
+    try:
+        return check(device)
+    except OptionError as error:
+        raise typer.BadParameter(
+            error.detail + (f" ({error.hint})" if error.hint else ""), param_hint="--device"
+        ) from None
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)."
+
+
+def _device_callback(value: str | None) -> str | None:
+    return check_device(value)
+
+
+# --device, declared once for every command that runs a model: checked while the options are parsed, so a
+# device this machine lacks is a usage error (exit 2) in every command, before any work.
+DeviceOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP, callback=_device_callback)]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
 
 # The formats the CLI accepts; anatomy.distill.export.export says clearly which of them this build can write.
 EXPORT_FORMATS = ("litetext", "open_clip", "onnx", "int8")
@@ -61,9 +61,7 @@ def distill_cmd(
         int, typer.Option(min=0, help="Seed for the split, the data order and the initial weights.")
     ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
-    ] = None,
+    device: DeviceOpt = None,
     dtype: Annotated[
         Literal["auto", "fp32", "bf16"], typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")
     ] = "auto",
@@ -182,9 +180,7 @@ def ablate_cmd(
     ] = None,
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts.")] = 500,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, data order and initial weights.")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
-    ] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -9,12 +9,13 @@ import typer
 
 from anatomy.cli.common import (
     CorpusOpt,
+    DeviceOpt,
     JsonOpt,
     QuietOpt,
-    check_device,
     check_out_dir,
     echo,
     err,
+    no_empty_folders_on_failure,
     out,
     print_json,
     progress_bar,
@@ -111,7 +112,7 @@ def embed_cmd(
     per_token: Annotated[
         bool, typer.Option("--per-token", help="Also keep per-token outputs (tokens.npy).")
     ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -122,9 +123,8 @@ def embed_cmd(
     from anatomy.errors import OptionError
 
     check_out_dir(out_dir)
-    device = check_device(device)
     out_dir = out_dir or default_cache(corpus, encoder)
-    with progress_bar(quiet) as bar:
+    with no_empty_folders_on_failure(out_dir), progress_bar(quiet) as bar:
         task = bar.add_task(f"embed {encoder}", total=None, status="")
 
         def on_progress(done: int, total: int) -> None:
