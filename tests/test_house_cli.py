@@ -176,6 +176,9 @@ def test_registered_units_have_the_properties_every_consumer_relies_on():
         assert dataclasses.is_dataclass(params) and analysis.Params.__dataclass_params__.frozen  # type: ignore[attr-defined]
         hints = typing.get_type_hints(analysis.Params)
         for f in dataclasses.fields(analysis.Params):
-            assert f.metadata.get("help") or not f.metadata.get("cli", True), (name, f.name)  # options explain
+            assert f.metadata.get("help") or not f.metadata.get("cli", True), (
+                name,
+                f.name,
+            )  # options explain
             assert f.name in hints
         assert set(audit_fields(analysis.Params).values()) <= set(AUDIT_MARKERS)

@@ -9,7 +9,7 @@ import pytest
 import skdim
 from scipy.spatial.distance import cdist
 
-from anatomy.analysis.intrinsic_dim import (
+from anatomy.metrics.intrinsic_dim import (
     bootstrap_spread,
     dedupe_rows,
     exact_knn,

@@ -81,7 +81,9 @@ def audit_dir(tmp_path):
             "failed": [{"input": "bad.json", "error": "invalid JSON at line 1, column 2"}],
         },
         analyses=GroupRecord(
-            "the corpus", results={"tokens": tokens_result()}, figures={"tokens": ["figures/tokens_lengths.png"]}
+            "the corpus",
+            results={"tokens": tokens_result()},
+            figures={"tokens": ["figures/tokens_lengths.png"]},
         ),
         encoders=[
             GroupRecord(
@@ -91,7 +93,9 @@ def audit_dir(tmp_path):
                 figures={"dims": ["encoders/minilm/figures/dims.png", "encoders/minilm/figures/gone.png"]},
             ),
             GroupRecord(
-                "sam3:<missing>.pt", "sam3-missing", errors={"load": StageError("file <missing>.pt not found")}
+                "sam3:<missing>.pt",
+                "sam3-missing",
+                errors={"load": StageError("file <missing>.pt not found")},
             ),
         ],
         versions={"numpy": "2.0"},

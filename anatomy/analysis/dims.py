@@ -13,9 +13,9 @@ import numpy as np
 
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
-from anatomy.analysis.points import MIN_POINTS
 from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, require_distinct, sample
 from anatomy.findings import Finding
+from anatomy.metrics.points import MIN_POINTS
 
 # Intrinsic dimension / output width below which a much narrower student is worth trying.
 LOW_INTRINSIC_RATIO = 0.1
@@ -61,7 +61,7 @@ class DimsEntry:
 
     @classmethod
     def of(cls, points: np.ndarray, seed: int, n_boot: int) -> DimsEntry:
-        from anatomy.analysis.intrinsic_dim import intrinsic_dim
+        from anatomy.metrics.intrinsic_dim import intrinsic_dim
 
         d = intrinsic_dim(points, n_boot=n_boot, seed=seed)
         spread = {name: Spread(**s) for name, s in d.spread.items()}
@@ -108,8 +108,8 @@ class Dims(Analysis[DimsParams, DimsResult]):
         sources: dict[str, np.ndarray] = {}
         method: dict[str, str | int] = dict(METHOD)
         if inputs.embeddings is not None:
-            from anatomy.analysis.intrinsic_dim import dedupe_rows
-            from anatomy.analysis.points import check_points, load_points
+            from anatomy.metrics.intrinsic_dim import dedupe_rows
+            from anatomy.metrics.points import check_points, load_points
 
             # a finite real [n, d] array, or one InputError naming the file
             raw = load_points(inputs.embeddings)

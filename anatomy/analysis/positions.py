@@ -73,7 +73,7 @@ class Positions(Analysis[PositionsParams, PositionsResult]):
         return None
 
     def compute(self, inputs: Inputs, params: PositionsParams) -> PositionsResult:
-        from anatomy.analysis.positional import positional_anatomy
+        from anatomy.metrics.positional import positional_anatomy
 
         encoder = inputs.encoder
         table = encoder.positional_embedding()
