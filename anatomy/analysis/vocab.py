@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import anatomy.analysis.base as base
+from anatomy import paper
 from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
 from anatomy.errors import InputError
 from anatomy.findings import Finding
@@ -27,14 +28,9 @@ from anatomy.vocab.store import Vocabulary, base_tokenizer
 
 log = logging.getLogger(__name__)
 
-# The student bodies' parameters and token-embedding widths with CLIP's 49,408-row table, as
-# anatomy.encoders.registry.describe_all() counts them (tests/test_vocab_analysis.py checks they agree;
-# building the modules here would import torch and open_clip for four numbers).
-STUDENT_BODIES = {
-    "litetext-s0": (42_541_312, 512),
-    "litetext-s1": (63_528_192, 512),
-    "litetext-l": (123_800_320, 768),
-}
+# The student bodies' parameters and token-embedding widths (the study's numbers, in anatomy.paper; building the
+# modules here would import torch and open_clip for four numbers).
+STUDENT_BODIES = paper.STUDENT_BODIES
 # Share of unseen prompts whose tokens change above which specialising is called risky for that workload.
 CHANGE_WARN = 0.05
 # Share of the original vocabulary kept at or below which specialising is worth it (the table is mostly idle).
@@ -264,8 +260,6 @@ class VocabAnalysis(base.Analysis[VocabParams, VocabResult]):
         return found
 
     def paper_rows(self, result: VocabResult) -> list[PaperRow]:
-        from anatomy import paper
-
         kept = f"{result.kept:,} of {result.original_size:,} ({result.kept_share:.0%})"
         return [PaperRow.of("vocabulary kept (the study kept CLIP's in full)", kept, paper.VOCAB_SIZE)]
 

@@ -26,6 +26,7 @@ from anatomy.encoders.litetext_modules import (  # noqa: F401  (re-exported: the
     tower_shape,
 )
 from anatomy.errors import CheckpointError
+from anatomy.paper import STUDENT_CONTEXT  # the students' context (the study quotes parameter totals at it)
 
 if TYPE_CHECKING:
     import torch
@@ -244,5 +245,4 @@ def _litetext_family(kind: str):
     )
 
 
-STUDENT_CONTEXT = 16  # the students' context in the LiteText paper (parameter totals are quoted at it)
 FAMILIES = {f"litetext-{kind}": _litetext_family(kind) for kind in KINDS}
