@@ -26,7 +26,7 @@ from typing import Any
 
 from anatomy.analysis.base import Analysis, Inputs, Need, NotApplicable, Result
 from anatomy.errors import InputError
-from anatomy.layout import figure_paths, figures_dir, result_path
+from anatomy.layout import figure_paths, figures_dir, no_empty_folders_on_failure, result_path
 
 # Temporaries of anatomy.io (.NAME.XXXXXXXX.ext, .NAME.ext.XXXXXXXX.tmp|bak) and the runner's staging folders.
 _LEFTOVER = re.compile(r"^\..+\.(?:[a-z0-9_]{8}(?:\.[A-Za-z0-9]+)?|[A-Za-z0-9]+\.[a-z0-9_]{8}\.(?:tmp|bak))$")
@@ -101,7 +101,7 @@ def run(analysis: Analysis, inputs: Inputs, params: Any, folder: str | Path) -> 
     if reason:
         raise NotApplicable(f"{analysis.name} does not apply: {reason}")
     inputs.out_dir = inputs.out_dir or folder
-    with folder_lock(folder):
+    with no_empty_folders_on_failure(folder), folder_lock(folder):
         clean_leftovers(folder)
         result = analysis.compute(inputs, params)
         files = {"corpus": inputs.corpus} if inputs.corpus is not None else {}

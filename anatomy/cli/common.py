@@ -8,12 +8,10 @@ usage errors (bad option values, unknown choices) exit 2, as typer's own do.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Annotated, cast
 
@@ -22,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from anatomy.errors import AnatomyError, OptionError
+from anatomy.layout import no_empty_folders_on_failure  # noqa: F401  (re-exported for the commands)
 
 
 class _Stream(io.TextIOBase):
@@ -99,26 +98,6 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
     """An output folder that is an existing file is a usage error, found before any work (exit 2)."""
     if path is not None and path.exists() and not path.is_dir():
         raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=option)
-
-
-@contextlib.contextmanager
-def no_empty_folders_on_failure(path: Path) -> Iterator[None]:
-    """If the enclosed work fails, remove the folders it created on the way to `path` that are still empty
-    (a failed `anatomy embed -e nope:x` leaves no empty embeddings/nope-x/ behind)."""
-    created: list[Path] = []
-    probe = path.absolute()
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
-    try:
-        yield
-    except BaseException:
-        for folder in created:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:  # not empty (or not ours to remove): keep it
-                break
-        raise
 
 
 def fail(message: str, hint: str | None = None) -> None:
