@@ -7,6 +7,7 @@ Toy analyses of each scope (corpus, encoder, pair) keep it fast: each counts the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,47 @@ def test_a_result_of_another_schema_is_named_by_file(tmp_path):
     with pytest.raises(InputError) as caught:
         runner.read(analysis, tmp_path)
     assert str(path) in caught.value.message and "CountResult" not in caught.value.message
+
+
+def test_two_concurrent_audits_into_one_folder_never_mix_their_corpora(tmp_path):
+    """Two `anatomy audit` processes started together on different inputs into one --out: one waits for the
+    other (the folder's lock), and the folder ends with exactly one audit's corpus, results of that corpus."""
+    from anatomy.corpus import load_corpus
+    from anatomy.io import file_sha256
+
+    a = _prompts(tmp_path / "a.txt", ["dog", "cat", "car", "zebra", "bowl"])
+    b = _prompts(tmp_path / "b.txt", ["apple", "pear", "plum"])
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "anatomy",
+                "audit",
+                str(p),
+                "-a",
+                "tokens",
+                "--out",
+                str(out),
+                "--json",
+                "-q",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for p in (a, b)
+    ]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
+    prompts = set(load_corpus(out / "corpus.parquet")["prompt"])
+    assert prompts in ({f"a photo of a {w}" for w in ["dog", "cat", "car", "zebra", "bowl"]},
+                       {f"a photo of a {w}" for w in ["apple", "pear", "plum"]})  # fmt: skip
+    tokens = json.loads((out / "results" / "tokens.json").read_text())
+    assert tokens["provenance"]["inputs"]["corpus"]["sha256"] == file_sha256(out / "corpus.parquet")
+    assert tokens["overall"]["n_prompts"] == len(prompts)
+    audit = json.loads((out / "results" / "audit.json").read_text())
+    assert audit["stages"]["corpus"]["sha256"] == file_sha256(out / "corpus.parquet")
