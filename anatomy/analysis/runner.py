@@ -119,6 +119,7 @@ def commit(analysis: Analysis, result: Result, params: Mapping[str, Any], files:
     from anatomy.io import atomic_paths, dumps_json, result_payload
 
     figures = {figure_name(analysis, stem): fig for stem, fig in analysis.figures(result).items()}
+    previous = owned_figures(analysis, folder)
     names = sorted(figures)
     payload = result_payload(result.to_json(), command=analysis.name, params=params, inputs=files,
                              figures=names)  # fmt: skip
@@ -133,7 +134,7 @@ def commit(analysis: Analysis, result: Result, params: Mapping[str, Any], files:
             for name, tmp in zip(names, temps[len(artefacts) :], strict=False):
                 save_figure(figures[name], tmp)
             temps[-1].write_text(dumps_json(payload), encoding="utf-8")
-    for old in figure_paths(folder, analysis.name):  # figures no longer drawn (after the commit)
+    for old in previous:  # figures the previous run drew and this one does not (after the commit)
         if old.name not in figures:
             old.unlink(missing_ok=True)
 
@@ -148,12 +149,29 @@ def _staging(folder: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def owned_figures(analysis: Analysis, folder: str | Path) -> list[Path]:
+    """The figures of `analysis` in folder: as its result lists them, else by name (NAME.png, NAME_*.png) but
+    not those of another registered analysis whose name extends this one ('tokens' does not own 'tokens_x_*')."""
+    from anatomy.analysis import ANALYSES
+
+    folder = Path(folder)
+    try:
+        stored = read_stored(analysis, folder)
+    except InputError:
+        stored = None
+    if stored is not None and isinstance(stored.provenance.get("figures"), list):
+        return [p for p in stored.figures(folder) if p.exists()]
+    longer = [n for n in ANALYSES if n != analysis.name and n.startswith(f"{analysis.name}_")]
+    return [p for p in figure_paths(folder, analysis.name)
+            if not any(p.stem == n or p.stem.startswith(f"{n}_") for n in longer)]  # fmt: skip
+
+
 def clear(analysis: Analysis, folder: str | Path) -> None:
     """Remove an analysis's results and figures (so a run that failed leaves no stale numbers)."""
     with folder_lock(folder):
+        for old in owned_figures(analysis, folder):
+            old.unlink(missing_ok=True)
         result_path(folder, analysis.name).unlink(missing_ok=True)
-        for old in figure_paths(folder, analysis.name):
-            old.unlink()
 
 
 @dataclass
