@@ -1,7 +1,7 @@
 """`dims`: intrinsic dimension (TwoNN, MLE) and linear effective rank of pooled outputs, overall and per source.
 
 The points are an encoder's pooled outputs over a corpus's distinct token sequences (from the shared
-embedding store), or a saved [N, D] .npy array. The math lives in intrinsic_dim.py.
+embedding store), or a saved [N, D] .npy array. The math lives in anatomy/metrics/intrinsic_dim.py.
 """
 
 from __future__ import annotations
