@@ -226,6 +226,13 @@ def test_a_result_may_not_shadow_params_or_provenance(tmp_path):
         runner.run(Bad(), Inputs(corpus=corpus), CountParams(), tmp_path / "out")
     assert not (tmp_path / "out" / "results" / "bad.json").exists()
 
+    class Declared(Bad):
+        Result = Clash  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match="written by the runner"):  # refused when registered, before any run
+        register(Declared())
+    assert "bad" not in ANALYSES
+
 
 def test_a_result_of_another_schema_is_named_by_file(tmp_path):
     from anatomy.errors import InputError

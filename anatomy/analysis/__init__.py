@@ -38,6 +38,7 @@ def _analyses() -> dict[str, Analysis[Any, Any]]:
         for entry in _BUILTIN:
             module, _, attr = entry.partition(":")
             analysis = getattr(importlib.import_module(module), attr)()
+            check_unit(analysis)
             built[analysis.name] = analysis
         _registry = built
     return _registry
@@ -50,9 +51,28 @@ def __getattr__(name: str) -> Any:
 
 
 def register(analysis: Analysis[Any, Any]) -> Analysis[Any, Any]:
-    """Add an analysis at run time (plugins, tests); the CLI built afterwards includes it."""
+    """Add an analysis at run time (plugins, tests); the CLI built afterwards includes it. A unit that breaks a
+    rule every consumer relies on (a Result field the runner writes itself, Params not a frozen dataclass) is a
+    programming error, raised here rather than on its first run."""
+    check_unit(analysis)
     _analyses()[analysis.name] = analysis
     return analysis
+
+
+def check_unit(analysis: Analysis[Any, Any]) -> None:
+    import dataclasses
+
+    from anatomy.io import RESERVED_RESULT_KEYS
+
+    params = getattr(analysis, "Params", None)
+    if not (dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):  # type: ignore[union-attr]
+        raise ValueError(f"analysis {analysis.name!r}: Params must be a frozen dataclass")
+    fields = {f.name for f in dataclasses.fields(analysis.Result)}
+    clash = sorted(fields & {*RESERVED_RESULT_KEYS, "schema_version"})
+    if clash:
+        raise ValueError(
+            f"analysis {analysis.name!r}: Result fields {clash} are written by the runner; rename them"
+        )
 
 
 __all__ = ["ANALYSES", "Analysis", "register"]
