@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -165,7 +166,7 @@ def test_audit_waits_for_the_folder_lock_then_gives_up_naming_the_holder(tmp_pat
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         monkeypatch.setattr(locks, "LOCK_TIMEOUT_S", 0.3)
-        with pytest.raises(AnatomyError, match=f"pid {holder.pid}"):
+        with pytest.raises(AnatomyError, match=re.escape(f"{out}: another process (pid {holder.pid})")):
             run_audit(AuditConfig(analyses=("tokens",)), out)
         assert not (out / "corpus.parquet").exists()  # nothing was written while another writer held it
     finally:

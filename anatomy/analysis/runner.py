@@ -62,11 +62,23 @@ def figure_name(analysis: Analysis, stem: str) -> str:
     return f"{name}_{clean}.png"
 
 
-def folder_lock(folder: str | Path):
-    """The lock of an output folder (its .results.lock file): one analysis or audit writes it at a time."""
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """The lock of an output folder (its .results.lock file): one analysis or audit writes it at a time; a
+    second waits (anatomy.locks.LOCK_TIMEOUT_S), then gives up naming the folder and the process holding it."""
+    from anatomy.errors import AnatomyError
     from anatomy.locks import locked
 
-    return locked(Path(folder) / "results", clean=False)
+    target = Path(folder) / "results"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(target, clean=False))
+        except AnatomyError as error:
+            raise AnatomyError(
+                error.message.replace(str(target), str(folder)),
+                "wait for it to finish, then rerun (one command writes an output folder at a time)",
+            ) from None
+        yield
 
 
 def clean_leftovers(folder: str | Path) -> list[Path]:
