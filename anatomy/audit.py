@@ -55,7 +55,7 @@ class AuditConfig:
                 specs.append(spec)
         return specs or [DEFAULT_ENCODER]
 
-    def selected(self) -> list:
+    def selected(self) -> list[Analysis[Any, Any]]:
         from anatomy.analysis import ANALYSES
 
         if self.analyses:

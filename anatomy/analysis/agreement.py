@@ -5,6 +5,7 @@ neighbourhoods, intrinsic dimension of both). The math lives in anatomy.metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
             got.knn_overlap, dims, got.notes, method,
         )  # fmt: skip
 
-    def figures(self, result: AgreementResult) -> dict:
+    def figures(self, result: AgreementResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"agreement": fig.draw_agreement(fig.prepare_agreement(result))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,7 @@ class Dims(Analysis[DimsParams, DimsResult]):
             method=method,
         )
 
-    def figures(self, result: DimsResult) -> dict:
+    def figures(self, result: DimsResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"dims": fig.draw_dims(fig.prepare_dims(result))}

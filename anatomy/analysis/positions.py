@@ -4,6 +4,7 @@ they use (cosine matrix, block means, adjacent similarity, PCA curve, effective 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class Positions(Analysis[PositionsParams, PositionsResult]):
             cosine=got.cosine,
         )
 
-    def figures(self, result: PositionsResult) -> dict:
+    def figures(self, result: PositionsResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         drawn = {

@@ -9,6 +9,7 @@ same output with perturbed values (V = X + noise) is reported beside it for cont
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
         construction = {"X": f"pooled encoder outputs of {len(picked)} distinct prompts"} | CONSTRUCTION
         return RobustnessResult(inputs.encoder.name, construction, levels)
 
-    def figures(self, result: RobustnessResult) -> dict:
+    def figures(self, result: RobustnessResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"robustness": fig.draw_robustness(fig.prepare_robustness(result))}

@@ -48,7 +48,7 @@ def reads_corpus(analysis: Analysis) -> bool:
     return bool((analysis.needs | analysis.optional) & {Need.CORPUS, Need.EMBEDDINGS, Need.PAIR})
 
 
-def recorded_params(analysis: Analysis, result: Result, params: Any) -> dict:
+def recorded_params(analysis: Analysis[Any, Any], result: Result, params: Any) -> dict[str, Any]:
     hook = getattr(analysis, "record_params", None)
     return hook(result, params) if hook else dataclasses.asdict(params)
 

@@ -6,6 +6,7 @@ The math (the effective-rank family, matrix spectra) lives in anatomy.metrics.sp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
             result.used = MatrixEntry.of(matrix[used], n_ids=int(used.size), rule=rule)
         return result
 
-    def figures(self, result: SpectrumResult) -> dict:
+    def figures(self, result: SpectrumResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"spectrum": fig.draw_spectrum(fig.prepare_spectrum(result))}

@@ -154,14 +154,14 @@ class Tokens(Analysis[TokensParams, TokensResult]):
         result.lengths_by, result.counts_by, result.contexts = lengths_by, counts_by, contexts
         return result
 
-    def record_params(self, result: TokensResult, params: TokensParams) -> dict:
+    def record_params(self, result: TokensResult, params: TokensParams) -> dict[str, Any]:
         return {
             **asdict(params),
             "contexts": list(result.contexts),
             "tokenizer_fingerprint": result.tokenizer_fingerprint,
         }
 
-    def figures(self, result: TokensResult) -> dict:
+    def figures(self, result: TokensResult) -> dict[str, Any]:
         from anatomy.figures import tokens as figs
 
         if result.lengths_by is None:

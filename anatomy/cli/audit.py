@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.text import Text
 
 from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, out, print_json, say
 from anatomy.corpus.sources import READERS
+
+if TYPE_CHECKING:
+    from anatomy.audit import AuditResult
 
 _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
 
@@ -30,7 +33,7 @@ def _print_findings(findings, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'index.html'} and {out_dir / 'report.md'}")
 
 
-def _findings_json(result) -> dict:
+def _findings_json(result: AuditResult) -> dict[str, Any]:
     from anatomy.findings import as_data, counts
 
     return {
