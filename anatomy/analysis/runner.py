@@ -161,11 +161,10 @@ def _staging(folder: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def owned_figures(analysis: Analysis, folder: str | Path) -> list[Path]:
+def owned_figures(analysis: Analysis[Any, Any], folder: str | Path) -> list[Path]:
     """The figures of `analysis` in folder: as its result lists them, else by name (NAME.png, NAME_*.png) but
-    not those of another registered analysis whose name extends this one ('tokens' does not own 'tokens_x_*')."""
-    from anatomy.analysis import ANALYSES
-
+    not those of another analysis in the folder whose name extends this one ('tokens' does not own the figures
+    of a 'tokens_x' whose results/tokens_x.json is there)."""
     folder = Path(folder)
     try:
         stored = read_stored(analysis, folder)
@@ -173,7 +172,7 @@ def owned_figures(analysis: Analysis, folder: str | Path) -> list[Path]:
         stored = None
     if stored is not None and isinstance(stored.provenance.get("figures"), list):
         return [p for p in stored.figures(folder) if p.exists()]
-    longer = [n for n in ANALYSES if n != analysis.name and n.startswith(f"{analysis.name}_")]
+    longer = [p.stem for p in (folder / "results").glob(f"{analysis.name}_*.json")]
     return [p for p in figure_paths(folder, analysis.name)
             if not any(p.stem == n or p.stem.startswith(f"{n}_") for n in longer)]  # fmt: skip
 
