@@ -20,13 +20,14 @@ from anatomy.cli.common import (
     print_json,
     progress_bar,
 )
+from anatomy.paper import STUDENT_CONTEXT
 
 
 def encoders_cmd(
     context: Annotated[
         int,
         typer.Option("--context", min=2, max=4096, help="Context length of the students' positional tables."),
-    ] = 16,
+    ] = STUDENT_CONTEXT,
     vocab: Annotated[
         Path | None,
         typer.Option(
