@@ -49,9 +49,7 @@ for enc in record.encoders:
         continue
     for name, entry in {"overall": dims.overall, **dims.sources}.items():
         block = to_jsonable(entry)
-        rows[(enc.spec, name)] = dict(
-            flatten({k: block[k] for k in ("n_points", "twonn", "mle", "erank")})
-        )
+        rows[(enc.spec, name)] = dict(flatten({k: block[k] for k in ("n_points", "twonn", "mle", "erank")}))
 pd.DataFrame.from_dict(rows, orient="index")
 
 # %% [markdown]
