@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anatomy.analysis.base import Analysis, NotApplicable
 from anatomy.errors import AnatomyError, InputError
 from anatomy.findings import Finding
 from anatomy.layout import ENCODERS, PAIR, slug
 from anatomy.report.collect import display
+from anatomy.report.record import AuditRecord, CorpusStage, FolderRecord, GroupStage, InputFailure, StageError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ class AuditConfig:
     teacher: str | None = None
     student: str | None = None
     analyses: tuple[str, ...] = ()  # empty: every registered analysis with in_audit
-    # parameter values for every analysis whose Params has a field of that name (e.g. sample, seed, contexts)
+    # {"sample": N, "seed": S}: every Params field marked with that audit option (sample_param, seed_param);
+    # {"NAME.FIELD": value}: one field of one analysis (e.g. {"dims.all": True})
     overrides: Mapping[str, Any] = field(default_factory=dict)
     device: str | None = None
     against: str | None = None  # a deployment to check the corpus against (anatomy.monitor) into DIR/check
@@ -53,7 +56,7 @@ class AuditConfig:
                 specs.append(spec)
         return specs or [DEFAULT_ENCODER]
 
-    def selected(self) -> list:
+    def selected(self) -> list[Analysis[Any, Any]]:
         from anatomy.analysis import ANALYSES
 
         if self.analyses:
@@ -65,18 +68,32 @@ class AuditConfig:
             return [ANALYSES[n] for n in ANALYSES if n in self.analyses]
         return [a for a in ANALYSES.values() if a.in_audit]
 
-    def params_for(self, analysis) -> Any:
+    def params_for(self, analysis: Analysis[Any, Any]) -> Any:
         import dataclasses
 
+        from anatomy.analysis.base import AUDIT_MARKERS, audit_fields
+
         names = {f.name for f in dataclasses.fields(analysis.Params)}
-        return analysis.params_from({k: v for k, v in self.overrides.items() if k in names})
+        values: dict[str, Any] = {}
+        for key, value in self.overrides.items():
+            owner, dot, name = key.rpartition(".")
+            if not dot and key not in AUDIT_MARKERS:
+                raise InputError(f"override {key!r}: not one of {', '.join(AUDIT_MARKERS)} nor NAME.FIELD")
+            if dot and owner == analysis.name:
+                if name not in names:
+                    raise InputError(f"override {key!r}: {analysis.name} has no parameter {name!r}")
+                values[name] = value
+        for name, marker in audit_fields(analysis.Params).items():
+            if marker in self.overrides and name not in values:
+                values[name] = self.overrides[marker]
+        return analysis.params_from(values)
 
 
 @dataclass
 class AuditResult:
     out_dir: Path
     findings: list[Finding]
-    record: dict[str, Any]
+    record: FolderRecord
     timings: dict[str, float] = field(
         default_factory=dict
     )  # stage -> seconds (not written: reruns stay identical)
@@ -87,18 +104,29 @@ class AuditResult:
         return any(f.mark == "fail" for f in self.findings)
 
 
-def _error(err: BaseException) -> dict[str, str]:
+def _error(err: BaseException) -> StageError:
     if isinstance(err, AnatomyError):
-        return {"error": err.message, **({"hint": err.hint} if err.hint else {})}
+        return StageError(err.message, err.hint)
     log.debug("unexpected error\n%s", "".join(traceback.format_exception(err)))
-    return {"error": f"{type(err).__name__}: {err}"}
+    return StageError(f"{type(err).__name__}: {err}")
 
 
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def build_corpus(cfg: AuditConfig, out_dir: Path) -> tuple[Path, list[dict]]:
-    """The corpus to audit, and the inputs that could not be read at all ({"input", "error", "hint"})."""
+def build_corpus(
+    cfg: AuditConfig, out_dir: Path, say: Callable[[str], None] = lambda _m: None
+) -> tuple[Path, list[InputFailure]]:
+    """The corpus to audit, and the inputs that could not be read at all.
+
+    An audit's corpus is exactly its inputs: raw inputs are ingested into a fresh corpus in a staging folder,
+    which then replaces DIR/corpus.parquet and its manifest (a corpus left by an earlier audit is rebuilt,
+    never merged into). Call it holding the folder's lock.
+    """
+    import os
+    import shutil
+    import tempfile
+
     inputs = list(cfg.inputs) or [DEFAULT_INPUT]
     parquet = [i for i in inputs if i.endswith(".parquet")]
     if parquet:
@@ -117,30 +145,46 @@ def build_corpus(cfg: AuditConfig, out_dir: Path) -> tuple[Path, list[dict]]:
     from anatomy.corpus.sources import ReadOptions, detect_source
 
     corpus = out_dir / "corpus.parquet"
-    for stale in (corpus, manifest_path(corpus)):  # rebuilt from the inputs on every run
-        stale.unlink(missing_ok=True)
-    failed: list[dict] = []
-    groups: dict[str, list[str]] = {}  # source -> inputs, in the order given
-    for spec in inputs:
-        try:
-            groups.setdefault(cfg.source or detect_source(spec), []).append(spec)
-        except AnatomyError as err:
-            failed.append({"input": display(spec), **_error(err)})
-    for source, specs in groups.items():
-        try:  # one call per source; if a file in it cannot be read, retry one by one to isolate it
-            ingest(source, specs, corpus, ReadOptions())
-        except AnatomyError:
-            for spec in specs:
-                try:
-                    ingest(source, [spec], corpus, ReadOptions())
-                except AnatomyError as err:
-                    failed.append({"input": display(spec), **_error(err)})
-    if not corpus.exists():
-        reasons = "; ".join(f"{f['input']}: {f['error']}" for f in failed)
-        raise InputError(
-            f"no prompts could be read from the inputs ({reasons})", "check the inputs and --source"
+    if corpus.exists():
+        say(
+            f"ingest: {corpus.name} is rebuilt from this audit's inputs (the corpus left in the folder is replaced)"
         )
+    staging = Path(tempfile.mkdtemp(prefix=".corpus.staging.", dir=out_dir))
+    try:
+        staged = staging / corpus.name
+        failed: list[InputFailure] = []
+        groups: dict[str, list[str]] = {}  # source -> inputs, in the order given
+        for spec in inputs:
+            try:
+                groups.setdefault(cfg.source or detect_source(spec), []).append(spec)
+            except AnatomyError as err:
+                failed.append(_failure(spec, err))
+        for source, specs in groups.items():
+            try:  # one call per source; if a file in it cannot be read, retry one by one to isolate it
+                ingest(source, specs, staged, ReadOptions())
+            except AnatomyError:
+                for spec in specs:
+                    try:
+                        ingest(source, [spec], staged, ReadOptions())
+                    except AnatomyError as err:
+                        failed.append(_failure(spec, err))
+        if not staged.exists():
+            reasons = "; ".join(f"{f.input}: {f.error}" for f in failed)
+            raise InputError(
+                f"no prompts could be read from the inputs ({reasons})", "check the inputs and --source"
+            )
+        if manifest_path(staged).exists():
+            os.replace(manifest_path(staged), manifest_path(corpus))
+        else:
+            manifest_path(corpus).unlink(missing_ok=True)
+        os.replace(staged, corpus)  # the commit point
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return corpus, failed
+
+
+def _failure(spec: str, err: AnatomyError) -> InputFailure:
+    return InputFailure(display(spec), err.message, err.hint)
 
 
 # ------------------------------------------------------------------------------------------- orchestration
@@ -150,15 +194,11 @@ def run_audit(
     cfg: AuditConfig, out_dir: str | Path, progress: Callable[[str], None] | None = None
 ) -> AuditResult:
     """Run every stage into out_dir, then write findings and the report. Failures are recorded, not raised,
-    except when no corpus can be built at all."""
+    except when no corpus can be built at all. The folder is locked for the whole audit: a second audit into
+    it waits, then rebuilds the corpus from its own inputs."""
     from anatomy.analysis import runner
-    from anatomy.analysis.base import Inputs
-    from anatomy.embed_store import EmbeddingStore, default_cache
-    from anatomy.encoders.registry import load
-    from anatomy.io import write_text
 
     out_dir = Path(out_dir)
-    say = progress or (lambda _msg: None)
     analyses = cfg.selected()
     params = {a.name: cfg.params_for(a) for a in analyses}  # bad values fail here, before any work
     if out_dir.exists() and not out_dir.is_dir():
@@ -166,8 +206,21 @@ def run_audit(
             f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    with runner.folder_lock(out_dir):
+        runner.clean_leftovers(out_dir)
+        return _run_locked(cfg, out_dir, analyses, params, progress or (lambda _msg: None))
+
+
+def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, Any]], params: dict[str, Any],
+                say: Callable[[str], None]) -> AuditResult:  # fmt: skip
+    from anatomy.analysis import runner
+    from anatomy.analysis.base import Inputs
+    from anatomy.embed_store import EmbeddingStore, default_cache
+    from anatomy.encoders.registry import load
+    from anatomy.io import file_sha256, write_text
+
     timings: dict[str, float] = {}
-    status: dict[str, Any] = {"corpus_errors": {}, "encoders": [], "pair": None}
+    status = AuditRecord(encoders=[])
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:
         say(f"{stage} ...")
@@ -178,80 +231,81 @@ def run_audit(
             timings[stage] = time.perf_counter() - start
             say(f"{stage}: {timings[stage]:.1f} s")
 
-    def attempt(analysis, inputs, folder: Path, errors: dict, label: str) -> None:
-        runner.clear(analysis, folder)
+    def attempt(analysis: Analysis[Any, Any], inputs: Inputs, folder: Path, errors: dict[str, StageError],
+                not_applicable: dict[str, str], label: str) -> None:  # fmt: skip
         try:
             timed(
                 f"{analysis.name} {label}".strip(),
                 lambda: runner.run(analysis, inputs, params[analysis.name], folder),
             )
+        except NotApplicable as err:  # not a failure: the audit says so and goes on
+            not_applicable[analysis.name] = err.message.split(": ", 1)[-1]
+            runner.clear(analysis, folder)
         except Exception as err:  # noqa: BLE001 - any failure of a stage is reported, and the audit goes on
             errors[analysis.name] = _error(err)
+            runner.clear(analysis, folder)  # no stale numbers of an earlier run beside the failure
 
-    corpus, failed = timed("ingest", lambda: build_corpus(cfg, out_dir))
+    corpus, failed = timed("ingest", lambda: build_corpus(cfg, out_dir, say))
     given = corpus.parent != out_dir  # a given .parquet keeps the path as the user gave it
-    status["corpus"] = {"path": str(corpus) if given else corpus.name, "failed": failed}
+    status.corpus = CorpusStage(str(corpus) if given else corpus.name, file_sha256(corpus), failed)
     by_scope = {s: [a for a in analyses if runner.scope(a) == s] for s in ("corpus", "encoder", "pair")}
     for analysis in by_scope["corpus"]:
-        attempt(analysis, Inputs(corpus=corpus, out_dir=out_dir), out_dir, status["corpus_errors"], "")
+        inputs = Inputs(corpus=corpus, out_dir=out_dir)
+        attempt(analysis, inputs, out_dir, status.corpus_errors, status.corpus_not_applicable, "")
 
     if cfg.against:  # the corpus as a live log against what was deployed (anatomy check)
-        status["check"] = _check(cfg, corpus, out_dir, timed)
+        status.check = _check(cfg, corpus, out_dir, timed)
     else:  # no stale verdicts of an earlier run's check
         (out_dir / CHECK / "results" / "check.json").unlink(missing_ok=True)
 
     pair = {cfg.teacher, cfg.student} - {None}
     loaded: dict[str, tuple[Any, Any]] = {}
     rows_encoded: dict[str, int] = {}
+    encoders: list[GroupStage] = []
+    status.encoders = encoders
     # encoders are loaded only when an analysis reads them (`audit -a tokens` loads none)
     specs = cfg.encoder_specs() if by_scope["encoder"] or (by_scope["pair"] and pair) else []
     for spec in specs:
-        entry: dict[str, Any] = {"spec": spec, "slug": _unique_slug(spec, status["encoders"]), "errors": {}}
-        status["encoders"].append(entry)
-        enc_dir = out_dir / ENCODERS / entry["slug"]
+        entry = GroupStage(spec, _unique_slug(spec, encoders))
+        encoders.append(entry)
+        enc_dir = out_dir / ENCODERS / str(entry.slug)
         write_text(enc_dir / "spec.txt", spec + "\n")  # the same layout `make reports` writes
         try:
             encoder = timed(f"load {spec}", functools.partial(load, spec, device=cfg.device))
         except Exception as err:  # noqa: BLE001
-            entry["errors"]["load"] = _error(err)
+            entry.errors["load"] = _error(err)
             continue
         store = EmbeddingStore(encoder, keep_tokens=spec in pair and bool(by_scope["pair"]))
         store.load_cache(default_cache(corpus, spec), corpus)
-        for analysis in by_scope[
-            "encoder"
-        ]:  # an untrained architecture is refused by the runner, per analysis
+        for analysis in by_scope["encoder"]:  # an untrained architecture is refused by the runner
             inputs = Inputs(corpus=corpus, encoder=encoder, store=store, out_dir=enc_dir, progress=say)
-            attempt(analysis, inputs, enc_dir, entry["errors"], spec)
+            attempt(analysis, inputs, enc_dir, entry.errors, entry.not_applicable, spec)
         rows_encoded[spec] = store.rows_encoded
         if spec in pair:
             loaded[spec] = (encoder, store)
         del encoder, store  # free a large model before the next one loads (pair members stay in `loaded`)
 
     if cfg.teacher and cfg.student and by_scope["pair"]:
-        entry = {"spec": f"{cfg.student} vs {cfg.teacher}", "errors": {}}
-        status["pair"] = entry
+        status.pair = GroupStage(f"{cfg.student} vs {cfg.teacher}")
         missing = [s for s in (cfg.teacher, cfg.student) if s not in loaded]
         if missing:
-            entry["errors"]["load"] = {"error": f"{' and '.join(missing)} could not be loaded"}
+            status.pair.errors["load"] = StageError(f"{' and '.join(missing)} could not be loaded")
         else:
             (teacher, t_store), (student, s_store) = loaded[cfg.teacher], loaded[cfg.student]
             inputs = Inputs(corpus=corpus, teacher=teacher, student=student, teacher_store=t_store,
                             student_store=s_store, out_dir=out_dir / PAIR, progress=say)  # fmt: skip
             for analysis in by_scope["pair"]:
-                attempt(analysis, inputs, out_dir / PAIR, entry["errors"], "")
-            rows_encoded = {
-                **rows_encoded,
-                cfg.teacher: t_store.rows_encoded,
-                cfg.student: s_store.rows_encoded,
-            }
+                attempt(analysis, inputs, out_dir / PAIR, status.pair.errors, status.pair.not_applicable, "")
+            rows_encoded = {**rows_encoded, cfg.teacher: t_store.rows_encoded,
+                            cfg.student: s_store.rows_encoded}  # fmt: skip
     elif cfg.teacher or cfg.student:
-        status["pair"] = {
-            "spec": cfg.teacher or cfg.student,
-            "errors": {"pair": {"error": "teacher-student analyses need both --teacher and --student"}},
-        }
+        status.pair = GroupStage(
+            cfg.teacher or cfg.student or "",
+            errors={"pair": StageError("teacher-student analyses need both --teacher and --student")},
+        )
     loaded.clear()
 
-    status["config"] = {
+    status.config = {
         "inputs": [display(i) for i in (cfg.inputs or (DEFAULT_INPUT,))],
         "source": cfg.source,
         "encoders": cfg.encoder_specs(),
@@ -268,60 +322,52 @@ def run_audit(
     return result
 
 
-def _check(cfg: AuditConfig, corpus: Path, out_dir: Path, timed) -> dict:
+def _check(cfg: AuditConfig, corpus: Path, out_dir: Path, timed) -> GroupStage:
     from anatomy.monitor.check import CheckConfig, run_check
 
+    stage = GroupStage(str(cfg.against))
     try:
         timed("check", lambda: run_check([str(corpus)], str(cfg.against), out_dir / CHECK, cfg=CheckConfig(
             seed=cfg.overrides.get("seed", 0), device=cfg.device)))  # fmt: skip
-        return {"against": cfg.against, "errors": {}}
     except Exception as err:  # noqa: BLE001 - reported as a failed stage; the audit goes on
-        return {"against": cfg.against, "errors": {"check": _error(err)}}
+        stage.errors["check"] = _error(err)
+    return stage
 
 
 CHECK = "check"  # DIR/check: the check's folder inside an audit
 
 
-def _unique_slug(spec: str, entries: list[dict]) -> str:
-    base, taken = slug(spec), {e["slug"] for e in entries}
+def _unique_slug(spec: str, entries: list[GroupStage]) -> str:
+    base, taken = slug(spec), {e.slug for e in entries}
     name, i = base, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
     return name
 
 
-def finish(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> AuditResult:
-    """Collect what is in out_dir, compute findings, write results/audit.json and the report."""
+def finish(out_dir: str | Path, status: AuditRecord | None = None) -> AuditResult:
+    """Collect what is in out_dir, compute findings, write results/audit.json and the report (under the
+    folder's lock)."""
+    from anatomy.analysis import runner
     from anatomy.findings import as_data, counts
     from anatomy.io import write_json
     from anatomy.report.collect import CORPUS_RESULT, collect, collect_findings, read_status
     from anatomy.report.render import render
 
     out_dir = Path(out_dir)
-    status = dict(status) if status is not None else read_status(out_dir)
     from anatomy.findings import stage_failed
     from anatomy.monitor.check import read_findings
 
-    record = collect(out_dir, status)
-    findings = collect_findings(record) + read_findings(out_dir / CHECK)
-    for stage, error in (status.get("check") or {}).get("errors", {}).items():
-        findings.append(
-            stage_failed("check", str(status["check"]["against"]), stage, error["error"], error.get("hint"))
-        )
-    audit_json = {
-        "schema_version": AUDIT_SCHEMA_VERSION,
-        "config": status.get("config", {}),
-        "stages": {
-            k: status[k] for k in ("corpus", "corpus_errors", "encoders", "pair", "check") if k in status
-        },
-        "counts": counts(findings),
-        "findings": as_data(findings),
-    }
-    write_json(out_dir / "results" / "audit.json", audit_json)
-    if record["corpus"].get("distinct_prompts") is not None:
-        write_json(out_dir / CORPUS_RESULT, record["corpus"])
-    render(out_dir, record, findings)
+    with runner.folder_lock(out_dir):
+        status = status if status is not None else read_status(out_dir)
+        record = collect(out_dir, status)
+        findings = collect_findings(record)
+        if status.check is not None:  # `--against`: the check's verdicts, or why it could not run
+            findings += read_findings(out_dir / CHECK)
+            for stage, error in status.check.errors.items():
+                findings.append(stage_failed("check", status.check.spec, stage, error.error, error.hint))
+        write_json(out_dir / "results" / "audit.json", status.to_json(counts(findings), as_data(findings)))
+        if record.corpus.get("distinct_prompts") is not None:
+            write_json(out_dir / CORPUS_RESULT, record.corpus)
+        render(out_dir, record, findings)
     return AuditResult(out_dir, findings, record)
-
-
-AUDIT_SCHEMA_VERSION = 2

@@ -337,6 +337,43 @@ def package_versions(names: tuple[str, ...] = _PROVENANCE_PACKAGES) -> dict[str,
     return versions
 
 
+RESERVED_RESULT_KEYS = ("params", "provenance")  # written by result_payload: a result may not have these
+
+
+def result_payload(
+    data: Mapping[str, Any],
+    *,
+    command: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, str | Path] | None = None,
+    figures: list[str] | None = None,
+) -> dict[str, Any]:
+    """The results JSON of an analysis: its numbers plus what produced them (see write_result).
+
+    A result whose own fields are named like the keys added here would be silently overwritten: that is a
+    programming error (ValueError), found the first time the analysis runs.
+    """
+    clash = [key for key in RESERVED_RESULT_KEYS if key in data]
+    if clash:
+        raise ValueError(
+            f"a result field may not be named {' or '.join(map(repr, clash))} (the runner adds it)"
+        )
+    payload: dict[str, Any] = dict(data)
+    payload["params"] = dict(params)
+    payload["provenance"] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "command": command,
+        "inputs": {
+            role: {"name": Path(p).name, "sha256": file_sha256(p)}
+            for role, p in sorted((inputs or {}).items())
+        },
+        "versions": package_versions(),
+    }
+    if figures is not None:
+        payload["provenance"]["figures"] = list(figures)
+    return payload
+
+
 def write_result(
     out_dir: str | Path,
     name: str,
@@ -351,17 +388,7 @@ def write_result(
     `inputs` maps a role (e.g. "corpus") to a file; its name and sha256 are recorded, not its absolute path,
     so the same inputs in another folder give the same bytes.
     """
-    payload: dict[str, Any] = dict(data)
-    payload["params"] = dict(params)
-    payload["provenance"] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "command": command,
-        "inputs": {
-            role: {"name": Path(p).name, "sha256": file_sha256(p)}
-            for role, p in sorted((inputs or {}).items())
-        },
-        "versions": package_versions(),
-    }
+    payload = result_payload(data, command=command, params=params, inputs=inputs)
     return write_json(Path(out_dir) / "results" / f"{name}.json", payload)
 
 

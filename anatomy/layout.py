@@ -13,7 +13,9 @@ DIR/report.md, DIR/index.html              the report
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 ENCODERS = "encoders"
@@ -40,3 +42,23 @@ def figure_paths(folder: str | Path, name: str) -> list[Path]:
     """The figures an analysis NAME wrote in folder (named NAME.png or NAME_*.png)."""
     figures = figures_dir(folder)
     return sorted(p for p in figures.glob(f"{name}*.png") if p.stem == name or p.stem.startswith(f"{name}_"))
+
+
+@contextlib.contextmanager
+def no_empty_folders_on_failure(path: Path) -> Iterator[None]:
+    """If the enclosed work fails, remove the folders it created on the way to `path` that are still empty
+    (a failed `anatomy embed -e nope:x` or analysis run leaves no empty folder behind)."""
+    created: list[Path] = []
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or not ours to remove): keep it
+                break
+        raise

@@ -91,4 +91,14 @@ THROUGHPUT = {
     "litetext-l": Cited(238.3, _SPEED),
 }
 THROUGHPUT_DEVICE = "RTX 4070 Laptop GPU"
+
+# The LiteText students as the study ships them: their context, and each body's parameters and token-embedding
+# width with CLIP's 49,408-row table (anatomy.encoders.registry.describe_all() counts the same numbers;
+# tests/test_vocab_analysis.py checks that they agree).
+STUDENT_CONTEXT = 16
+STUDENT_BODIES = {
+    "litetext-s0": (42_541_312, 512),
+    "litetext-s1": (63_528_192, 512),
+    "litetext-l": (123_800_320, 768),
+}
 THROUGHPUT_CONTEXT = {"sam3": 32, "litetext-s0": 16, "litetext-s1": 16, "litetext-l": 16}

@@ -46,7 +46,7 @@ def main() -> None:
         start = time.perf_counter()
         result = run_audit(AuditConfig(inputs=tuple(shared_inputs())), out)
         total = time.perf_counter() - start
-        prompts = result.record["corpus"].get("distinct_prompts", 0)
+        prompts = result.record.corpus.get("distinct_prompts", 0)
         print(
             f"audit of {prompts:,} distinct prompts with minilm: {total:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB"
         )

@@ -33,7 +33,7 @@ def synthetic_embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 def _ours(x: np.ndarray):
     """What replaces TwoNN().fit + MLE().fit: dedupe, one exact kNN, both TwoNN forms and both MLE means."""
-    from anatomy.analysis.intrinsic_dim import dedupe_rows, estimates_from_knn, exact_knn
+    from anatomy.metrics.intrinsic_dim import dedupe_rows, estimates_from_knn, exact_knn
 
     start = time.perf_counter()
     unique, _ = dedupe_rows(x)
@@ -74,7 +74,7 @@ def main() -> None:
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")
     x = np.load(path) if path else synthetic_embeddings(FULL, 384)
     label = os.path.basename(path) if path else "synthetic"
-    from anatomy.analysis.intrinsic_dim import intrinsic_dim
+    from anatomy.metrics.intrinsic_dim import intrinsic_dim
 
     start = time.perf_counter()
     got = intrinsic_dim(x, n_boot=BOOTSTRAP)
@@ -92,7 +92,7 @@ def main() -> None:
 _STUDY_CHILD = """
 import sys, time
 from benchmarks.bench_dims import synthetic_embeddings
-from anatomy.analysis.intrinsic_dim import intrinsic_dim
+from anatomy.metrics.intrinsic_dim import intrinsic_dim
 n, boot = int(sys.argv[1]), int(sys.argv[2])
 x = synthetic_embeddings(n, 384)
 start = time.perf_counter()

@@ -26,7 +26,7 @@ from anatomy.report.collect import collect
 
 AUDIT_DIR = Path(os.environ.get("ANATOMY_AUDIT_DIR", "../reports"))
 record = collect(AUDIT_DIR)
-corpus = load_corpus(AUDIT_DIR / record["corpus"]["path"])
+corpus = load_corpus(AUDIT_DIR / record.corpus["path"])
 corpus.head()
 
 # %% [markdown]
@@ -34,7 +34,7 @@ corpus.head()
 
 # %%
 pd.DataFrame(
-    [(s, sub, n) for s, e in record["corpus"]["sources"].items() for sub, n in e["subsets"].items()],
+    [(s, sub, n) for s, e in record.corpus["sources"].items() for sub, n in e["subsets"].items()],
     columns=["source", "subset", "rows"],
 )
 
@@ -42,7 +42,7 @@ pd.DataFrame(
 # ## Token lengths per source (start and end tokens included)
 
 # %%
-tokens = record["results"]["tokens"]  # the typed result of the tokens analysis (results/tokens.json)
+tokens = record.analyses.results["tokens"]  # the typed result of the tokens analysis (results/tokens.json)
 blocks = {"overall": tokens.overall, **tokens.sources}
 lengths = {name: to_jsonable(b.length) for name, b in blocks.items()}
 pd.DataFrame(lengths).T.drop(columns="histogram", errors="ignore")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatomy.analysis.agreement import agreement, knn_overlap, pooled_cosines, token_cosines
+from anatomy.metrics.similarity import agreement, knn_overlap, pooled_cosines, token_cosines
 
 
 def _tokens(seed, b=30, length=8, d=12):

@@ -18,6 +18,7 @@ from anatomy.cli import app
 from anatomy.errors import InputError
 from anatomy.layout import slug
 from anatomy.report.collect import collect
+from anatomy.report.record import AuditRecord
 
 SAMPLE = 120
 
@@ -77,19 +78,33 @@ def test_defaults_are_the_builtin_corpus_and_minilm():
     assert slug("sam3:/x/y/sam3.pt") == "sam3-sam3" and slug("open_clip:ViT-B-32") == "open_clip-ViT-B-32"
 
 
-def test_overrides_reach_every_analysis_with_that_field_and_are_checked_first():
-    from anatomy.analysis import ANALYSES
+def test_overrides_reach_the_marked_fields_only_and_are_checked_first():
+    """--sample/--seed reach exactly the fields marked for them (sample_param/seed_param); NAME.FIELD one field."""
+    import dataclasses
 
-    cfg = AuditConfig(overrides={"sample": 120, "seed": 3, "contexts": (8, 16)})
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.base import audit_fields
+
+    cfg = AuditConfig(overrides={"sample": 120, "seed": 3, "tokens.contexts": (8, 16)})
     assert cfg.params_for(ANALYSES["tokens"]).contexts == (8, 16)
-    assert cfg.params_for(ANALYSES["dims"]).sample == 120 and cfg.params_for(ANALYSES["dims"]).seed == 3
-    assert cfg.params_for(ANALYSES["robustness"]).sample == 120
-    assert cfg.params_for(ANALYSES["positions"]) == ANALYSES["positions"].Params()  # no such fields: defaults
+    for analysis in ANALYSES.values():
+        params = cfg.params_for(analysis)
+        marked = audit_fields(analysis.Params)
+        for f in dataclasses.fields(params):
+            expected = {"sample": 120, "seed": 3}.get(marked.get(f.name, ""), f.default)
+            if f.name == "contexts" and analysis.name == "tokens":
+                continue
+            assert getattr(params, f.name) == expected, (analysis.name, f.name)
+    assert audit_fields(ANALYSES["dims"].Params) == {"sample": "sample", "seed": "seed"}
     assert [a.name for a in AuditConfig(analyses=("dims", "tokens")).selected()] == ["tokens", "dims"]
     with pytest.raises(InputError, match="unknown analysis: nope"):
         AuditConfig(analyses=("nope",)).selected()
     with pytest.raises(InputError, match="--seed"):
         AuditConfig(overrides={"seed": -1}).params_for(ANALYSES["dims"])
+    with pytest.raises(InputError, match="n_boot"):  # not an audit option: say so instead of ignoring it
+        AuditConfig(overrides={"n_boot": 5}).params_for(ANALYSES["dims"])
+    with pytest.raises(InputError, match="no parameter 'bogus'"):
+        AuditConfig(overrides={"dims.bogus": 5}).params_for(ANALYSES["dims"])
 
 
 def test_failures_are_reported_and_the_rest_completes(first):
@@ -124,8 +139,8 @@ def test_outputs_and_report(first):
     figures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert figures and page.count('<img src="data:image/png;base64,') == len(figures)
     record = collect(out)  # rebuilt from the folder alone: the same corpus, results and recorded errors
-    assert record["corpus"]["distinct_prompts"] == 160
-    assert record["encoders"][1]["errors"]["load"]
+    assert record.corpus["distinct_prompts"] == 160
+    assert record.encoders[1].errors["load"].error
 
 
 def test_rerun_is_byte_identical(inputs, first, tmp_path):
@@ -190,6 +205,6 @@ def test_collect_keeps_to_what_the_audit_ran(tmp_path):
     write_json(tmp_path / "encoders" / "old" / "results" / "dims.json", old.to_json())
     (tmp_path / "encoders" / "old" / "spec.txt").write_text("hf:old-model\n")
     step_by_step = collect(tmp_path)
-    assert [e["spec"] for e in step_by_step["encoders"]] == ["hf:old-model"]
-    assert step_by_step["encoders"][0]["results"]["dims"] == old  # read back typed
-    assert collect(tmp_path, {"encoders": []})["encoders"] == []
+    assert [e.spec for e in step_by_step.encoders] == ["hf:old-model"]
+    assert step_by_step.encoders[0].results["dims"] == old  # read back typed
+    assert collect(tmp_path, AuditRecord(encoders=[])).encoders == []

@@ -21,6 +21,7 @@ from anatomy.analysis.robustness import Robustness, RobustnessResult
 from anatomy.analysis.spectrum import MatrixEntry, SingularValues, SpectrumPair, SpectrumResult, SpectrumStats
 from anatomy.context import length_stats, recommend_context
 from anatomy.report.collect import collect_findings
+from anatomy.report.record import FolderRecord, GroupRecord, StageError
 
 
 def context_row(lengths: np.ndarray, L: int) -> dict:
@@ -236,20 +237,14 @@ def test_corpus_skips_and_unreadable_files_are_reported():
 
 
 def test_collect_puts_encoder_errors_in_findings_and_keeps_the_rest():
-    record = {
-        "corpus": {"distinct_prompts": 7, "sources": {"toy": {}}},
-        "results": {"tokens": tokens_result(TOY)},
-        "errors": {},
-        "encoders": [
-            {
-                "spec": "sam3:missing.pt",
-                "slug": "sam3-missing",
-                "errors": {"load": {"error": "no such file"}},
-                "results": {},
-            },
-            {"spec": "minilm", "slug": "minilm", "errors": {}, "results": {"dims": dims_result(d=12.0)}},
+    record = FolderRecord(
+        corpus={"distinct_prompts": 7, "sources": {"toy": {}}},
+        analyses=GroupRecord("the corpus", results={"tokens": tokens_result(TOY)}),
+        encoders=[
+            GroupRecord("sam3:missing.pt", "sam3-missing", errors={"load": StageError("no such file")}),
+            GroupRecord("minilm", "minilm", results={"dims": dims_result(d=12.0)}),
         ],
-    }
+    )
     found = collect_findings(record)
     fail = by_key(found, "encoder.load")
     assert fail.mark == "fail" and fail.section == "encoder:sam3-missing"
@@ -262,7 +257,7 @@ def test_collect_puts_encoder_errors_in_findings_and_keeps_the_rest():
 
 
 def test_an_analysis_that_failed_is_a_failure_finding():
-    record = {"corpus": {}, "results": {}, "errors": {"tokens": {"error": "boom", "hint": "fix"}}}
+    record = FolderRecord({}, GroupRecord("the corpus", errors={"tokens": StageError("boom", "fix")}))
     (found,) = collect_findings(record)
     assert found.mark == "fail" and found.key == "tokens.failed" and found.action == "fix"
 

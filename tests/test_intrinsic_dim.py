@@ -9,7 +9,7 @@ import pytest
 import skdim
 from scipy.spatial.distance import cdist
 
-from anatomy.analysis.intrinsic_dim import (
+from anatomy.metrics.intrinsic_dim import (
     bootstrap_spread,
     dedupe_rows,
     exact_knn,
@@ -143,7 +143,7 @@ def test_small_inputs():
 @pytest.mark.parametrize("dtype,width", [(np.float32, 384), (np.float64, 7), (np.float16, 3)])
 def test_dedupe_by_hash_equals_sorting_rows(dtype, width, monkeypatch):
     """First occurrences equal the row-sorting reference, also when every hash collides (all checked)."""
-    import anatomy.analysis.intrinsic_dim as module
+    import anatomy.metrics.intrinsic_dim as module
 
     rng = np.random.default_rng(11)
     base = rng.standard_normal((300, width)).astype(dtype)

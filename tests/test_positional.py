@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatomy.analysis.positional import block_means, cosine_matrix, positional_anatomy
+from anatomy.metrics.positional import block_means, cosine_matrix, positional_anatomy
 
 
 def test_orthogonal_positions():

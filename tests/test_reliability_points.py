@@ -7,9 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
-from anatomy.analysis.intrinsic_dim import dedupe_rows, intrinsic_dim
-from anatomy.analysis.points import check_points, load_points
 from anatomy.errors import InputError
+from anatomy.metrics.intrinsic_dim import dedupe_rows, intrinsic_dim
+from anatomy.metrics.points import check_points, load_points
 
 rng = np.random.default_rng(0)
 GOOD = rng.normal(size=(40, 5))

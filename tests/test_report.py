@@ -13,6 +13,7 @@ import pytest
 
 from anatomy.findings import Finding
 from anatomy.report import render as R
+from anatomy.report.record import FolderRecord, GroupRecord, StageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +70,8 @@ def audit_dir(tmp_path):
 
     _figure(tmp_path / "figures" / "tokens_lengths.png")
     _figure(tmp_path / "encoders" / "minilm" / "figures" / "dims.png")
-    record = {
-        "corpus": {
+    record = FolderRecord(
+        corpus={
             "path": "corpus.parquet",
             "rows": 3,
             "distinct_prompts": 3,
@@ -79,27 +80,26 @@ def audit_dir(tmp_path):
             "files": [{"input": "a.txt", "read": 5, "kept": 3, "merged": 1, "skipped": 1}],
             "failed": [{"input": "bad.json", "error": "invalid JSON at line 1, column 2"}],
         },
-        "results": {"tokens": tokens_result()},
-        "figures": {"tokens": ["figures/tokens_lengths.png"]},
-        "errors": {},
-        "encoders": [
-            {
-                "spec": "minilm",
-                "slug": "minilm",
-                "errors": {},
-                "results": {"dims": dims_result(d=2.5, mle=2.7, n=3, std=0.5, mle_std=0.3)},
-                "figures": {"dims": ["encoders/minilm/figures/dims.png", "encoders/minilm/figures/gone.png"]},
-            },
-            {
-                "spec": "sam3:<missing>.pt",
-                "slug": "sam3-missing",
-                "errors": {"load": {"error": "file <missing>.pt not found"}},
-                "results": {},
-                "figures": {},
-            },
+        analyses=GroupRecord(
+            "the corpus",
+            results={"tokens": tokens_result()},
+            figures={"tokens": ["figures/tokens_lengths.png"]},
+        ),
+        encoders=[
+            GroupRecord(
+                "minilm",
+                "minilm",
+                results={"dims": dims_result(d=2.5, mle=2.7, n=3, std=0.5, mle_std=0.3)},
+                figures={"dims": ["encoders/minilm/figures/dims.png", "encoders/minilm/figures/gone.png"]},
+            ),
+            GroupRecord(
+                "sam3:<missing>.pt",
+                "sam3-missing",
+                errors={"load": StageError("file <missing>.pt not found")},
+            ),
         ],
-        "versions": {"numpy": "2.0"},
-    }
+        versions={"numpy": "2.0"},
+    )
     findings = [
         Finding("warn", "tokens", "tokens.context", "context 16 keeps 99.1% of tokens", 16, "use 16"),
         Finding(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatomy.analysis.spectrum import (
+from anatomy.metrics.spectra import (
     explained_variance,
     linear_erank,
     matrix_spectrum,

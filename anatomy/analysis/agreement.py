@@ -1,107 +1,26 @@
-"""Student-teacher agreement on the same prompts: per-token and pooled cosine, and shared neighbourhoods.
-
-- per-token cosine: over positions valid in both encoders (the first min(L_t, L_s) positions, masks by
-  position), the measure behind the paper's mean of 0.938; needs equal output widths;
-- pooled cosine: between the two pooled embeddings of each prompt; needs equal output widths;
-- kNN overlap@k: |N_teacher(i) & N_student(i)| / k with exact Euclidean neighbours in each space (any widths).
+"""`agreement`: a student against its teacher on the same prompts (per-token and pooled cosine, shared
+neighbourhoods, intrinsic dimension of both). The math lives in anatomy.metrics.similarity.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
+from anatomy.analysis.dims import DimsEntry
+from anatomy.findings import Finding
 
-@dataclass(frozen=True)
-class Distribution:
-    n: int
-    mean: float
-    median: float
-    p05: float
-    min: float
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> Distribution:
-        v = np.asarray(values, dtype=np.float64)
-        return cls(
-            int(v.size), float(v.mean()), float(np.median(v)), float(np.percentile(v, 5)), float(v.min())
-        )
-
-
-def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    denom = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    return np.sum(a * b, axis=-1) / np.where(denom == 0, np.inf, denom)
-
-
-def token_cosines(
-    teacher: np.ndarray, teacher_mask: np.ndarray, student: np.ndarray, student_mask: np.ndarray
-):
-    """Cosine of each token valid in both: teacher/student [B, L, D] with masks [B, L] (by position)."""
-    if teacher.shape[-1] != student.shape[-1]:
-        raise ValueError(
-            f"output widths differ ({teacher.shape[-1]} vs {student.shape[-1]}): no per-token cosine"
-        )
-    length = min(teacher.shape[1], student.shape[1])
-    both = np.asarray(teacher_mask)[:, :length] & np.asarray(student_mask)[:, :length]
-    return _rowwise_cosine(teacher[:, :length][both], student[:, :length][both])
-
-
-def pooled_cosines(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
-    if teacher.shape != student.shape:
-        raise ValueError(f"pooled shapes differ ({teacher.shape} vs {student.shape}): no pooled cosine")
-    return _rowwise_cosine(teacher, student)
-
-
-def knn_overlap(teacher: np.ndarray, student: np.ndarray, k: int = 10) -> np.ndarray:
-    """Per-point share of the k nearest neighbours that the two spaces have in common."""
-    from anatomy.analysis.intrinsic_dim import exact_knn
-
-    if len(teacher) != len(student):
-        raise ValueError(f"different numbers of points ({len(teacher)} vs {len(student)})")
-    _, nt = exact_knn(teacher, k)
-    _, ns = exact_knn(student, k)
-    common = (nt[:, :, None] == ns[:, None, :]).any(axis=2).sum(axis=1)
-    return common / k
-
-
-@dataclass(frozen=True)
-class Agreement:
-    token_cosine: Distribution | None
-    pooled_cosine: Distribution | None
-    knn_overlap: Distribution
-    k: int
-    notes: list[str]
-
-
-def agreement(
-    teacher_tokens, teacher_mask, teacher_pooled, student_tokens, student_mask, student_pooled, k: int = 10
-) -> Agreement:
-    """Token arrays may be None (e.g. different tokenizers): the per-token cosine is then left out."""
-    notes = []
-    token = pooled = None
-    if teacher_pooled.shape[-1] == student_pooled.shape[-1]:
-        if teacher_tokens is not None and student_tokens is not None:
-            token = Distribution.of(token_cosines(teacher_tokens, teacher_mask, student_tokens, student_mask))
-        else:
-            notes.append("the encoders tokenize differently: tokens do not correspond, no per-token cosine")
-        pooled = Distribution.of(pooled_cosines(teacher_pooled, student_pooled))
-    else:
-        notes.append(
-            f"output widths differ (teacher {teacher_pooled.shape[-1]}, student {student_pooled.shape[-1]}): "
-            "cosines are undefined; only neighbourhoods and intrinsic dimension are compared"
-        )
-    overlap = Distribution.of(knn_overlap(teacher_pooled, student_pooled, k))
-    return Agreement(token, pooled, overlap, k, notes)
-
-
-# ------------------------------------------------------------------------------------- the analysis unit
-# `agreement`: teacher vs student on the same prompts.
-
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param  # noqa: E402
-from anatomy.analysis.dims import DimsEntry  # noqa: E402
-from anatomy.findings import Finding  # noqa: E402
+# (Distribution, knn_overlap, pooled_cosines are also importable from here for older callers: cost, distill)
+from anatomy.metrics.similarity import (  # noqa: F401
+    Distribution,
+    agreement,
+    knn_overlap,
+    pooled_cosines,
+    token_cosines,
+)
 
 # Mean per-token student-teacher cosine at or above which a student is a faithful replacement.
 AGREEMENT_OK = 0.9
@@ -157,8 +76,8 @@ def run_baseline(student_name: str) -> tuple[RunBaseline | None, str]:
 
 @dataclass(frozen=True)
 class AgreementParams:
-    sample: int = param(2000, "Distinct prompts compared.", min=11, max=1_000_000)
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
+    sample: int = sample_param(2000, "Distinct prompts compared.", min=11, max=1_000_000)
+    seed: int = seed_param()
     k: int = param(10, "Neighbours for the kNN overlap.", min=1, max=1000)
     n_boot: int = param(200, "Bootstrap draws for the intrinsic-dimension spread.", min=0, max=100_000)
 
@@ -187,7 +106,7 @@ class AgreementResult(Result):
     SCHEMA_VERSION = 2  # 2: the run baseline
 
 
-class StudentTeacherAgreement(Analysis):
+class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
     name = "agreement"
     title = "Student vs teacher"
     description = (
@@ -198,11 +117,14 @@ class StudentTeacherAgreement(Analysis):
     Result = AgreementResult
 
     def compute(self, inputs: Inputs, params: AgreementParams) -> AgreementResult:
-        from anatomy.analysis.sampling import distinct_sequences, sample
+        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
 
         if params.k >= params.sample:
             raise ValueError(f"k ({params.k}) must be smaller than the sample ({params.sample})")
         prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
+        require_distinct(
+            inputs.need_corpus(), len(prompts), params.k + 1, f"the kNN overlap at k = {params.k}"
+        )
         picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
         t_pooled, t_tokens, t_mask = inputs.teacher_store.per_token(picked)
         s_pooled, s_tokens, s_mask = inputs.student_store.per_token(picked)
@@ -232,7 +154,7 @@ class StudentTeacherAgreement(Analysis):
             got.knn_overlap, dims, got.notes, method, baseline, why,
         )  # fmt: skip
 
-    def figures(self, result: AgreementResult) -> dict:
+    def figures(self, result: AgreementResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"agreement": fig.draw_agreement(fig.prepare_agreement(result))}

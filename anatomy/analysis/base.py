@@ -11,8 +11,11 @@ its fields), a `Result` dataclass (typed fields; `to_json`/`from_json` with a sc
     paper_rows(result)          -> [PaperRow]: our number beside the study's, each cited once in anatomy.paper
     summary(result)             -> lines the CLI prints (plain text; the CLI escapes them)
     tables(result)              -> extra report tables (the report adds paper rows and "all numbers" itself)
+    not_applicable(inputs)      -> None, or why the analysis does not apply to these inputs (the audit
+                                   reports "not applicable" instead of a failure)
 
-Registering it is one line in anatomy/analysis/__init__.py (ANALYSES).
+`Analysis` is generic over its Params and Result (`class Dims(Analysis[DimsParams, DimsResult])`), so mypy
+checks compute/findings/figures against them. Registering it is one line in anatomy/analysis/__init__.py.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from anatomy.errors import InputError
+from anatomy.errors import AnatomyError, InputError
 from anatomy.findings import Finding
 
 
@@ -42,16 +45,26 @@ class Need(enum.Enum):
 # ------------------------------------------------------------------------------------------------ params
 
 
+# The audit options that set Params fields marked with them (option(audit=...)): `anatomy audit --sample N
+# --seed S` sets every field marked "sample" / "seed" in every analysis it runs, and nothing else.
+AUDIT_MARKERS = ("sample", "seed")
+SEED_MAX = 2**32 - 1
+
+
 def option(help: str, *, flag: str | None = None, min: float | None = None, max: float | None = None,
            min_open: bool = False, choices: Sequence[str] | None = None, cli: bool = True,
-           excludes: str | None = None) -> dict:  # fmt: skip
+           excludes: str | None = None, audit: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Field metadata for a Params field: how it appears on the command line and its allowed range.
 
     min/max are checked before any work (exit 2 naming the option and the range); min_open excludes min;
-    excludes names a field that may not be given together with this one (on the command line).
+    excludes names a field that may not be given together with this one (on the command line); audit names
+    the `anatomy audit` option that sets this field (one of AUDIT_MARKERS; see sample_param, seed_param).
     """
+    if audit is not None and audit not in AUDIT_MARKERS:
+        raise ValueError(f"audit={audit!r}: not one of {AUDIT_MARKERS}")
     return {"help": help, "flag": flag, "min": min, "max": max, "min_open": min_open,
-            "choices": tuple(choices) if choices else None, "cli": cli, "excludes": excludes}  # fmt: skip
+            "choices": tuple(choices) if choices else None, "cli": cli, "excludes": excludes,
+            "audit": audit}  # fmt: skip
 
 
 def param(default: Any, help: str, **kwargs: Any) -> Any:
@@ -59,7 +72,22 @@ def param(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata=option(help, **kwargs))
 
 
-def flag_of(f: dataclasses.Field) -> str:
+def sample_param(default: int, help: str, **kwargs: Any) -> Any:
+    """A sample-size field that `anatomy audit --sample N` sets (min 1 unless given)."""
+    return param(default, help, audit="sample", **{"min": 1, **kwargs})
+
+
+def seed_param(help: str = "Seed of every sampling step.", default: int = 0) -> Any:
+    """The seed field that `anatomy audit --seed S` sets."""
+    return param(default, help, audit="seed", min=0, max=SEED_MAX)
+
+
+def audit_fields(params_cls: type) -> dict[str, str]:
+    """field name -> the audit option (marker) that sets it, for the marked fields of a Params class."""
+    return {f.name: f.metadata["audit"] for f in dataclasses.fields(params_cls) if f.metadata.get("audit")}
+
+
+def flag_of(f: dataclasses.Field[Any]) -> str:
     """The command-line option of a Params field: --NAME with dashes, or the flag its metadata names."""
     return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
 
@@ -117,14 +145,15 @@ class Result:
         return {"schema_version": self.SCHEMA_VERSION, **to_jsonable(self)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Result:
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
         version = data.get("schema_version")
         if version != cls.SCHEMA_VERSION:
             raise InputError(
-                f"{cls.__qualname__}: results schema version {version!r}, this version reads {cls.SCHEMA_VERSION}",
+                f"results schema version {version!r}, this version reads {cls.SCHEMA_VERSION}",
                 "rerun the analysis to rebuild its results",
             )
-        return _build(cls, data)
+        built: Self = _build(cls, data)
+        return built
 
 
 AnalysisResult = Result  # the base under a name that the Analysis class attribute `Result` does not shadow
@@ -217,7 +246,15 @@ class Table:
 # ----------------------------------------------------------------------------------------------- analysis
 
 
-class Analysis:
+class NotApplicable(AnatomyError):
+    """The analysis does not apply to these inputs (e.g. positions on an encoder without a position table)."""
+
+
+P = TypeVar("P")
+R = TypeVar("R", bound=AnalysisResult)
+
+
+class Analysis(Generic[P, R]):
     """One analysis. Subclasses set the class attributes and override compute (and what else applies)."""
 
     name: ClassVar[str]
@@ -225,39 +262,45 @@ class Analysis:
     description: ClassVar[str] = ""  # one sentence for `anatomy NAME --help`
     needs: ClassVar[frozenset[Need]]
     optional: ClassVar[frozenset[Need]] = frozenset()  # used when given, not required
-    Params: ClassVar[type]
-    Result: ClassVar[type[AnalysisResult]]
+    Params: type[P]
+    Result: type[R]
     # run in `anatomy audit` by default (False for analyses that cost a lot or need extra inputs)
     in_audit: ClassVar[bool] = True
     # `anatomy NAME` is generated from Params (False: a hand-written command of that name serves it, in anatomy/cli)
     generated_command: ClassVar[bool] = True
 
-    def compute(self, inputs: Inputs, params: Any) -> AnalysisResult:
+    def compute(self, inputs: Inputs, params: P) -> R:
         raise NotImplementedError
 
-    def figures(self, result: Any) -> dict[str, Any]:
+    def not_applicable(self, inputs: Inputs) -> str | None:
+        """Why the analysis does not apply to these inputs (None: it applies); checked before compute."""
+        return None
+
+    def figures(self, result: R) -> dict[str, Any]:
+        """{stem: matplotlib Figure}; the runner saves each as figures/NAME.png or figures/NAME_STEM.png."""
         return {}
 
-    def findings(self, result: Any, section: str) -> list[Finding]:
+    def findings(self, result: R, section: str) -> list[Finding]:
         return []
 
-    def paper_rows(self, result: Any) -> list[PaperRow]:
+    def paper_rows(self, result: R) -> list[PaperRow]:
         return []
 
-    def tables(self, result: Any) -> list[Table]:
+    def tables(self, result: R) -> list[Table]:
         return []
 
-    def summary(self, result: Any) -> list[str]:
+    def summary(self, result: R) -> list[str]:
         return []
 
-    def input_files(self, params: Any) -> dict[str, Path]:
+    def input_files(self, params: P) -> dict[str, Path]:
         """Files beyond the corpus that the result depends on (recorded by name and hash in its provenance)."""
         return {}
 
-    def write_artefacts(self, result: Any, folder: Path) -> None:
-        """Write what the analysis produces besides results and figures (e.g. a vocabulary), last."""
+    def write_artefacts(self, result: R, folder: Path) -> None:
+        """Write what the analysis produces besides results and figures (e.g. a vocabulary) into folder (a
+        staging folder: the runner commits its files with the results and figures)."""
 
-    def params_from(self, values: Mapping[str, Any]) -> Any:
+    def params_from(self, values: Mapping[str, Any]) -> P:
         """Params with the given fields set (unknown names are a programming error), checked against ranges."""
         params = self.Params(**{k: v for k, v in values.items() if v is not None})
         check_params(params)

@@ -1,20 +1,22 @@
 """`dims`: intrinsic dimension (TwoNN, MLE) and linear effective rank of pooled outputs, overall and per source.
 
 The points are an encoder's pooled outputs over a corpus's distinct token sequences (from the shared
-embedding store), or a saved [N, D] .npy array. The math lives in intrinsic_dim.py.
+embedding store), or a saved [N, D] .npy array. The math lives in anatomy/metrics/intrinsic_dim.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from anatomy import paper
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param
-from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, sample
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
+from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, require_distinct, sample
 from anatomy.findings import Finding
+from anatomy.metrics.points import MIN_POINTS
 
 # Intrinsic dimension / output width below which a much narrower student is worth trying.
 LOW_INTRINSIC_RATIO = 0.1
@@ -22,9 +24,9 @@ LOW_INTRINSIC_RATIO = 0.1
 
 @dataclass(frozen=True)
 class DimsParams:
-    sample: int = param(5000, "Distinct points per group (the paper's 5,000).", min=3)
+    sample: int = sample_param(5000, "Distinct points per group (the paper's 5,000).", min=3)
     all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.", excludes="sample")
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
+    seed: int = seed_param()
     n_boot: int = param(200, "Bootstrap draws for the spread (0: none).", min=0, max=100_000)
 
 
@@ -60,7 +62,7 @@ class DimsEntry:
 
     @classmethod
     def of(cls, points: np.ndarray, seed: int, n_boot: int) -> DimsEntry:
-        from anatomy.analysis.intrinsic_dim import intrinsic_dim
+        from anatomy.metrics.intrinsic_dim import intrinsic_dim
 
         d = intrinsic_dim(points, n_boot=n_boot, seed=seed)
         spread = {name: Spread(**s) for name, s in d.spread.items()}
@@ -94,7 +96,7 @@ METHOD = {
 }
 
 
-class Dims(Analysis):
+class Dims(Analysis[DimsParams, DimsResult]):
     name = "dims"
     title = "Intrinsic dimension of the outputs"
     description = "Intrinsic dimension (TwoNN, MLE) and linear effective rank of pooled outputs, overall and per source."
@@ -107,8 +109,8 @@ class Dims(Analysis):
         sources: dict[str, np.ndarray] = {}
         method: dict[str, str | int] = dict(METHOD)
         if inputs.embeddings is not None:
-            from anatomy.analysis.intrinsic_dim import dedupe_rows
-            from anatomy.analysis.points import check_points, load_points
+            from anatomy.metrics.intrinsic_dim import dedupe_rows
+            from anatomy.metrics.points import check_points, load_points
 
             # a finite real [n, d] array, or one InputError naming the file
             raw = load_points(inputs.embeddings)
@@ -120,6 +122,7 @@ class Dims(Analysis):
         else:
             store = inputs.store
             prompts, by_source, n_prompts = distinct_sequences(inputs.need_corpus(), store)
+            require_distinct(inputs.need_corpus(), len(prompts), MIN_POINTS, "intrinsic dimension")
             picks = {"overall": sample(np.arange(len(prompts)), n, params.seed)}
             picks |= {
                 s: sample(idx, n, params.seed)
@@ -153,7 +156,7 @@ class Dims(Analysis):
             method=method,
         )
 
-    def figures(self, result: DimsResult) -> dict:
+    def figures(self, result: DimsResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"dims": fig.draw_dims(fig.prepare_dims(result))}

@@ -4,6 +4,7 @@ they use (cosine matrix, block means, adjacent similarity, PCA curve, effective 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PositionsResult(Result):
         return [f"{a}-{min(a + b, n) - 1}" for a in range(0, n, b)]
 
 
-class Positions(Analysis):
+class Positions(Analysis[PositionsParams, PositionsResult]):
     name = "positions"
     title = "Positional embeddings"
     description = "How alike the rows of the learned positional table are: cosine matrix, block means, PCA, effective ranks."
@@ -66,8 +67,14 @@ class Positions(Analysis):
     Params = PositionsParams
     Result = PositionsResult
 
+    def not_applicable(self, inputs: Inputs) -> str | None:
+        """Applies to encoders with an absolute (learned) positional table; rotary or relative ones have none."""
+        if inputs.encoder is not None and inputs.encoder.positional_embedding() is None:
+            return f"{inputs.encoder.name} has no absolute positional table (rotary or relative positions)"
+        return None
+
     def compute(self, inputs: Inputs, params: PositionsParams) -> PositionsResult:
-        from anatomy.analysis.positional import positional_anatomy
+        from anatomy.metrics.positional import positional_anatomy
 
         encoder = inputs.encoder
         table = encoder.positional_embedding()
@@ -99,7 +106,7 @@ class Positions(Analysis):
             cosine=got.cosine,
         )
 
-    def figures(self, result: PositionsResult) -> dict:
+    def figures(self, result: PositionsResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         drawn = {

@@ -9,6 +9,7 @@ same output with perturbed values (V = X + noise) is reported beside it for cont
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,15 +76,15 @@ def softmax_robustness(points: np.ndarray, noise: float = 0.1, seed: int = 0) ->
 # ------------------------------------------------------------------------------------- the analysis unit
 # `robustness`: softmax error attenuation on the pooled outputs of a sample of the corpus's prompts.
 
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param  # noqa: E402
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param  # noqa: E402
 from anatomy.findings import Finding  # noqa: E402
 
 
 @dataclass(frozen=True)
 class RobustnessParams:
     noise: tuple[float, ...] = param((0.1,), "Noise level(s), repeatable.", min=0, min_open=True, max=1e6)
-    seed: int = param(0, "Seed of every sampling step.", min=0, max=2**32 - 1)
-    sample: int = param(2000, "Distinct prompts in the attention set.", min=2, max=100_000)
+    seed: int = seed_param()
+    sample: int = sample_param(2000, "Distinct prompts in the attention set.", min=2, max=100_000)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class RobustnessResult(Result):
     levels: list[Robustness]
 
 
-class SoftmaxRobustness(Analysis):
+class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
     name = "robustness"
     title = "Softmax error attenuation"
     description = "Softmax error attenuation: input, logit and attention-output errors under Gaussian noise."
@@ -102,16 +103,17 @@ class SoftmaxRobustness(Analysis):
     Result = RobustnessResult
 
     def compute(self, inputs: Inputs, params: RobustnessParams) -> RobustnessResult:
-        from anatomy.analysis.sampling import distinct_sequences, sample
+        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
 
         prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.store)
+        require_distinct(inputs.need_corpus(), len(prompts), 2, "the attention set")
         picked = sample(np.arange(len(prompts)), params.sample, params.seed)
         pooled = inputs.store.pooled([prompts[i] for i in picked])
         levels = [softmax_robustness(pooled, noise=float(s), seed=params.seed) for s in params.noise]
         construction = {"X": f"pooled encoder outputs of {len(picked)} distinct prompts"} | CONSTRUCTION
         return RobustnessResult(inputs.encoder.name, construction, levels)
 
-    def figures(self, result: RobustnessResult) -> dict:
+    def figures(self, result: RobustnessResult) -> dict[str, Any]:
         from anatomy.figures import representation as fig
 
         return {"robustness": fig.draw_robustness(fig.prepare_robustness(result))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,18 @@ def sample(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(indices, size=n, replace=False))
 
 
-def distinct_sequences(corpus: Path, store) -> tuple[list[str], dict[str, np.ndarray], int]:
+def require_distinct(corpus: Path, n: int, minimum: int, why: str) -> None:
+    """InputError naming the corpus when it has fewer than `minimum` distinct token sequences (checked before
+    anything is encoded)."""
+    if n < minimum:
+        raise InputError(
+            f"{corpus}: only {n} distinct prompt(s) (token sequences as the encoder sees them); {why} needs at "
+            f"least {minimum}",
+            "give a corpus with more distinct prompts",
+        )
+
+
+def distinct_sequences(corpus: Path, store: Any) -> tuple[list[str], dict[str, np.ndarray], int]:
     """(one prompt per distinct token sequence, indices of each source's sequences, distinct prompts).
 
     Two prompts with the same ids (as the encoder sees them, truncated to its context) give the same outputs,
@@ -31,7 +43,7 @@ def distinct_sequences(corpus: Path, store) -> tuple[list[str], dict[str, np.nda
     return store.memo[key]
 
 
-def _distinct_sequences(corpus: Path, store) -> tuple[list[str], dict[str, np.ndarray], int]:
+def _distinct_sequences(corpus: Path, store: Any) -> tuple[list[str], dict[str, np.ndarray], int]:
     from anatomy.corpus import load_corpus
 
     frame = load_corpus(corpus)

@@ -152,7 +152,7 @@ def paper_block() -> dict[str, Any]:
     }
 
 
-class Tokens(Analysis):
+class Tokens(Analysis[TokensParams, TokensResult]):
     name = "tokens"
     title = "Token lengths and the context window"
     description = "Token lengths, the context-window table and vocabulary coverage of a corpus."
@@ -176,14 +176,14 @@ class Tokens(Analysis):
         result.lengths_by, result.counts_by, result.contexts = lengths_by, counts_by, contexts
         return result
 
-    def record_params(self, result: TokensResult, params: TokensParams) -> dict:
+    def record_params(self, result: TokensResult, params: TokensParams) -> dict[str, Any]:
         return {
             **asdict(params),
             "contexts": list(result.contexts),
             "tokenizer_fingerprint": result.tokenizer_fingerprint,
         }
 
-    def figures(self, result: TokensResult) -> dict:
+    def figures(self, result: TokensResult) -> dict[str, Any]:
         from anatomy.figures import tokens as figs
 
         if result.lengths_by is None:

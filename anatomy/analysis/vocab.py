@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 import anatomy.analysis.base as base
-from anatomy.analysis.base import Need, PaperRow, Table, param, transient
+from anatomy import paper
+from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
 from anatomy.corpus.traffic import WEIGHTS
 from anatomy.errors import InputError
 from anatomy.findings import Finding
@@ -36,14 +37,9 @@ from anatomy.vocab.store import Vocabulary, base_tokenizer
 
 log = logging.getLogger(__name__)
 
-# The student bodies' parameters and token-embedding widths with CLIP's 49,408-row table, as
-# anatomy.encoders.registry.describe_all() counts them (tests/test_vocab_analysis.py checks they agree;
-# building the modules here would import torch and open_clip for four numbers).
-STUDENT_BODIES = {
-    "litetext-s0": (42_541_312, 512),
-    "litetext-s1": (63_528_192, 512),
-    "litetext-l": (123_800_320, 768),
-}
+# The student bodies' parameters and token-embedding widths (the study's numbers, in anatomy.paper; building the
+# modules here would import torch and open_clip for four numbers).
+STUDENT_BODIES = paper.STUDENT_BODIES
 # Share of unseen prompts whose tokens change above which specialising is called risky for that workload.
 CHANGE_WARN = 0.05
 # Share of the original vocabulary kept at or below which specialising is worth it (the table is mostly idle).
@@ -58,7 +54,7 @@ class VocabParams:
         "distinct", "Long-tail risk over distinct prompts, or over requests (traffic).", choices=WEIGHTS
     )
     folds: int = param(5, "Folds of the k-fold by prompt.", min=2, max=100)
-    seed: int = param(0, "Seed of the k-fold split.", min=0)
+    seed: int = seed_param("Seed of the k-fold split.")
     width: int = param(256, "A custom student width to report savings for.", min=1)
     held_out: tuple[str, ...] = param((IMAGENET,), "Held-out prompt files (text source) or builtin:NAME.")
     curve: tuple[int, ...] = param((1, 2, 3, 5, 10), "Min-count values of the trade-off curve.", min=1)
@@ -237,7 +233,7 @@ def _m(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
-class VocabAnalysis(base.Analysis):
+class VocabAnalysis(base.Analysis[VocabParams, VocabResult]):
     name = "vocab"
     title = "Vocabulary specialisation"
     description = (
@@ -246,7 +242,7 @@ class VocabAnalysis(base.Analysis):
     )
     needs = frozenset({Need.CORPUS})
     Params = VocabParams
-    Result: ClassVar[type[base.Result]] = VocabResult
+    Result = VocabResult
 
     def compute(self, inputs: base.Inputs, params: VocabParams) -> VocabResult:
         if inputs.corpus is None:
@@ -298,8 +294,6 @@ class VocabAnalysis(base.Analysis):
         return found
 
     def paper_rows(self, result: VocabResult) -> list[PaperRow]:
-        from anatomy import paper
-
         kept = f"{result.kept:,} of {result.original_size:,} ({result.kept_share:.0%})"
         return [PaperRow.of("vocabulary kept (the study kept CLIP's in full)", kept, paper.VOCAB_SIZE)]
 

@@ -14,10 +14,10 @@ import typer
 
 from anatomy.cli.common import (
     CorpusOpt,
+    DeviceOpt,
     JsonOpt,
     OutOpt,
     QuietOpt,
-    check_device,
     check_out_dir,
     guarded,
     out,
@@ -82,15 +82,25 @@ def _flag(name: str, params_cls) -> str:
     return flag_of(next(f for f in dataclasses.fields(params_cls) if f.name == name))
 
 
-def _help(meta, default) -> str:
+def _help(meta: Any, default: Any) -> str:
+    """The field's help, its range and its default. Typer renders help as rich markup, where "[default: 5]"
+    would be read as a style tag and vanish: the bracket is escaped."""
     from anatomy.analysis.base import describe_range
 
     text = meta.get("help", "")
     if meta.get("min") is not None or meta.get("max") is not None:
         text += f" Range {describe_range(meta)}."
+    shown = _default_text(default)
+    return f"{text} \\[default: {shown}]" if shown is not None else text
+
+
+def _default_text(default: Any) -> str | None:
+    """The Params default as `--help` shows it (None: nothing shown, for off flags and None)."""
+    if default is None or default is False or default is dataclasses.MISSING:
+        return None
     if isinstance(default, tuple):
-        default = ",".join(map(str, default))
-    return f"{text} [default: {default}]" if default not in (None, False, "") else text
+        return ",".join(map(str, default)) or None  # an empty tuple shows no default
+    return str(default) if default != "" else None
 
 
 def _input_options(analysis) -> list[inspect.Parameter]:
@@ -133,10 +143,7 @@ def _input_options(analysis) -> list[inspect.Parameter]:
         )
         params.append(inspect.Parameter("corpus", kw, default=default, annotation=annotation))
     if needs & {Need.ENCODER, Need.EMBEDDINGS, Need.PAIR}:
-        params.append(inspect.Parameter(
-            "device", kw, default=None,
-            annotation=Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available).")],
-        ))  # fmt: skip
+        params.append(inspect.Parameter("device", kw, default=None, annotation=DeviceOpt))
     return params
 
 
@@ -159,7 +166,6 @@ def build_command(analysis):
                 value = _parse_tuple(_flag(name, analysis.Params), value, item)
             values[name] = value
         params = _params(analysis, values)
-        kwargs["device"] = check_device(kwargs.get("device"))
         result = run_command(analysis, params, **kwargs)
         if kwargs["as_json"]:
             print_json(result.to_json())
@@ -170,7 +176,7 @@ def build_command(analysis):
             out.print(line)
         out.print(f"written: {Path(kwargs['out_dir']) / 'results' / (analysis.name + '.json')} and figures/")
 
-    command.__signature__ = signature
+    command.__signature__ = signature  # type: ignore[attr-defined]  # typer reads it
     command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
     command.__name__ = f"{analysis.name}_cmd"
     command.__doc__ = analysis.description or analysis.title
@@ -212,7 +218,6 @@ def run_command(analysis, params, *, out_dir, quiet, as_json, corpus=None, encod
     """Load what the analysis needs (reusing an `anatomy embed` cache beside the corpus) and run it."""
     from anatomy.analysis import runner
     from anatomy.analysis.base import Inputs, Need
-    from anatomy.errors import InputError
 
     progress = say(quiet)
     needs = analysis.needs
@@ -221,7 +226,7 @@ def run_command(analysis, params, *, out_dir, quiet, as_json, corpus=None, encod
             "give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder"
         )
     if Need.EMBEDDINGS in needs and encoder is not None and corpus is None:
-        raise InputError("--encoder needs --corpus (the prompts to embed)")
+        raise typer.BadParameter("--encoder needs --corpus (the prompts to embed)", param_hint="--corpus")
     inputs = Inputs(corpus=corpus, embeddings=embeddings, progress=progress)
     if encoder is not None:
         inputs.encoder, inputs.store = _load(encoder, device, corpus, keep_tokens=False)

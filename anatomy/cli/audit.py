@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.text import Text
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, out, print_json, say
+from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, out, print_json, say
 from anatomy.corpus.sources import READERS
+
+if TYPE_CHECKING:
+    from anatomy.audit import AuditResult
 
 _MARK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "info": "cyan"}
 
@@ -34,7 +37,7 @@ def _print_findings_only(findings) -> None:
     out.print(Text(", ").join(Text(f"{n} {m}", style=_MARK_STYLE[m]) for m, n in total.items()))
 
 
-def _findings_json(result) -> dict:
+def _findings_json(result: AuditResult) -> dict[str, Any]:
     from anatomy.findings import as_data, counts
 
     return {
@@ -71,16 +74,23 @@ def audit_cmd(
     ] = None,
     sample: Annotated[
         int | None,
-        typer.Option(min=11, help="Prompts for the sampled analyses (dims, robustness, agreement, ...)."),
+        typer.Option(
+            min=1,
+            help="Sample size of every analysis that samples (its Params field marked 'sample'; "
+            "each checks its own range). Default: each analysis's own.",
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for every sampling step.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=2**32 - 1, help="Seed of every analysis (its Params field marked 'seed')."),
+    ] = 0,
     analysis: Annotated[
         list[str] | None,
         typer.Option(
             "--analysis", "-a", help="Run only these analyses (repeatable; default: all of the audit's)."
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     against: Annotated[
         Path | None,
         typer.Option(help="Also check the inputs, as a live log, against this deployment (DIR/check)."),
@@ -99,7 +109,7 @@ def audit_cmd(
     overrides = {"seed": seed} | ({"sample": sample} if sample else {})
     cfg = AuditConfig(
         inputs=tuple(inputs or ()), source=source, encoders=tuple(encoders or ()), teacher=teacher,
-        student=student, analyses=tuple(analysis or ()), overrides=overrides, device=check_device(device),
+        student=student, analyses=tuple(analysis or ()), overrides=overrides, device=device,
         against=str(against) if against else None,
     )  # fmt: skip
     try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work

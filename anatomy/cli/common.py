@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from anatomy.errors import AnatomyError, OptionError
+from anatomy.layout import no_empty_folders_on_failure  # noqa: F401  (re-exported for the commands)
 
 
 class _Stream(io.TextIOBase):
@@ -217,4 +218,21 @@ def check_device(device: str | None) -> str | None:
     """cpu, cuda, cuda:N or mps, and cuda only where a GPU is there (usage error, exit 2, otherwise)."""
     from anatomy.encoders.device import check_device as check
 
-    return check(device)
+    try:
+        return check(device)
+    except OptionError as error:
+        raise typer.BadParameter(
+            error.detail + (f" ({error.hint})" if error.hint else ""), param_hint="--device"
+        ) from None
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)."
+
+
+def _device_callback(value: str | None) -> str | None:
+    return check_device(value)
+
+
+# --device, declared once for every command that runs a model: checked while the options are parsed, so a
+# device this machine lacks is a usage error (exit 2) in every command, before any work.
+DeviceOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP, callback=_device_callback)]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from anatomy.cli.common import JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+from anatomy.distill.config import DistillConfig
 from anatomy.distill.export import FORMATS
+
+# DistillConfig holds every default once; the options below show and use them (a light import: no torch).
+_DEFAULT: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
 
 EXPORT_FORMATS = tuple(FORMATS)  # the formats the CLI accepts: anatomy.distill.export's table
 
@@ -18,13 +23,13 @@ def distill_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
     teacher: Annotated[
         str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
-    ] = "minilm",
+    ] = _DEFAULT["teacher"],
     student: Annotated[
         str, typer.Option(help="s0 | s1 | l, or a JSON config with layers, width, heads.")
-    ] = "s0",
+    ] = _DEFAULT["student"],
     context: Annotated[
         int, typer.Option(min=2, help="The student's context length (2 .. the teacher's positions).")
-    ] = 16,
+    ] = _DEFAULT["context"],
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Epochs (default: the student's paper-era setting).")
     ] = None,
@@ -47,19 +52,19 @@ def distill_cmd(
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0: off).")] = None,
     eval_every: Annotated[
         int, typer.Option(min=1, help="Evaluate on the held-out prompts every N steps.")
-    ] = 200,
+    ] = _DEFAULT["eval_every"],
     save_every: Annotated[
         int | None, typer.Option(min=1, help="Checkpoint every N steps (default: --eval-every).")
     ] = None,
     eval_size: Annotated[
         int, typer.Option(min=1, help="Held-out prompts (at most 10% of the corpus).")
-    ] = 1000,
+    ] = _DEFAULT["eval_size"],
     limit: Annotated[
         int | None, typer.Option(min=2, help="Train on a seeded sample of this many distinct prompts.")
     ] = None,
     seed: Annotated[
         int, typer.Option(min=0, help="Seed for the split, the data order and the initial weights.")
-    ] = 0,
+    ] = _DEFAULT["seed"],
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     restart: Annotated[
         bool,
@@ -68,12 +73,10 @@ def distill_cmd(
             "training starts; the teacher cache is kept).",
         ),
     ] = False,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
-    ] = None,
+    device: DeviceOpt = None,
     dtype: Annotated[
         Literal["auto", "fp32", "bf16"], typer.Option(help="auto (bf16 autocast on GPU) | fp32 | bf16.")
-    ] = "auto",
+    ] = _DEFAULT["dtype"],
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher cache folder (default: RUN_DIR/teacher_cache).")
     ] = None,
@@ -201,9 +204,7 @@ def ablate_cmd(
     ] = None,
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts.")] = 500,
     seed: Annotated[int, typer.Option(min=0, help="Seed for the split, data order and initial weights.")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
-    ] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

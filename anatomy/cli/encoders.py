@@ -9,23 +9,25 @@ import typer
 
 from anatomy.cli.common import (
     CorpusOpt,
+    DeviceOpt,
     JsonOpt,
     QuietOpt,
-    check_device,
     check_out_dir,
     echo,
     err,
+    no_empty_folders_on_failure,
     out,
     print_json,
     progress_bar,
 )
+from anatomy.paper import STUDENT_CONTEXT
 
 
 def encoders_cmd(
     context: Annotated[
         int,
         typer.Option("--context", min=2, max=4096, help="Context length of the students' positional tables."),
-    ] = 16,
+    ] = STUDENT_CONTEXT,
     vocab: Annotated[
         Path | None,
         typer.Option(
@@ -111,7 +113,7 @@ def embed_cmd(
     per_token: Annotated[
         bool, typer.Option("--per-token", help="Also keep per-token outputs (tokens.npy).")
     ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -122,9 +124,8 @@ def embed_cmd(
     from anatomy.errors import OptionError
 
     check_out_dir(out_dir)
-    device = check_device(device)
     out_dir = out_dir or default_cache(corpus, encoder)
-    with progress_bar(quiet) as bar:
+    with no_empty_folders_on_failure(out_dir), progress_bar(quiet) as bar:
         task = bar.add_task(f"embed {encoder}", total=None, status="")
 
         def on_progress(done: int, total: int) -> None:

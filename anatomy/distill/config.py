@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anatomy.errors import InputError, OptionError
+from anatomy.paper import STUDENT_CONTEXT
 
 DTYPES = ("auto", "fp32", "bf16")
 MIN_CONTEXT = 2  # SOT + EOT
@@ -44,7 +45,7 @@ class DistillConfig:
     teacher: str = "minilm"
     student: str = "s0"  # s0 | s1 | l | path to a JSON config with at least layers, width, heads
     corpus: str = ""
-    context: int = 16
+    context: int = STUDENT_CONTEXT
     epochs: int | None = None
     steps: int | None = None  # overrides epochs
     warmup_steps: int | None = None  # default: the recipe's warm-up epochs, scaled to the run's length

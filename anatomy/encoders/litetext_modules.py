@@ -9,9 +9,10 @@ import functools
 from dataclasses import dataclass
 
 from anatomy.errors import EncoderError
+from anatomy.tokenizer import CLIP_VOCAB_SIZE
 
 OUTPUT_DIM = 256  # SAM3's fusion width: every student projects each token to it
-CLIP_VOCAB = 49408
+CLIP_VOCAB = CLIP_VOCAB_SIZE
 
 
 @dataclass(frozen=True)

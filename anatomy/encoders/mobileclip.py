@@ -26,6 +26,7 @@ from anatomy.encoders.litetext_modules import (  # noqa: F401  (re-exported: the
     tower_shape,
 )
 from anatomy.errors import CheckpointError
+from anatomy.paper import STUDENT_CONTEXT  # the students' context (the study quotes parameter totals at it)
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ LITETEXT_PREFIX = "detector.backbone.language_backbone."
 
 
 def build_tower(
-    shape: TowerShape, context_length: int = 16, table_length: int | None = None
+    shape: TowerShape, context_length: int = STUDENT_CONTEXT, table_length: int | None = None
 ) -> torch.nn.Module:
     """A LiteText-layout text tower of any shape (the custom students use this too)."""
     from anatomy.encoders.litetext_modules import student_class
@@ -55,7 +56,9 @@ def empty_tower(shape: TowerShape, context_length: int, table_length: int | None
     return module.to_empty(device="cpu")
 
 
-def build_litetext(kind: str, context_length: int = 16, table_length: int | None = None) -> torch.nn.Module:
+def build_litetext(
+    kind: str, context_length: int = STUDENT_CONTEXT, table_length: int | None = None
+) -> torch.nn.Module:
     """Randomly initialised student ("s0" | "s1" | "l"); its positional table has T = table_length or context."""
     return build_tower(tower_shape(kind), context_length, table_length)
 
@@ -123,7 +126,7 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sou
     return load_strict(module, state, source=source, notes=notes)
 
 
-def load_litetext_module(kind: str, path: str | Path, context_length: int = 16):
+def load_litetext_module(kind: str, path: str | Path, context_length: int = STUDENT_CONTEXT):
     """(module, load report) of a LiteText student checkpoint; T is read from the file, never assumed."""
     from anatomy.encoders.checkpoints import read_state_dict
 
@@ -146,7 +149,7 @@ def load_litetext_module(kind: str, path: str | Path, context_length: int = 16):
 def load_litetext(
     kind: str,
     path: str | Path,
-    context_length: int = 16,
+    context_length: int = STUDENT_CONTEXT,
     device: str | None = None,
     dtype: str = "fp32",
 ) -> ModuleEncoder:
@@ -171,7 +174,7 @@ def load_litetext(
 
 
 def describe(
-    kinds: Sequence[str] = tuple(KINDS), context_length: int = 16, vocab_size: int | None = None
+    kinds: Sequence[str] = tuple(KINDS), context_length: int = STUDENT_CONTEXT, vocab_size: int | None = None
 ) -> list[dict]:
     """Name, parameter total and breakdown of each student architecture (shapes only, on the meta device);
     with `vocab_size`, of the body whose token-embedding table has that many rows (a specialised student)."""
@@ -244,5 +247,4 @@ def _litetext_family(kind: str):
     )
 
 
-STUDENT_CONTEXT = 16  # the students' context in the LiteText paper (parameter totals are quoted at it)
 FAMILIES = {f"litetext-{kind}": _litetext_family(kind) for kind in KINDS}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anatomy.errors import EncoderError
+from anatomy.tokenizer import CLIP_VOCAB_SIZE
 
 AVAILABILITY_HINT = (
     "download it where there is network (it lands in the Hugging Face cache, ~/.cache/huggingface/hub) and "
@@ -92,7 +93,7 @@ def _clip_text_cfg(model_name: str, config: dict):
     from open_clip.model import CLIPTextCfg
 
     text_cfg = CLIPTextCfg(**config["text_cfg"])
-    if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != 49408:
+    if text_cfg.hf_model_name or text_cfg.hf_tokenizer_name or text_cfg.vocab_size != CLIP_VOCAB_SIZE:
         raise EncoderError(
             f"open_clip:{model_name} does not use the CLIP BPE tokenizer and text transformer",
             "load Hugging Face text towers with hf:PATH instead",

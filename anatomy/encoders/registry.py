@@ -18,11 +18,11 @@ import logging
 
 from anatomy.encoders.family import FAMILIES, Family, LoadRequest, Spec, family_of, spec_help
 from anatomy.errors import EncoderError
+from anatomy.paper import STUDENT_CONTEXT  # the students' context (the study quotes parameter totals at it)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "minilm"
-STUDENT_CONTEXT = 16  # the students' context in the LiteText paper (parameter totals are quoted at it)
 DTYPES = ("fp32", "bf16")
 
 __all__ = [

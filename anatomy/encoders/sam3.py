@@ -19,6 +19,7 @@ from torch import nn
 
 from anatomy.encoders.checkpoints import find_prefix, load_strict, read_state_dict, take_prefix
 from anatomy.errors import CheckpointError
+from anatomy.tokenizer import CLIP_VOCAB_SIZE
 
 OFFICIAL_PREFIX = "detector.backbone.language_backbone."
 HF_TEXT = "text_encoder.text_model."
@@ -27,7 +28,7 @@ HEAD_DIM = 64  # SAM3: heads = width / 64
 
 @dataclass(frozen=True)
 class Sam3Config:
-    vocab_size: int = 49408
+    vocab_size: int = CLIP_VOCAB_SIZE
     context_length: int = 32
     width: int = 1024
     layers: int = 24

@@ -59,7 +59,7 @@ class StudentConfig:
     layers: int | None = None
     width: int | None = None
     heads: int | None = None
-    context_length: int = 16
+    context_length: int = mobileclip.STUDENT_CONTEXT
     vocab_size: int = mobileclip.CLIP_VOCAB
     output_dim: int = mobileclip.OUTPUT_DIM
     mlp_ratio: int = 4

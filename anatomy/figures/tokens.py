@@ -12,6 +12,7 @@ import numpy as np
 
 from anatomy.context import context_curve
 from anatomy.figures.style import new_figure
+from anatomy.tokenizer import CLIP_VOCAB_SIZE
 
 
 def prepare_length_histogram(lengths_by_block: Mapping[str, np.ndarray]):
@@ -115,7 +116,7 @@ def prepare_vocab_rank(counts_by_block: Mapping[str, np.ndarray]):
     return pd.concat(frames, ignore_index=True)
 
 
-def draw_vocab_rank(table, vocab_size: int = 49408):
+def draw_vocab_rank(table, vocab_size: int = CLIP_VOCAB_SIZE):
     fig, axes = new_figure(1, 2, size=(8.0, 3.4))
     freq_ax, cover_ax = axes[0]
     for block, rows in table.groupby("block", sort=False):

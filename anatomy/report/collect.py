@@ -3,117 +3,141 @@
 Works on a folder built by `anatomy audit` or step by step (`make reports`, or the analysis commands with
 --out): results are found through the registry and the layout (anatomy.layout); failures come from what
 the audit recorded in results/audit.json.
+
+Only this audit's results are reported: after an audit, a result of an analysis it did not run, of an encoder
+it did not load, or computed on another corpus (by the sha256 its provenance records) is left out with an
+"info" finding naming the file (another run left it in the folder). A folder built step by step is checked
+against the corpus it holds (corpus.parquet), when it holds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from anatomy.findings import Finding, corpus_findings, stage_failed
-from anatomy.layout import ENCODERS, PAIR, figure_paths
+from anatomy.layout import ENCODERS, PAIR
+from anatomy.report.record import AuditRecord, FolderRecord, GroupRecord, GroupStage, Leftover
 
 CORPUS_RESULT = "results/corpus.json"  # the corpus summary, kept beside the other results
 
 
-def read_status(out_dir: Path) -> dict:
+def read_status(out_dir: Path) -> AuditRecord:
     """The stages a previous audit recorded (so `anatomy report` on an audit folder keeps its failures)."""
+    return AuditRecord.read(out_dir)
+
+
+class _Filter:
+    """Which stored results belong to this report: the audit's analyses, on the audit's corpus."""
+
+    def __init__(self, out_dir: Path, audit: AuditRecord, corpus_sha256: str | None):
+        self.root, self.audit, self.sha256 = out_dir, audit, corpus_sha256
+        self.ignored: list[Leftover] = []
+
+    def group(self, folder: Path, scope: str, stage: GroupStage | None, spec: str) -> GroupRecord:
+        from anatomy.analysis import ANALYSES, runner
+
+        record = GroupRecord(spec, stage.slug if stage else None)
+        if stage is not None:
+            record.errors, record.not_applicable = dict(stage.errors), dict(stage.not_applicable)
+        ran = self.audit.analyses()
+        for name, analysis in ANALYSES.items():
+            if runner.scope(analysis) != scope:
+                continue
+            stored = runner.read_stored(analysis, folder)
+            if stored is None:
+                continue
+            where = stored.path.relative_to(self.root).as_posix()
+            sha256 = stored.input_hash("corpus") if runner.reads_corpus(analysis) else self.sha256
+            reason = self._reason(name, sha256, ran, record)
+            if reason:
+                self.ignored.append(Leftover(where, reason))
+                continue
+            record.results[name] = stored.result
+            record.figures[name] = [p.relative_to(self.root).as_posix() for p in stored.figures(folder)]
+        return record
+
+    def _reason(self, name: str, sha256: str | None, ran: list[str] | None, record: GroupRecord) -> str:
+        if self.audit.audited and ran is not None and name not in ran:
+            return "the audit did not run this analysis"
+        if name in record.errors or name in record.not_applicable:
+            return "this audit's run of it failed or did not apply"
+        if self.sha256 and sha256 != self.sha256:
+            return "computed on another corpus" if sha256 else "computed without this audit's corpus"
+        return ""
+
+
+def collect(out_dir: str | Path, status: AuditRecord | None = None) -> FolderRecord:
     from anatomy.errors import InputError
-    from anatomy.io import read_json
 
-    path = out_dir / "results" / "audit.json"
-    if not path.exists():
-        return {}
-    data = read_json(path)
-    stages = data.get("stages", {}) if isinstance(data, dict) else None
-    if not isinstance(stages, dict) or not isinstance(data.get("config", {}), dict) or not _stages_ok(stages):
-        raise InputError(f"{path}: not an audit record (expected a JSON object with 'stages')",
-                         "delete it, or rerun `anatomy audit` into this folder")  # fmt: skip
-    return {**{k: v for k, v in stages.items() if v is not None}, "config": data.get("config", {})}
-
-
-def _stages_ok(stages: Mapping[str, Any]) -> bool:
-    """The shapes collect() reads: corpus and pair an object or null, corpus_errors an object of objects,
-    encoders a list of objects with a slug."""
-    corpus, errors, pair = stages.get("corpus"), stages.get("corpus_errors"), stages.get("pair")
-    encoders = stages.get("encoders") or []
-    return (
-        isinstance(corpus, dict | None)
-        and isinstance(pair, dict | None)
-        and isinstance(errors or {}, dict)
-        and all(isinstance(e, dict) and "error" in e for e in (errors or {}).values())
-        and isinstance(encoders, list)
-        and all(isinstance(e, dict) and isinstance(e.get("slug"), str) for e in encoders)
-    )
-
-
-def _results(folder: Path, scope: str, root: Path) -> tuple[dict, dict]:
-    """(name -> typed result, name -> figure paths relative to root) of every registered analysis in folder."""
-    from anatomy.analysis import ANALYSES, runner
-
-    results, figures = {}, {}
-    for name, analysis in ANALYSES.items():
-        if runner.scope(analysis) != scope:
-            continue
-        result = runner.read(analysis, folder)
-        if result is not None:
-            results[name] = result
-            figures[name] = [p.relative_to(root).as_posix() for p in figure_paths(folder, name)]
-    return results, figures
-
-
-def collect(out_dir: str | Path, status: Mapping[str, Any] | None = None) -> dict[str, Any]:
     out_dir = Path(out_dir)
-    status = read_status(out_dir) if status is None else status
-    results, figures = _results(out_dir, "corpus", out_dir)
-    record: dict[str, Any] = {
-        "corpus": _corpus_record(out_dir, status.get("corpus") or {}),
-        "results": results,
-        "figures": figures,
-        "errors": dict(status.get("corpus_errors") or {}),
-    }
-    # After an audit, only the encoders it ran (a folder left from an earlier run is not this audit's); a folder
-    # built step by step has no audit record: every encoder folder in it.
-    audited = status.get("encoders") is not None
-    known = {e["slug"]: e for e in status.get("encoders") or []}
+    audit = read_status(out_dir) if status is None else status
+    corpus = _corpus_record(out_dir, audit)
+    keep = _Filter(out_dir, audit, _corpus_sha256(out_dir, audit, corpus))
+    analyses = keep.group(out_dir, "corpus", None, "the corpus")
+    analyses.errors, analyses.not_applicable = dict(audit.corpus_errors), dict(audit.corpus_not_applicable)
+    # After an audit, only the encoders it ran; a folder built step by step: every encoder folder in it.
+    known = {e.slug: e for e in audit.encoders or [] if e.slug}
     folders = sorted(p.name for p in (out_dir / ENCODERS).glob("*") if p.is_dir())
-    order = list(known) + ([] if audited else [s for s in folders if s not in known])
-    record["encoders"] = [_encoder_record(out_dir, s, known.get(s)) for s in order]
-    pair_status = status.get("pair")
-    pair_results, pair_figures = _results(out_dir / PAIR, "pair", out_dir)
-    if pair_status or (pair_results and not audited):
-        entry = {"errors": {}, **dict(pair_status or {})}
-        entry["results"], entry["figures"] = pair_results, pair_figures
-        if "spec" not in entry:
-            first = next(iter(pair_results.values()))
-            entry["spec"] = (
+    encoders = []
+    for slug in list(known) + ([] if audit.audited else [s for s in folders if s not in known]):
+        stage = known.get(slug)
+        spec_file = out_dir / ENCODERS / slug / "spec.txt"
+        written = spec_file.read_text(encoding="utf-8").strip() if spec_file.exists() else None
+        group = keep.group(
+            out_dir / ENCODERS / slug, "encoder", stage, (stage and stage.spec) or written or slug
+        )
+        group.slug = slug
+        encoders.append(group)
+    if audit.audited:
+        for slug in folders:
+            if slug not in known and (out_dir / ENCODERS / slug / "results").is_dir():
+                keep.ignored.append(Leftover(f"{ENCODERS}/{slug}/", "an encoder this audit did not load"))
+    pair = None
+    pair_group = keep.group(out_dir / PAIR, "pair", audit.pair, audit.pair.spec if audit.pair else "")
+    if audit.pair is not None or (pair_group.results and not audit.audited):
+        if not pair_group.spec:
+            first = next(iter(pair_group.results.values()))
+            pair_group.spec = (
                 f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
             )
-        record["pair"] = entry
-    found = (
-        record["results"] or record["encoders"] or "pair" in record or "distinct_prompts" in record["corpus"]
-    )
-    if not found and not status:  # an audit's own record (its failures) is always reported
-        from anatomy.errors import InputError
-
+        pair = pair_group
+    record = FolderRecord(corpus, analyses, encoders, pair, ignored=keep.ignored)
+    found = analyses.results or encoders or pair or "distinct_prompts" in corpus
+    if not found and not audit.audited and audit.corpus is None:
         raise InputError(
             f"{out_dir}: nothing to report (no corpus, no results/*.json, no encoders/*/results)",
             "give the --out folder of `anatomy audit` or of the analysis commands",
         )
-    record["versions"] = _versions(out_dir, record)
+    record.versions = _versions(out_dir)
     return record
 
 
-def _corpus_record(out_dir: Path, corpus_status: Mapping[str, Any]) -> dict:
+def _corpus_sha256(out_dir: Path, audit: AuditRecord, corpus: dict[str, Any]) -> str | None:
+    """The hash of the corpus this report is about: as the audit recorded it, else of the corpus file here."""
+    from anatomy.io import file_sha256
+
+    if audit.corpus is not None and audit.corpus.sha256:
+        return audit.corpus.sha256
+    path = _corpus_path(out_dir, audit)
+    return file_sha256(path) if path.is_file() else None
+
+
+def _corpus_path(out_dir: Path, audit: AuditRecord) -> Path:
+    name = audit.corpus.path if audit.corpus is not None else "corpus.parquet"
+    return out_dir / name if (out_dir / name).exists() else Path(name)
+
+
+def _corpus_record(out_dir: Path, audit: AuditRecord) -> dict[str, Any]:
     """The corpus summary: from the corpus file when it is here, else from results/corpus.json (which `finish`
     writes), so a report folder without the corpus (the committed reports/) still renders the same."""
     from anatomy.corpus.corpus import corpus_summary, manifest_path
     from anatomy.io import read_json
 
-    name = corpus_status.get("path") or "corpus.parquet"
-    path = out_dir / name if (out_dir / name).exists() else Path(name)
-    entry: dict[str, Any] = {"path": name, "failed": list(corpus_status.get("failed", [])), "files": []}
+    name = audit.corpus.path if audit.corpus is not None else "corpus.parquet"
+    failed = [f.to_json() for f in audit.corpus.failed] if audit.corpus is not None else []
+    path = _corpus_path(out_dir, audit)
+    entry: dict[str, Any] = {"path": name, "failed": failed, "files": []}
     if path.exists():
         from anatomy.corpus import load_corpus
 
@@ -134,17 +158,7 @@ def display(spec: str) -> str:
     return spec if spec.startswith("builtin:") or spec == "-" else Path(spec).name
 
 
-def _encoder_record(out_dir: Path, name: str, status: Mapping[str, Any] | None) -> dict:
-    enc_dir = out_dir / ENCODERS / name
-    results, figures = _results(enc_dir, "encoder", out_dir)
-    spec_file = enc_dir / "spec.txt"
-    written = spec_file.read_text(encoding="utf-8").strip() if spec_file.exists() else None
-    spec = (status or {}).get("spec") or written or name
-    errors = dict((status or {}).get("errors", {}))
-    return {"spec": spec, "slug": name, "errors": errors, "results": results, "figures": figures}
-
-
-def _versions(out_dir: Path, record: Mapping[str, Any]) -> dict:
+def _versions(out_dir: Path) -> dict[str, str]:
     """Package versions as the results recorded them (the report must not depend on the rendering machine)."""
     from anatomy.io import package_versions, read_json
 
@@ -158,25 +172,26 @@ def _versions(out_dir: Path, record: Mapping[str, Any]) -> dict:
     return package_versions()
 
 
-def collect_findings(record: Mapping[str, Any]) -> list[Finding]:
-    """All findings of a record: corpus, corpus analyses, each encoder, the teacher-student pair."""
+def collect_findings(record: FolderRecord) -> list[Finding]:
+    """All findings of a record: corpus, corpus analyses, each encoder, the teacher-student pair, leftovers."""
     from anatomy.analysis import ANALYSES
 
-    found = corpus_findings(record.get("corpus", {}))
-    for name, error in record.get("errors", {}).items():
-        found.append(stage_failed(name, "the corpus", name, error["error"], error.get("hint")))
-    for name, result in record.get("results", {}).items():
-        found += ANALYSES[name].findings(result, name)
-    for enc in record.get("encoders", []):
-        section = f"encoder:{enc['slug']}"
-        for stage, error in enc.get("errors", {}).items():
-            found.append(stage_failed(section, enc["spec"], stage, error["error"], error.get("hint")))
-        for name, result in enc.get("results", {}).items():
-            found += ANALYSES[name].findings(result, section)
-    pair = record.get("pair")
-    if pair:
-        for stage, error in pair.get("errors", {}).items():
-            found.append(stage_failed(PAIR, pair["spec"], stage, error["error"], error.get("hint")))
-        for name, result in pair.get("results", {}).items():
-            found += ANALYSES[name].findings(result, PAIR)
+    found = corpus_findings(record.corpus)
+    groups: list[tuple[str, str, GroupRecord]] = [("", "the corpus", record.analyses)]
+    groups += [(f"encoder:{e.slug}", e.spec, e) for e in record.encoders]
+    if record.pair is not None:
+        groups.append((PAIR, record.pair.spec, record.pair))
+    for section, what, group in groups:
+        for stage, error in group.errors.items():
+            found.append(stage_failed(section or stage, what, stage, error.error, error.hint))
+        for name, reason in group.not_applicable.items():
+            found.append(Finding("info", section or name, f"{name}.not_applicable",
+                                 f"{name} does not apply to {what}: {reason}", name))  # fmt: skip
+        for name, result in group.results.items():
+            found += ANALYSES[name].findings(result, section or name)
+    for left in record.ignored:
+        found.append(Finding(
+            "info", "report", "report.leftover", f"{left.path} is not in this report ({left.reason})", left.path,
+            "another run left it in this folder; remove it, or audit into an empty folder",
+        ))  # fmt: skip
     return found

@@ -18,6 +18,7 @@ from typing import Any
 from anatomy.analysis.base import Table
 from anatomy.findings import MARK_SYMBOLS, Finding, counts
 from anatomy.io import write_text
+from anatomy.report.record import FolderRecord, GroupRecord
 
 # Keys that are bulky or not numbers a reader compares; the "all numbers" tables leave them out.
 _SKIP_KEYS = {"params", "provenance", "histogram", "top_tokens", "matrix", "similarity", "curve", "values",
@@ -128,35 +129,33 @@ def analysis_section(name: str, result: Any, figures: Sequence[str], level: int)
     return sec
 
 
-def _error_lines(errors: Mapping[str, Any]) -> list[str]:
-    return [f"✘ {stage} failed: {e['error']}" + (f" (hint: {e['hint']})" if e.get("hint") else "")
-            for stage, e in errors.items()]  # fmt: skip
+def _error_lines(group: GroupRecord) -> list[str]:
+    lines = [f"✘ {stage} failed: {e.error}" + (f" (hint: {e.hint})" if e.hint else "")
+             for stage, e in group.errors.items()]  # fmt: skip
+    return lines + [f"{name}: not applicable ({why})" for name, why in group.not_applicable.items()]
 
 
-def group_sections(title: str, group: Mapping[str, Any]) -> list[Section]:
+def group_sections(title: str, group: GroupRecord) -> list[Section]:
     """An encoder or the teacher-student pair: a heading, its failures, then one sub-section per analysis."""
-    head = Section(title, _error_lines(group.get("errors", {})))
-    subs = [
-        analysis_section(n, r, group.get("figures", {}).get(n, []), 3)
-        for n, r in group.get("results", {}).items()
-    ]
+    head = Section(title, _error_lines(group))
+    subs = [analysis_section(n, r, group.figures.get(n, []), 3) for n, r in group.results.items()]
     return [head, *subs]
 
 
-def build_sections(record: Mapping[str, Any], findings: Sequence[Finding]) -> list[Section]:
-    sections = [findings_section(findings), corpus_section(record.get("corpus", {}))]
-    if record.get("errors"):
-        sections.append(Section("Corpus analyses", _error_lines(record["errors"])))
-    for name, result in record.get("results", {}).items():
-        sections.append(analysis_section(name, result, record.get("figures", {}).get(name, []), 2))
-    for enc in record.get("encoders", []):
-        sections += group_sections(f"Encoder {enc['spec']}", enc)
-    if record.get("pair"):
-        sections += group_sections(f"Student vs teacher: {record['pair']['spec']}", record["pair"])
-    versions = record.get("versions") or {}
-    if versions:
+def build_sections(record: FolderRecord, findings: Sequence[Finding]) -> list[Section]:
+    sections = [findings_section(findings), corpus_section(record.corpus)]
+    corpus_lines = _error_lines(record.analyses)
+    if corpus_lines:
+        sections.append(Section("Corpus analyses", corpus_lines))
+    for name, result in record.analyses.results.items():
+        sections.append(analysis_section(name, result, record.analyses.figures.get(name, []), 2))
+    for enc in record.encoders:
+        sections += group_sections(f"Encoder {enc.spec}", enc)
+    if record.pair is not None:
+        sections += group_sections(f"Student vs teacher: {record.pair.spec}", record.pair)
+    if record.versions:
         sections.append(Section("Provenance",
-                                tables=[Table(["package", "version"], [[k, v] for k, v in sorted(versions.items())])]))  # fmt: skip
+                                tables=[Table(["package", "version"], [[k, v] for k, v in sorted(record.versions.items())])]))  # fmt: skip
     return sections
 
 
@@ -284,12 +283,12 @@ def to_html(title: str, sections: Sequence[Section], root: Path) -> str:
 
 
 def render(
-    out_dir: str | Path, audit: Mapping[str, Any], findings: Sequence[Finding], title: str | None = None
-) -> dict:
+    out_dir: str | Path, record: FolderRecord, findings: Sequence[Finding], title: str | None = None
+) -> dict[str, Path]:
     """Write OUT/report.md and OUT/index.html; return their paths."""
     out_dir = Path(out_dir)
-    title = title or audit.get("title") or "Prompt anatomy audit"
-    sections = build_sections(audit, findings)
+    title = title or record.title or "Prompt anatomy audit"
+    sections = build_sections(record, findings)
     md = write_text(out_dir / "report.md", to_markdown(title, sections))
     page = write_text(out_dir / "index.html", to_html(title, sections, out_dir))
     return {"markdown": md, "html": page}

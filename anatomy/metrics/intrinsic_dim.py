@@ -410,8 +410,8 @@ def intrinsic_dim(
     points: np.ndarray, k: int = K_NEIGHBOURS, n_boot: int = 200, seed: int = 0, fast: bool | None = None
 ) -> IntrinsicDim:
     """Deduplicate, compute one exact kNN, and derive every estimate (with its bootstrap spread)."""
-    from anatomy.analysis.points import check_array, check_points
-    from anatomy.analysis.spectrum import linear_erank
+    from anatomy.metrics.points import check_array, check_points
+    from anatomy.metrics.spectra import linear_erank
 
     raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
     x, _ = dedupe_rows(raw)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anatomy.analysis.spectrum import MatrixSpectrum, explained_variance, matrix_spectrum, n_for_share
+from anatomy.metrics.spectra import MatrixSpectrum, explained_variance, matrix_spectrum, n_for_share
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,11 @@
+"""The math the analyses, distillation and the cost tool share: arrays in, numbers and dataclasses out.
+
+No analysis, encoder or file format here (numpy, and torch inside the functions that use it): every room above
+may import these modules, and they import nothing of the package but anatomy.errors.
+
+    intrinsic_dim   TwoNN and MLE estimators, exact kNN, row deduplication, the bootstrap spread
+    points          checking a point cloud (and loading one from .npy) for the estimators
+    positional      the anatomy of a positional table (cosines, block means, PCA)
+    similarity      student-teacher agreement: per-token and pooled cosine, kNN overlap
+    spectra         the effective-rank family of a spectrum, spectra of embedding matrices
+"""
