@@ -93,7 +93,7 @@ def test_one_device_declaration():
 
     cli = Path(anatomy.cli.__file__).parent
     own = [p.name for p in cli.glob("*.py") if p.name != "common.py" and '"--device"' in p.read_text()]
-    assert own in ([], ["cost.py"])  # cost.py is the cost command's own (to be moved onto DeviceOpt)
+    assert own == []
 
 
 def test_dims_with_an_encoder_and_no_corpus_is_a_usage_error(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Table, param
+from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Table, param, sample_param, seed_param
 from anatomy.analysis.base import Result as BaseResult
 from anatomy.cost.compare import MAX_BATCH, RUNTIMES, CostSettings
 from anatomy.findings import Finding
@@ -58,9 +58,9 @@ class MeasureParams:
 
 @dataclass(frozen=True)
 class CostParams(MeasureParams):
-    sample: int = param(2000, "Prompts (from the embedding stores) for the quality columns.", min=10)
+    sample: int = sample_param(2000, "Prompts (from the embedding stores) for the quality columns.", min=10)
     k: int = param(10, "Neighbours for the kNN overlap.", min=1, max=100)
-    seed: int = param(0, "Seed of the prompt sample.", min=0)
+    seed: int = seed_param("Seed of the prompt sample.")
 
 
 @dataclass
@@ -89,7 +89,7 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
     """Mean pooled cosine and kNN overlap@k of student vs teacher on a seeded sample of the corpus's distinct
     prompts, read through the embedding stores (the same prompts the agreement analysis samples, so nothing is
     encoded twice in an audit)."""
-    from anatomy.analysis.agreement import knn_overlap, pooled_cosines
+    from anatomy.metrics.similarity import knn_overlap, pooled_cosines
     from anatomy.analysis.sampling import distinct_sequences, sample
 
     notes: list[str] = []

@@ -156,7 +156,7 @@ def parity(encoder, onnx_path: Path, prompts: list[str]) -> dict[str, float]:
 
 def quality(reference: Path, candidate: Path, tokenizer_of, prompts: list[str]) -> dict[str, float]:
     """Pooled cosine and kNN overlap@10 of `candidate` against `reference` (two ONNX files) on `prompts`."""
-    from anatomy.analysis.agreement import Distribution, knn_overlap, pooled_cosines
+    from anatomy.metrics.similarity import Distribution, knn_overlap, pooled_cosines
 
     ids, valid = tokenizer_of(prompts)
 
