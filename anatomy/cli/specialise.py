@@ -14,6 +14,18 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in _split([text]))
+    except ValueError:
+        values = ()
+    if not values or 1 not in values or any(v < 1 for v in values):
+        raise typer.BadParameter(
+            f"{text!r}: comma-separated batch sizes including 1", param_hint="--cost-batches"
+        )
+    return values
+
+
 def specialise_cmd(
     inputs: Annotated[
         list[str] | None,
@@ -69,6 +81,10 @@ def specialise_cmd(
     max_latency_ms: Annotated[
         float | None, typer.Option(help="Largest batch-1 p50 latency (ms) to accept.")
     ] = None,
+    cost_repeats: Annotated[int, typer.Option(min=2, help="Batch-1 calls timed per cost row.")] = 20,
+    cost_batches: Annotated[
+        str, typer.Option(help="Batch sizes of the cost rows, comma-separated (1 gives the latency).")
+    ] = "1,64",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split, the sample and the training.")] = 0,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
@@ -86,7 +102,8 @@ def specialise_cmd(
         inputs=tuple(inputs or ()), teacher=teacher, students=tuple(student or ()), context=context, vocab=vocab,
         held_out=tuple(held_out or ()), steps=steps, budget=budget, batch_size=batch_size,
         device=check_device(device), exports=_split(export) or DEFAULT_EXPORTS, max_quality_drop=max_quality_drop,
-        max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed,
+        max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed, cost_repeats=cost_repeats,
+        cost_batches=_batches(cost_batches),
     )  # fmt: skip
     result = run_specialise(cfg, out_dir, say=say(quiet))
     bill = result.bill

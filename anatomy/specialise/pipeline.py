@@ -31,6 +31,11 @@ WEIGHTS = {"corpus": 1, "tokens": 1, "split": 0.2, "vocab": 2, "teacher": 4, "re
            "evaluate": 1, "export": 3, "cost": 6}  # fmt: skip
 
 
+# What later stages do not read from a distillation: its log (throughput) and its resume state, whose bytes differ
+# after a resume though its content (weights, optimizer, step, RNG) is equal (torch.save's storage order).
+DISTILL_SIDE = (f"{ms.RUN}/train.log", f"{ms.RUN}/checkpoints/state.pt")
+
+
 @dataclass
 class PipelineResult:
     out_dir: Path
@@ -112,7 +117,7 @@ def _candidate_stages(cfg: SpecialiseConfig, cand: Candidate, context, steps: in
 
     return [
         Stage(f"distill-{cand.name}", "distill", ("tokens", "split", "vocab", "teacher"), params,
-              lambda r: ms.distill_stage(r, cfg, cand), resumable=True, side=(f"{ms.RUN}/train.log",)),
+              lambda r: ms.distill_stage(r, cfg, cand), resumable=True, side=DISTILL_SIDE),
         Stage(f"evaluate-{cand.name}", "evaluate", ("split", "reference", "distill"),
               lambda _s: {}, lambda r: ms.evaluate_stage(r, cfg), files=held),
         Stage(f"export-{cand.name}", "export", ("split", "distill"),

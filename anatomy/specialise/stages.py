@@ -193,7 +193,12 @@ def run_stage(
     run = StageRun(stage.name, partial, store.folder(stage.name),
                    {n: store.folder(n) for n in stage.needs}, summaries, params, resume, progress)  # fmt: skip
     start = time.perf_counter()
-    summary = stage.run(run)
+    try:
+        summary = stage.run(run)
+    except Exception:  # a failure (not a kill): nothing of it is kept unless the stage can resume from it
+        if not stage.resumable:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
     outputs = file_hashes(partial)
     manifest = {
