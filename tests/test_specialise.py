@@ -183,8 +183,8 @@ def _strip(bill: dict) -> dict:
 
 def test_killed_runs_resume_to_the_same_bill(setup, run_a, monkeypatch):
     import anatomy.distill.export as export
-    import anatomy.specialise.cost_child as cost_child
     import anatomy.distill.train as train
+    import anatomy.specialise.cost_child as cost_child
 
     out, a = run_a["out"], run_a["a"]
     for stage in ("distill-student", "evaluate-student", "export-student", "cost"):
