@@ -51,7 +51,7 @@ SHARED := ../shared/data
 SPECIALISE_OUT ?= specialise-out
 SPECIALISE_INPUTS ?= $(if $(wildcard $(SHARED)/lvis/lvis_v1_categories.json),$(SHARED)/lvis/lvis_v1_categories.json \
 	$(SHARED)/refcoco/refcoco_unc_val.csv $(SHARED)/coco/yoloworld_coco_class_texts.json)
-SPECIALISE_ARGS ?= --limit 3000 --steps 150 --batch-size 32
+SPECIALISE_ARGS ?= --limit 3000 --steps 150 --batch-size 32 --threads 1
 
 specialise: install ## Prompts -> specialised student + bill on the embedded default, into specialise-out/index.html
 	$(PY) -m anatomy specialise $(SPECIALISE_INPUTS) --teacher minilm --out $(SPECIALISE_OUT) $(SPECIALISE_ARGS)

@@ -81,6 +81,10 @@ def specialise_cmd(
     max_latency_ms: Annotated[
         float | None, typer.Option(help="Largest batch-1 p50 latency (ms) to accept.")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch threads (training and each cost process); default: torch's."),
+    ] = None,
     cost_repeats: Annotated[int, typer.Option(min=2, help="Batch-1 calls timed per cost row.")] = 20,
     cost_batches: Annotated[
         str, typer.Option(help="Batch sizes of the cost rows, comma-separated (1 gives the latency).")
@@ -102,7 +106,7 @@ def specialise_cmd(
         inputs=tuple(inputs or ()), teacher=teacher, students=tuple(student or ()), context=context, vocab=vocab,
         held_out=tuple(held_out or ()), steps=steps, budget=budget, batch_size=batch_size,
         device=check_device(device), exports=_split(export) or DEFAULT_EXPORTS, max_quality_drop=max_quality_drop,
-        max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed, cost_repeats=cost_repeats,
+        max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed, threads=threads, cost_repeats=cost_repeats,
         cost_batches=_batches(cost_batches),
     )  # fmt: skip
     result = run_specialise(cfg, out_dir, say=say(quiet))

@@ -29,7 +29,7 @@ def measure_cost(
 
     device = cfg.device or "cpu"
     settings = CostSettings(batches=cfg.cost_batches, device=device, runtimes=("torch",), warmup=COST_WARMUP,
-                            repeats=cfg.cost_repeats)  # fmt: skip
+                            repeats=cfg.cost_repeats, threads=cfg.threads)  # fmt: skip
     count = iter(range(1, len(specs) + 1))
     # anatomy.cost's child cannot tokenize for a specialised ONNX export yet: the same child, reading its vocabulary
     with mock.patch.object(compare, "run_child", measure_child):

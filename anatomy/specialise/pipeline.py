@@ -78,7 +78,7 @@ def build_stages(cfg: SpecialiseConfig, inputs: list[str], cands: list[Candidate
 
     teacher = ds.TeacherLoader(cfg.teacher, cfg.device)
     context = _context(cfg)
-    files = {f"input:{display(i)}": i for i in inputs if Path(i).is_file()}
+    files = {f"input:{display(i)}": i for i in inputs if Path(i).exists()}
     held = {f"held_out:{Path(h).name}": h for h in cfg.held_out}
     steps = steps_for(cfg, len(cands))
     stages = [
@@ -104,6 +104,7 @@ def build_stages(cfg: SpecialiseConfig, inputs: list[str], cands: list[Candidate
     stages.append(Stage(
         "cost", "cost", tuple(f"{k}-{n}" for n in names for k in ("distill", "export")),
         lambda _s: {"teacher": cfg.teacher, "device": cfg.device or "cpu", "repeats": cfg.cost_repeats,
+                    "threads": cfg.threads,
                     "batches": list(cfg.cost_batches)},
         lambda r: ms.cost_stage(r, cfg, names), side=("cost.json", "onnx/*"),
     ))  # fmt: skip
@@ -182,6 +183,10 @@ def run_specialise(
             f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
         )
     stages = build_stages(cfg, inputs, cands)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     store = Store(out_dir)
     progress = Progress(stages, say)
     done: dict[str, Outcome] = {}

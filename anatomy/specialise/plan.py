@@ -57,6 +57,7 @@ class SpecialiseConfig:
     limit: int | None = None  # a seeded sample of this many distinct prompts
     test_share: float = 0.1
     seed: int = 0
+    threads: int | None = None  # torch threads here and in each cost process (None: torch's default)
     cost_repeats: int = 20  # batch-1 calls timed per cost row
     cost_batches: tuple[int, ...] = (1, 64)
 
@@ -98,6 +99,7 @@ def check(cfg: SpecialiseConfig) -> None:
     _positive("--limit", cfg.limit, True, 20, inclusive=True)
     _positive("--seed", cfg.seed, True, 0, inclusive=True)
     _positive("--cost-repeats", cfg.cost_repeats, True, 2, inclusive=True)
+    _positive("--threads", cfg.threads, True)
     if not 0.0 < cfg.test_share < 0.5:
         raise OptionError("--test-share", f"must be in (0, 0.5), got {cfg.test_share!r}")
     unknown = [f for f in cfg.exports if f not in FORMATS]

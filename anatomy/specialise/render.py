@@ -98,8 +98,8 @@ def sections(bill) -> list[Section]:
     head += [f"Watch: {w}" for w in rec.watch] or ["Watch: nothing stands out."]
     ctx, voc = bill.context, bill.vocab
     setup = [
-        f"Teacher {bill.teacher.name}; context {ctx['L']} ({ctx['how']}; recommended {ctx['recommended']}, "
-        f"{_f(ctx['truncation'], '.1%')} of corpus prompts truncated there).",
+        f"Teacher {bill.teacher.name}; context {ctx['L']} ({ctx['how']}; the tokens analysis recommends "
+        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts).",
         f"Vocabulary: {'specialised' if voc['use'] else 'the teacher’s full vocabulary'} — {voc['reason']}.",
         f"Split by prompt (seed {bill.split['seed']}): {bill.split['n_train']:,} train (the distillation holds "
         f"out its own validation from them), {bill.split['n_test']:,} test.",

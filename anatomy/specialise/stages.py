@@ -167,9 +167,13 @@ def outside_hashes(stage: Stage) -> dict[str, str]:
     hashes = {}
     for label, path in stage.files.items():
         p = Path(path)
-        if not p.is_file():
+        if p.is_dir():  # a dataset tree (e.g. RF100-VL): every file's path and content
+            hashes[label] = sha256_json({f.relative_to(p).as_posix(): file_sha256(f)
+                                         for f in sorted(p.rglob("*")) if f.is_file()})  # fmt: skip
+        elif p.is_file():
+            hashes[label] = file_sha256(p)
+        else:
             raise InputError(f"{path}: no such file (input of stage {stage.name})", "check the path")
-        hashes[label] = file_sha256(p)
     return hashes
 
 
