@@ -42,7 +42,7 @@ def _lvis(folder: Path) -> Path:
 def _args(setup: dict, out: Path, *extra: str) -> list[str]:
     return ["specialise", setup["prompts"], setup["lvis"], "--teacher", setup["teacher"], "--student",
             setup["student"], "--held-out", setup["held"], "--steps", str(STEPS), "--batch-size", "16",
-            "--export", "onnx", "--cost-repeats", "2", "--cost-batches", "1,4", "--device", "cpu", "--out",
+            "--export", "onnx", "--threads", "1", "--cost-repeats", "2", "--cost-batches", "1,4", "--device", "cpu", "--out",
             str(out), "--quiet", *extra]  # fmt: skip
 
 
