@@ -223,7 +223,7 @@ def _size(path: Path) -> int:
 def _context_record(cfg: SpecialiseConfig, man: dict) -> dict:
     tokens = man["tokens"]["summary"]
     chosen = man["teacher"]["params"]["context"]
-    how = "given (--context)" if cfg.fixed_context is not None else "recommended by the tokens analysis"
+    how = "given (--context)" if cfg.fixed_context is not None else "auto"
     return {"L": chosen, "how": how, "recommended": tokens["recommended_context"], "rule": tokens["rule"],
             "truncation": tokens["truncation"], "padding": tokens["padding"]}  # fmt: skip
 

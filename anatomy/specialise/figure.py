@@ -34,20 +34,24 @@ def draw_pareto(rows: list[dict[str, Any]], teacher_latency_ms: float | None, te
     fig, axes = new_figure(1, 2, size=(9.0, 3.6))
     candidates = sorted({r["candidate"] for r in rows})
     colours = {c: f"C{i % 10}" for i, c in enumerate(candidates)}
-    for ax, key, label, ref in ((axes[0][0], "latency_ms", "batch-1 latency p50 (ms, log)", teacher_latency_ms),
-                                (axes[0][1], "parameters", "parameters (log)", teacher_parameters)):  # fmt: skip
+    panels = ((axes[0][0], "latency_ms", "batch-1 latency p50 (ms, log)", teacher_latency_ms),
+              (axes[0][1], "parameters", "parameters (log)", teacher_parameters))  # fmt: skip
+    for ax, key, label, ref in panels:
         for r in rows:
             ax.scatter(r[key], r["quality"], color=colours[r["candidate"]], marker=MARKERS.get(r["runtime"], "D"),
                        edgecolors="black" if r["front"] else "none", s=40, zorder=3)  # fmt: skip
-            ax.annotate(
-                r["label"], (r[key], r["quality"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-            )
         if ref:
             ax.axvline(ref, color="grey", linestyle="--", linewidth=1)
             ax.annotate("teacher", (ref, ax.get_ylim()[0]), fontsize=7, rotation=90, va="bottom", ha="right")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("pooled cosine to the teacher (test)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[c], marker="o", linestyle="", label=c) for c in candidates]
+    handles += [Line2D([], [], color="grey", marker=m, linestyle="", label=rt) for rt, m in MARKERS.items()
+                if any(r["runtime"] == rt for r in rows)]  # fmt: skip
+    axes[0][1].legend(handles=handles, fontsize=7, loc="best")
     axes[0][0].set_title("quality vs latency (outlined: Pareto front)")
     axes[0][1].set_title("quality vs parameters")
     return fig

@@ -17,6 +17,10 @@ def _f(value, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _x(ratio) -> str:
+    return "–" if ratio is None else f"{ratio:.3g}x"
+
+
 def _mib(n) -> str:
     return "–" if n is None else f"{n / 2**20:.2f}"
 
@@ -31,18 +35,20 @@ def summary_table(bill) -> Table:
         exports = {e.format: e for e in row.exports}
         for c in row.cost:
             shipped = row.weight_bytes_fp32 if c.runtime == "torch" else exports[c.runtime].bytes
-            pooled = (
-                (test.pooled_cosine if c.runtime == "torch" else exports[c.runtime].test_pooled_cosine)
-                if test
-                else 1.0
-            )
+            torch_row = c.runtime == "torch"
+            if test is None:  # the teacher against itself
+                pooled, token, knn = 1.0, 1.0, 1.0
+            elif torch_row:
+                pooled, token, knn = test.pooled_cosine, test.token_cosine, test.knn_overlap10
+            else:  # an export: its own pooled outputs on the test split (per-token and kNN: the torch row's)
+                pooled, token, knn = exports[c.runtime].test_pooled_cosine, None, None
             big = max(c.texts_per_s, key=int)
             rows.append([
                 row.name, c.runtime, str(row.context), _f(row.vocab_size, ","), _f(row.parameters, ","), _mib(shipped),
-                _f(pooled), _f(test.token_cosine) if test else "1.000", _f(test.knn_overlap10) if test else "1.000",
-                f"{c.latency_ms_p50:.2f} ({_f(c.ratios.get('latency_p50'), '.2f')})", f"{c.latency_ms_p95:.2f}",
-                f"{c.texts_per_s[big]:,.0f} ({_f(c.ratios['texts_per_s'].get(big), '.2f')})",
-                f"{c.peak_batch_mib:.0f} ({_f(c.ratios.get('peak_batch_mib'), '.2f')})",
+                _f(pooled, ".4f"), _f(token, ".4f"), _f(knn),
+                f"{c.latency_ms_p50:.2f} ({_x(c.ratios.get('latency_p50'))})", f"{c.latency_ms_p95:.2f}",
+                f"{c.texts_per_s[big]:,.0f} ({_x(c.ratios['texts_per_s'].get(big))})",
+                f"{c.peak_batch_mib:.0f} ({_x(c.ratios.get('peak_batch_mib'))})",
             ])  # fmt: skip
     return Table(
         cols, rows, "Quality against the teacher, size and measured cost (ratios to the teacher, torch)"
@@ -98,8 +104,9 @@ def sections(bill) -> list[Section]:
     head += [f"Watch: {w}" for w in rec.watch] or ["Watch: nothing stands out."]
     ctx, voc = bill.context, bill.vocab
     setup = [
-        f"Teacher {bill.teacher.name}; context {ctx['L']} ({ctx['how']}; the tokens analysis recommends "
-        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts).",
+        f"Teacher {bill.teacher.name}; student context {ctx['L']} ({ctx['how']}; the tokens analysis recommends "
+        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts); the teacher is "
+        "measured at its own context.",
         f"Vocabulary: {'specialised' if voc['use'] else 'the teacher’s full vocabulary'} — {voc['reason']}.",
         f"Split by prompt (seed {bill.split['seed']}): {bill.split['n_train']:,} train (the distillation holds "
         f"out its own validation from them), {bill.split['n_test']:,} test.",
