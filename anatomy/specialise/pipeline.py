@@ -171,6 +171,7 @@ def run_specialise(
 ) -> PipelineResult:
     """Run (or reuse) every stage into out_dir, then write the bill. Inputs are checked before out_dir is
     touched; a failing stage leaves every committed stage as it was."""
+    from anatomy.locks import locked
     from anatomy.specialise.bill import write_bill
 
     out_dir = Path(out_dir)
@@ -191,13 +192,17 @@ def run_specialise(
     progress = Progress(stages, say)
     done: dict[str, Outcome] = {}
     result = PipelineResult(out_dir, [])
-    for i, stage in enumerate(stages, 1):
-        say(f"[{i}/{len(stages)}] {stage.name} ...")
-        outcome = run_stage(store, stage, done, lambda _f: None)
-        done[stage.name] = outcome
-        result.outcomes.append(outcome)
-        if not outcome.reused:
-            result.ran.append(stage.name)
-        progress.done(outcome, i, len(stages))
-    result.bill = write_bill(out_dir, cfg, [c.name for c in cands], result.outcomes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with locked(
+        store.root, clean=False
+    ):  # one run at a time in a DIR (a second waits, then says who holds it)
+        for i, stage in enumerate(stages, 1):
+            say(f"[{i}/{len(stages)}] {stage.name} ...")
+            outcome = run_stage(store, stage, done, lambda _f: None)
+            done[stage.name] = outcome
+            result.outcomes.append(outcome)
+            if not outcome.reused:
+                result.ran.append(stage.name)
+            progress.done(outcome, i, len(stages))
+        result.bill = write_bill(out_dir, cfg, [c.name for c in cands], result.outcomes)
     return result
