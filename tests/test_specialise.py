@@ -384,3 +384,14 @@ def test_pareto_front_and_recommendation_rules():
     assert _misses(opts[1], Constraints(max_quality_drop=0.02)) == ["quality drop 0.050 > 0.02"]
     assert _misses(opts[0], Constraints(max_params=50, max_latency_ms=1.0)) == [
         "100 parameters > 50", "p50 2.00 ms > 1 ms"]  # fmt: skip
+
+
+def test_progress_says_each_quarter_of_a_stage():
+    from anatomy.specialise.pipeline import Progress
+
+    lines: list[str] = []
+    report = Progress([], lines.append).within("distill-x")
+    for fraction in (0.1, 0.3, 0.55, 0.6, 1.0):
+        report(fraction)
+    assert [line.split(": ")[1].split(" in")[0] for line in lines] == ["30%", "55%"]
+    assert all("left in this stage" in line for line in lines)

@@ -157,6 +157,20 @@ class Progress:
             return "estimating"
         return f"~{weight * self.work_s / self.work_w:.0f} s left"
 
+    def within(self, name: str) -> Callable[[float], None]:
+        """A stage's own progress (share done): a line at each quarter, with the stage's own estimate."""
+        start, shown = time.perf_counter(), [0]
+
+        def report(fraction: float) -> None:
+            quarter = int(fraction * 4)
+            if 0 < quarter < 4 and quarter > shown[0]:
+                shown[0] = quarter
+                spent = time.perf_counter() - start
+                self.say(f"  {name}: {fraction:.0%} in {spent:.0f} s, ~{spent * (1 - fraction) / fraction:.0f} s "
+                         "left in this stage")  # fmt: skip
+
+        return report
+
     def done(self, outcome: Outcome, index: int, total: int) -> None:
         w = self.left.pop(outcome.name, 1.0)
         if not outcome.reused:
@@ -198,7 +212,7 @@ def run_specialise(
     ):  # one run at a time in a DIR (a second waits, then says who holds it)
         for i, stage in enumerate(stages, 1):
             say(f"[{i}/{len(stages)}] {stage.name} ...")
-            outcome = run_stage(store, stage, done, lambda _f: None)
+            outcome = run_stage(store, stage, done, progress.within(stage.name))
             done[stage.name] = outcome
             result.outcomes.append(outcome)
             if not outcome.reused:
