@@ -44,6 +44,7 @@ def main() -> None:
         for o in result.outcomes:
             print(f"  {o.name:<22}{o.seconds:>7.1f} s")
 
+        use_vocab = next(o for o in result.outcomes if o.name == "vocab").manifest["summary"]["use"]
         c = root / "chain"
         corpus = str(c / "corpus.parquet")
         run = str(c / "run")
@@ -53,8 +54,8 @@ def main() -> None:
             "tokens": ["tokens", "--corpus", corpus, "--tokenizer", "minilm", "--out", str(c)],
             "vocab": ["vocab", "--corpus", corpus, "--tokenizer", "minilm", "--out", str(c / "vocab")],
             "distill": ["distill", "--teacher", "minilm", "--student", str(student), "--corpus", corpus,
-                        "--out", run, "--steps", STEPS, "--batch-size", "64", "--vocab", str(c / "vocab"),
-                        "--device", "cpu", "-q"],
+                        "--out", run, "--steps", STEPS, "--batch-size", "64", "--device", "cpu", "-q",
+                        *(["--vocab", str(c / "vocab")] if use_vocab else [])],
             "agreement": ["agreement", "--teacher", "minilm", "--student", f"student:{run}/checkpoints/best",
                           "--corpus", corpus, "--out", str(c / "pair"), "--sample", "100", "-q"],
             "export": ["export", run, "--format", "onnx", "--out", onnx],
