@@ -276,6 +276,8 @@ def test_constraints_nobody_meets_recommend_nothing(setup, run_a):
         (["--vocab", "half"], 2, "--vocab"),
         (["--held-out", "missing.txt"], 1, "missing.txt: no such file"),
         (["--student", "nope.json"], 1, "nope.json"),
+        (["--teacher", "sam3:missing.pt"], 1, "missing.pt not found"),
+        (["--teacher", "sam3"], 1, "untrained architecture"),
     ],
 )
 def test_bad_options_fail_before_any_work(setup, run_a, tmp_path, extra, code, words):

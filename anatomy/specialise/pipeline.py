@@ -21,7 +21,14 @@ from typing import Any
 from anatomy.errors import InputError
 from anatomy.specialise import data_stages as ds
 from anatomy.specialise import model_stages as ms
-from anatomy.specialise.plan import DEFAULT_STEPS, Candidate, SpecialiseConfig, candidates, check_inputs
+from anatomy.specialise.plan import (
+    DEFAULT_STEPS,
+    Candidate,
+    SpecialiseConfig,
+    candidates,
+    check_inputs,
+    check_teacher,
+)
 from anatomy.specialise.stages import Outcome, Stage, Store, run_stage
 
 log = logging.getLogger(__name__)
@@ -190,6 +197,7 @@ def run_specialise(
 
     out_dir = Path(out_dir)
     inputs = check_inputs(cfg)
+    check_teacher(cfg.teacher)
     cands = candidates(cfg)
     if cfg.held_out and ds.TEST_SET in [Path(h).name for h in cfg.held_out]:
         raise InputError(f"--held-out {ds.TEST_SET}: the name is the test split's", "rename the file")

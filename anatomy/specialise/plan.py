@@ -157,3 +157,18 @@ def check_inputs(cfg: SpecialiseConfig) -> list[str]:
     if len(set(names)) != len(names):
         raise InputError("two --held-out files share a name", "rename one: the bill labels sets by file name")
     return inputs
+
+
+def check_teacher(spec: str) -> None:
+    """The teacher spec parses, is trained, and a local weights path it names is there (before DIR is
+    touched): an unknown family, a bare architecture or a missing checkpoint fails in one line."""
+    from anatomy.encoders.family import family_of
+    from anatomy.encoders.registry import fingerprint_path
+
+    parsed, path = fingerprint_path(spec)
+    if not family_of(parsed).is_trained(parsed):
+        raise InputError(f"teacher {spec}: an untrained architecture (random weights)",
+                         "give a trained teacher, e.g. minilm or sam3:PATH")  # fmt: skip
+    given = spec.partition(":")[2]
+    if path is not None and given and Path(given) == Path(path) and not Path(path).exists():
+        raise InputError(f"teacher {spec}: {path} not found", "check the checkpoint path")
