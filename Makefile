@@ -13,7 +13,7 @@ OUT ?= audit-out
 # pytest-xdist workers for `make test` (the suite is sized for 2 cores)
 TEST_WORKERS ?= 2
 
-.PHONY: help install test test-slow lint typecheck bench audit data reports notebooks clean FORCE
+.PHONY: help install test test-slow lint typecheck bench audit specialise data reports notebooks clean FORCE
 .SECONDEXPANSION:
 
 help: ## List the targets
@@ -52,6 +52,18 @@ bench: install ## Speed and memory benchmarks (ratios against baselines measured
 
 audit: install ## The main job on its embedded default (built-in ImageNet prompts, minilm) into OUT=audit-out
 	$(PY) -m anatomy audit --out $(OUT)
+
+# `make specialise`: prompts -> specialised student and its bill, on a seeded sample of the shared corpus (LVIS
+# names, RefCOCO val, COCO classes) when ../shared/data is there, else the built-in ImageNet prompts; minilm
+# teacher, its two small default candidates, a few minutes on 2 CPU cores. Reruns reuse every unchanged stage.
+SHARED := ../shared/data
+SPECIALISE_OUT ?= specialise-out
+SPECIALISE_INPUTS ?= $(if $(wildcard $(SHARED)/lvis/lvis_v1_categories.json),$(SHARED)/lvis/lvis_v1_categories.json \
+	$(SHARED)/refcoco/refcoco_unc_val.csv $(SHARED)/coco/yoloworld_coco_class_texts.json)
+SPECIALISE_ARGS ?= --limit 3000 --steps 150 --batch-size 32 --threads 1
+
+specialise: install ## Prompts -> specialised student + bill on the embedded default, into specialise-out/index.html
+	$(PY) -m anatomy specialise $(SPECIALISE_INPUTS) --teacher minilm --out $(SPECIALISE_OUT) $(SPECIALISE_ARGS)
 
 # ----------------------------------------------------------------------------------------------- reports
 # `make reports`: the paper-style report from DATA (default: data/raw when it holds files, else ../shared/data)
@@ -155,4 +167,4 @@ notebooks: install ## Execute the notebooks on a small sample (build/notebooks/*
 		$(PY) notebooks/execute.py $(NOTEBOOKS) --out $(NB_BUILD)
 
 clean: ## Remove outputs (keeps .venv)
-	rm -rf $(OUT) $(NB_BUILD) .pytest_cache .ruff_cache
+	rm -rf $(OUT) $(SPECIALISE_OUT) $(NB_BUILD) .pytest_cache .ruff_cache

@@ -51,6 +51,7 @@ FLOORS: list[list[str]] = [
     ["anatomy.analysis="],  # the registry
     ["anatomy.report"],
     ["anatomy.audit"],
+    ["anatomy.specialise"],  # the pipeline: stages over everything below
     ["anatomy.cli"],
     ["anatomy.__main__"],
 ]

@@ -80,6 +80,7 @@ BASE = {
              "--corpus", "{ws}/corpus.parquet", "--quiet"],
     "cost-table": ["-e", MISSING_ENCODER, "--out", "{ws}/cost", "--quiet"],
     "audit": ["{ws}/corpus.parquet", "--out", "{ws}/aud", "--analysis", "tokens", "--quiet"],
+    "specialise": ["{ws}/corpus.parquet", "--teacher", MISSING_ENCODER, "--out", "{ws}/spec", "--quiet"],
     "report": ["{ws}/done"],
     "data fetch": ["lvis-v1-train", "--out", "{ws}/raw", "--base-url", "http://127.0.0.1:9", "--quiet"],
     "data list": ["--out", "{ws}/raw"],

@@ -89,8 +89,8 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
     """Mean pooled cosine and kNN overlap@k of student vs teacher on a seeded sample of the corpus's distinct
     prompts, read through the embedding stores (the same prompts the agreement analysis samples, so nothing is
     encoded twice in an audit)."""
-    from anatomy.metrics.similarity import knn_overlap, pooled_cosines
     from anatomy.analysis.sampling import distinct_sequences, sample
+    from anatomy.metrics.similarity import knn_overlap, pooled_cosines
 
     notes: list[str] = []
     prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anatomy.cli import analyses, audit, check, corpus, cost, distill, encoders
+from anatomy.cli import analyses, audit, check, corpus, cost, distill, encoders, specialise
 from anatomy.cli.common import err, guarded
 from anatomy.cli.data import app as data_app
 
@@ -54,4 +54,5 @@ cost.register(app)
 app.command("audit")(guarded(audit.audit_cmd))
 app.command("report")(guarded(audit.report_cmd))
 app.command("check")(guarded(check.check_cmd))
+app.command("specialise")(guarded(specialise.specialise_cmd))
 app.add_typer(data_app, name="data")

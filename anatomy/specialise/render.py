@@ -1,0 +1,149 @@
+"""The bill's readable views: bill.md and a self-contained index.html (the report's renderer), and the Pareto
+figure. Everything shown comes from the Bill; measured timings are marked as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anatomy.analysis.base import Table
+from anatomy.report.render import Section, to_html, to_markdown
+from anatomy.specialise.data_stages import TEST_SET
+
+FIGURE = "figures/pareto.png"
+TITLE = "Specialised student: the bill"
+
+
+def _f(value, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _x(ratio) -> str:
+    return "–" if ratio is None else f"{ratio:.3g}x"
+
+
+def _mib(n) -> str:
+    return "–" if n is None else f"{n / 2**20:.2f}"
+
+
+def summary_table(bill) -> Table:
+    """One row per candidate and runtime plus the teacher: the bill at a glance."""
+    cols = ["encoder", "runtime", "context", "vocab", "params", "MiB shipped", f"{TEST_SET} pooled cos",
+            f"{TEST_SET} token cos", "kNN@10", "p50 ms (x teacher)", "p95 ms", "texts/s @64 (x)", "peak MiB (x)"]  # fmt: skip
+    rows = []
+    for row in [bill.teacher, *bill.candidates]:
+        test = row.quality.get(TEST_SET)
+        exports = {e.format: e for e in row.exports}
+        for c in row.cost:
+            shipped = row.weight_bytes_fp32 if c.runtime == "torch" else exports[c.runtime].bytes
+            torch_row = c.runtime == "torch"
+            if test is None:  # the teacher against itself
+                pooled, token, knn = 1.0, 1.0, 1.0
+            elif torch_row:
+                pooled, token, knn = test.pooled_cosine, test.token_cosine, test.knn_overlap10
+            else:  # an export: its own pooled outputs on the test split (per-token and kNN: the torch row's)
+                pooled, token, knn = exports[c.runtime].test_pooled_cosine, None, None
+            big = max(c.texts_per_s, key=int)
+            rows.append([
+                row.name, c.runtime, str(row.context), _f(row.vocab_size, ","), _f(row.parameters, ","), _mib(shipped),
+                _f(pooled, ".4f"), _f(token, ".4f"), _f(knn),
+                f"{c.latency_ms_p50:.2f} ({_x(c.ratios.get('latency_p50'))})", f"{c.latency_ms_p95:.2f}",
+                f"{c.texts_per_s[big]:,.0f} ({_x(c.ratios['texts_per_s'].get(big))})",
+                f"{c.peak_batch_mib:.0f} ({_x(c.ratios.get('peak_batch_mib'))})",
+            ])  # fmt: skip
+    return Table(
+        cols, rows, "Quality against the teacher, size and measured cost (ratios to the teacher, torch)"
+    )
+
+
+def quality_tables(bill) -> list[Table]:
+    sets = list(bill.candidates[0].quality) if bill.candidates else []
+    by_set = Table(["candidate", "set", "prompts", "pooled cos", "token cos", "kNN@10", "tokenized differently",
+                    "truncated"],
+                   [[r.name, s, f"{r.quality[s].prompts:,}", _f(r.quality[s].pooled_cosine), _f(r.quality[s].token_cosine),
+                     _f(r.quality[s].knn_overlap10), f"{r.risk[s].changed_share:.1%}", f"{r.risk[s].truncated_share:.1%}"]
+                    for r in bill.candidates for s in sets],
+                   "Quality and tokenization risk per prompt set (test split and each held-out set)")  # fmt: skip
+    sources = sorted({s for r in bill.candidates for s in r.per_source})
+    per_source = Table(["source", "prompts", *[f"{r.name} pooled / token cos" for r in bill.candidates]],
+                       [[s, f"{bill.candidates[0].per_source[s].prompts:,}",
+                         *[f"{_f(r.per_source[s].pooled_cosine)} / {_f(r.per_source[s].token_cosine)}"
+                           for r in bill.candidates]] for s in sources],
+                       "Per-source quality on the test split")  # fmt: skip
+    return [by_set, per_source]
+
+
+def detail_tables(bill) -> list[Table]:
+    comps = ["token_embedding", "positional", "transformer", "projection"]
+    params = Table(["encoder", *comps, "total"],
+                   [[r.name, *[f"{r.components.get(c, 0):,}" for c in comps], _f(r.parameters, ",")]
+                    for r in [bill.teacher, *bill.candidates]], "Parameters by component")  # fmt: skip
+    exports = Table(["candidate", "format", "file", "bytes", "test pooled cos", "note"],
+                    [[r.name, e.format, e.file or "–", _f(e.bytes, ","), _f(e.test_pooled_cosine), e.error or ""]
+                     for r in bill.candidates for e in r.exports], "Exports")  # fmt: skip
+    training = Table(["candidate", "steps", "batch", "device", "wall s (measured)"],
+                     [[r.name, str(r.training["steps"]), str(r.training["batch_size"]), r.training["device"],
+                       f"{r.training['train_seconds']:.1f}"] for r in bill.candidates], "Training cost")  # fmt: skip
+    options = Table(["candidate", "runtime", "params", "MiB", "p50 ms", "quality drop", "misses"],
+                    [[o.candidate, o.runtime, f"{o.parameters:,}", _mib(o.bytes), f"{o.latency_ms_p50:.2f}",
+                      f"{o.quality_drop:.4f}", "; ".join(o.misses) or "meets all"]
+                     for o in bill.recommendation.options], "Every option against the constraints")  # fmt: skip
+    stages = Table(["stage", "key", "wall s (measured)", "inputs"],
+                   [[name, s["key"][:12], f"{bill.timings[name]:.1f}",
+                     ", ".join(f"{k} {v[:12]}" for k, v in {**s["needs"], **s["files"]}.items())]
+                    for name, s in bill.stages.items()], "Stages (keys from parameters and input hashes)")  # fmt: skip
+    return [params, exports, training, options, stages]
+
+
+def sections(bill) -> list[Section]:
+    rec = bill.recommendation
+    if rec.candidate is None:
+        head = ["No candidate meets the constraints: nothing is recommended. " + rec.reason]
+    else:
+        head = [f"Recommended: {rec.candidate} ({rec.runtime}). {rec.reason}."]
+    head.append(f"Constraints: {_constraints(rec.constraints)}.")
+    head += [f"Watch: {w}" for w in rec.watch] or ["Watch: nothing stands out."]
+    ctx, voc = bill.context, bill.vocab
+    setup = [
+        f"Teacher {bill.teacher.name}; student context {ctx['L']} ({ctx['how']}; the tokens analysis recommends "
+        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts); the teacher is "
+        "measured at its own context.",
+        f"Vocabulary: {'specialised' if voc['use'] else 'the teacher’s full vocabulary'} — {voc['reason']}.",
+        f"Split by prompt (seed {bill.split['seed']}): {bill.split['n_train']:,} train (the distillation holds "
+        f"out its own validation from them), {bill.split['n_test']:,} test.",
+        "Quality is agreement with the teacher at the chosen context: pooled cosine over every prompt, per-token "
+        "cosine over prompts the student tokenizes as the teacher does, kNN@10 overlap of pooled outputs. Latency, "
+        "throughput, memory and wall times are measured on "
+        f"{bill.machine.get('device_name', '?')} ({bill.machine.get('cores_available', '?')} cores) and differ "
+        "between runs; everything else is recomputed identically.",
+    ]
+    return [
+        Section("Recommendation", head),
+        Section("The bill", setup, [summary_table(bill)], [FIGURE]),
+        Section("Quality and risk", [], quality_tables(bill)),
+        Section("Details", [], detail_tables(bill)),
+    ]
+
+
+def _constraints(c) -> str:
+    parts = []
+    if c.max_quality_drop is not None:
+        parts.append(f"quality drop ≤ {c.max_quality_drop:g}")
+    if c.max_params is not None:
+        parts.append(f"parameters ≤ {c.max_params:,}")
+    if c.max_latency_ms is not None:
+        parts.append(f"p50 ≤ {c.max_latency_ms:g} ms")
+    return ", ".join(parts) or "none given"
+
+
+def write_views(out_dir: Path, bill) -> None:
+    from anatomy.figures.style import save_figure
+    from anatomy.io import write_text
+    from anatomy.specialise.figure import draw_pareto, prepare_pareto
+
+    t = next((c for c in bill.teacher.cost if c.runtime == "torch"), None)
+    fig = draw_pareto(prepare_pareto(bill.recommendation.options), t.latency_ms_p50 if t else None,
+                      bill.teacher.parameters)  # fmt: skip
+    save_figure(fig, out_dir / FIGURE)
+    secs = sections(bill)
+    write_text(out_dir / "bill.md", to_markdown(TITLE, secs))
+    write_text(out_dir / "index.html", to_html(TITLE, secs, out_dir))
