@@ -397,3 +397,24 @@ def test_progress_says_each_quarter_of_a_stage():
         report(fraction)
     assert [line.split(": ")[1].split(" in")[0] for line in lines] == ["30%", "55%"]
     assert all("left in this stage" in line for line in lines)
+
+
+def test_a_specialise_output_is_a_deployment_the_check_reads(run_a):
+    """`anatomy check --against DIR` takes a specialise output: the recommended candidate's run; a bill that
+    recommends nothing is refused, naming the run folders to give instead."""
+    from anatomy.errors import InputError
+    from anatomy.monitor.record import read_deployment
+
+    a, bill = run_a["a"], run_a["bill"]
+    chosen = bill["recommendation"]["candidate"]
+    deployment = read_deployment(a)
+    assert deployment.kind == "specialise" and deployment.folder == a
+    assert deployment.student is not None and f"distill-{chosen}" in deployment.student
+    none = a.parent / "no-recommendation"
+    shutil.copytree(a, none)
+    (none / "bill.json").write_text(
+        json.dumps({**bill, "recommendation": {**bill["recommendation"], "candidate": None}})
+    )
+    with pytest.raises(InputError, match="recommends no candidate") as info:
+        read_deployment(none)
+    assert "stages/distill-" in (info.value.hint or "")

@@ -6,8 +6,8 @@ Layouts (LAYOUTS, tried in order; each is a `detect(folder) -> bool` and a `read
   teacher_cache/, vocab.json for a specialised run);
 - "audit": an `anatomy audit` folder (results/audit.json, corpus.parquet, results/tokens.json, vocab.json,
   pair/results/agreement.json when it had a teacher and a student).
-An `anatomy specialise` output is one more entry here: a detect on its bill.json and a read that takes the
-chosen student's run folder, context and vocabulary from it (and can hand most of it to `_read_run`).
+- "specialise": an `anatomy specialise` output (bill.json): the recommended candidate's distill run, read as a
+  run (its context, vocabulary, teacher cache and held-out figures).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DEFAULT_CONTEXT = 32  # an audit folder that recommends no context is judged at 
 
 @dataclass
 class Deployment:
-    kind: str  # which layout it was read from: run | audit (| specialise)
+    kind: str  # which layout it was read from: run | audit | specialise
     folder: Path
     tokenizer: str  # the base tokenizer's spec: "clip" or the teacher's encoder spec
     context: int
@@ -145,12 +145,39 @@ def _agreement_figures(data: dict) -> dict[str, float]:
     return found
 
 
+# ----------------------------------------------------------------------------------------- specialise
+
+
+SPECIALISE_RUN = "run"  # a distill stage's run folder (anatomy.specialise.model_stages.RUN; a floor above)
+
+
+def _is_specialise(folder: Path) -> bool:
+    return (folder / "bill.json").is_file() and (folder / "stages").is_dir()
+
+
+def _read_specialise(folder: Path) -> Deployment:
+    recommendation = _json(folder / "bill.json").get("recommendation") or {}
+    candidate = recommendation.get("candidate") if isinstance(recommendation, dict) else None
+    runs = sorted(
+        p.name.removeprefix("distill-") for p in (folder / "stages").glob("distill-*") if p.is_dir()
+    )
+    if not isinstance(candidate, str) or not candidate:
+        raise InputError(
+            f"{folder}/bill.json recommends no candidate, so nothing is known to be deployed",
+            f"give --against the deployed candidate's run: {folder}/stages/distill-NAME/{SPECIALISE_RUN} (NAME: "
+            f"{', '.join(runs) or 'none trained'})",
+        )
+    deployment = _read_run(folder / "stages" / f"distill-{candidate}" / SPECIALISE_RUN)
+    deployment.kind, deployment.folder = "specialise", folder
+    return deployment
+
+
 # -------------------------------------------------------------------------------------------- registry
 
 LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Deployment]]] = [
     ("run", _is_run, _read_run),
     ("audit", _is_audit, _read_audit),
-    # ("specialise", _is_specialise, _read_specialise): anatomy/specialise's output, once its layout is final
+    ("specialise", _is_specialise, _read_specialise),
 ]
 
 
@@ -163,6 +190,7 @@ def read_deployment(folder: str | Path) -> Deployment:
         if detect(folder):
             return read(folder)
     raise InputError(
-        f"{folder}: neither a student run (config.json + checkpoints/) nor an audit folder (results/audit.json)",
-        "give --against the --out folder of `anatomy distill` or `anatomy audit`",
+        f"{folder}: neither a student run (config.json + checkpoints/), an audit folder (results/audit.json) "
+        "nor a specialise output (bill.json)",
+        "give --against the --out folder of `anatomy distill`, `anatomy audit` or `anatomy specialise`",
     )
