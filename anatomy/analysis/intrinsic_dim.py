@@ -174,6 +174,7 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
         ).astype(x.dtype)
     )
     block = max(block, n_cand + 1)
+    block = -(-n // -(-n // block))  # equal blocks (5,000 rows: 2 x 2,500, not 4,096 + 904)
     starts = list(range(0, n, block))
     cand = _Candidates(n, n_cand, x.dtype)
     threshold = torch.from_numpy(cand.threshold)  # shares memory: flushes update it in place
@@ -190,11 +191,14 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
 
     for s in starts:  # diagonal blocks: a first threshold for every row
         e = min(s + block, n)
-        d2 = squared(s, e, s, e).clone()
+        d2 = squared(s, e, s, e)  # (the buffer: topk copies what it keeps)
         d2.fill_diagonal_(float("inf"))
         if e - s - 1 < n_cand:  # a short last block: let the off-diagonal pairs fill it
             cand.add(
-                s, np.repeat(np.arange(s, e), e - s), np.tile(np.arange(s, e), e - s), d2.numpy().ravel()
+                s,
+                np.repeat(np.arange(s, e), e - s),
+                np.tile(np.arange(s, e), e - s),
+                d2.numpy().ravel().copy(),
             )
             continue
         value, top = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
@@ -265,22 +269,23 @@ class _Candidates:
         self.threshold[touched] = self.value[touched, -1]
 
 
-def _exact_from_candidates(x: np.ndarray, cand_i: np.ndarray, k: int, chunk: int = 256):
-    """Float64 distances by direct differences for each row's candidates; the k smallest, ascending."""
-    import torch
+def _exact_from_candidates(x: np.ndarray, cand_i: np.ndarray, k: int, chunk: int = 64):
+    """Float64 distances by direct differences for each row's candidates; the k smallest, ascending.
 
+    Small chunks keep the gathered candidate rows in cache (numpy's take and einsum beat torch's gather here).
+    """
     n = len(x)
-    xt = torch.from_numpy(x)
     dist = np.empty((n, k))
     idx = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, chunk):
-        ci = torch.from_numpy(cand_i[s : s + chunk])
-        valid = ci >= 0
-        diff = xt[ci.clamp_min(0)] - xt[s : s + chunk, None, :]
-        dd = torch.where(valid, torch.linalg.vector_norm(diff, dim=2), torch.inf).numpy()
+        ci = cand_i[s : s + chunk]
+        diff = np.take(x, np.maximum(ci, 0), axis=0)
+        diff -= x[s : s + chunk, None, :]
+        dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        dd[ci < 0] = np.inf
         order = np.argsort(dd, axis=1, kind="stable")[:, :k]
         dist[s : s + chunk] = np.take_along_axis(dd, order, 1)
-        idx[s : s + chunk] = np.take_along_axis(cand_i[s : s + chunk], order, 1)
+        idx[s : s + chunk] = np.take_along_axis(ci, order, 1)
     return dist, idx
 
 
@@ -379,31 +384,61 @@ def estimates_from_knn(knn_dist: np.ndarray) -> dict[str, float]:
 
 
 def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
-    """Resample points (with their fixed neighbour distances) and recompute each estimate."""
+    """Resample points (with their fixed neighbour distances) and recompute each estimate.
+
+    Each draw equals the estimators on `mu[pick]`, `local[pick]`, without sorting: the sorted sample is the
+    once-sorted ratios repeated by how often each was drawn, and logs and reciprocals are taken once.
+    """
     rng = np.random.default_rng(seed)
     mu = knn_dist[:, 1] / knn_dist[:, 0]
     local = mle_local(knn_dist)
-    draws: dict[str, list[float]] = {
-        "twonn_linear": [],
-        "twonn_closed_form": [],
-        "mle_harmonic": [],
-        "mle_mean": [],
-    }
-    for _ in range(n_boot):
-        pick = rng.integers(0, mu.size, mu.size)
-        draws["twonn_linear"].append(twonn_linear(mu[pick]))
-        draws["twonn_closed_form"].append(twonn_closed_form(mu[pick]))
-        draws["mle_harmonic"].append(harmonic_mean(local[pick]))
-        draws["mle_mean"].append(float(np.mean(local[pick])))
+    n = mu.size
+    by_value = np.argsort(mu, kind="stable")
+    place = np.empty(n, dtype=np.int64)
+    place[by_value] = np.arange(n)  # position of each point in the sorted order
+    log_sorted = np.log(mu[by_value])
+    log_mu, inverse_local = np.log(mu), 1.0 / local
+    n_keep = int(n * (1 - DISCARD_FRACTION))
+    if n_keep < 2:
+        raise ValueError(f"need >= 2 kept ratios for the linear TwoNN (n={n})")
+    y = -np.log(1 - np.arange(1, n_keep + 1) / n)
+    draws = np.empty((4, n_boot))
+    for b in range(n_boot):
+        pick = rng.integers(0, n, n)
+        x = np.repeat(log_sorted, np.bincount(place[pick], minlength=n))[:n_keep]
+        draws[:, b] = (
+            np.dot(x, y) / np.dot(x, x),
+            (n - 1) / log_mu[pick].sum(),
+            1.0 / np.mean(inverse_local[pick]),
+            np.mean(local[pick]),
+        )
     tail = (1 - level) / 2 * 100
+    names = ("twonn_linear", "twonn_closed_form", "mle_harmonic", "mle_mean")
     return {
         name: {
             "std": float(np.std(v, ddof=1)),
             "low": float(np.percentile(v, tail)),
             "high": float(np.percentile(v, 100 - tail)),
         }
-        for name, v in draws.items()
+        for name, v in zip(names, draws, strict=True)
     }
+
+
+def centred_erank(x: np.ndarray) -> float:
+    """`spectrum.linear_erank` of float64 points via their centred Gram matrix, built in row chunks (no
+    centred copy of the data)."""
+    from anatomy.analysis.spectrum import linear_erank, spectrum_stats
+
+    n, d = x.shape
+    if n <= 4 * d:  # not tall: the SVD path
+        return linear_erank(x)
+    mean = x.mean(axis=0)
+    gram = np.zeros((d, d))
+    for s in range(0, n, _CHUNK):
+        c = x[s : s + _CHUNK] - mean
+        gram += c.T @ c
+    eig = np.linalg.eigvalsh(gram)[::-1]
+    return spectrum_stats(np.sqrt(np.clip(eig, 0.0, None))).erank
 
 
 def intrinsic_dim(
@@ -411,7 +446,6 @@ def intrinsic_dim(
 ) -> IntrinsicDim:
     """Deduplicate, compute one exact kNN, and derive every estimate (with its bootstrap spread)."""
     from anatomy.analysis.points import check_array, check_points
-    from anatomy.analysis.spectrum import linear_erank
 
     raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
     x, _ = dedupe_rows(raw)
@@ -424,7 +458,7 @@ def intrinsic_dim(
         n_duplicates=len(raw) - len(x),
         ambient_dim=int(x.shape[1]),
         k=k_used,
-        erank=linear_erank(x),
+        erank=centred_erank(x),
         spread=bootstrap_spread(dist, n_boot, seed) if n_boot else {},
         **values,
     )
