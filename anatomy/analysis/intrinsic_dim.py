@@ -177,11 +177,11 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
     block = -(-n // -(-n // block))  # equal blocks (5,000 rows: 2 x 2,500, not 4,096 + 904)
     starts = list(range(0, n, block))
     cand = _Candidates(n, n_cand, x.dtype)
-    threshold = torch.from_numpy(cand.threshold)  # shares memory: flushes update it in place
+    thr = cand.threshold  # flushes update it in place
     # Reused output buffers: allocating (and page-faulting) a fresh block per product costs as much as the
     # comparisons themselves.
     d2_buf = torch.empty((block, block), dtype=xt.dtype)
-    mask_buf = torch.empty((block, block), dtype=torch.bool)
+    mask_buf = np.empty((block, block), dtype=bool)
 
     def squared(s: int, e: int, t: int, f: int) -> torch.Tensor:
         """|x_i|^2 + |x_j|^2 - 2 x_i.x_j for rows s:e against t:f: one GEMM, one pass (into the buffer)."""
@@ -209,11 +209,12 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
         for t in starts[bi + 1 :]:
             f = min(t + block, n)
             d2 = squared(s, e, t, f)
-            mask = mask_buf[: e - s, : f - t]
-            r, c = torch.nonzero(torch.lt(d2, threshold[s:e, None], out=mask), as_tuple=True)
-            cand.add(s, r.numpy() + s, c.numpy() + t, d2[r, c].numpy())
-            c2, r2 = torch.nonzero(torch.lt(d2, threshold[None, t:f], out=mask), as_tuple=True)
-            cand.add(t, r2.numpy() + t, c2.numpy() + s, d2[c2, r2].numpy())
+            # numpy's comparison and flatnonzero are several times faster than torch's lt and nonzero here.
+            d2n, mask = d2.numpy(), mask_buf[: e - s, : f - t]
+            r, c = np.divmod(np.flatnonzero(np.less(d2n, thr[s:e, None], out=mask)), f - t)
+            cand.add(s, r + s, c + t, d2n[r, c])
+            r, c = np.divmod(np.flatnonzero(np.less(d2n, thr[None, t:f], out=mask)), f - t)
+            cand.add(t, c + t, r + s, d2n[r, c])
             cand.flush_if_full(s, e - s)
             cand.flush_if_full(t, f - t)
         cand.flush(s)
@@ -325,7 +326,12 @@ def twonn_linear(mu: np.ndarray, discard_fraction: float = DISCARD_FRACTION) -> 
         )
     x = np.log(mu[:n_keep])
     y = -np.log(1 - np.arange(1, n_keep + 1) / n)
-    return float(np.dot(x, y) / np.dot(x, x))
+    return float(_dot(x, y) / _dot(x, x))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product without BLAS: a multithreaded BLAS dot of 10^5 numbers takes 25 ms on a busy machine."""
+    return float(np.einsum("i,i->", a, b))
 
 
 def twonn_closed_form(mu: np.ndarray) -> float:
@@ -407,7 +413,7 @@ def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, lev
         pick = rng.integers(0, n, n)
         x = np.repeat(log_sorted, np.bincount(place[pick], minlength=n))[:n_keep]
         draws[:, b] = (
-            np.dot(x, y) / np.dot(x, x),
+            _dot(x, y) / _dot(x, x),
             (n - 1) / log_mu[pick].sum(),
             1.0 / np.mean(inverse_local[pick]),
             np.mean(local[pick]),
@@ -426,18 +432,27 @@ def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, lev
 
 def centred_erank(x: np.ndarray) -> float:
     """`spectrum.linear_erank` of float64 points via their centred Gram matrix, built in row chunks (no
-    centred copy of the data)."""
+    centred copy of the data; torch's GEMM and eigvalsh, which do not contend with its kNN threads)."""
+    import torch
+
     from anatomy.analysis.spectrum import linear_erank, spectrum_stats
 
     n, d = x.shape
     if n <= 4 * d:  # not tall: the SVD path
         return linear_erank(x)
-    mean = x.mean(axis=0)
-    gram = np.zeros((d, d))
+    mean = torch.from_numpy(x.mean(axis=0))
+    gram = torch.zeros((d, d), dtype=torch.float64)
     for s in range(0, n, _CHUNK):
-        c = x[s : s + _CHUNK] - mean
-        gram += c.T @ c
-    eig = np.linalg.eigvalsh(gram)[::-1]
+        c = torch.from_numpy(x[s : s + _CHUNK]) - mean
+        gram.addmm_(c.T, c)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(
+        1
+    )  # a small eigenproblem: threads only spin (500 ms instead of 20 on a busy machine)
+    try:
+        eig = torch.linalg.eigvalsh(gram).numpy()[::-1]
+    finally:
+        torch.set_num_threads(threads)
     return spectrum_stats(np.sqrt(np.clip(eig, 0.0, None))).erank
 
 
