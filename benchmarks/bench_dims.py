@@ -68,7 +68,8 @@ def main() -> None:
         diff = max(abs(a - b) / abs(a) for a, b in zip(ref, got, strict=True))
         print(
             f"{n:>7,} x 256 {ref_t:>9.2f} {our_t:>8.2f} {ref_t / our_t:>8.1f}x  "
-            f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e})",
+            f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e}; "
+            f"load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")
@@ -82,7 +83,7 @@ def main() -> None:
     print(
         f"full run ({label}, {got.n_points:,} distinct x {got.ambient_dim}; dedupe, exact kNN, TwoNN, MLE, erank, "
         f"{BOOTSTRAP} bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
-        f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}"
+        f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}; load average {os.getloadavg()[0]:.1f}"
     )
     bench_study_size()
 

@@ -173,6 +173,8 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
             [(x[s : s + _CHUNK].astype(np.float64) ** 2).sum(1) for s in range(0, n, _CHUNK)]
         ).astype(x.dtype)
     )
+    if n <= 2 * block:  # small: row panels against every column, one top-k each (no thresholds, no merging)
+        return _panel_candidates(xt, sq, n_cand, -(-n // -(-n // (block // 2 or 1))))
     block = max(block, n_cand + 1)
     block = -(-n // -(-n // block))  # equal blocks (5,000 rows: 2 x 2,500, not 4,096 + 904)
     starts = list(range(0, n, block))
@@ -219,6 +221,23 @@ def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray
             cand.flush_if_full(t, f - t)
         cand.flush(s)
     return cand.index, cand.value.astype(np.float64)
+
+
+def _panel_candidates(xt, sq, n_cand: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n_cand smallest squared distances per row, by panels of `rows` rows against all n (small n)."""
+    import torch
+
+    n = len(xt)
+    index = np.empty((n, n_cand), dtype=np.int64)
+    value = np.empty((n, n_cand))
+    buf = torch.empty((min(rows, n), n), dtype=xt.dtype)
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        d2 = torch.addmm(sq[None, :], xt[s:e], xt.T, alpha=-2, out=buf[: e - s]).add_(sq[s:e, None])
+        d2[torch.arange(e - s), torch.arange(s, e)] = float("inf")  # not its own neighbour
+        v, i = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
+        index[s:e], value[s:e] = i.numpy(), v.numpy()
+    return index, value
 
 
 @dataclass
