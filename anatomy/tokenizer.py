@@ -162,20 +162,40 @@ class ClipTokenizer:
         self._chunks[chunk] = ids
         return ids
 
-    def _prefetch_pieces(self, chunks: list[str]) -> None:
-        """BPE the new pieces of many new chunks in one batch (`ClipBPE.many_piece_ids`) into the piece cache."""
+    def _prefetch(self, chunks: list[str]) -> None:
+        """Ids of many new chunks into the chunk cache, their new pieces BPE'd in one batch (`many_piece_ids`).
+
+        The same pieces and ids as `_chunk_ids`, chunk by chunk; only the merging is batched.
+        """
         if len(chunks) < BATCH_BPE_FROM:
             return
-        known, whole, split = self._pieces, self.bpe.ids, self._split
+        known, split = self._pieces, self._split
+        vocabulary: dict[str, int] = self.bpe.ids if self.bpe.whole_words else {}
+        whole = vocabulary.get
+        parts: list[int | Sequence[str]] = []
         new: dict[str, None] = {}
         for chunk in chunks:
             if chunk.isascii() and chunk.isalpha():  # one piece; whole words are served without BPE
-                if chunk not in known and chunk + END_OF_WORD not in whole:
-                    new[chunk] = None
+                found = whole(chunk + END_OF_WORD)
+                if found is not None:
+                    parts.append(found)
+                    continue
+                pieces: Sequence[str] = (chunk,)
             else:
-                new.update((p, None) for p in split(chunk) if p not in known)
-        if len(new) >= BATCH_BPE_FROM:
+                pieces = split(chunk)
+            parts.append(pieces)
+            new.update((p, None) for p in pieces if p not in known)
+        if new:
             known.update(zip(new, self.bpe.many_piece_ids(list(new)), strict=True))
+        cache = self._chunks
+        for chunk, got in zip(chunks, parts, strict=True):
+            if isinstance(got, int):
+                cache[chunk] = [got]
+            else:
+                ids: list[int] = []
+                for p in got:
+                    ids += known[p]
+                cache[chunk] = ids
 
     def encode_one(self, text: str) -> list[int]:
         """Content ids of one text."""
@@ -233,7 +253,7 @@ class ClipTokenizer:
         cache, miss = self._chunks, self._chunk_ids
         with _gc_paused():
             chunks = encoded.dictionary.to_pylist()
-            self._prefetch_pieces([c for c in chunks if c not in cache])
+            self._prefetch([c for c in chunks if c not in cache])
             per_chunk = [cache.get(c) or miss(c) for c in chunks]
 
         chunk_len = np.fromiter(map(len, per_chunk), np.int64, count=len(per_chunk))
