@@ -5,7 +5,8 @@ adversarial strings) but does the per-prompt work once per distinct *word*: afte
 single spaces only, and no piece of the CLIP split pattern spans a space, so a prompt's ids are the
 concatenation of its space-separated chunks' ids. Each chunk is split, byte-mapped and merged once and then
 served from a dict. Cleaning is `anatomy.corpus.normalize.normalize` (ASCII fast path, ftfy for the rest).
-The BPE merges come from the file that ships inside open_clip_torch, located without importing open_clip
+The BPE itself (vocabulary, merges, per-piece and batched merging) is `anatomy.clip_bpe`; its merges come from
+the file that ships inside open_clip_torch, located without importing open_clip
 (which would import torch).
 """
 
@@ -14,10 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import gzip
-import hashlib
-import heapq
-import importlib.util
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,23 +22,44 @@ from typing import Protocol
 
 import numpy as np
 
+from anatomy.clip_bpe import (  # re-exported: other modules import these from here
+    CLIP_SPECIALS as CLIP_SPECIALS,
+)
+from anatomy.clip_bpe import (
+    CLIP_VOCAB_SIZE as CLIP_VOCAB_SIZE,
+)
+from anatomy.clip_bpe import (
+    END_OF_WORD as END_OF_WORD,
+)
+from anatomy.clip_bpe import (
+    FIRST_MERGE_ID as FIRST_MERGE_ID,
+)
+from anatomy.clip_bpe import (
+    HEAP_BPE_FROM as HEAP_BPE_FROM,
+)
+from anatomy.clip_bpe import (
+    MERGES_FILE as MERGES_FILE,
+)
+from anatomy.clip_bpe import (
+    N_MERGES as N_MERGES,
+)
+from anatomy.clip_bpe import (
+    WHOLE_WORDS_VERIFIED_SHA256 as WHOLE_WORDS_VERIFIED_SHA256,
+)
+from anatomy.clip_bpe import (
+    ClipBPE as ClipBPE,
+)
+from anatomy.clip_bpe import (
+    merges_path as merges_path,
+)
 from anatomy.corpus.normalize import PLAIN_ASCII, normalize
 from anatomy.errors import InputError
 
-CLIP_VOCAB_SIZE = 49408
 CLIP_SOT, CLIP_EOT, CLIP_PAD = 49406, 49407, 0
-CLIP_SPECIALS = ("<start_of_text>", "<end_of_text>")
-MERGES_FILE = "bpe_simple_vocab_16e6.txt.gz"
-N_MERGES = CLIP_VOCAB_SIZE - 2 * 256 - len(CLIP_SPECIALS)  # 48,894: the first lines after the header
-END_OF_WORD = "</w>"
-FIRST_MERGE_ID = 2 * 256  # merges follow the 256 byte tokens and their 256 end-of-word forms
-# In this merges file (open_clip's) every word-final token w</w> BPE-encodes to itself, so a piece that is a
-# whole vocabulary word maps straight to its id; tests/test_tokenizer.py checks all 34,483 such tokens.
-WHOLE_WORDS_VERIFIED_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 # Texts that `normalize` cleans by lowercasing and collapsing spaces alone (its own fast-path test, in RE2).
 _PLAIN_ASCII_RE2 = f"^(?:{PLAIN_ASCII.pattern})$"
 BATCH_THRESHOLD = 256  # from this many texts on, encode() takes the vectorised path
-HEAP_BPE_FROM = 48  # pieces of this many bytes or more are merged by the O(n log n) heap BPE
+BATCH_BPE_FROM = 64  # from this many new pieces on, encode_flat merges them together in numpy
 # The CLIP split: specials, English contractions, letter runs, single digits, other non-space runs.
 _SPLIT_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 
@@ -105,161 +123,6 @@ def lengths(content: Sequence[Sequence[int]]) -> np.ndarray:
     return np.fromiter((len(ids) + 2 for ids in content), dtype=np.int64, count=len(content))
 
 
-def merges_path() -> Path:
-    """The BPE merges file inside the installed open_clip_torch (found without importing the package)."""
-    spec = importlib.util.find_spec("open_clip")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        if (Path(folder) / MERGES_FILE).is_file():
-            return Path(folder) / MERGES_FILE
-    raise InputError(
-        f"the CLIP BPE merges file {MERGES_FILE} was not found in the open_clip_torch package",
-        "install the project's dependencies (`make install`), which include open_clip_torch",
-    )
-
-
-def _byte_alphabet() -> tuple[list[int], list[str]]:
-    """Bytes in CLIP's vocabulary order, and the printable character standing for each byte value.
-
-    Bytes that are already visible Latin-1 characters stand for themselves and come first; the other 68
-    (controls, space, soft hyphen, ...) follow in byte order as code points 256, 257, ...
-    """
-    visible = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    hidden = sorted(set(range(256)) - set(visible))
-    char_of = {b: chr(b) for b in visible} | {b: chr(256 + k) for k, b in enumerate(hidden)}
-    return visible + hidden, [char_of[b] for b in range(256)]
-
-
-class ClipBPE:
-    """The CLIP vocabulary and merge ranks, and BPE of one pre-split piece (used on cache misses only)."""
-
-    def __init__(self, path: str | Path | None = None):
-        path = Path(path) if path else merges_path()
-        if not path.is_file():
-            raise InputError(
-                f"{path}: CLIP BPE merges file not found", "leave the merges path unset to use open_clip's"
-            )
-        raw = path.read_bytes()
-        self.sha256 = hashlib.sha256(raw).hexdigest()
-        lines = gzip.decompress(raw).decode("utf-8").split("\n")[1 : 1 + N_MERGES]
-        merges = [tuple(line.split()) for line in lines]
-        order, self.byte_char = _byte_alphabet()
-        chars = [self.byte_char[b] for b in order]
-        self.char_byte = {c: b for b, c in enumerate(self.byte_char)}
-        vocab = chars + [c + END_OF_WORD for c in chars] + ["".join(m) for m in merges] + list(CLIP_SPECIALS)
-        self.symbols = vocab
-        self.ids = {symbol: i for i, symbol in enumerate(vocab)}
-        # BPE runs on ids: merge r joins the pair (left id, right id) into id FIRST_MERGE_ID + r.
-        self.byte_id = [0] * 256
-        for i, byte in enumerate(order):
-            self.byte_id[byte] = i
-        self.pair_rank = {(self.ids[a], self.ids[b]): r for r, (a, b) in enumerate(merges)}
-        self.whole_words = self.sha256 == WHOLE_WORDS_VERIFIED_SHA256
-        # The heap BPE equals open_clip's rank-by-rank passes when a merge never creates a pair of lower or
-        # equal rank: true when every merge joins tokens made before it (checked, not assumed).
-        self.heap_exact = all(max(pair) < FIRST_MERGE_ID + r for pair, r in self.pair_rank.items()) and len(
-            self.pair_rank
-        ) == len(merges)
-
-    def piece_ids(self, piece: str) -> list[int]:
-        """Ids of one piece of the split pattern (specials map to themselves)."""
-        if piece in CLIP_SPECIALS:
-            return [self.ids[piece]]
-        data = piece.encode("utf-8")  # lone surrogates never get here: ftfy replaces them
-        if self.whole_words:  # most pieces are whole vocabulary words: skip the merge loop for them
-            printable_ascii = piece.isascii() and piece.isprintable()  # such bytes stand for themselves
-            symbol = piece if printable_ascii else "".join([self.byte_char[b] for b in data])
-            whole = self.ids.get(symbol + END_OF_WORD)
-            if whole is not None:
-                return [whole]
-        ids = [self.byte_id[b] for b in data]
-        ids[-1] += 256  # the last byte carries the end-of-word mark
-        if len(ids) >= HEAP_BPE_FROM and self.heap_exact:
-            return self._merge_heap(ids)
-        return self._merge(ids)
-
-    def _merge_heap(self, ids: list[int]) -> list[int]:
-        """The same merges as `_merge` in O(n log n): a heap of (rank, position) over a linked list.
-
-        Popping the lowest rank, leftmost first, and skipping entries whose pair has changed applies every
-        occurrence of the best pair left to right before any later rank, as open_clip does; a merge only
-        creates pairs of higher rank (`heap_exact`), so no pass is interrupted. Words of 100,000 bytes take
-        well under a second instead of minutes (the list version is quadratic).
-        """
-        rank_of = self.pair_rank.get
-        n = len(ids)
-        sym = ids[:]  # -1 marks a position merged into its left neighbour
-        nxt = list(range(1, n + 1))
-        prv = list(range(-1, n - 1))
-        stride = n + 1  # heap entries are rank * stride + position: ints order like (rank, position)
-        heap = [
-            r * stride + i
-            for i, r in enumerate(map(rank_of, zip(ids, ids[1:], strict=False)))
-            if r is not None
-        ]
-        heapq.heapify(heap)
-        pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            r, i = divmod(pop(heap), stride)
-            a = sym[i]
-            if a < 0:
-                continue
-            j = nxt[i]
-            if j >= n or rank_of((a, sym[j])) != r:
-                continue  # stale: the pair at i changed since this entry was pushed
-            new = FIRST_MERGE_ID + r
-            sym[i], sym[j] = new, -1
-            k = nxt[j]
-            nxt[i] = k
-            if k < n:
-                prv[k] = i
-                right = rank_of((new, sym[k]))
-                if right is not None:
-                    push(heap, right * stride + i)
-            p = prv[i]
-            if p >= 0:
-                left = rank_of((sym[p], new))
-                if left is not None:
-                    push(heap, left * stride + p)
-        return [t for t in sym if t >= 0]
-
-    def _merge(self, ids: list[int]) -> list[int]:
-        """Apply the best-ranked adjacent merge at each of its occurrences, left to right, until none applies.
-
-        `ranks[j]` is the merge rank of the pair (ids[j], ids[j+1]); a merge changes only its neighbours'
-        ranks, so they alone are looked up again. A merge's product never forms the same pair again, and
-        an overlapping run (x, x, x) merges its first two: the same result as open_clip's rescan per rank.
-        """
-        rank_of = self.pair_rank.get
-        ranks = list(map(rank_of, zip(ids, ids[1:], strict=False), itertools.repeat(N_MERGES, len(ids) - 1)))
-        while ranks:
-            best = min(ranks)
-            if best == N_MERGES:
-                break
-            new_id, at = FIRST_MERGE_ID + best, ranks.index(best)
-            while True:
-                ids[at : at + 2] = [new_id]
-                del ranks[at]
-                if at > 0:
-                    ranks[at - 1] = rank_of((ids[at - 1], new_id), N_MERGES)
-                if at < len(ranks):
-                    ranks[at] = rank_of((new_id, ids[at + 1]), N_MERGES)
-                if best not in ranks:  # (a test, not an exception: most words hold a pair once)
-                    break
-                at = ranks.index(best, at)
-        return ids
-
-    def readable(self, token_id: int) -> str:
-        """The token's text with bytes decoded (invalid partial UTF-8 shown escaped) and </w> kept."""
-        symbol = self.symbols[int(token_id)]
-        if symbol in CLIP_SPECIALS:
-            return symbol
-        end = symbol.endswith(END_OF_WORD)
-        body = symbol[: -len(END_OF_WORD)] if end else symbol
-        text = bytes(self.char_byte[c] for c in body).decode("utf-8", errors="backslashreplace")
-        return text + (END_OF_WORD if end else "")
-
-
 class ClipTokenizer:
     """CLIP BPE with open_clip's exact ids; a per-chunk cache makes repeated words nearly free."""
 
@@ -298,6 +161,41 @@ class ClipTokenizer:
             ids += found
         self._chunks[chunk] = ids
         return ids
+
+    def _prefetch(self, chunks: list[str]) -> None:
+        """Ids of many new chunks into the chunk cache, their new pieces BPE'd in one batch (`many_piece_ids`).
+
+        The same pieces and ids as `_chunk_ids`, chunk by chunk; only the merging is batched.
+        """
+        if len(chunks) < BATCH_BPE_FROM:
+            return
+        known, split = self._pieces, self._split
+        vocabulary: dict[str, int] = self.bpe.ids if self.bpe.whole_words else {}
+        whole = vocabulary.get
+        parts: list[int | Sequence[str]] = []
+        new: dict[str, None] = {}
+        for chunk in chunks:
+            if chunk.isascii() and chunk.isalpha():  # one piece; whole words are served without BPE
+                found = whole(chunk + END_OF_WORD)
+                if found is not None:
+                    parts.append(found)
+                    continue
+                pieces: Sequence[str] = (chunk,)
+            else:
+                pieces = split(chunk)
+            parts.append(pieces)
+            new.update((p, None) for p in pieces if p not in known)
+        if new:
+            known.update(zip(new, self.bpe.many_piece_ids(list(new)), strict=True))
+        cache = self._chunks
+        for chunk, got in zip(chunks, parts, strict=True):
+            if isinstance(got, int):
+                cache[chunk] = [got]
+            else:
+                ids: list[int] = []
+                for p in got:
+                    ids += known[p]
+                cache[chunk] = ids
 
     def encode_one(self, text: str) -> list[int]:
         """Content ids of one text."""
@@ -354,7 +252,9 @@ class ClipTokenizer:
         which = encoded.indices.to_numpy()  # occurrence -> distinct chunk
         cache, miss = self._chunks, self._chunk_ids
         with _gc_paused():
-            per_chunk = [cache.get(c) or miss(c) for c in encoded.dictionary.to_pylist()]
+            chunks = encoded.dictionary.to_pylist()
+            self._prefetch([c for c in chunks if c not in cache])
+            per_chunk = [cache.get(c) or miss(c) for c in chunks]
 
         chunk_len = np.fromiter(map(len, per_chunk), np.int64, count=len(per_chunk))
         chunk_start = np.cumsum(chunk_len) - chunk_len

@@ -33,7 +33,8 @@ def synthetic_embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 def _ours(x: np.ndarray):
     """What replaces TwoNN().fit + MLE().fit: dedupe, one exact kNN, both TwoNN forms and both MLE means."""
-    from anatomy.metrics.intrinsic_dim import dedupe_rows, estimates_from_knn, exact_knn
+    from anatomy.metrics.intrinsic_dim import dedupe_rows, estimates_from_knn
+    from anatomy.metrics.knn import exact_knn
 
     start = time.perf_counter()
     unique, _ = dedupe_rows(x)
@@ -68,7 +69,8 @@ def main() -> None:
         diff = max(abs(a - b) / abs(a) for a, b in zip(ref, got, strict=True))
         print(
             f"{n:>7,} x 256 {ref_t:>9.2f} {our_t:>8.2f} {ref_t / our_t:>8.1f}x  "
-            f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e})",
+            f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e}; "
+            f"load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")
@@ -82,7 +84,7 @@ def main() -> None:
     print(
         f"full run ({label}, {got.n_points:,} distinct x {got.ambient_dim}; dedupe, exact kNN, TwoNN, MLE, erank, "
         f"{BOOTSTRAP} bootstrap draws): {wall:.1f} s (goal < 60 s on 2 cores) -> TwoNN {got.twonn_linear:.3f}, "
-        f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}"
+        f"MLE {got.mle_harmonic:.3f}, erank {got.erank:.1f}; load average {os.getloadavg()[0]:.1f}"
     )
     bench_study_size()
 

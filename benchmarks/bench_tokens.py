@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -85,12 +86,27 @@ def bench_tokenizer(texts: list[str], rounds: int = 2) -> None:
         ref = SimpleTokenizer()
         return [ref.encode(t) for t in texts]
 
+    hf = hf_clip_tokenizer()
+    if hf is not None:
+        hf_encode(hf(), texts[:300])  # (the library's lazy parts, as for the others)
+
     n = len(texts)
-    print(f"tokenizer: {n:,} distinct shared-corpus prompts; 1 process each; fresh instances (cold caches)")
+    print(
+        f"tokenizer: {n:,} distinct shared-corpus prompts; 1 process each; fresh instances (cold caches); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     ratios_wall, ratios_cpu, identical = [], [], True
-    for r in range(rounds):  # alternate, so a burst of load on a shared machine hits both sides
+    for r in range(rounds):  # alternate, so a burst of load on a shared machine hits every side
         (flat, offsets), ours_wall, ours_cpu = _timed(lambda: ClipTokenizer().encode_flat(column))
         expected, ref_wall, ref_cpu = _timed(reference)
+        if hf is not None:
+            hf_ids, hf_wall, hf_cpu = _timed(lambda: hf_encode(hf(), texts))
+            differ = sum(a != b for a, b in zip(hf_ids, expected, strict=True))
+            print(
+                f"  round {r + 1}: HF tokenizers (Rust, CLIPTokenizerFast) {hf_wall:5.2f} s "
+                f"(cpu {hf_cpu:.2f} s; {ref_wall / hf_wall:.1f}x open_clip wall, {ours_wall / hf_wall:.2f}x ours); "
+                f"ids differ from open_clip's on {differ:,} of {n:,} prompts"
+            )
         bounds, flat_list = offsets.tolist(), flat.tolist()
         identical &= all(
             flat_list[a:b] == e for a, b, e in zip(bounds[:-1], bounds[1:], expected, strict=True)
@@ -113,6 +129,28 @@ def bench_tokenizer(texts: list[str], rounds: int = 2) -> None:
     )
     if not identical:
         raise SystemExit("token ids differ from open_clip's")
+
+
+def hf_clip_tokenizer():
+    """A factory of Hugging Face's Rust CLIP tokenizer (CLIPTokenizerFast) on open_clip's vocabulary and
+    merges (built in memory beforehand: the factory's time is the Rust model's construction), or None when
+    transformers is not installed. It cleans text with NFC + lowercase, not ftfy + HTML unescaping."""
+    try:
+        from transformers import CLIPTokenizerFast
+    except ImportError:
+        return None
+    from anatomy.tokenizer import CLIP_SPECIALS, ClipBPE
+
+    bpe = ClipBPE()
+    hf_specials = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {hf_specials.get(s, s) if s in CLIP_SPECIALS else s: i for i, s in enumerate(bpe.symbols)}
+    merges = [(bpe.symbols[a], bpe.symbols[b]) for a, b in zip(bpe.merge_left, bpe.merge_right, strict=True)]
+    return lambda: CLIPTokenizerFast(vocab=vocab, merges=merges)
+
+
+def hf_encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Content ids from the Rust tokenizer itself (batch encode on all cores; no Python-side BatchEncoding)."""
+    return [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def build_corpus(path: Path, families: dict[str, list[str]]) -> int:

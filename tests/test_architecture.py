@@ -34,6 +34,7 @@ FLOORS: list[list[str]] = [
         "anatomy.cachecheck",
     ],
     ["anatomy.corpus", "anatomy.metrics", "anatomy.context"],
+    ["anatomy.clip_bpe"],
     ["anatomy.tokenizer", "anatomy.datasets"],
     ["anatomy.vocab"],
     ["anatomy.encoders"],

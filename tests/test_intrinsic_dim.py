@@ -11,12 +11,16 @@ from scipy.spatial.distance import cdist
 
 from anatomy.metrics.intrinsic_dim import (
     bootstrap_spread,
+    centred_erank,
     dedupe_rows,
-    exact_knn,
+    harmonic_mean,
     intrinsic_dim,
+    mle_local,
     twonn_closed_form,
     twonn_linear,
 )
+from anatomy.metrics.knn import exact_knn
+from anatomy.metrics.spectra import linear_erank
 
 # scikit-dimension 0.5.0 reference fixtures (spec/metrics.md). The last digits of the linear TwoNN fixture
 # depend on the least-squares routine (lstsq vs the closed slope): they agree to ~1e-11, hence rel 1e-9.
@@ -131,6 +135,33 @@ def test_bootstrap_spread_is_seeded_and_brackets_the_estimate():
     for name in ("twonn_linear", "twonn_closed_form", "mle_harmonic", "mle_mean"):
         entry = got.spread[name]
         assert entry["low"] < getattr(got, name) < entry["high"] and entry["std"] > 0
+
+
+def test_bootstrap_draws_equal_the_estimators_on_each_resample():
+    # The vectorised bootstrap (sorted sample from draw counts) against the plain definition, draw by draw.
+    dist, _ = exact_knn(_clustered(700, 12, seed=4), 20)
+    mu, local = dist[:, 1] / dist[:, 0], mle_local(dist)
+    rng = np.random.default_rng(3)
+    draws = {"twonn_linear": [], "twonn_closed_form": [], "mle_harmonic": [], "mle_mean": []}
+    for _ in range(40):
+        pick = rng.integers(0, mu.size, mu.size)
+        draws["twonn_linear"].append(twonn_linear(mu[pick]))
+        draws["twonn_closed_form"].append(twonn_closed_form(mu[pick]))
+        draws["mle_harmonic"].append(harmonic_mean(local[pick]))
+        draws["mle_mean"].append(float(np.mean(local[pick])))
+    got = bootstrap_spread(dist, 40, seed=3)
+    for name, values in draws.items():
+        assert got[name]["std"] == float(np.std(values, ddof=1))
+        assert (got[name]["low"], got[name]["high"]) == tuple(
+            float(v) for v in np.percentile(values, [2.5, 97.5])
+        )
+
+
+def test_chunked_erank_equals_the_spectrum_erank():
+    x = _clustered(3000, 24, seed=5) + 100.0  # far from the origin: centring matters
+    assert centred_erank(x) == pytest.approx(linear_erank(x), rel=1e-12)
+    small = _clustered(50, 24, seed=6)  # not tall: the SVD path
+    assert centred_erank(small) == linear_erank(small)
 
 
 def test_small_inputs():

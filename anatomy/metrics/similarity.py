@@ -56,7 +56,7 @@ def pooled_cosines(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
 
 def knn_overlap(teacher: np.ndarray, student: np.ndarray, k: int = 10) -> np.ndarray:
     """Per-point share of the k nearest neighbours that the two spaces have in common."""
-    from anatomy.metrics.intrinsic_dim import exact_knn
+    from anatomy.metrics.knn import exact_knn
 
     if len(teacher) != len(student):
         raise ValueError(f"different numbers of points ({len(teacher)} vs {len(student)})")
