@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anatomy.corpus.engine import EngineOptions
+from anatomy.corpus.engine import plan as engine_plan
 from anatomy.corpus.identity import canonical_encoding, manifest_key, refuse_overwriting_inputs
 from anatomy.corpus.normalize import normalize
 from anatomy.corpus.records import Skipped
@@ -152,11 +154,13 @@ def ingest(
     inputs: Sequence[str],
     out: str | Path,
     options: ReadOptions = ReadOptions(),
+    engine: EngineOptions = EngineOptions(),
 ) -> IngestReport:
     """Read `inputs` with the `source` reader and merge them into the corpus at `out` (created if absent).
 
     Nothing is written unless every input reads cleanly, and then corpus and manifest are replaced atomically;
-    when every input is already in the manifest the corpus is not rewritten at all.
+    when every input is already in the manifest the corpus is not rewritten at all. Large, compressed,
+    globbed and Parquet text inputs are read by the out-of-core engine (corpus/engine.py), to the same corpus.
     """
     out = Path(out)
     if not inputs:
@@ -165,11 +169,17 @@ def ingest(
     _options_for(source, options)  # an unknown encoding fails here, before any work
     if not out.name or out.is_dir():  # --out "" or a folder: there is no file name to write
         raise InputError(f"{out}: is a directory; --out must name a corpus .parquet file")
-    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), lock_path(out)])
+    files = engine_plan(source, inputs, options.encoding, engine)
+    specs = inputs if files is None else [f.spec for f in files]
+    refuse_overwriting_inputs(specs, out, [out, manifest_path(out), lock_path(out)])
     with locked(out):
         clean_temps(
             manifest_path(out)
         )  # the side file's temporaries of a killed ingest (the corpus's: locked)
+        if files is not None:
+            from anatomy.corpus.engine_ingest import ingest_engine
+
+            return ingest_engine(files, out, options, engine)
         return _ingest_locked(source, reader, inputs, out, options)
 
 
