@@ -27,14 +27,30 @@ def ingest_cmd(
     column: Annotated[str | None, typer.Option(help="text: the csv/tsv column holding prompts.")] = None,
     field: Annotated[str | None, typer.Option(help="text: the jsonl field holding prompts.")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the inputs.")] = "utf-8",
+    engine: Annotated[
+        Literal["auto", "duckdb", "python"],
+        typer.Option(help="text: auto reads large, compressed, globbed and Parquet inputs with DuckDB."),
+    ] = "auto",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(help="DuckDB engine: memory cap, e.g. 2GiB or 25% (default: 25%, at most 8 GiB)."),
+    ] = None,
+    count_column: Annotated[
+        str | None, typer.Option(help="csv/tsv/Parquet: the column holding each row's count.")
+    ] = None,
+    count_field: Annotated[
+        str | None, typer.Option(help="jsonl: the field holding each line's count.")
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Read prompts from SOURCE files into one deduplicated corpus (Parquet) with a manifest beside it."""
     from anatomy.corpus import ingest
+    from anatomy.corpus.engine import EngineOptions
     from anatomy.corpus.sources import ReadOptions
 
-    report = ingest(source, paths, out_path, ReadOptions(synonyms, column, field, encoding))
+    engine_options = EngineOptions(engine, memory_limit, count_column, count_field)
+    report = ingest(source, paths, out_path, ReadOptions(synonyms, column, field, encoding), engine_options)
     # the corpus is committed: what follows only reports (a failed print does not change the exit status)
     for f in report.files:
         for warning in f.warnings:  # e.g. prompts of absurd length (a file without line breaks?)
