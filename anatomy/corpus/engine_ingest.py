@@ -67,6 +67,8 @@ def checked(records: str) -> str:
 
 
 def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: EngineOptions) -> IngestReport:
+    import duckdb
+
     with connection(out, eopts) as con:
         manifest: list[dict] = []
         if out.exists():
@@ -90,9 +92,7 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
                 continue
             try:
                 _ingest_file(con, f, checked(records_sql(con, f, new_line, options, eopts)), stats)
-            except InputError:
-                raise
-            except Exception as err:  # duckdb.Error and its kin: a file the engine cannot parse, memory
+            except duckdb.Error as err:  # a file the engine cannot parse, memory
                 raise engine_error(f.spec, err) from None
             seen.add(key)
             if stats.long_prompts:
@@ -207,9 +207,21 @@ def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str
             elif reason.startswith("not a string") and f.kind == "jsonl" and example is not None:
                 example = repr(json.loads(example))[:80]
             where = f"{f.name}:{e['n']}"
+            if reason == "invalid JSON line" and example is not None:  # the full line: say the column
+                where, example = where + _json_column(example), example[:80]
             texts.append(f"{where}: {example}" if example else where)
         stats.skips[reason] = {"count": int(counts[reason]), "examples": texts}
         stats.skipped += int(counts[reason])
+
+
+def _json_column(line: str) -> str:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as err:
+        return f", column {err.colno}"
+    except (ValueError, RecursionError):
+        pass
+    return ""
 
 
 def _write(con, manifest: list[dict], out: Path) -> None:

@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from anatomy.corpus import engine_sql as sql
 from anatomy.corpus.engine import EngineInput, EngineOptions, memory_limit_bytes
@@ -49,7 +50,7 @@ def connection(out: Path, options: EngineOptions):
         shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.engine-", dir=out.parent))
     try:
-        config = {
+        config: dict[str, Any] = {
             "memory_limit": f"{limit >> 20}MiB",
             "temp_directory": str(work),
             "preserve_insertion_order": True,
@@ -138,7 +139,8 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
         if eopts.count_column is not None:
             _pick(src, header, eopts.count_column, "--count-column")
         return sql.csv_records(str(f.path), delimiter, column, eopts.count_column)
-    types = dict(con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall())
+    described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall()
+    types = {row[0]: row[1] for row in described}
     header = list(types)
     column = _pick(src, header, options.column, "--column")
     if types[column] != "VARCHAR":
@@ -177,7 +179,7 @@ def python_records(con, f: EngineInput, options) -> str:
         con.unregister("fallback_batch")
         rows.clear()
 
-    for record in read(_Decompressed(f), options):
+    for record in read(_Decompressed(f), options):  # type: ignore[arg-type]  # duck-typed SourceFile
         n = int(record.ref[len(f.name) + 1 :].split(",")[0])
         if isinstance(record, Skipped):
             rows.append((n, None, 1, record.reason, record.example))

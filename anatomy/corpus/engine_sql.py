@@ -98,7 +98,7 @@ def jsonl_records(path: str, new_line: str, field: str, count_field: str | None)
     return (
         f"SELECT n, CASE WHEN bad IS NULL THEN json_extract_string(line, {key}) END AS raw, {cnt} AS cnt, "
         f"bad, CASE WHEN bad LIKE 'not a string%' THEN json_extract(line, {key})::VARCHAR "
-        "ELSE left(line, 80) END AS example "
+        "WHEN bad = 'invalid JSON line' THEN line ELSE left(line, 80) END AS example "
         f"FROM (SELECT n, line, {bad} AS bad FROM ({lines(path, new_line)}) WHERE trim(line) <> '')"
     )
 
