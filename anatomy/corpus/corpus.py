@@ -121,6 +121,14 @@ def read_corpus_table(
 
 def _read_table(path: Path, *, allow_empty: bool = True):
     """The corpus columns of `path` as an Arrow table; InputError when it is missing or not a corpus."""
+    _read_schema_checked(path)
+    table = read_parquet(path, columns=list(CORPUS_COLUMNS))
+    check_corpus_table(table, path, allow_empty=allow_empty)
+    return table
+
+
+def _read_schema_checked(path: Path):
+    """The Parquet schema of `path`; InputError when it is missing or has not the corpus columns."""
     import pyarrow.parquet as pq
 
     if not path.exists():
@@ -137,9 +145,7 @@ def _read_table(path: Path, *, allow_empty: bool = True):
             f"{path}: not a corpus; missing columns {missing} (found {names})",
             "build one with `anatomy ingest`",
         )
-    table = read_parquet(path, columns=list(CORPUS_COLUMNS))
-    check_corpus_table(table, path, allow_empty=allow_empty)
-    return table
+    return pq.read_schema(path)
 
 
 def read_manifest(path: str | Path) -> list[dict]:
