@@ -80,3 +80,22 @@ def test_prompt_batches_refuse_what_is_not_a_corpus(tmp_path: Path) -> None:
     pq.write_table(pa.table({"prompt": ["a"]}), tmp_path / "x.parquet")
     with pytest.raises(InputError, match="missing columns"):
         list(prompt_batches(tmp_path / "x.parquet"))
+
+
+def test_tokenizers_without_encode_flat_encode_in_batches(monkeypatch) -> None:
+    import pyarrow as pa
+
+    import anatomy.tokens as tokens
+
+    class ListsOnly:  # a tokenizer that returns Python lists (as the Hugging Face ones do)
+        def __init__(self, tok):
+            self.encode = tok.encode
+
+    tok = clip_tokenizer()
+    prompts = pa.array(["a dog", "the red car on the left", "", "café ☕", "x" * 90] * 400, pa.large_string())
+    monkeypatch.setattr(tokens, "ENCODE_BATCH", 333)
+    flat, offsets = tokens._encode_distinct(ListsOnly(tok), prompts)
+    want_flat, want_offsets = tok.encode_flat(prompts)
+    np.testing.assert_array_equal(offsets, want_offsets)
+    np.testing.assert_array_equal(flat, want_flat)
+    assert flat.dtype == np.int32 and offsets.dtype == np.int64
