@@ -45,7 +45,7 @@ def _read_corpus_columns(path: Path):
     return read_corpus_table(path, ["prompt", "source", "subset"])  # checked: types, nulls, rows
 
 
-ENCODE_BATCH = 50_000  # prompts a tokenizer without encode_flat encodes at a time (its Python lists)
+ENCODE_BATCH = 8_192  # prompts a tokenizer without encode_flat encodes at a time (its Python lists)
 
 
 def _encode_distinct(tok, prompts) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from anatomy.errors import InputError
 
 # Fewer distinct points than this in a source: no per-source estimate (k = 20 neighbours need company).
 MIN_SOURCE_POINTS = 50
-SEQUENCE_BATCH = 50_000  # prompts tokenized at a time when finding the distinct token sequences
+SEQUENCE_BATCH = 8_192  # prompts tokenized at a time (a fast tokenizer keeps KBs per prompt of a batch)
 
 
 def sample(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
