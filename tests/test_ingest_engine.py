@@ -299,3 +299,26 @@ def test_cli_engine_options(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "text", str(tmp_path / "none*.gz"), "--out", out])
     assert result.exit_code == 1 and "no file matches" in result.output
     assert json.loads((tmp_path / "c.manifest.json").read_text())["inputs"][0]["input"].endswith("log.txt.gz")
+
+
+def test_which_inputs_go_to_the_engine(tmp_path: Path, monkeypatch) -> None:
+    from anatomy.corpus import engine
+
+    (tmp_path / "small.txt").write_text("dog\n", encoding="utf-8")
+    (tmp_path / "list.json").write_text('["dog"]', encoding="utf-8")
+    (tmp_path / "log.txt.gz").write_bytes(gzip.compress(b"dog\n"))
+    auto = EngineOptions()
+    assert engine.plan("text", [str(tmp_path / "small.txt")], "utf-8", auto) is None  # small: Python readers
+    monkeypatch.setattr(engine, "ENGINE_MIN_BYTES", 1)
+    assert [f.kind for f in engine.plan("text", [str(tmp_path / "small.txt")], "utf-8", auto)] == ["lines"]
+    files = engine.plan("text", [str(tmp_path / "*.gz")], "utf-8", auto)
+    assert [(f.name, f.subset, f.compressed) for f in files] == [("log.txt", "log", True)]
+    assert engine.plan("text", [str(tmp_path / "list.json")], "utf-8", auto) is None
+    assert engine.plan("lvis", [str(tmp_path / "small.txt")], "utf-8", auto) is None
+    for inputs, encoding in (([str(tmp_path / "list.json"), str(tmp_path / "log.txt.gz")], "utf-8"),
+                             ([str(tmp_path / "log.txt.gz")], "latin-1")):  # fmt: skip
+        with pytest.raises(InputError, match="only the engine reads it"):
+            engine.plan("text", inputs, encoding, auto)
+    assert engine.plan("text", [str(tmp_path / "log.txt.gz")], "utf-8", EngineOptions("python")) is None
+    with pytest.raises(OptionError):
+        engine.plan("text", [str(tmp_path / "small.txt")], "utf-8", EngineOptions("spark"))

@@ -151,10 +151,10 @@ def plan(
         raise OptionError("--engine", f"{options.engine!r} is not one of {', '.join(ENGINES)}")
     if options.engine == "python":
         return None
-    usable = source == "text" and encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    expanded = [_expand(spec) for spec in inputs] if usable else []
+    expanded = [_expand(spec) for spec in inputs] if source == "text" else []
     needed = [spec for spec, e in zip(inputs, expanded, strict=False) if e is not None and e[1]]
-    if not usable or any(e is None for e in expanded):
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if source != "text" or not utf8 or any(e is None for e in expanded):
         if needed or options.engine == "duckdb":
             what = needed[0] if needed else "these inputs"
             raise InputError(
