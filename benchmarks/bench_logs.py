@@ -16,8 +16,9 @@ Measured (2 cores shared by ~8 engineers; load averages in brackets; 2026-12-05)
   lines  file MiB  distinct | plain DuckDB    | plain polars     | anatomy ingest   | x DuckDB  x polars
   1M        21     197,786  |   3.5 s  128 MiB |   2.0 s  190 MiB |   7.9 s  355 MiB |  2.26      3.97  (10-14)
   10M      213     222,300  |  50.1 s  182 MiB |  20.3 s  675 MiB |  58.9 s  406 MiB |  1.18      2.90  (10-14)
-  100M   2,126     265,014  | 142.7 s  243 MiB |  65.2 s 2591 MiB | 551.9 s  494 MiB |  3.87      8.47  (6-9; the
-                                          ingest ran beside other test runs of mine: see the report for a rerun)
+  100M   2,126     265,014  |  94.3 s  248 MiB |  35.6 s 4327 MiB |  96.1 s  496 MiB |  1.02      2.70  (6-7)
+  (100M: the three run back to back from one log after a first run whose ingest shared the cores with my
+  test runs: 551.9 s beside plain DuckDB 142.7 s and polars 65.2 s / 2591 MiB; polars' peak grows with lines)
 The Python reader at 1M: 14.0 s, 252 MiB; at 100M it read the whole file into memory (2.3 GiB RSS after 15
 minutes) and was stopped. `audit -a tokens -a vocab` on the 10M corpus: 51.5 s, 402 MiB.
 """
