@@ -45,14 +45,25 @@ def _read_corpus_columns(path: Path):
     return read_corpus_table(path, ["prompt", "source", "subset"])  # checked: types, nulls, rows
 
 
+ENCODE_BATCH = 8_192  # prompts a tokenizer without encode_flat encodes at a time (its Python lists)
+
+
 def _encode_distinct(tok, prompts) -> tuple[np.ndarray, np.ndarray]:
-    """(flat content ids int32, offsets int64) for an Arrow string array of distinct prompts."""
+    """(flat content ids int32, offsets int64) for an Arrow string array of distinct prompts.
+
+    A tokenizer without `encode_flat` returns Python lists; they are made batch by batch and packed into
+    numpy at once, so only one batch of lists exists at a time."""
     if hasattr(tok, "encode_flat"):
         return tok.encode_flat(prompts)
-    content = tok.encode(prompts.to_pylist())
-    sizes = np.fromiter(map(len, content), np.int64, count=len(content))
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    flat = np.fromiter((t for ids in content for t in ids), np.int32, count=int(offsets[-1]))
+    flats, sizes = [], []
+    for start in range(0, len(prompts), ENCODE_BATCH):
+        content = tok.encode(prompts.slice(start, ENCODE_BATCH).to_pylist())
+        size = np.fromiter(map(len, content), np.int64, count=len(content))
+        flats.append(np.fromiter((t for ids in content for t in ids), np.int32, count=int(size.sum())))
+        sizes.append(size)
+    size = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.int32)
     return flat, offsets
 
 

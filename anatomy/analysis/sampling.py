@@ -11,6 +11,7 @@ from anatomy.errors import InputError
 
 # Fewer distinct points than this in a source: no per-source estimate (k = 20 neighbours need company).
 MIN_SOURCE_POINTS = 50
+SEQUENCE_BATCH = 8_192  # prompts tokenized at a time (a fast tokenizer keeps KBs per prompt of a batch)
 
 
 def sample(indices: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -44,22 +45,38 @@ def distinct_sequences(corpus: Path, store: Any) -> tuple[list[str], dict[str, n
 
 
 def _distinct_sequences(corpus: Path, store: Any) -> tuple[list[str], dict[str, np.ndarray], int]:
-    from anatomy.corpus import load_corpus
+    """Tokenized batch by batch over the sorted distinct prompts; a sequence is kept as the bytes of its
+    ids (not a tuple of Python ints), and rows are mapped through Arrow, so the memory per prompt is a few
+    hundred bytes rather than the tokenizer's whole output for the corpus at once."""
+    from array import array
 
-    frame = load_corpus(corpus)
-    prompts = sorted(set(frame["prompt"]))
-    if not prompts:
+    import pyarrow.compute as pc
+
+    from anatomy.corpus.corpus import read_corpus_table
+
+    table = read_corpus_table(corpus, ["prompt", "source"])  # checked; Arrow, not Python strings
+    prompt_col = table.column("prompt").combine_chunks()
+    distinct = pc.unique(prompt_col)
+    distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
+    if not len(distinct):
         raise InputError(f"{corpus}: the corpus has no prompts", "ingest prompts into it first")
-    index: dict[tuple[int, ...], int] = {}
+    index: dict[bytes, int] = {}
     representative: list[str] = []
-    seq_of_prompt: dict[str, int] = {}
-    for prompt, key in zip(prompts, store.keys(prompts), strict=True):
-        if key not in index:
-            index[key] = len(representative)
-            representative.append(prompt)
-        seq_of_prompt[prompt] = index[key]
+    seq_of_prompt = np.empty(len(distinct), dtype=np.int64)
+    for start in range(0, len(distinct), SEQUENCE_BATCH):
+        prompts = distinct.slice(start, SEQUENCE_BATCH).to_pylist()
+        for i, (prompt, key) in enumerate(zip(prompts, store.keys(prompts), strict=True), start):
+            packed = array("q", key).tobytes()
+            at = index.setdefault(packed, len(representative))
+            if at == len(representative):
+                representative.append(prompt)
+            seq_of_prompt[i] = at
+    index.clear()
+    row_seq = seq_of_prompt[pc.index_in(prompt_col, value_set=distinct).to_numpy()]
+    source = pc.dictionary_encode(table.column("source")).combine_chunks()
+    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
     by_source = {
-        str(source): np.unique([seq_of_prompt[p] for p in group["prompt"]])
-        for source, group in frame.groupby("source", sort=True)
+        str(names[s]): np.unique(row_seq[codes == s])
+        for s in sorted(range(len(names)), key=lambda s: names[s])
     }
-    return representative, by_source, len(prompts)
+    return representative, by_source, len(distinct)

@@ -83,12 +83,11 @@ class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
         matrix = table.detach().float().cpu().numpy() if hasattr(table, "detach") else np.asarray(table)
         result = SpectrumResult(encoder.name, int(matrix.shape[0]), MatrixEntry.of(matrix))
         if inputs.corpus is not None:
-            from anatomy.corpus import load_corpus
+            from anatomy.corpus.stream import used_ids
 
-            tok = encoder.tokenizer
-            content = tok.encode(sorted(set(load_corpus(inputs.corpus)["prompt"])))
-            used = np.unique(np.fromiter((i for ids in content for i in ids), dtype=np.int64))
-            used = np.union1d(used, [tok.sot_id, tok.eot_id])  # every prompt also uses the start and end rows
+            used = used_ids(
+                inputs.corpus, encoder.tokenizer, matrix.shape[0]
+            )  # batch by batch, plus start/end
             rule = "ids in the corpus plus start and end"
             result.used = MatrixEntry.of(matrix[used], n_ids=int(used.size), rule=rule)
         return result

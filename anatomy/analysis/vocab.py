@@ -140,17 +140,20 @@ def savings(original: int, kept: int, width: int) -> list[Saving]:
 def compute_vocab(
     corpus: str | Path, params: VocabParams, progress: Callable[[str], None] = lambda _m: None
 ) -> VocabResult:
-    from anatomy.corpus import load_corpus
+    import pyarrow.compute as pc
+
+    from anatomy.corpus.corpus import read_corpus_table
     from anatomy.io import file_sha256
 
-    frame = load_corpus(corpus)
-    if len(frame) == 0:
-        raise InputError(f"{corpus}: the corpus is empty", "ingest some prompts first (`anatomy ingest`)")
+    table = read_corpus_table(corpus, ["prompt", "source", "count"])  # checked (rows too); Arrow: no strings
     base_tok = base_tokenizer(params.tokenizer)
-    texts = sorted(set(frame["prompt"]))
-    requests = (
-        frame.groupby("prompt", sort=True)["count"].sum().to_numpy(dtype=np.float64)
-    )  # aligned with texts
+    prompt_col = table.column("prompt").combine_chunks()
+    distinct = pc.unique(prompt_col)
+    distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
+    texts = distinct.to_pylist()
+    position = pc.index_in(prompt_col, value_set=distinct).to_numpy()  # row -> its prompt in texts
+    counts = table.column("count").to_numpy().astype(np.float64)
+    requests = np.bincount(position, weights=counts, minlength=len(texts))  # aligned with texts
     repeats = bool(requests.size and requests.max() > 1)
     held = [(spec, read_prompts(spec)) for spec in params.held_out]
     progress(f"indexing {len(texts):,} prompts")
@@ -162,10 +165,12 @@ def compute_vocab(
     tok = _specialised(vocab, base_tok)
 
     progress("leave-one-source-out")
-    position = {t: i for i, t in enumerate(texts)}
+    source = pc.dictionary_encode(table.column("source")).combine_chunks()
+    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
     by_source = {
-        s: np.unique([position[p] for p in g["prompt"]]) for s, g in frame.groupby("source", sort=True)
+        names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
     }
+    del table, prompt_col, distinct, position, codes, counts
     loso = []
     if len(by_source) > 1:
         for source, test in by_source.items():

@@ -53,16 +53,26 @@ def ingest_cmd(
     count_field: CountFieldOpt = None,
     time_column: TimeColumnOpt = None,
     time_field: TimeFieldOpt = None,
+    engine: Annotated[
+        Literal["auto", "duckdb", "python"],
+        typer.Option(help="text: auto reads large, compressed, globbed and Parquet inputs with DuckDB."),
+    ] = "auto",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(help="DuckDB engine: memory cap, e.g. 2GiB or 25% (default: 25%, at most 8 GiB)."),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Read prompts from SOURCE files into one deduplicated corpus (Parquet) with a manifest beside it."""
     from anatomy.corpus import ingest
+    from anatomy.corpus.engine import EngineOptions
 
     options = read_options(
         synonyms, column, field, encoding, count_column, count_field, time_column, time_field
     )
-    report = ingest(source, paths, out_path, options)
+    engine_options = EngineOptions(engine, memory_limit, count_column, count_field)
+    report = ingest(source, paths, out_path, options, engine_options)
     # the corpus is committed: what follows only reports (a failed print does not change the exit status)
     for f in report.files:
         for warning in f.warnings:  # e.g. prompts of absurd length (a file without line breaks?)

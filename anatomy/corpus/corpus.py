@@ -20,13 +20,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anatomy.corpus.engine import EngineOptions
+from anatomy.corpus.engine import plan as engine_plan
 from anatomy.corpus.identity import canonical_encoding, manifest_key, refuse_overwriting_inputs
 from anatomy.corpus.normalize import normalize
 from anatomy.corpus.records import Skipped
 from anatomy.corpus.schema import check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
 from anatomy.corpus.traffic import row_days, traffic_path, traffic_table
-from anatomy.errors import InputError
+from anatomy.errors import InputError, OptionError
 from anatomy.io import atomic_paths, check_path, clean_temps, dumps_json, file_sha256, read_parquet
 from anatomy.locks import lock_path, locked
 
@@ -123,6 +125,14 @@ def read_corpus_table(
 
 def _read_table(path: Path, *, allow_empty: bool = True):
     """The corpus columns of `path` as an Arrow table; InputError when it is missing or not a corpus."""
+    _read_schema_checked(path)
+    table = read_parquet(path, columns=list(CORPUS_COLUMNS))
+    check_corpus_table(table, path, allow_empty=allow_empty)
+    return table
+
+
+def _read_schema_checked(path: Path):
+    """The Parquet schema of `path`; InputError when it is missing or has not the corpus columns."""
     import pyarrow.parquet as pq
 
     if not path.exists():
@@ -140,9 +150,7 @@ def _read_table(path: Path, *, allow_empty: bool = True):
             f"{path}: not a corpus; missing columns {missing} (found {names})",
             "build one with `anatomy ingest`",
         )
-    table = read_parquet(path, columns=list(CORPUS_COLUMNS))
-    check_corpus_table(table, path, allow_empty=allow_empty)
-    return table
+    return pq.read_schema(path)
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -157,11 +165,13 @@ def ingest(
     inputs: Sequence[str],
     out: str | Path,
     options: ReadOptions = ReadOptions(),
+    engine: EngineOptions = EngineOptions(),
 ) -> IngestReport:
     """Read `inputs` with the `source` reader and merge them into the corpus at `out` (created if absent).
 
     Nothing is written unless every input reads cleanly, and then corpus and manifest are replaced atomically;
-    when every input is already in the manifest the corpus is not rewritten at all.
+    when every input is already in the manifest the corpus is not rewritten at all. Large, compressed,
+    globbed and Parquet text inputs are read by the out-of-core engine (corpus/engine.py), to the same corpus.
     """
     out = Path(out)
     if not inputs:
@@ -170,10 +180,20 @@ def ingest(
     _options_for(source, options)  # an unknown encoding fails here, before any work
     if not out.name or out.is_dir():  # --out "" or a folder: there is no file name to write
         raise InputError(f"{out}: is a directory; --out must name a corpus .parquet file")
-    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
+    if options.time and engine.engine == "duckdb":
+        raise OptionError(
+            "--engine", "the DuckDB engine keeps no timestamps: use --engine python with --time-*"
+        )
+    files = None if options.time else engine_plan(source, inputs, options.encoding, engine)
+    specs = inputs if files is None else [f.spec for f in files]
+    refuse_overwriting_inputs(specs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
     with locked(out):
         for side in (manifest_path(out), traffic_path(out)):  # side files' temporaries of a killed ingest
             clean_temps(side)
+        if files is not None:
+            from anatomy.corpus.engine_ingest import ingest_engine
+
+            return ingest_engine(files, out, options, engine)
         return _ingest_locked(source, reader, inputs, out, options)
 
 

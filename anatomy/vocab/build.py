@@ -53,10 +53,12 @@ def full_word_ids(base, words: Sequence[str]) -> list[list[int]]:
 
 
 def index_texts(base, texts: Sequence[str]) -> WordIndex:
+    from array import array
+
     split = words_of(base)
     position: dict[str, int] = {}
-    flat: list[int] = []
-    offsets = [0]
+    flat = array("q")  # 8 bytes a word occurrence, not a Python int object and a list slot
+    offsets = array("q", [0])
     for text in texts:
         for w in split(text):
             k = position.get(w)
@@ -74,8 +76,8 @@ def index_texts(base, texts: Sequence[str]) -> WordIndex:
         full_len=full_len,
         tok_flat=tok_flat,
         tok_word=np.repeat(np.arange(len(words)), full_len),
-        word_flat=np.asarray(flat, dtype=np.int64),
-        offsets=np.asarray(offsets, dtype=np.int64),
+        word_flat=np.frombuffer(flat, dtype=np.int64),
+        offsets=np.frombuffer(offsets, dtype=np.int64),
     )
 
 

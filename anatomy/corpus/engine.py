@@ -1,0 +1,173 @@
+"""Which text inputs the out-of-core engine ingests, and with what settings (the run is engine_run.py).
+
+Why DuckDB. Measured once in one run (benchmarks/bench_logs.py, 2 cores shared with a load average near 12)
+on a 10M-line synthetic log (213 MiB, 222,300 distinct prompts), the plain aggregation of the normalised
+lines to Parquet: polars' streaming engine 20.3 s and 675 MiB peak, DuckDB 50.1 s and 182 MiB. polars is
+faster here, but its memory grows with the input and nothing caps it (4.2 GiB at 100M lines, where
+DuckDB took 248 MiB and the ingest 496 MiB at --memory-limit 1GiB), while DuckDB bounds its memory by a
+setting (`memory_limit`) and spills hash tables and sorts to a folder we choose (`temp_directory`): the
+issue's requirement (a 100M-line log within a fixed budget) is DuckDB's documented behaviour and not
+polars'. DuckDB also reads gzip/zstd, globs, CSV, JSON and Parquet natively, numbers lines in order as it
+streams them (the corpus keeps each prompt's first line), and its SQL runs on Arrow tables registered from
+Python (the non-ASCII normalisation). So DuckDB is a core dependency; polars is only in the dev extra,
+for the benchmark.
+
+The engine reads `text` inputs: one-prompt-per-line files (.txt, ...), .csv/.tsv (--column), .jsonl
+(--field), each optionally .gz/.zst compressed, and Parquet (--column; a `count` column, or
+--count-column, says how often each row occurred: `(prompt, count)` aggregated by Spark, BigQuery or Ray is
+a first-class input). A glob (quoted, so the shell leaves it) is expanded into its files; a directory reads
+its Parquet files as one subset named after it. `--engine auto` (the default) uses the engine when an input
+needs it (compressed, Parquet, a glob or a directory) or the inputs are large (ENGINE_MIN_BYTES); small
+plain files keep the Python readers, which give the same corpus (tests/test_ingest_engine.py).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from anatomy.errors import InputError, OptionError
+
+ENGINE_MIN_BYTES = 64 << 20  # auto: plain inputs this large (together) go to the engine
+ENGINES = ("auto", "duckdb", "python")
+COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+LINE_SUFFIXES = {".txt", ".text", ".lst", ".list", ""}  # as the Python text reader
+KINDS = {**dict.fromkeys(LINE_SUFFIXES, "lines"), ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
+         ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+MEMORY_FRACTION = 0.25  # default --memory-limit: a quarter of the machine, within the range below
+MEMORY_MIN, MEMORY_DEFAULT_MAX = 128 << 20, 8 << 30
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    engine: str = "auto"  # auto | duckdb | python
+    memory_limit: str | None = None  # e.g. "2GiB", "500MB", "25%"; None: MEMORY_FRACTION of the machine
+    count_column: str | None = None  # csv/tsv/parquet: the column holding each row's count
+    count_field: str | None = None  # jsonl: the field holding each line's count
+    threads: int | None = None  # DuckDB threads; None: DuckDB's default (the CPU count)
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    """One file the engine reads: `spec` names it in the manifest, `name` in refs, `subset` in the corpus."""
+
+    spec: str
+    path: Path
+    kind: str  # lines | csv | tsv | jsonl | parquet
+    compressed: bool
+    subset: str
+
+    @property
+    def name(self) -> str:
+        """The file name as refs give it (without a compression suffix: `log.txt:12` in log.txt.gz)."""
+        return self.path.name[: -len(self.path.suffix)] if self.compressed else self.path.name
+
+
+def machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_limit_bytes(value: str | None) -> int:
+    """--memory-limit as bytes: a size (512MB, 2GiB, 4G) or a percentage of the machine's memory."""
+    total = machine_memory()
+    if value is None:
+        return int(min(max(total * MEMORY_FRACTION, MEMORY_MIN), MEMORY_DEFAULT_MAX))
+    text = value.strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 1 <= percent <= 90:
+            raise OptionError("--memory-limit", f"{value!r}: a percentage must be between 1% and 90%")
+        return int(total * percent / 100)
+    match = _SIZE.match(text)
+    if not match:
+        raise OptionError("--memory-limit", f"{value!r} is not a size", "write e.g. 2GiB, 500MB or 25%")
+    number, unit, suffix = float(match[1]), match[2].lower(), (match[3] or "").lower()
+    power = " kmgt".index(unit or " ")
+    size = int(number * ((1024 if suffix == "ib" or not suffix else 1000) ** power))
+    if not MEMORY_MIN <= size <= total:
+        raise OptionError(
+            "--memory-limit",
+            f"{value!r} is outside {MEMORY_MIN >> 20} MiB .. {total >> 20} MiB (this machine's memory)",
+        )
+    return size
+
+
+def _kind_of(path: Path) -> tuple[str | None, bool]:
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSION
+    if compressed:
+        suffixes = suffixes[:-1]
+    return KINDS.get(suffixes[-1] if suffixes else ""), compressed
+
+
+def _subset_of(path: Path, compressed: bool) -> str:
+    name = path.name
+    if compressed:
+        name = name[: -len(path.suffix)]
+    return Path(name).stem
+
+
+def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
+    """The engine inputs behind one spec, and whether only the engine can read them; None: it cannot."""
+    if spec == "-" or spec.startswith("builtin:"):
+        return None
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p)[0] == "parquet")
+        if not files:
+            return None
+        return [EngineInput(str(p), p, "parquet", False, path.name) for p in files], True
+    needs = False
+    if not path.exists() and _GLOB_CHARS.search(spec):
+        found = sorted(glob.glob(spec, recursive=True))
+        if not found:
+            raise InputError(f"{spec}: no file matches this pattern", "check the pattern and its quoting")
+        paths, needs = [Path(p) for p in found if Path(p).is_file()], True
+    else:
+        paths = [path]
+    inputs = []
+    for p in paths:
+        kind, compressed = _kind_of(p)
+        if kind is None:
+            return None
+        needs = needs or compressed or kind == "parquet"
+        inputs.append(EngineInput(str(p), p, kind, compressed, _subset_of(p, compressed)))
+    return inputs, needs
+
+
+def plan(
+    source: str, inputs: Sequence[str], encoding: str, options: EngineOptions
+) -> list[EngineInput] | None:
+    """The files the engine ingests for these inputs, or None when the Python readers take them."""
+    if options.engine not in ENGINES:
+        raise OptionError("--engine", f"{options.engine!r} is not one of {', '.join(ENGINES)}")
+    if options.engine == "python":
+        return None
+    expanded = [_expand(spec) for spec in inputs] if source == "text" else []
+    needed = [spec for spec, e in zip(inputs, expanded, strict=False) if e is not None and e[1]]
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if source != "text" or not utf8 or any(e is None for e in expanded):
+        if needed or options.engine == "duckdb":
+            what = needed[0] if needed else "these inputs"
+            raise InputError(
+                f"{what}: only the engine reads it, and the engine reads text sources in UTF-8 "
+                "(.txt/.csv/.tsv/.jsonl/.parquet, optionally .gz/.zst) together with nothing else",
+                "ingest the other inputs in a separate `anatomy ingest` into the same --out",
+            )
+        return None
+    files = [f for e in expanded if e is not None for f in e[0]]
+    if options.engine == "auto" and not needed:
+        if not all(f.path.is_file() for f in files):  # the Python readers word the error
+            return None
+        if sum(f.path.stat().st_size for f in files) < ENGINE_MIN_BYTES:
+            return None
+    return files

@@ -1,0 +1,212 @@
+"""An ingest on the engine (DuckDB): read, normalise and aggregate each input out of core, merge into the corpus.
+
+Per input, one pass groups the records by their normalised prompt (the SQL form for printable ASCII, the
+raw text otherwise), keeping the count, the first occurrence (its raw text and position) and the file's
+statistics; Python's normalize() then maps the distinct non-ASCII raw strings, a small second aggregation
+merges them, and the corpus table (inside DuckDB, the old corpus read from its Parquet file) is updated:
+counts added to rows it has, new rows appended in order of first occurrence. This is what the Python path
+does row by row, so the corpus, its manifest and the FileStats (read = kept + merged + skipped) are the same.
+
+DuckDB's memory is capped by --memory-limit and it spills to a folder beside the output
+(.NAME.engine-XXXX), removed on success and on failure (and, if the process was killed, by the next ingest,
+which holds the corpus's lock). The corpus and its manifest are committed together by atomic_paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from anatomy.corpus import engine_sql as sql
+from anatomy.corpus.engine import EngineInput, EngineOptions, memory_limit_bytes
+from anatomy.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BATCH = 100_000  # rows per batch when Python touches rows (non-ASCII normalisation, the fallback reader)
+CORPUS_DDL = (
+    "CREATE TABLE corpus (ord BIGINT, prompt VARCHAR, raw VARCHAR, source VARCHAR, subset VARCHAR, "
+    "count BIGINT, ref VARCHAR, meta VARCHAR)"
+)
+
+
+def work_dirs(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.engine-*"))
+
+
+@contextlib.contextmanager
+def connection(out: Path, options: EngineOptions):
+    """A DuckDB connection capped at --memory-limit, spilling into a fresh folder beside `out`."""
+    import duckdb
+
+    limit = memory_limit_bytes(options.memory_limit)
+    for stale in work_dirs(out):  # left by a killed ingest; we hold the corpus's lock
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.engine-", dir=out.parent))
+    try:
+        config: dict[str, Any] = {
+            "memory_limit": f"{limit >> 20}MiB",
+            "temp_directory": str(work),
+            "preserve_insertion_order": True,
+        }
+        if options.threads:
+            config["threads"] = options.threads
+        con = duckdb.connect(":memory:", config=config)
+        con.execute("SET enable_progress_bar = false")
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def engine_error(spec: str, err: Exception) -> InputError:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    hint = "raise --memory-limit" if "memory" in message.lower() else "check the file, or use --engine python"
+    return InputError(f"{spec}: the engine cannot read it ({message})", hint)
+
+
+def scan_file(f: EngineInput) -> tuple[str, str | None]:
+    """sha256 of the file's bytes, and the line ending the engine splits on: "\\n", "\\r\\n", or None when
+    a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it."""
+    digest = hashlib.sha256()
+    line_based = f.kind in ("lines", "jsonl")
+    counts = [0, 0, 0]  # CR, CRLF, 0x1f
+    last = b""
+
+    def count(chunk: bytes) -> None:
+        nonlocal last
+        counts[0] += chunk.count(b"\r")
+        counts[1] += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
+        counts[2] += chunk.count(b"\x1f")
+        last = chunk[-1:]
+
+    try:
+        with open(f.path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+                if line_based and not f.compressed:
+                    count(chunk)
+        if line_based and f.compressed:
+            import pyarrow as pa
+
+            with pa.input_stream(str(f.path), compression="detect") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    count(chunk)
+    except FileNotFoundError:
+        raise InputError(f"{f.spec}: no such file", "check the path") from None
+    except OSError as err:
+        raise InputError(f"{f.spec}: cannot read ({err.strerror or err})") from None
+    except Exception as err:  # pyarrow: a damaged gzip/zstd stream
+        raise engine_error(f.spec, err) from None
+    if not line_based:
+        return digest.hexdigest(), "\n"
+    cr, crlf, unit = counts
+    return digest.hexdigest(), None if unit or cr != crlf else "\r\n" if crlf else "\n"
+
+
+def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: EngineOptions) -> str:
+    """The SQL relation of `f`'s records (engine_sql's shape)."""
+    from anatomy.corpus.sources import SourceFile
+    from anatomy.corpus.sources.text import _pick
+
+    if new_line is None:
+        return python_records(con, f, options)
+    src = SourceFile(f.spec)
+    if f.kind == "lines":
+        return sql.lines_records(str(f.path), new_line)
+    if f.kind == "jsonl":
+        field = options.field
+        if field is None:
+            first = con.execute(
+                f"SELECT line FROM ({sql.lines(str(f.path), new_line)}) "
+                "WHERE json_valid(line) AND json_type(line) = 'OBJECT' LIMIT 1"
+            ).fetchone()
+            field = _pick(src, sorted(map(str, json.loads(first[0]))), None, "--field") if first else "prompt"
+        return sql.jsonl_records(str(f.path), new_line, field, eopts.count_field)
+    if f.kind in ("csv", "tsv"):
+        delimiter = "\t" if f.kind == "tsv" else ","
+        scan = sql.csv_scan(str(f.path), delimiter)
+        header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        column = _pick(src, header, options.column, "--column")
+        if eopts.count_column is not None:
+            _pick(src, header, eopts.count_column, "--count-column")
+        return sql.csv_records(str(f.path), delimiter, column, eopts.count_column)
+    described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall()
+    types = {row[0]: row[1] for row in described}
+    header = list(types)
+    column = _pick(src, header, options.column, "--column")
+    if types[column] != "VARCHAR":
+        raise InputError(
+            f"{f.spec}: column {column!r} holds {types[column]}, not strings", "pass --column NAME"
+        )
+    count_column = eopts.count_column or ("count" if "count" in types and column != "count" else None)
+    if count_column is not None:
+        _pick(src, header, count_column, "--count-column")
+        if not any(t in types[count_column] for t in ("INT", "DECIMAL")):
+            raise InputError(
+                f"{f.spec}: count column {count_column!r} holds {types[count_column]}, not integers",
+                "pass --count-column NAME",
+            )
+    return sql.parquet_records(str(f.path), column, count_column)
+
+
+def python_records(con, f: EngineInput, options) -> str:
+    """The Python text reader's records of `f`, loaded into DuckDB in batches (the rare fallback)."""
+    import pyarrow as pa
+
+    from anatomy.corpus.records import Skipped
+    from anatomy.corpus.sources.text import read
+
+    schema = pa.schema([("n", pa.int64()), ("raw", pa.string()), ("cnt", pa.int64()),
+                        ("bad", pa.string()), ("example", pa.string())])  # fmt: skip
+    con.execute(
+        "CREATE OR REPLACE TABLE fallback (n BIGINT, raw VARCHAR, cnt BIGINT, bad VARCHAR, example VARCHAR)"
+    )
+    rows: list[tuple] = []
+
+    def flush() -> None:
+        batch = pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in rows], schema)
+        con.register("fallback_batch", batch)
+        con.execute("INSERT INTO fallback SELECT * FROM fallback_batch")
+        con.unregister("fallback_batch")
+        rows.clear()
+
+    for record in read(_Decompressed(f), options):  # type: ignore[arg-type]  # duck-typed SourceFile
+        n = int(record.ref[len(f.name) + 1 :].split(",")[0])
+        if isinstance(record, Skipped):
+            rows.append((n, None, 1, record.reason, record.example))
+        else:
+            rows.append((n, record.raw, 1, None, None))
+        if len(rows) >= BATCH:
+            flush()
+    if rows:
+        flush()
+    return "SELECT * FROM fallback"
+
+
+class _Decompressed:
+    """Stands in for a SourceFile of a (possibly compressed) engine input, for the Python text reader."""
+
+    is_stdin = False
+
+    def __init__(self, f: EngineInput):
+        self.spec, self.name, self._f = f.spec, f.name, f
+
+    def read_bytes(self) -> bytes:
+        import pyarrow as pa
+
+        with pa.input_stream(str(self._f.path), compression="detect") as stream:
+            return stream.read()
+
+    def read_text(self, encoding: str = "utf-8", data: bytes | None = None) -> str:
+        from anatomy.corpus.sources import SourceFile
+
+        return SourceFile(self.spec).read_text(encoding, self.read_bytes() if data is None else data)

@@ -1,0 +1,101 @@
+"""Streaming over a corpus's prompts (anatomy/corpus/stream.py, sampling.distinct_sequences) gives the numbers
+the whole-corpus code gave: the ids the corpus uses and the distinct token sequences, on the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anatomy.analysis import sampling
+from anatomy.corpus.corpus import ingest, load_corpus
+from anatomy.corpus.stream import prompt_batches, used_ids
+from anatomy.errors import InputError
+from anatomy.tokenizer import clip_tokenizer
+
+
+class ClipStore:
+    """The two things distinct_sequences asks of an embedding store: keys (ids cut to a context) and a memo."""
+
+    def __init__(self, keep: int = 3):
+        self.tok, self._keep, self.memo = clip_tokenizer(), keep, {}
+
+    def keys(self, prompts):
+        return [tuple(ids[: self._keep]) for ids in self.tok.encode(list(prompts))]
+
+
+def reference_sequences(corpus: Path, store):
+    """The earlier whole-corpus implementation, kept here as the reference."""
+    frame = load_corpus(corpus)
+    prompts = sorted(set(frame["prompt"]))
+    index, representative, seq_of_prompt = {}, [], {}
+    for prompt, key in zip(prompts, store.keys(prompts), strict=True):
+        if key not in index:
+            index[key] = len(representative)
+            representative.append(prompt)
+        seq_of_prompt[prompt] = index[key]
+    by_source = {
+        str(s): np.unique([seq_of_prompt[p] for p in g["prompt"]])
+        for s, g in frame.groupby("source", sort=True)
+    }
+    return representative, by_source, len(prompts)
+
+
+@pytest.fixture(scope="module")
+def shared_corpus(shared_data: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("stream") / "c.parquet"
+    ingest("text", [str(shared_data / "v3det" / "category_name_13204_v3det_2023_v1.txt")], out)
+    ingest("refcoco", [str(shared_data / "refcoco" / "refcoco_unc_val.csv")], out)
+    ingest("lvis", [str(shared_data / "lvis" / "lvis_v1_categories.json")], out)
+    return out
+
+
+def test_distinct_sequences_in_batches_equal_the_whole_corpus_form(shared_corpus: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sampling, "SEQUENCE_BATCH", 997)  # many batches, one ending mid-way
+    got = sampling._distinct_sequences(shared_corpus, ClipStore())
+    want = reference_sequences(shared_corpus, ClipStore())
+    assert got[0] == want[0] and got[2] == want[2]
+    assert got[1].keys() == want[1].keys() and len(want[1]) == 3
+    for source in want[1]:
+        np.testing.assert_array_equal(got[1][source], want[1][source])
+    assert len(got[0]) < got[2]  # truncation to 3 ids merged some prompts
+
+
+def test_used_ids_in_batches_equal_the_whole_corpus_form(shared_corpus: Path) -> None:
+    tok = clip_tokenizer()
+    content = tok.encode(sorted(set(load_corpus(shared_corpus)["prompt"])))
+    want = np.union1d(
+        np.unique(np.fromiter((i for ids in content for i in ids), np.int64)), [tok.sot_id, tok.eot_id]
+    )
+    np.testing.assert_array_equal(used_ids(shared_corpus, tok, tok.vocab_size, batch=1000), want)
+
+
+def test_prompt_batches_refuse_what_is_not_a_corpus(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(InputError, match="no such corpus"):
+        list(prompt_batches(tmp_path / "none.parquet"))
+    pq.write_table(pa.table({"prompt": ["a"]}), tmp_path / "x.parquet")
+    with pytest.raises(InputError, match="missing columns"):
+        list(prompt_batches(tmp_path / "x.parquet"))
+
+
+def test_tokenizers_without_encode_flat_encode_in_batches(monkeypatch) -> None:
+    import pyarrow as pa
+
+    import anatomy.tokens as tokens
+
+    class ListsOnly:  # a tokenizer that returns Python lists (as the Hugging Face ones do)
+        def __init__(self, tok):
+            self.encode = tok.encode
+
+    tok = clip_tokenizer()
+    prompts = pa.array(["a dog", "the red car on the left", "", "café ☕", "x" * 90] * 400, pa.large_string())
+    monkeypatch.setattr(tokens, "ENCODE_BATCH", 333)
+    flat, offsets = tokens._encode_distinct(ListsOnly(tok), prompts)
+    want_flat, want_offsets = tok.encode_flat(prompts)
+    np.testing.assert_array_equal(offsets, want_offsets)
+    np.testing.assert_array_equal(flat, want_flat)
+    assert flat.dtype == np.int32 and offsets.dtype == np.int64
