@@ -313,8 +313,10 @@ def read_json(path: str | Path) -> Any:
         raise InputError(
             f"{path}: not a JSON file (not UTF-8 text: {err.reason} at byte {err.start})"
         ) from None
-    except (RecursionError, ValueError) as err:  # nested too deep, an integer too long to convert
-        raise InputError(f"{path}: JSON cannot be read ({type(err).__name__}: {err})") from None
+    except RecursionError:  # e.g. [[[[...]]]] 100,000 deep: Python's decoder gives up
+        raise InputError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as err:  # an integer too long to convert
+        raise InputError(f"{path}: JSON cannot be read ({err})") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, expected a JSON file") from None
 

@@ -82,6 +82,7 @@ BASE = {
     "audit": ["{ws}/corpus.parquet", "--out", "{ws}/aud", "--analysis", "tokens", "--quiet"],
     "specialise": ["{ws}/corpus.parquet", "--teacher", MISSING_ENCODER, "--out", "{ws}/spec", "--quiet"],
     "report": ["{ws}/done"],
+    "check": ["{ws}/prompts.txt", "--against", "{ws}/adir", "--out", "{ws}/chk", "--quiet"],
     "data fetch": ["lvis-v1-train", "--out", "{ws}/raw", "--base-url", "http://127.0.0.1:9", "--quiet"],
     "data list": ["--out", "{ws}/raw"],
     "data inputs": ["--data", "{ws}/raw"],

@@ -243,7 +243,7 @@ def test_make_reports_without_data_says_what_to_set(tmp_path):
         f"DATA={tmp_path / 'nowhere'}", f"REPORTS={tmp_path / 'r'}", str(tmp_path / "r" / "corpus.parquet")
     )
     assert result.returncode != 0
-    assert "no dataset inputs found" in result.stderr and "set DATA=" in result.stderr
+    assert "no such data folder" in result.stderr and "set DATA=" in result.stderr
 
 
 def test_notebooks_are_percent_format_with_short_cells():

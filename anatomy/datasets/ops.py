@@ -121,7 +121,8 @@ def inputs(data: Path) -> list[tuple[str, Path]]:
     if not data.exists():
         raise DataError(
             f"{data}: no such data folder",
-            "fetch the datasets with `make data` (anatomy data fetch --out DIR), or use --data ../shared/data",
+            "fetch the datasets with `make data` (anatomy data fetch --out DIR), or use --data ../shared/data "
+            "(set DATA= for make reports)",
         )
     refuse_special(data, folder=True)
     if not data.is_dir():
