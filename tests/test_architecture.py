@@ -24,6 +24,7 @@ PACKAGE = ROOT / "anatomy"
 # is the registry module itself (anatomy/analysis/__init__.py), above the analyses it lists.
 FLOORS: list[list[str]] = [
     ["anatomy.errors"],
+    ["anatomy.paths"],
     ["anatomy.io"],
     [
         "anatomy=",

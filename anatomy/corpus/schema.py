@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anatomy.errors import InputError
 
+CORPUS_COLUMNS = ("prompt", "raw", "source", "subset", "count", "ref", "meta")
 STRING_COLUMNS = ("prompt", "raw", "source", "subset", "ref", "meta")
 COUNT_COLUMN = "count"
 REBUILD_HINT = "rebuild it with `anatomy ingest SOURCE PATH --out CORPUS.parquet`"
