@@ -180,3 +180,30 @@ def test_check_cli_usage_and_data_errors(tmp_path):
     weight = CliRunner().invoke(app, ["tokens", "--corpus", str(tmp_path / "log.txt"), "--out", str(tmp_path / "t"),
                                       "--weight", "requests"])  # fmt: skip
     assert weight.exit_code == 2 and "--weight" in weight.output
+
+
+def test_quality_on_fewer_than_11_log_prompts_says_knn_not_measured(tmp_path):
+    """A log of 5 prompts has no 10 neighbours per prompt: kNN@10 is not measured (an info line saying why),
+    never a NaN marked ok; the cosines are still checked."""
+    import torch
+
+    from anatomy.encoders.registry import load
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+    from anatomy.monitor.quality import check_quality
+
+    cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24, context_length=16)
+    encoders = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        encoders.append(
+            load(f"student:{save_student(build_student(cfg), cfg, tmp_path / str(seed))}", device="cpu")
+        )
+    run = {"eval_pooled_cosine": 0.1, "eval_token_cosine": 0.1, "eval_knn_overlap10": 0.5}
+    for n, measured in ((5, False), (12, True)):
+        prompts = [f"a prompt number {i}" for i in range(n)]
+        q = check_quality(prompts, *encoders, 16, np.arange(n), np.ones(n, dtype=bool), 0, run)
+        assert (q.knn_overlap10 is not None) == measured and q.pooled_cosine == q.pooled_cosine
+        found = {f.key: f for f in verdicts.quality_findings(q)}
+        knn = found["check.quality.knn_overlap10"]
+        assert (knn.mark == "info" and "needs 11" in knn.message) if not measured else knn.mark != "info"
+        json.dumps(q.__dict__, allow_nan=False)
