@@ -1,0 +1,83 @@
+"""Hostile hf: folders and hf exports: a damaged config or weights file is one AnatomyError naming the folder,
+never a traceback or a silently random model; an export never writes over a model it did not write."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from anatomy.cli import app  # noqa: E402
+from anatomy.encoders.registry import load  # noqa: E402
+from anatomy.encoders.student import StudentConfig, build_student, save_student  # noqa: E402
+from anatomy.errors import AnatomyError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("hfqa")
+    torch.manual_seed(0)
+    cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24, context_length=16)
+    save_student(build_student(cfg), cfg, folder / "run" / "checkpoints" / "best")
+    got = CliRunner().invoke(
+        app, ["export", str(folder / "run"), "--format", "hf", "--out", str(folder / "hf")]
+    )
+    assert got.exit_code == 0, got.output
+    return {"run": folder / "run", "hf": folder / "hf"}
+
+
+def _config(folder: Path, **changes) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **changes}))
+
+
+def _damage(kind: str, folder: Path) -> None:
+    if kind == "zero heads":
+        _config(folder, num_attention_heads=0)
+    elif kind == "negative table":
+        _config(folder, max_position_embeddings=-3)
+    elif kind == "zero width":
+        _config(folder, hidden_size=0, projection_dim=0, intermediate_size=0)
+    elif kind == "list config":
+        (folder / "config.json").write_text("[1, 2]")
+    elif kind == "truncated weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[:1000])
+    elif kind == "garbage weights":
+        (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    elif kind == "missing shard":
+        (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+            "text_model.embeddings.token_embedding.weight": "model-00002-of-00002.safetensors"}}))  # fmt: skip
+    elif kind == "another model's config":
+        _config(folder, model_type="bert", architectures=["BertModel"])
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "zero heads",
+        "negative table",
+        "zero width",
+        "list config",
+        "truncated weights",
+        "garbage weights",
+        "missing shard",
+        "another model's config",
+    ],  # fmt: skip
+)
+def test_a_damaged_hf_folder_is_one_error_naming_it(exported, tmp_path, kind):
+    folder = tmp_path / "broken"
+    shutil.copytree(exported["hf"], folder)
+    _damage(kind, folder)
+    with pytest.raises(AnatomyError, match=str(folder)):
+        load(f"hf:{folder}", device="cpu")
+    got = CliRunner().invoke(app, ["positions", "-e", f"hf:{folder}", "--out", str(tmp_path / "pos")])
+    assert got.exit_code == 1 and "Traceback" not in got.output, got.output
+
