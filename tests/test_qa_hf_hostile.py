@@ -3,6 +3,7 @@ never a traceback or a silently random model; an export never writes over a mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -81,3 +82,29 @@ def test_a_damaged_hf_folder_is_one_error_naming_it(exported, tmp_path, kind):
     got = CliRunner().invoke(app, ["positions", "-e", f"hf:{folder}", "--out", str(tmp_path / "pos")])
     assert got.exit_code == 1 and "Traceback" not in got.output, got.output
 
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_export_refuses_a_folder_holding_another_model(exported, tmp_path):
+    """A folder with a config.json or weights that no `anatomy export` wrote (the --base itself, someone's
+    model) is left byte-identical; a folder an earlier export wrote is replaced; `--out .` works."""
+    other = tmp_path / "someone"
+    shutil.copytree(exported["hf"], other)
+    (other / "anatomy_export.json").unlink()
+    before = _hashes(other)
+    got = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", str(other)])
+    assert got.exit_code == 1 and "not written by anatomy export" in got.output, got.output
+    assert _hashes(other) == before and not list(tmp_path.glob(".*partial"))
+    again = CliRunner().invoke(
+        app, ["export", str(exported["run"]), "--format", "hf", "--out", str(exported["hf"])]
+    )
+    assert again.exit_code == 0, again.output
+    here = tmp_path / "here"
+    here.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(here)
+        dot = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", "."])
+    assert dot.exit_code == 0 and (here / "config.json").exists(), dot.output
+    load(f"hf:{here}", device="cpu")

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SIDECAR = "anatomy_export.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# A folder holding one of these without SIDECAR is someone's model (the --base itself): never written over.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 ROUND_TRIP_TOL = 1e-6
 PART_CONFIGS = (
     "geometry_encoder_config",
@@ -145,9 +147,15 @@ def export_hf(run_dir: str | Path, out: str | Path, which: str = "best", base: s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory", "the hf format is a directory")
+    theirs = [name for name in MODEL_FILES if (out / name).exists()]
+    if theirs and not (out / SIDECAR).exists():  # the --base folder itself, or a model someone saved there
+        raise InputError(
+            f"{out} holds {', '.join(theirs)} not written by anatomy export (no {SIDECAR})",
+            "give a new or empty folder for the export",
+        )
     module, cfg, source, notes = _student(Path(run_dir), which)
     text_cfg, text, projection = _text_files(module, cfg)
-    stage = out.with_name(f".{out.name}.partial")
+    stage = out.resolve().with_name(f".{out.resolve().name}.partial")  # `--out .` too
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     if base is None:
