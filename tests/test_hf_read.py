@@ -184,7 +184,7 @@ def test_hub_cache_offline(full_dir, tmp_path):
         [sys.executable, "-c", "from anatomy.encoders.registry import load; load('hf:org/absent', device='cpu')"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert missing.returncode != 0 and "not in the cache" in missing.stderr
+    assert missing.returncode != 0 and "not in the Hugging Face cache" in missing.stderr
 
 
 def test_audit_agreement_and_init_on_a_saved_model(full_dir, tmp_path):
