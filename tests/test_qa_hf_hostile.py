@@ -108,3 +108,21 @@ def test_export_refuses_a_folder_holding_another_model(exported, tmp_path):
         dot = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", "."])
     assert dot.exit_code == 0 and (here / "config.json").exists(), dot.output
     load(f"hf:{here}", device="cpu")
+
+
+@pytest.mark.parametrize("base", ["text model", "a file", "missing folder", "list config"])
+def test_export_with_a_wrong_base_leaves_nothing_behind(exported, tmp_path, base):
+    """--base of the wrong kind: exit 1 naming it, and neither OUT nor its staging folder is left."""
+    (tmp_path / "a.txt").write_text("x\n")
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed" / "config.json").write_text("[1]")
+    path = {"text model": exported["hf"], "a file": tmp_path / "a.txt", "missing folder": tmp_path / "no" / "x",
+            "list config": tmp_path / "listed"}[base]  # fmt: skip
+    out = tmp_path / "out"
+    got = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", str(out),
+                                   "--base", str(path)])  # fmt: skip
+    assert got.exit_code == 1 and "Traceback" not in got.output, got.output
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+    empty = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", str(out),
+                                     "--base", ""])  # fmt: skip
+    assert empty.exit_code == 2 and "--base" in empty.output

@@ -158,41 +158,45 @@ def export_hf(run_dir: str | Path, out: str | Path, which: str = "best", base: s
     stage = out.resolve().with_name(f".{out.resolve().name}.partial")  # `--out .` too
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    if base is None:
-        write_json(stage / "config.json", {**text_cfg, "architectures": ["Sam3LiteTextTextModel"]})
-        save_state_dict(text, stage / "model.safetensors", metadata={"format": "pt"})
-        from anatomy.encoders.hf_litetext import PROJECTION_FILE
+    try:  # a failure (a wrong --base, a failed round trip) leaves neither OUT nor the staging folder
+        if base is None:
+            write_json(stage / "config.json", {**text_cfg, "architectures": ["Sam3LiteTextTextModel"]})
+            save_state_dict(text, stage / "model.safetensors", metadata={"format": "pt"})
+            from anatomy.encoders.hf_litetext import PROJECTION_FILE
 
-        tensors = {f"text_projection.{k}": v for k, v in projection.items()}
-        save_state_dict(tensors, stage / PROJECTION_FILE, metadata={"format": "pt"})
-        kind, n_keys = "Sam3LiteTextTextModel", len(text) + len(projection)
-    else:
-        config, tensors, processor, base_notes = _base_files(base, text_cfg, cfg.output_dim)
-        tensors.update({f"text_encoder.{k}": v for k, v in text.items()})
-        tensors.update({f"text_projection.{k}": v for k, v in projection.items()})
-        write_json(stage / "config.json", config)
-        save_state_dict(tensors, stage / "model.safetensors", metadata={"format": "pt"})
-        for path in processor:
-            shutil.copyfile(path, stage / path.name)
-        notes += base_notes
-        kind, n_keys = "Sam3LiteTextModel", len(tensors)
-    write_tokenizer(stage, cfg.context_length)
-    check = round_trip(module, stage)
-    summary: dict[str, Any] = {
-        "format": "hf",
-        "source": str(source),
-        "out": str(out),
-        "keys": n_keys,
-        "model": kind,
-        "base": base,
-        "student": cfg.to_dict(),
-        "widened_vocabulary": any("specialised student" in note for note in notes),
-        "round_trip_max_abs_diff": check,
-        "load_as": f"hf:{out}",
-    }
-    if notes:
-        summary["notes"] = notes
-    write_json(stage / SIDECAR, summary)
+            tensors = {f"text_projection.{k}": v for k, v in projection.items()}
+            save_state_dict(tensors, stage / PROJECTION_FILE, metadata={"format": "pt"})
+            kind, n_keys = "Sam3LiteTextTextModel", len(text) + len(projection)
+        else:
+            config, tensors, processor, base_notes = _base_files(base, text_cfg, cfg.output_dim)
+            tensors.update({f"text_encoder.{k}": v for k, v in text.items()})
+            tensors.update({f"text_projection.{k}": v for k, v in projection.items()})
+            write_json(stage / "config.json", config)
+            save_state_dict(tensors, stage / "model.safetensors", metadata={"format": "pt"})
+            for path in processor:
+                shutil.copyfile(path, stage / path.name)
+            notes += base_notes
+            kind, n_keys = "Sam3LiteTextModel", len(tensors)
+        write_tokenizer(stage, cfg.context_length)
+        check = round_trip(module, stage)
+        summary: dict[str, Any] = {
+            "format": "hf",
+            "source": str(source),
+            "out": str(out),
+            "keys": n_keys,
+            "model": kind,
+            "base": base,
+            "student": cfg.to_dict(),
+            "widened_vocabulary": any("specialised student" in note for note in notes),
+            "round_trip_max_abs_diff": check,
+            "load_as": f"hf:{out}",
+        }
+        if notes:
+            summary["notes"] = notes
+        write_json(stage / SIDECAR, summary)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     _commit(stage, out)
     return summary
 
