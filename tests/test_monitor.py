@@ -207,3 +207,24 @@ def test_quality_on_fewer_than_11_log_prompts_says_knn_not_measured(tmp_path):
         knn = found["check.quality.knn_overlap10"]
         assert (knn.mark == "info" and "needs 11" in knn.message) if not measured else knn.mark != "info"
         json.dumps(q.__dict__, allow_nan=False)
+
+
+def test_quality_refuses_a_student_whose_width_is_not_the_teachers(tmp_path):
+    """A run whose checkpoints/best was replaced by another student (16-d outputs against a 24-d teacher):
+    one error naming both, never a numpy broadcast traceback."""
+    import torch
+
+    from anatomy.encoders.registry import load
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+    from anatomy.monitor.quality import check_quality
+
+    encoders = []
+    for width in (24, 16):
+        cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=width, context_length=16)
+        torch.manual_seed(width)
+        encoders.append(
+            load(f"student:{save_student(build_student(cfg), cfg, tmp_path / str(width))}", device="cpu")
+        )
+    prompts = [f"a prompt number {i}" for i in range(12)]
+    with pytest.raises(InputError, match="16-d outputs.*24-d"):
+        check_quality(prompts, *encoders, 16, np.arange(12), np.ones(12, dtype=bool), 0, {})

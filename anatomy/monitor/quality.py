@@ -55,6 +55,14 @@ def check_quality(prompts: Sequence[str], teacher, student, context: int, rows: 
     chosen = [prompts[i] for i in rows]
     t_tok, t_mask, t_pool = _encode(teacher, chosen, context)
     s_tok, s_mask, s_pool = _encode(student, chosen, context)
+    if s_pool.shape[-1] != t_pool.shape[-1]:
+        from anatomy.errors import InputError
+
+        raise InputError(
+            f"{student.name} gives {s_pool.shape[-1]}-d outputs, its teacher {teacher.name} {t_pool.shape[-1]}-d: "
+            "the deployed checkpoint is not a student of this teacher",
+            "check --against: its checkpoints/best must be the run's own student",
+        )
     width = min(t_tok.shape[1], s_tok.shape[1])
     aligned = same_tokens[rows][:, None] & t_mask[:, :width] & s_mask[:, :width]
     a, b = t_tok[:, :width][aligned], s_tok[:, :width][aligned]
