@@ -73,13 +73,14 @@ def _damage(kind: str, folder: Path) -> None:
         "another model's config",
     ],  # fmt: skip
 )
-def test_a_damaged_hf_folder_is_one_error_naming_it(exported, tmp_path, kind):
+@pytest.mark.parametrize("family", ["hf", "transformers"])
+def test_a_damaged_hf_folder_is_one_error_naming_it(exported, tmp_path, kind, family):
     folder = tmp_path / "broken"
     shutil.copytree(exported["hf"], folder)
     _damage(kind, folder)
     with pytest.raises(AnatomyError, match=str(folder)):
-        load(f"hf:{folder}", device="cpu")
-    got = CliRunner().invoke(app, ["positions", "-e", f"hf:{folder}", "--out", str(tmp_path / "pos")])
+        load(f"{family}:{folder}", device="cpu")
+    got = CliRunner().invoke(app, ["positions", "-e", f"{family}:{folder}", "--out", str(tmp_path / "pos")])
     assert got.exit_code == 1 and "Traceback" not in got.output, got.output
 
 
