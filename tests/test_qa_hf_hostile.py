@@ -127,3 +127,10 @@ def test_export_with_a_wrong_base_leaves_nothing_behind(exported, tmp_path, base
     empty = CliRunner().invoke(app, ["export", str(exported["run"]), "--format", "hf", "--out", str(out),
                                      "--base", ""])  # fmt: skip
     assert empty.exit_code == 2 and "--base" in empty.output
+
+
+def test_export_hf_takes_a_student_spec_as_onnx_does(exported, tmp_path):
+    spec = f"student:{exported['run'] / 'checkpoints' / 'best'}"
+    got = CliRunner().invoke(app, ["export", spec, "--format", "hf", "--out", str(tmp_path / "out")])
+    assert got.exit_code == 0, got.output
+    load(f"hf:{tmp_path / 'out'}", device="cpu")

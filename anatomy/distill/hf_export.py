@@ -68,7 +68,7 @@ def _student(run_dir: Path, which: str):
     from anatomy.distill.export import checkpoint_dir
     from anatomy.encoders.student import StudentConfig, load_student
 
-    source = checkpoint_dir(run_dir, which)
+    source = checkpoint_dir(Path(str(run_dir).removeprefix("student:")), which)  # a student:DIR spec too
     encoder = load_student(source, device="cpu")
     cfg, module, notes = encoder.config, encoder.module, []
     assert isinstance(cfg, StudentConfig), "load_student sets the student's config"
