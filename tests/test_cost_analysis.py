@@ -98,3 +98,16 @@ def test_quality_on_fewer_prompts_than_k_says_the_k_it_used(pair, tmp_path):
     assert n == 5 and any("k=4, not the asked 10" in note for note in notes)
     with pytest.raises(AnatomyError, match="1 distinct prompt"):
         quality(_inputs(teacher, student, tmp_path / "1.parquet"), Params(sample=30))
+
+
+def test_a_busy_machine_warning_says_what_to_do_once():
+    from anatomy.analysis.cost import CostAnalysis
+
+    result = Result.__new__(Result)
+    result.teacher, result.student, result.rows = "t", "s", []
+    result.warnings = [
+        "the machine was busy while measuring t @ 16 (torch): measure again on a quiet machine"
+    ]
+    (_, busy) = CostAnalysis().findings(result, "pair")
+    text = f"{busy.message}: {busy.action}"
+    assert text.count("measure again on a quiet machine") == 1, text

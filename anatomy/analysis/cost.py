@@ -157,7 +157,7 @@ class CostAnalysis(Analysis):
             out.append(_pair_finding(result, section, teacher, student))
         if result.warnings:
             out.append(Finding("warn", section, "cost.measurement", " ".join(result.warnings), None,
-                               "measure again on a quiet machine before acting on the latencies"))  # fmt: skip
+                               "do not act on these latencies until then"))  # fmt: skip
         return out
 
     def paper_rows(self, result: CostResult) -> list[PaperRow]:
