@@ -217,3 +217,14 @@ def test_hostile_counts_and_timestamps_are_counted_skips(tmp_path):
     assert dict(zip(corpus["prompt"], corpus["count"], strict=True)) == {"a dog": 5, "a tree": 10**12}
     days = read_traffic(out)
     assert sorted(days["count"].tolist()) == [2, 3, 10**12]
+
+
+def test_count_and_time_options_on_a_source_without_columns_are_usage_errors(tmp_path, shared_data):
+    """lvis/refcoco/... have no count column: --count-column there was silently ignored (every count 1)."""
+    lvis = shared_data / "lvis" / "lvis_v1_categories.json"
+    for option in ("--count-column", "--count-field", "--time-column", "--time-field"):
+        got = CliRunner().invoke(
+            app, ["ingest", "lvis", str(lvis), option, "n", "--out", str(tmp_path / "c.parquet")]
+        )
+        assert got.exit_code == 2 and option in got.output, got.output
+    assert not (tmp_path / "c.parquet").exists()
