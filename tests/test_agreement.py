@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,45 @@ def test_audited_student_that_did_not_learn_is_warned_end_to_end(tmp_path):
     assert result.baseline is not None and result.baseline.run_dir == str(tmp_path / "run")
     found = _by_key(ANALYSES["agreement"].findings(result, "pair"), "agreement.baseline")
     assert found.mark == "warn" and "no better than the untrained" in found.message
+
+
+def _two_random_students(folder):
+    import torch
+
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+
+    cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24, context_length=16)
+    specs = []
+    for seed, name in ((1, "teacher"), (2, "student")):
+        torch.manual_seed(seed)
+        specs.append(f"student:{save_student(build_student(cfg), cfg, folder / name, provenance={})}")
+    return specs
+
+
+@pytest.mark.parametrize(
+    ("prompts", "code", "expect"),
+    [
+        (["a dog", "a cat", "red car", "blue car", "a man"], 0, "kNN overlap at k=4, not the asked 10"),
+        (["a dog", "a cat"], 1, "has 2 distinct prompt(s); agreement needs at least 3"),
+    ],
+)
+def test_a_corpus_smaller_than_k_uses_every_other_prompt_or_is_one_line(tmp_path, prompts, code, expect):
+    """Fewer than k+1 distinct prompts: k shrinks to n-1 (said in the result), under 3 is one error line."""
+    from typer.testing import CliRunner
+
+    from anatomy.cli import app
+    from anatomy.corpus import ingest
+
+    teacher, student = _two_random_students(tmp_path)
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    ingest("text", [str(tmp_path / "p.txt")], tmp_path / "c.parquet")
+    args = ["agreement", "--teacher", teacher, "--student", student, "--corpus", str(tmp_path / "c.parquet"),
+            "--out", str(tmp_path / "out"), "--n-boot", "0"]  # fmt: skip
+    got = CliRunner().invoke(app, args)
+    assert got.exit_code == code, got.output
+    assert expect in " ".join(got.output.split()) and "Traceback" not in got.output
+    if code == 0:
+        result = json.loads((tmp_path / "out" / "results" / "agreement.json").read_text())
+        assert result["k"] == 4 and result["knn_overlap"]["mean"] == 1.0  # every other prompt is a neighbour
+    bad = CliRunner().invoke(app, [*args, "--sample", "11", "--k", "20"])
+    assert bad.exit_code == 2 and "must be smaller than --sample" in bad.output

@@ -235,3 +235,26 @@ def test_an_absurd_context_is_a_usage_error_before_any_build(tiny, tmp_path):
     result = _invoke([*args, "--context", str(10**20)])
     assert result.exit_code == 2 and "--context" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"output_dim": 99}, "output_dim 99"),
+        ({"tokenizer": "minilm"}, "tokenizer 'minilm'"),
+        ({"vocab_size": 100}, "vocab_size 100"),
+    ],  # fmt: skip
+)
+def test_a_student_config_that_overrides_what_follows_the_teacher_is_one_line(
+    tiny, tmp_path, override, named
+):
+    """The student learns the teacher's outputs with its tokenizer: a JSON config setting another output
+    width, tokenizer or vocabulary size is refused by name (not a shape traceback in the first step)."""
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"layers": 1, "width": 32, "heads": 2, **override}), encoding="utf-8")
+    args = _cli_args({**tiny, "student": str(student)}, tmp_path / "run", tmp_path / "cache", 2)
+    result = _invoke(args)
+    assert result.exit_code == 1 and named in result.output and "Traceback" not in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -290,3 +290,25 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, fmt):
     assert "No space left on device" in result.output and "Traceback" not in result.output
     assert not out.exists() or not any(out.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_graph_that_is_not_the_one_its_sidecar_describes_is_refused(tmp_path):
+    """A truncated graph, or another export's graph under this sidecar: cost-table names the file and the
+    mismatch (size, then sha256) before measuring anything."""
+    small = _run_dir(tmp_path / "a", StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24))
+    other = _run_dir(
+        tmp_path / "b", StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24), seed=1
+    )
+    _export(small, "onnx", tmp_path / "a.onnx")
+    _export(other, "onnx", tmp_path / "b.onnx")
+    data = (tmp_path / "a.onnx").read_bytes()
+    (tmp_path / "a.onnx").write_bytes(data[:5000])
+    cut = CliRunner().invoke(
+        app, ["cost-table", "-e", str(tmp_path / "a.onnx"), "--out", str(tmp_path / "c1")]
+    )
+    assert cut.exit_code == 1 and "5,000 bytes" in cut.output and "Traceback" not in cut.output, cut.output
+    (tmp_path / "a.onnx").write_bytes((tmp_path / "b.onnx").read_bytes())  # same size, other weights
+    swapped = CliRunner().invoke(
+        app, ["cost-table", "-e", str(tmp_path / "a.onnx"), "--out", str(tmp_path / "c2")]
+    )
+    assert swapped.exit_code == 1 and "sha256" in swapped.output, swapped.output

@@ -180,3 +180,51 @@ def test_check_cli_usage_and_data_errors(tmp_path):
     weight = CliRunner().invoke(app, ["tokens", "--corpus", str(tmp_path / "log.txt"), "--out", str(tmp_path / "t"),
                                       "--weight", "requests"])  # fmt: skip
     assert weight.exit_code == 2 and "--weight" in weight.output
+
+
+def test_quality_on_fewer_than_11_log_prompts_says_knn_not_measured(tmp_path):
+    """A log of 5 prompts has no 10 neighbours per prompt: kNN@10 is not measured (an info line saying why),
+    never a NaN marked ok; the cosines are still checked."""
+    import torch
+
+    from anatomy.encoders.registry import load
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+    from anatomy.monitor.quality import check_quality
+
+    cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24, context_length=16)
+    encoders = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        encoders.append(
+            load(f"student:{save_student(build_student(cfg), cfg, tmp_path / str(seed))}", device="cpu")
+        )
+    run = {"eval_pooled_cosine": 0.1, "eval_token_cosine": 0.1, "eval_knn_overlap10": 0.5}
+    for n, measured in ((5, False), (12, True)):
+        prompts = [f"a prompt number {i}" for i in range(n)]
+        q = check_quality(prompts, *encoders, 16, np.arange(n), np.ones(n, dtype=bool), 0, run)
+        assert (q.knn_overlap10 is not None) == measured and q.pooled_cosine == q.pooled_cosine
+        found = {f.key: f for f in verdicts.quality_findings(q)}
+        knn = found["check.quality.knn_overlap10"]
+        assert (knn.mark == "info" and "needs 11" in knn.message) if not measured else knn.mark != "info"
+        json.dumps(q.__dict__, allow_nan=False)
+
+
+def test_quality_refuses_a_student_whose_width_is_not_the_teachers(tmp_path):
+    """A run whose checkpoints/best was replaced by another student (16-d outputs against a 24-d teacher):
+    one error naming both, never a numpy broadcast traceback."""
+    import torch
+
+    from anatomy.encoders.registry import load
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+    from anatomy.monitor.quality import check_quality
+
+    encoders = []
+    for width in (24, 16):
+        cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=width, context_length=16)
+        torch.manual_seed(width)
+        encoders.append(
+            load(f"student:{save_student(build_student(cfg), cfg, tmp_path / str(width))}", device="cpu")
+        )
+    prompts = [f"a prompt number {i}" for i in range(12)]
+    with pytest.raises(InputError, match="16-d outputs.*24-d"):
+        check_quality(prompts, *encoders, 16, np.arange(12), np.ones(12, dtype=bool), 0, {})

@@ -174,7 +174,21 @@ def test_cli_count_column_and_usage_errors(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "want"),
-    [(3, 3), ("12", 12), ("2.0", 2), (0, None), ("-1", None), ("x", None), (1.5, None), (True, None)],
+    [
+        (3, 3),
+        ("12", 12),
+        ("2.0", 2),
+        (0, None),
+        ("-1", None),
+        ("x", None),
+        (1.5, None),
+        (True, None),
+        (10**12, 10**12),
+        (10**12 + 1, None),
+        ("1e30", None),
+        ("nan", None),
+        (float("inf"), None),
+    ],  # fmt: skip
 )
 def test_parse_count(value, want):
     assert parse_count(value) == want
@@ -185,3 +199,32 @@ def test_parse_day():
     assert parse_day("2024-05-01") == epoch == parse_day("2024-05-01T23:59:59+02:00")
     assert parse_day(1714521600) == epoch == parse_day(1714521600123) == parse_day("1714521600")
     assert parse_day("01/05/2024") is None and parse_day(None) is None
+
+
+def test_hostile_counts_and_timestamps_are_counted_skips(tmp_path):
+    """Negative, NaN, infinite, fractional and absurdly large counts, and timestamps beyond any calendar, are
+    skips with their reason: the good rows keep their exact counts and days, nothing overflows."""
+    rows = [("a dog", 3, "2024-01-01"), ("a cat", -2, "2024-01-01"), ("red car", "nan", "2024-01-02"),
+            ("blue car", "1e30", "2024-01-02"), ("a man", "9" * 25, "2024-01-03"), ("a big", 2.5, "2024-01-03"),
+            ("inf", "inf", "2024-01-01"), ("a dog", 2, "2024-01-02"), ("far", 1, "1e30"), ("far2", 1, "-9e300"),
+            ("a tree", "1000000000000", "1704067200")]  # fmt: skip
+    out = tmp_path / "c.parquet"
+    got = CliRunner().invoke(app, ["ingest", "text", str(_log(tmp_path, rows)), "--count-column", "count",
+                                   "--time-column", "ts", "--out", str(out)])  # fmt: skip
+    assert got.exit_code == 0, got.output
+    assert "Traceback" not in got.output and "skipped 8" in got.output
+    corpus = load_corpus(out)
+    assert dict(zip(corpus["prompt"], corpus["count"], strict=True)) == {"a dog": 5, "a tree": 10**12}
+    days = read_traffic(out)
+    assert sorted(days["count"].tolist()) == [2, 3, 10**12]
+
+
+def test_count_and_time_options_on_a_source_without_columns_are_usage_errors(tmp_path, shared_data):
+    """lvis/refcoco/... have no count column: --count-column there was silently ignored (every count 1)."""
+    lvis = shared_data / "lvis" / "lvis_v1_categories.json"
+    for option in ("--count-column", "--count-field", "--time-column", "--time-field"):
+        got = CliRunner().invoke(
+            app, ["ingest", "lvis", str(lvis), option, "n", "--out", str(tmp_path / "c.parquet")]
+        )
+        assert got.exit_code == 2 and option in got.output, got.output
+    assert not (tmp_path / "c.parquet").exists()

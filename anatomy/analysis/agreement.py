@@ -26,6 +26,8 @@ from anatomy.metrics.similarity import (  # noqa: F401
 AGREEMENT_OK = 0.9
 # The same bar for the mean pooled cosine (used when the tokenizers differ); the study has no pooled number.
 POOLED_OK = 0.9
+# Fewest distinct prompts compared: the intrinsic-dimension estimators need 3 distinct points.
+MIN_PROMPTS = 3
 # A trained student's kNN@10 overlap must beat its untrained self (step 0 of its run) by at least this much.
 KNN_GAIN_MIN = 0.02
 
@@ -118,14 +120,19 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
 
     def compute(self, inputs: Inputs, params: AgreementParams) -> AgreementResult:
         from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
+        from anatomy.errors import InputError, OptionError
 
         if params.k >= params.sample:
-            raise ValueError(f"k ({params.k}) must be smaller than the sample ({params.sample})")
+            raise OptionError("--k", f"{params.k} must be smaller than --sample ({params.sample})")
         prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
-        require_distinct(
-            inputs.need_corpus(), len(prompts), params.k + 1, f"the kNN overlap at k = {params.k}"
-        )
+        require_distinct(inputs.need_corpus(), len(prompts), MIN_PROMPTS, "the kNN overlap")
         picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
+        if len(picked) < MIN_PROMPTS:
+            raise InputError(
+                f"the corpus has {len(picked)} distinct prompt(s); agreement needs at least {MIN_PROMPTS}",
+                hint="ingest more prompts into the corpus",
+            )
+        k = min(params.k, len(picked) - 1)  # a small corpus: every other prompt is a neighbour
         t_pooled, t_tokens, t_mask = inputs.teacher_store.per_token(picked)
         s_pooled, s_tokens, s_mask = inputs.student_store.per_token(picked)
         teacher, student = inputs.teacher, inputs.student
@@ -137,8 +144,12 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
             s_tokens if same else None,
             s_mask,
             s_pooled,
-            params.k,
+            k,
         )
+        if k < params.k:
+            got.notes.append(
+                f"only {len(picked)} distinct prompts: kNN overlap at k={k}, not the asked {params.k}"
+            )
         dims = PairDims(
             DimsEntry.of(t_pooled, params.seed, params.n_boot),
             DimsEntry.of(s_pooled, params.seed, params.n_boot),
@@ -146,11 +157,11 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
         method = {
             "token_cosine": "cosine per token over positions valid in both encoders (same tokenizer only)",
             "pooled_cosine": "cosine of the two pooled outputs of each prompt",
-            "knn_overlap": f"share of the {params.k} exact Euclidean nearest neighbours common to both spaces",
+            "knn_overlap": f"share of the {k} exact Euclidean nearest neighbours common to both spaces",
         }
         baseline, why = run_baseline(student.name)
         return AgreementResult(
-            teacher.name, student.name, len(picked), params.k, got.token_cosine, got.pooled_cosine,
+            teacher.name, student.name, len(picked), k, got.token_cosine, got.pooled_cosine,
             got.knn_overlap, dims, got.notes, method, baseline, why,
         )  # fmt: skip
 

@@ -101,7 +101,16 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
         cosine = float(pooled_cosines(teacher, student).mean())
     else:
         notes.append(f"output widths differ ({teacher.shape[-1]} vs {student.shape[-1]}): no pooled cosine")
+    if len(teacher) < 2:
+        from anatomy.errors import InputError
+
+        raise InputError(
+            f"the corpus has {len(teacher)} distinct prompt(s); the kNN overlap needs at least 2",
+            "ingest more prompts into the corpus",
+        )
     k = min(params.k, len(teacher) - 1)
+    if k < params.k:
+        notes.append(f"only {len(teacher)} distinct prompts: kNN overlap at k={k}, not the asked {params.k}")
     return cosine, float(knn_overlap(teacher, student, k).mean()), len(teacher), notes
 
 
@@ -126,7 +135,7 @@ class CostAnalysis(Analysis):
         device = getattr(getattr(inputs.teacher, "device", None), "type", "cpu")
         table = measure_costs(specs, params.contexts, params.settings(device), progress=inputs.progress)
         return CostResult(
-            teacher=specs[0], student=specs[1], pooled_cosine=cosine, knn_overlap=overlap, k=params.k, n=n,
+            teacher=specs[0], student=specs[1], pooled_cosine=cosine, knn_overlap=overlap, k=min(params.k, n - 1), n=n,
             notes=notes, **table.to_json(),
         )  # fmt: skip
 
@@ -148,7 +157,7 @@ class CostAnalysis(Analysis):
             out.append(_pair_finding(result, section, teacher, student))
         if result.warnings:
             out.append(Finding("warn", section, "cost.measurement", " ".join(result.warnings), None,
-                               "measure again on a quiet machine before acting on the latencies"))  # fmt: skip
+                               "do not act on these latencies until then"))  # fmt: skip
         return out
 
     def paper_rows(self, result: CostResult) -> list[PaperRow]:

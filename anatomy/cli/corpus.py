@@ -71,6 +71,13 @@ def ingest_cmd(
     options = read_options(
         synonyms, column, field, encoding, count_column, count_field, time_column, time_field
     )
+    given = {"--count-column": count_column, "--count-field": count_field, "--time-column": time_column,
+             "--time-field": time_field}  # fmt: skip
+    for name, value in given.items():
+        if value and source != "text":  # never silently ignored: every count would be 1
+            raise typer.BadParameter(
+                f"{name} reads csv/jsonl exports: give it with the text source", param_hint=name
+            )
     engine_options = EngineOptions(engine, memory_limit, count_column, count_field)
     report = ingest(source, paths, out_path, options, engine_options)
     # the corpus is committed: what follows only reports (a failed print does not change the exit status)

@@ -168,6 +168,10 @@ def export_cmd(
     """Export a distilled student in the LiteText checkpoint layout or as an open_clip local directory."""
     from anatomy.distill.export import export
 
+    if base is not None and not base.strip():
+        raise typer.BadParameter(
+            "an empty --base; give a SAM3 or SAM3-LiteText folder or hub id", param_hint="--base"
+        )
     if base is not None and fmt != "hf":
         raise typer.BadParameter("--base goes with --format hf", param_hint="--base")
     if fmt == "hf":

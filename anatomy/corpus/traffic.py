@@ -21,6 +21,11 @@ TRAFFIC_COLUMNS = ("source", "subset", "prompt", "day", "count")
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _MS_EPOCH_ABOVE = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
 WEIGHTS = ("distinct", "traffic")
+# The largest count one record may claim: a trillion requests. Larger is a hostile or broken export (and sums
+# of such counts would overflow the corpus's int64 column), so it is a counted skip like any unreadable count.
+MAX_COUNT = 10**12
+# Days a timestamp may fall on: 0001-01-01 to 9999-12-31 (the calendar datetime64[D] and ISO dates cover).
+_DAY_MIN, _DAY_MAX = _dt.date.min.toordinal() - _EPOCH_ORDINAL, _dt.date.max.toordinal() - _EPOCH_ORDINAL
 
 
 def traffic_path(corpus: str | Path) -> Path:
@@ -29,7 +34,7 @@ def traffic_path(corpus: str | Path) -> Path:
 
 
 def parse_count(value: object) -> int | None:
-    """A positive whole count from an int, an integral float or a digit string; None when it is not one."""
+    """A whole count from 1 to MAX_COUNT from an int, an integral float or a digit string; None otherwise."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -45,7 +50,7 @@ def parse_count(value: object) -> int | None:
         if not math.isfinite(value) or not value.is_integer():
             return None
         value = int(value)
-    if isinstance(value, int) and value >= 1:
+    if isinstance(value, int) and 1 <= value <= MAX_COUNT:
         return value
     return None
 
@@ -68,7 +73,8 @@ def parse_day(value: object) -> int | None:
             return None
     if isinstance(value, int | float) and math.isfinite(value):
         seconds = value / 1000 if abs(value) > _MS_EPOCH_ABOVE else value
-        return int(seconds // 86400)
+        day = int(seconds // 86400)
+        return day if _DAY_MIN <= day <= _DAY_MAX else None
     return None
 
 

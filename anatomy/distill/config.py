@@ -118,6 +118,15 @@ def resolve(cfg: DistillConfig, n_train: int, world: int, cache_meta: dict) -> d
     # the student shares the teacher's tokenizer: CLIP BPE by name, any other through the teacher's spec
     tokenizer = "clip" if cache_meta["tokenizer"] == "clip" else cfg.teacher
     recipe_name, arch = student_arch(cfg.student, cache_meta["vocab_size"], cache_meta["dim"], tokenizer)
+    follows = {"output_dim": cache_meta["dim"], "tokenizer": tokenizer}
+    if not cache_meta.get("vocab"):  # with --vocab, the check below names the vocabulary
+        follows["vocab_size"] = cache_meta["vocab_size"]
+    for key, want in follows.items():
+        if arch[key] != want:  # the student learns the teacher's outputs on the teacher's tokens
+            raise InputError(
+                f"{cfg.student} sets {key} {arch[key]!r}, but the teacher {cfg.teacher} gives {want!r}",
+                f"leave {key} out of the student config: it follows the teacher",
+            )
     if cache_meta.get("vocab"):  # a specialised student (anatomy.vocab.student.specialise_cache)
         if arch["vocab_size"] != cache_meta["vocab_size"]:
             raise InputError(

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SIDECAR = "anatomy_export.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# A folder holding one of these without SIDECAR is someone's model (the --base itself): never written over.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 ROUND_TRIP_TOL = 1e-6
 PART_CONFIGS = (
     "geometry_encoder_config",
@@ -66,7 +68,7 @@ def _student(run_dir: Path, which: str):
     from anatomy.distill.export import checkpoint_dir
     from anatomy.encoders.student import StudentConfig, load_student
 
-    source = checkpoint_dir(run_dir, which)
+    source = checkpoint_dir(Path(str(run_dir).removeprefix("student:")), which)  # a student:DIR spec too
     encoder = load_student(source, device="cpu")
     cfg, module, notes = encoder.config, encoder.module, []
     assert isinstance(cfg, StudentConfig), "load_student sets the student's config"
@@ -145,46 +147,56 @@ def export_hf(run_dir: str | Path, out: str | Path, which: str = "best", base: s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory", "the hf format is a directory")
+    theirs = [name for name in MODEL_FILES if (out / name).exists()]
+    if theirs and not (out / SIDECAR).exists():  # the --base folder itself, or a model someone saved there
+        raise InputError(
+            f"{out} holds {', '.join(theirs)} not written by anatomy export (no {SIDECAR})",
+            "give a new or empty folder for the export",
+        )
     module, cfg, source, notes = _student(Path(run_dir), which)
     text_cfg, text, projection = _text_files(module, cfg)
-    stage = out.with_name(f".{out.name}.partial")
+    stage = out.resolve().with_name(f".{out.resolve().name}.partial")  # `--out .` too
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    if base is None:
-        write_json(stage / "config.json", {**text_cfg, "architectures": ["Sam3LiteTextTextModel"]})
-        save_state_dict(text, stage / "model.safetensors", metadata={"format": "pt"})
-        from anatomy.encoders.hf_litetext import PROJECTION_FILE
+    try:  # a failure (a wrong --base, a failed round trip) leaves neither OUT nor the staging folder
+        if base is None:
+            write_json(stage / "config.json", {**text_cfg, "architectures": ["Sam3LiteTextTextModel"]})
+            save_state_dict(text, stage / "model.safetensors", metadata={"format": "pt"})
+            from anatomy.encoders.hf_litetext import PROJECTION_FILE
 
-        tensors = {f"text_projection.{k}": v for k, v in projection.items()}
-        save_state_dict(tensors, stage / PROJECTION_FILE, metadata={"format": "pt"})
-        kind, n_keys = "Sam3LiteTextTextModel", len(text) + len(projection)
-    else:
-        config, tensors, processor, base_notes = _base_files(base, text_cfg, cfg.output_dim)
-        tensors.update({f"text_encoder.{k}": v for k, v in text.items()})
-        tensors.update({f"text_projection.{k}": v for k, v in projection.items()})
-        write_json(stage / "config.json", config)
-        save_state_dict(tensors, stage / "model.safetensors", metadata={"format": "pt"})
-        for path in processor:
-            shutil.copyfile(path, stage / path.name)
-        notes += base_notes
-        kind, n_keys = "Sam3LiteTextModel", len(tensors)
-    write_tokenizer(stage, cfg.context_length)
-    check = round_trip(module, stage)
-    summary: dict[str, Any] = {
-        "format": "hf",
-        "source": str(source),
-        "out": str(out),
-        "keys": n_keys,
-        "model": kind,
-        "base": base,
-        "student": cfg.to_dict(),
-        "widened_vocabulary": any("specialised student" in note for note in notes),
-        "round_trip_max_abs_diff": check,
-        "load_as": f"hf:{out}",
-    }
-    if notes:
-        summary["notes"] = notes
-    write_json(stage / SIDECAR, summary)
+            tensors = {f"text_projection.{k}": v for k, v in projection.items()}
+            save_state_dict(tensors, stage / PROJECTION_FILE, metadata={"format": "pt"})
+            kind, n_keys = "Sam3LiteTextTextModel", len(text) + len(projection)
+        else:
+            config, tensors, processor, base_notes = _base_files(base, text_cfg, cfg.output_dim)
+            tensors.update({f"text_encoder.{k}": v for k, v in text.items()})
+            tensors.update({f"text_projection.{k}": v for k, v in projection.items()})
+            write_json(stage / "config.json", config)
+            save_state_dict(tensors, stage / "model.safetensors", metadata={"format": "pt"})
+            for path in processor:
+                shutil.copyfile(path, stage / path.name)
+            notes += base_notes
+            kind, n_keys = "Sam3LiteTextModel", len(tensors)
+        write_tokenizer(stage, cfg.context_length)
+        check = round_trip(module, stage)
+        summary: dict[str, Any] = {
+            "format": "hf",
+            "source": str(source),
+            "out": str(out),
+            "keys": n_keys,
+            "model": kind,
+            "base": base,
+            "student": cfg.to_dict(),
+            "widened_vocabulary": any("specialised student" in note for note in notes),
+            "round_trip_max_abs_diff": check,
+            "load_as": f"hf:{out}",
+        }
+        if notes:
+            summary["notes"] = notes
+        write_json(stage / SIDECAR, summary)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     _commit(stage, out)
     return summary
 

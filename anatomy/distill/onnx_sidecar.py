@@ -115,10 +115,30 @@ def read_sidecar(path: Path) -> dict[str, Any]:
             f"{side}: tokenizer kind {record.get('kind')!r} is not one of {', '.join(KINDS)}",
             "an export older than this version: export the encoder again",
         )
+    _check_graph(path, side, data)
     special = record.get("specialised")
     if special and not (path.parent / special["file"]).is_file():
         raise InputError(f"{path}: its vocabulary {special['file']} is missing", "copy it beside the graph")
     return data
+
+
+def _check_graph(path: Path, side: Path, data: dict[str, Any]) -> None:
+    """The graph must be the one the sidecar describes (its size, then its sha256), or nothing fits it."""
+    import hashlib
+
+    size = path.stat().st_size if path.is_file() else None
+    if size is None:
+        raise InputError(f"{path}: no such file", "give the .onnx file `anatomy export` wrote")
+    hint = "export the encoder again, or put the graph back beside its own sidecar"
+    if isinstance(data.get("bytes"), int) and size != data["bytes"]:
+        raise InputError(f"{path}: {size:,} bytes, its sidecar {side.name} records {data['bytes']:,}", hint)
+    if isinstance(data.get("sha256"), str):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != data["sha256"]:
+            raise InputError(f"{path}: its sha256 is not the one its sidecar {side.name} records", hint)
 
 
 def sidecar_tokenizer(path: Path, data: dict[str, Any] | None = None):

@@ -160,6 +160,12 @@ def load_hf(
             f"{path}: not a Hugging Face model directory (no config.json)",
             "hf:PATH needs a local folder with config.json, the weights and the tokenizer files",
         )
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise EncoderError(f"{path}/config.json: unreadable ({error})") from None
+    if not isinstance(config, dict):
+        raise EncoderError(f"{path}/config.json: not a JSON object (found {type(config).__name__})")
     special = _special_loader(path)  # SAM3-LiteText students and the SAM3 teacher: our own modules
     if special is not None:
         return special(path, name=name, device=device, dtype=dtype, context_length=context_length)
@@ -177,9 +183,20 @@ def load_hf(
     hf_logging.disable_progress_bar()  # our own progress goes to stderr through rich, once
     tokenizer = load_hf_tokenizer(path)
     try:
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as error:
+        model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, TypeError, KeyError) as error:
         raise EncoderError(f"{path}: cannot load the model ({error})") from None
+    # strict, as every checkpoint here: weights the file lacks would be random (the pooler is never used)
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+    bad = sorted(missing) + sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", [])
+    )
+    if bad:
+        raise EncoderError(
+            f"{path}: the weights do not fit its {model.config.model_type} config ({len(bad)} missing or "
+            f"mis-shaped, e.g. {', '.join(bad[:3])})",
+            "give the folder the model was saved into (config.json and weights of the same model)",
+        )
     limit = _max_length(path, tokenizer._tok)
     max_positions = getattr(model.config, "max_position_embeddings", limit)
     context = context_length or limit

@@ -26,6 +26,7 @@ at its file's context with padding attended, as SAM3-LiteText itself runs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -124,6 +125,12 @@ def shape_of(cfg: Mapping[str, Any], output_dim: int, source: str) -> tuple[Towe
         projection = int(cfg.get("projection_dim", 512))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source}: text config has a non-integer size ({error})") from None
+    sizes = {"hidden_size": width, "num_attention_heads": heads, "num_hidden_layers": layers,
+             "intermediate_size": inner, "vocab_size": vocab, "max_position_embeddings": table,
+             "projection_dim": projection}  # fmt: skip
+    bad = [f"{key}={value}" for key, value in sizes.items() if value < 1]
+    if bad:
+        raise CheckpointError(f"{source}: text config sizes must be positive ({', '.join(bad)})")
     for key, allowed in _FIXED.items():
         if key in cfg and cfg[key] not in allowed:
             raise CheckpointError(
@@ -241,22 +248,35 @@ def weight_files(directory: Path) -> dict[str, Path]:
             f"{directory}: no model.safetensors (or sharded index)",
             "only safetensors weights are read; re-save the model with save_pretrained(safe_serialization=True)",
         )
+    with _open(single) as handle:
+        return dict.fromkeys(handle.keys(), single)
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    """safe_open, with a missing or damaged file as one CheckpointError naming it."""
     from safetensors import safe_open
 
-    with safe_open(str(single), framework="pt") as handle:
-        return dict.fromkeys(handle.keys(), single)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except CheckpointError:
+        raise
+    except Exception as error:  # SafetensorError (damaged header or data), OSError (a missing shard)
+        raise CheckpointError(
+            f"{path}: unreadable safetensors file ({type(error).__name__}: {error})",
+            "the weights are missing or damaged: download or export the model again",
+        ) from None
 
 
 def read_tensors(files: Mapping[str, Path], keys: list[str]) -> dict[str, torch.Tensor]:
     """Only `keys`, each from its own file (a full segmenter's vision weights are never read)."""
-    from safetensors import safe_open
-
     by_file: dict[Path, list[str]] = {}
     for key in keys:
         by_file.setdefault(files[key], []).append(key)
     out = {}
     for path, wanted in by_file.items():
-        with safe_open(str(path), framework="pt") as handle:
+        with _open(path) as handle:
             out.update({k: handle.get_tensor(k) for k in wanted})
     return out
 

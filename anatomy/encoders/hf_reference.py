@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anatomy.errors import EncoderError
+from anatomy.errors import AnatomyError, EncoderError
 
 
 def _module_class():
@@ -63,20 +63,47 @@ def load_transformers(
     family in anatomy.encoders.hf resolves a hub id to its cached snapshot first)."""
     import os
 
-    import torch
-
     from anatomy.encoders import hf_litetext
     from anatomy.encoders.base import ModuleEncoder
-    from anatomy.encoders.checkpoints import find_prefix
     from anatomy.tokenizer import clip_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = hf_litetext.read_config(directory)
-    kind = config.get("model_type")
-    import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    try:
+        text_model, projection = _modules(directory, config, name)
+    except AnatomyError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged config or weights file inside transformers/safetensors
+        why = " ".join(str(error).split())[:300]
+        raise EncoderError(
+            f"{directory}: transformers cannot load it ({type(error).__name__}: {why})"
+        ) from None
+    table = int(text_model.config.max_position_embeddings)
+    return ModuleEncoder(
+        _module_class()(text_model, projection),
+        clip_tokenizer(),
+        name=name,
+        context_length=context_length or table,
+        output_dim=int(projection.out_features),
+        causal=False,
+        trained=True,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _modules(directory: Path, config: dict, name: str):
+    """(Sam3LiteTextTextModel, text_projection Linear) of the folder, strictly loaded."""
+    import torch
+    import transformers
+
+    from anatomy.encoders import hf_litetext
+    from anatomy.encoders.checkpoints import find_prefix
+
+    kind = config.get("model_type")
     if kind == hf_litetext.FULL_MODEL_TYPE:
         # transformers' own text modules, strictly loaded with the file's text tensors: the vision and
         # detector weights of a full segmenter are never read, so the memory is the text encoder's alone
@@ -108,15 +135,4 @@ def load_transformers(
         projection.load_state_dict({k.rsplit(".", 1)[1]: v for k, v in tensors.items()})
     else:
         raise EncoderError(f"{name}: model_type {kind!r} is not {' or '.join(hf_litetext.MODEL_TYPES)}")
-    table = int(text_model.config.max_position_embeddings)
-    return ModuleEncoder(
-        _module_class()(text_model, projection),
-        clip_tokenizer(),
-        name=name,
-        context_length=context_length or table,
-        output_dim=int(projection.out_features),
-        causal=False,
-        trained=True,
-        device=device,
-        dtype=dtype,
-    )
+    return text_model, projection

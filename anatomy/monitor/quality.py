@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BATCH = 256
+KNN_K = 10  # kNN@10 needs KNN_K + 1 sampled prompts; on fewer it is not measured (every prompt a neighbour)
 
 
 @dataclass
@@ -25,7 +26,7 @@ class QualityCheck:
     seed: int
     token_cosine: float | None  # None when no sampled prompt tokenizes as the teacher does
     pooled_cosine: float
-    knn_overlap10: float
+    knn_overlap10: float | None  # None when the sample has fewer than KNN_K + 1 prompts
     run: dict[str, float] = field(default_factory=dict)  # the run's own held-out figures (eval_*)
     token_prompts: int = 0  # sampled prompts the token cosine is over
 
@@ -54,6 +55,14 @@ def check_quality(prompts: Sequence[str], teacher, student, context: int, rows: 
     chosen = [prompts[i] for i in rows]
     t_tok, t_mask, t_pool = _encode(teacher, chosen, context)
     s_tok, s_mask, s_pool = _encode(student, chosen, context)
+    if s_pool.shape[-1] != t_pool.shape[-1]:
+        from anatomy.errors import InputError
+
+        raise InputError(
+            f"{student.name} gives {s_pool.shape[-1]}-d outputs, its teacher {teacher.name} {t_pool.shape[-1]}-d: "
+            "the deployed checkpoint is not a student of this teacher",
+            "check --against: its checkpoints/best must be the run's own student",
+        )
     width = min(t_tok.shape[1], s_tok.shape[1])
     aligned = same_tokens[rows][:, None] & t_mask[:, :width] & s_mask[:, :width]
     a, b = t_tok[:, :width][aligned], s_tok[:, :width][aligned]
@@ -63,8 +72,9 @@ def check_quality(prompts: Sequence[str], teacher, student, context: int, rows: 
         token = float(cos.mean())
     tp, sp = t_pool.astype(np.float64), s_pool.astype(np.float64)
     pooled = (tp * sp).sum(1) / np.maximum(np.linalg.norm(tp, axis=1) * np.linalg.norm(sp, axis=1), 1e-12)
+    knn = float(knn_overlap(sp, tp, k=KNN_K)) if len(rows) > KNN_K else None
     return QualityCheck(
         student=student.name, teacher=teacher.name, sample=len(rows), seed=seed, token_cosine=token,
-        pooled_cosine=float(pooled.mean()), knn_overlap10=float(knn_overlap(sp, tp, k=10)), run=dict(run),
+        pooled_cosine=float(pooled.mean()), knn_overlap10=knn, run=dict(run),
         token_prompts=int(same_tokens[rows].sum()),
     )  # fmt: skip

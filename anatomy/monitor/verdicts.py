@@ -59,6 +59,12 @@ def coverage_findings(c) -> list[Finding]:
         if m != "ok" else "")]  # fmt: skip
 
 
+_NOT_MEASURED = {
+    "token_cosine": "none of the {n} sampled log prompts tokenizes as the teacher does",
+    "knn_overlap10": "the sample has {n} log prompts and kNN@10 needs 11",
+}
+
+
 def quality_findings(q) -> list[Finding]:
     found = []
     pairs = [("pooled_cosine", q.pooled_cosine, "eval_pooled_cosine", COSINE_DROP_WARN, COSINE_DROP_FAIL),
@@ -66,6 +72,10 @@ def quality_findings(q) -> list[Finding]:
              ("knn_overlap10", q.knn_overlap10, "eval_knn_overlap10", KNN_DROP_WARN, KNN_DROP_FAIL)]  # fmt: skip
     for name, value, run_key, warn, fail in pairs:
         if value is None:
+            why = _NOT_MEASURED.get(name)
+            if why:
+                found.append(Finding("info", SECTION, f"check.quality.{name}",
+                    f"student vs teacher {name.replace('_', ' ')} not measured: {why.format(n=q.sample)}"))  # fmt: skip
             continue
         base = q.run.get(run_key)
         if base is None:
