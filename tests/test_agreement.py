@@ -249,7 +249,11 @@ def _two_random_students(folder):
     ("prompts", "code", "expect"),
     [
         (["a dog", "a cat", "red car", "blue car", "a man"], 0, "kNN overlap at k=4, not the asked 10"),
-        (["a dog", "a cat"], 1, "has 2 distinct prompt(s); agreement needs at least 3"),
+        (
+            ["a dog", "a cat"],
+            1,
+            "only 2 distinct prompt(s) (token sequences as the encoder sees them); the kNN overlap needs at least 3",
+        ),
     ],
 )
 def test_a_corpus_smaller_than_k_uses_every_other_prompt_or_is_one_line(tmp_path, prompts, code, expect):
