@@ -62,16 +62,6 @@ FLOORS: list[list[str]] = [
 KNOWN: dict[tuple[str, str], str] = {
     ("anatomy.vocab.store", "anatomy.encoders.hf"): "vocab: take the base tokenizer as an argument",
     ("anatomy.vocab.store", "anatomy.encoders.registry"): "vocab: take the base tokenizer as an argument",
-    ("anatomy.vocab.student", "anatomy.encoders.base"): "move vocab/student.py into distill/ (its one user)",
-    (
-        "anatomy.vocab.student",
-        "anatomy.encoders.mobileclip",
-    ): "move vocab/student.py into distill/ (its one user)",
-    (
-        "anatomy.vocab.student",
-        "anatomy.encoders.student",
-    ): "move vocab/student.py into distill/ (its one user)",
-    ("anatomy.vocab.student", "anatomy.distill.data"): "move vocab/student.py into distill/ (its one user)",
 }
 
 

@@ -117,7 +117,7 @@ def test_specialised_run_carries_its_vocabulary(tiny, run, tmp_path):
 def test_cache_ids_map_back_to_the_teachers(tiny, run):
     """The specialised cache's ids are the teacher cache's ids, renumbered: targets align position by position."""
     from anatomy.distill.data import load_prompts, teacher_cache
-    from anatomy.vocab.student import load_for_run, specialise_cache
+    from anatomy.distill.vocab_student import load_for_run, specialise_cache
 
     prompts, sha = load_prompts(tiny["corpus"])
     cache = teacher_cache(tiny["teacher"], prompts, 16, run["cache"], corpus_sha256=sha)
@@ -150,7 +150,7 @@ def test_another_corpus_refused_unless_still_exact(tiny, tmp_path, caplog):
     shutil.copy(tiny["corpus"], superset_corpus)
     ingest("text", [str(tmp_path / "more.txt")], superset_corpus)
     superset, _ = _vocab(superset_corpus, tmp_path / "superset")
-    with caplog.at_level(logging.WARNING, logger="anatomy.vocab.student"):
+    with caplog.at_level(logging.WARNING, logger="anatomy.distill.vocab_student"):
         out = distill(
             _config(tiny, steps=2, vocab=str(superset)), tmp_path / "r2", cache_dir=tmp_path / "cache"
         )

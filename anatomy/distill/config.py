@@ -127,7 +127,7 @@ def resolve(cfg: DistillConfig, n_train: int, world: int, cache_meta: dict) -> d
                 f"{cfg.student} sets {key} {arch[key]!r}, but the teacher {cfg.teacher} gives {want!r}",
                 f"leave {key} out of the student config: it follows the teacher",
             )
-    if cache_meta.get("vocab"):  # a specialised student (anatomy.vocab.student.specialise_cache)
+    if cache_meta.get("vocab"):  # a specialised student (anatomy.distill.vocab_student.specialise_cache)
         if arch["vocab_size"] != cache_meta["vocab_size"]:
             raise InputError(
                 f"{cfg.student} sets vocab_size {arch['vocab_size']}, but the vocabulary {cfg.vocab} keeps "

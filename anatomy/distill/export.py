@@ -11,7 +11,7 @@
   or of any encoder spec (the teacher architecture included), with a sidecar JSON (anatomy.distill.onnx_export).
 
 A specialised student (`anatomy distill --vocab`) is exported in the litetext and open_clip layouts with the full table of its base
-tokenizer (anatomy.vocab.student.full_table: kept rows at their original ids, the others the mean kept row),
+tokenizer (anatomy.distill.vocab_student.full_table: kept rows at their original ids, the others the mean kept row),
 because both layouts are read with the full tokenizer's ids; the summary's notes say what that changes.
 """
 
@@ -108,7 +108,7 @@ def _student_export(run_dir: str | Path, fmt: str, out: Path, which: str) -> dic
     assert isinstance(cfg, StudentConfig), "load_student sets the student's config"
     notes = []
     if cfg.vocab is not None:  # a specialised student: both layouts take the full tokenizer's ids
-        from anatomy.vocab.student import full_table
+        from anatomy.distill.vocab_student import full_table
 
         module, cfg, note = full_table(module, cfg, source)
         notes.append(note)

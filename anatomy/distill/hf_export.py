@@ -9,7 +9,7 @@ so `CLIPTokenizer(Fast).from_pretrained(OUT)` tokenizes as SAM3 does. `hf:OUT` r
 With `base` (a SAM3 or SAM3-LiteText folder or hub id in Hugging Face layout), OUT is a full
 `Sam3LiteTextModel`: the base's vision, geometry, DETR and mask weights, our text encoder and projection, and
 the base's image-processor / processor configs, so `Sam3LiteTextModel.from_pretrained(OUT)` segments with the
-student. A specialised-vocabulary student is widened to the full CLIP table (anatomy.vocab.student.full_table)
+student. A specialised-vocabulary student is widened to the full CLIP table (anatomy.distill.vocab_student.full_table)
 with a warning; the sidecar anatomy_export.json says so. The export is checked before it is committed: it is
 read back through hf:OUT's loader and must give the student's per-token outputs to 1e-6.
 """
@@ -73,7 +73,7 @@ def _student(run_dir: Path, which: str):
     cfg, module, notes = encoder.config, encoder.module, []
     assert isinstance(cfg, StudentConfig), "load_student sets the student's config"
     if cfg.vocab is not None:
-        from anatomy.vocab.student import full_table
+        from anatomy.distill.vocab_student import full_table
 
         module, cfg, note = full_table(module, cfg, source)
         notes.append(note)

@@ -152,7 +152,7 @@ def _vocabulary(cfg: DistillConfig):
     """With --vocab, the run's vocabulary, checked against the teacher's tokenizer before any teacher work."""
     if not cfg.vocab:
         return None
-    from anatomy.vocab.student import load_for_run
+    from anatomy.distill.vocab_student import load_for_run
 
     return load_for_run(cfg.vocab, cfg.teacher)
 
@@ -164,7 +164,7 @@ def _specialise(cfg: DistillConfig, cache, vocab):
     keeps its teacher cache, which the corrected rerun reuses."""
     if vocab is None:
         return cache, None
-    from anatomy.vocab.student import specialise_cache
+    from anatomy.distill.vocab_student import specialise_cache
 
     return specialise_cache(cache, vocab, cfg.corpus), vocab.vocab_json
 
