@@ -191,3 +191,16 @@ def test_clean_temporaries_removes_only_a_killed_writers_files(tmp_path):
     removed = clean_temporaries(tmp_path, ("model.safetensors", "config.json"))
     assert sorted(removed) == sorted(stale)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+
+
+def test_each_family_warm_up_runs_on_the_meta_device():
+    """A family's warm_up (what `anatomy cost` runs before measuring a model) builds on the meta device."""
+    import torch
+
+    from anatomy.encoders import FAMILIES
+
+    warmed = [f for f in dict.fromkeys(FAMILIES.values()) if f.warm_up is not None]
+    assert {f.name for f in warmed} >= {"sam3", "litetext", "student"}
+    for family in warmed:
+        with torch.device("meta"):
+            family.warm_up()

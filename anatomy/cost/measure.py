@@ -174,24 +174,17 @@ def _preload(spec: str) -> None:
     import torch
 
     import anatomy.encoders.base  # noqa: F401
+    from anatomy.encoders.family import family_of
     from anatomy.encoders.registry import load_tokenizer, parse_spec
 
     with torch.device("meta"):  # loaders build on the meta device: its machinery is a runtime cost
         probe = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     probe.to_empty(device="cpu")(torch.zeros(1, 4))
 
-    family = parse_spec(spec).family
-    if family == "open_clip":
-        import open_clip  # noqa: F401
-    with torch.device("meta"):  # the family's module classes built once, shapes only (no memory)
-        if family in ("litetext", "student"):
-            from anatomy.encoders.mobileclip import build_litetext
-
-            build_litetext("s0", 16)
-        if family == "sam3":
-            from anatomy.encoders.sam3 import Sam3Config, Sam3Text
-
-            Sam3Text(Sam3Config())
+    family = family_of(parse_spec(spec))
+    if family.warm_up is not None:
+        with torch.device("meta"):  # the family's libraries and module classes, shapes only (no memory)
+            family.warm_up()
     try:
         load_tokenizer(spec)
     except Exception:  # noqa: BLE001 - the load below reports the real problem as a user error

@@ -66,6 +66,9 @@ class Family:
     is_trained(spec) -> bool         default: a path was given (bare names are untrained architectures)
     architecture(context) -> (module, context) | None
                                      a bare module on the current torch device, for `anatomy encoders`
+    warm_up() -> None                import the family's libraries and build its module classes once, on the
+                                     current torch device (cost runs it on the meta device, so a model's
+                                     measured memory is what its weights and module add)
     """
 
     name: str
@@ -76,6 +79,7 @@ class Family:
     fingerprint: Callable[[Spec], Path | None] = _path_fingerprint
     is_trained: Callable[[Spec], bool] = _has_path
     architecture: Callable[[int], tuple[Any, int]] | None = None
+    warm_up: Callable[[], None] | None = None
 
     def parse_spec(self, prefix: str, rest: str | None) -> Spec:
         if self.parse is not None:

@@ -200,6 +200,10 @@ def describe(
 # ------------------------------------------------------------------------------ the litetext-KIND families
 
 
+def _warm_up() -> None:
+    build_litetext("s0", 16)  # the LiteText blocks, built once
+
+
 def _litetext_family(kind: str):
     from anatomy.encoders.family import Family, LoadRequest, Spec, require_path
 
@@ -244,6 +248,7 @@ def _litetext_family(kind: str):
         parse=parse,
         tokenizer=tokenizer,
         architecture=architecture,
+        warm_up=_warm_up,
     )
 
 

@@ -225,12 +225,16 @@ def _load(spec, request):
     )
 
 
+def _warm_up() -> None:
+    import open_clip  # noqa: F401  (its import is a runtime cost of the family, not of a model)
+
+
 def _family():
     from anatomy.encoders.family import Family
 
     return Family(
         "open_clip", "open_clip:MODEL[:WEIGHTS|:TAG] | open_clip:hf-hub:ORG/NAME", load=_load, parse=_parse,
-        fingerprint=_fingerprint, tokenizer=_tokenizer,
+        fingerprint=_fingerprint, tokenizer=_tokenizer, warm_up=_warm_up,
     )  # fmt: skip
 
 

@@ -58,6 +58,10 @@ def _architecture(context_length: int):
     return Sam3Text(cfg), cfg.context_length  # the teacher is always described at its own context
 
 
+def _warm_up() -> None:
+    _architecture(32)  # the teacher's module classes, built once
+
+
 FAMILY = Family(
     "sam3",
     "sam3:PATH",
@@ -65,5 +69,6 @@ FAMILY = Family(
     parse=_parse,
     tokenizer=_tokenizer,
     architecture=_architecture,
+    warm_up=_warm_up,
 )
 FAMILIES = {"sam3": FAMILY}

@@ -307,8 +307,19 @@ def _family():
     from anatomy.encoders.family import Family
 
     return Family(
-        "student", "student:PATH", load=_load_spec, tokenizer=_tokenizer, is_trained=lambda spec: True
+        "student",
+        "student:PATH",
+        load=_load_spec,
+        tokenizer=_tokenizer,
+        is_trained=lambda spec: True,
+        warm_up=_warm_up,
     )
+
+
+def _warm_up() -> None:
+    from anatomy.encoders.mobileclip import build_litetext
+
+    build_litetext("s0", 16)  # the LiteText blocks a student is built from
 
 
 FAMILIES = {"student": _family()}
