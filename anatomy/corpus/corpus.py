@@ -58,6 +58,14 @@ class FileStats:
     longest: int = 0  # characters in the longest prompt read
     warnings: list[str] = field(default_factory=list)
 
+    def note_long_prompts(self) -> None:
+        """Warn (in the report; the CLI prints it) when prompts of absurd length were read: kept, but said."""
+        if self.long_prompts:
+            self.warnings.append(
+                f"{self.long_prompts:,} prompt(s) over {LONG_PROMPT_CHARS:,} characters (longest "
+                f"{self.longest:,}): probably not prompts (a file without line breaks?); kept"
+            )
+
     def skip(self, record: Skipped) -> None:
         self.skipped += 1
         entry = self.skips.setdefault(record.reason, {"count": 0, "examples": []})
@@ -221,20 +229,10 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
         _merge(rows, source, records, stats)
         seen.add(key)
         reports.append(stats)
-        if stats.long_prompts:
-            stats.warnings.append(
-                f"{stats.long_prompts:,} prompt(s) over {LONG_PROMPT_CHARS:,} characters (longest "
-                f"{stats.longest:,}): probably not prompts (a file without line breaks?); kept"
-            )
-            log.info("%s: %s", spec, stats.warnings[-1])  # in the report; the CLI prints it
+        stats.note_long_prompts()
         manifest.append(_manifest_entry(stats))
 
-    fresh = [r for r in reports if not r.already_ingested]
-    if fresh and not sum(r.kept + r.merged for r in fresh):
-        raise InputError(
-            f"no prompts found in {', '.join(inputs)}",
-            "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field",
-        )
+    fresh = refuse_empty(reports, inputs)
     report = IngestReport(out, reports, len(rows), rows.n_distinct())
     if not fresh:
         return report  # nothing new: leave the bytes alone
@@ -243,6 +241,17 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
         table, manifest, out, traffic_table(days, [table.column(c) for c in ("source", "subset", "prompt")])
     )
     return report
+
+
+def refuse_empty(reports: list[FileStats], inputs: Sequence[str]) -> list[FileStats]:
+    """The reports of inputs not ingested before; InputError when they hold no prompt at all."""
+    fresh = [r for r in reports if not r.already_ingested]
+    if fresh and not sum(r.kept + r.merged for r in fresh):
+        raise InputError(
+            f"no prompts found in {', '.join(inputs)}",
+            "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field",
+        )
+    return fresh
 
 
 def _manifest_entry(stats: FileStats) -> dict:

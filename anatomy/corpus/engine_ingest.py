@@ -19,6 +19,7 @@ from anatomy.corpus.corpus import (
     _options_for,
     manifest_path,
     read_manifest,
+    refuse_empty,
 )
 from anatomy.corpus.engine import EngineInput, EngineOptions
 from anatomy.corpus.engine_run import BATCH, CORPUS_DDL, connection, engine_error, records_sql, scan_file
@@ -95,18 +96,9 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
             except duckdb.Error as err:  # a file the engine cannot parse, memory
                 raise engine_error(f.spec, err) from None
             seen.add(key)
-            if stats.long_prompts:
-                stats.warnings.append(
-                    f"{stats.long_prompts:,} prompt(s) over {LONG_PROMPT_CHARS:,} characters (longest "
-                    f"{stats.longest:,}): probably not prompts (a file without line breaks?); kept"
-                )
+            stats.note_long_prompts()
             manifest.append(_manifest_entry(stats))
-        fresh = [r for r in reports if not r.already_ingested]
-        if fresh and not sum(r.kept + r.merged for r in fresh):
-            raise InputError(
-                f"no prompts found in {', '.join(f.spec for f in files)}",
-                "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field",
-            )
+        fresh = refuse_empty(reports, [f.spec for f in files])
         n_rows, n_distinct = con.execute("SELECT count(*), count(DISTINCT prompt) FROM corpus").fetchone()
         if fresh:
             _write(con, manifest, out)
