@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_teacher import tiny_sam3_teacher
 from typer.testing import CliRunner
 
 from anatomy.cli import app
 from anatomy.embed import embed_corpus, load_embeddings
 from anatomy.encoders import load
-from anatomy.encoders.checkpoints import save_state_dict
-from anatomy.encoders.sam3 import Sam3Config, Sam3Text, official_state_dict
 from anatomy.errors import AnatomyError
 
 PROMPTS = [
@@ -53,11 +52,7 @@ def write_corpus(path, prompts):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A small SAM3-layout teacher (causal) written as the official checkpoint."""
-    torch.manual_seed(0)
-    module = Sam3Text(Sam3Config(width=64, layers=2, mlp_width=256))
-    path = tmp_path_factory.mktemp("teacher") / "sam3.pt"
-    save_state_dict(official_state_dict(module), path)
-    return f"sam3:{path}"
+    return tiny_sam3_teacher(tmp_path_factory.mktemp("teacher"), layers=2, mlp_width=256)
 
 
 @pytest.fixture

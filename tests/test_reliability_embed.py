@@ -10,14 +10,12 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from tiny_teacher import tiny_sam3_teacher
 
 import anatomy.encoders.registry
 from anatomy.embed import embed_corpus, load_embeddings
 from anatomy.embed_store import EmbeddingStore
 from anatomy.encoders import load
-from anatomy.encoders.checkpoints import save_state_dict
-from anatomy.encoders.sam3 import Sam3Config, Sam3Text, official_state_dict
 from anatomy.errors import AnatomyError, InputError
 
 LONG = "a very long referring expression about the man on the left " * 4  # over the 32-token context
@@ -36,11 +34,7 @@ def write_corpus(path, prompts=PROMPTS):
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    module = Sam3Text(Sam3Config(width=64, layers=1, mlp_width=128))
-    path = tmp_path_factory.mktemp("teacher") / "sam3.pt"
-    save_state_dict(official_state_dict(module), path)
-    return f"sam3:{path}"
+    return tiny_sam3_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture
