@@ -75,8 +75,9 @@ def test_different_widths_compare_neighbourhoods_only():
 
 
 def _result(token, pooled, knn, student="s", baseline=None, note="no record"):
-    from anatomy.analysis.agreement import AgreementResult, Distribution, PairDims
+    from anatomy.analysis.agreement import AgreementResult, PairDims
     from anatomy.analysis.dims import DimsEntry
+    from anatomy.metrics.similarity import Distribution
 
     def dist(v):
         return None if v is None else Distribution(100, v, v, v, v)

@@ -14,12 +14,13 @@ import pytest
 from anatomy import findings as F
 from anatomy.analysis import ANALYSES
 from anatomy.analysis import tokens as T
-from anatomy.analysis.agreement import AgreementResult, Distribution, PairDims
+from anatomy.analysis.agreement import AgreementResult, PairDims
 from anatomy.analysis.dims import DimsEntry, DimsResult, Mle, Spread, TwoNN
 from anatomy.analysis.positions import Adjacent, Pca, PositionsResult
 from anatomy.analysis.robustness import Robustness, RobustnessResult
 from anatomy.analysis.spectrum import MatrixEntry, SingularValues, SpectrumPair, SpectrumResult, SpectrumStats
 from anatomy.context import length_stats, recommend_context
+from anatomy.metrics.similarity import Distribution
 from anatomy.report.collect import collect_findings
 from anatomy.report.record import FolderRecord, GroupRecord, StageError
 

@@ -12,15 +12,7 @@ import numpy as np
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
 from anatomy.analysis.dims import DimsEntry
 from anatomy.findings import Finding
-
-# (Distribution, knn_overlap, pooled_cosines are also importable from here for older callers: cost, distill)
-from anatomy.metrics.similarity import (  # noqa: F401
-    Distribution,
-    agreement,
-    knn_overlap,
-    pooled_cosines,
-    token_cosines,
-)
+from anatomy.metrics.similarity import Distribution, agreement
 
 # Mean per-token student-teacher cosine at or above which a student is a faithful replacement.
 AGREEMENT_OK = 0.9

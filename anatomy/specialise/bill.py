@@ -126,7 +126,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quality(ref: dict, stu_pooled: np.ndarray, rows: np.ndarray, stu: dict | None = None) -> Quality:
     """Agreement with the teacher on the prompts `rows` (token cosine needs the student's per-token outputs)."""
-    from anatomy.analysis.agreement import knn_overlap
+    from anatomy.metrics.similarity import knn_overlap
 
     pooled = float(_cosines(ref["pooled"][rows], stu_pooled[rows]).mean())
     token = None
