@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anatomy.bpe_batch import KEY, RankTable, batch_merge
 from anatomy.errors import InputError
 
 CLIP_VOCAB_SIZE = 49408
@@ -58,112 +59,76 @@ def _byte_alphabet() -> tuple[list[int], list[str]]:
     return visible + hidden, [char_of[b] for b in range(256)]
 
 
-_KEY = 1 << 16  # a pair's key: left id * _KEY + right id (ids are below 49,408 < 2**16)
-
-
-def _read_merges(raw: bytes, path: Path) -> tuple[list[str], list[str]]:
-    """Left and right parts of the N_MERGES merges (the lines after the header), by rank."""
+def _inflate_merges(raw: bytes) -> bytes:
+    """The start of the gzip'd merges file: at least its first N_MERGES + 1 lines (all of it if shorter)."""
     inflate, parts, newlines = zlib.decompressobj(wbits=31), [], 0  # gzip framing
     for s in range(0, len(raw), 1 << 16):  # the merges are the file's first fifth: stop once they are out
         parts.append(inflate.decompress(raw[s : s + (1 << 16)]))
         newlines += parts[-1].count(b"\n")
         if newlines > N_MERGES:
             break
-    lines = b"".join(parts).decode("utf-8").split("\n", N_MERGES + 1)[1 : N_MERGES + 1]
-    tokens = " ".join(lines).split()
-    if len(lines) != N_MERGES or len(tokens) != 2 * N_MERGES:
+    text = b"".join(parts)
+    return text if text.endswith(b"\n") else text + b"\n"
+
+
+def _strings(data: np.ndarray, offsets: np.ndarray):
+    """An Arrow large_string array over `data` (uint8) cut at `offsets` (no copy)."""
+    import pyarrow as pa
+
+    buffers = [None, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, buffers)
+
+
+def _read_merges(raw: bytes, path: Path):
+    """The N_MERGES merges (the lines after the header) as Arrow strings: (parts, merged symbols).
+
+    parts holds left, right of each merge in rank order; merged, left + right. Both are views of one copy of
+    the lines with their spaces and newlines taken out, cut in numpy: no Python string per line.
+    """
+    import pyarrow as pa
+
+    text = np.frombuffer(_inflate_merges(raw), np.uint8)
+    newline = np.flatnonzero(text == ord("\n"))
+    bad = len(newline) <= N_MERGES
+    if not bad:
+        lines = text[newline[0] + 1 : newline[N_MERGES] + 1]  # each merge line with its newline
+        line_end = newline[1 : N_MERGES + 1] - (newline[0] + 1)
+        line_start = np.r_[0, line_end[:-1] + 1]
+        space = np.flatnonzero(lines == ord(" "))
+        other_space = np.isin(lines, np.frombuffer(b"\t\r\x0b\x0c", np.uint8)).any()
+        bad = bool(
+            other_space
+            or len(space) != N_MERGES
+            or (space <= line_start).any()
+            or (space >= line_end - 1).any()
+        )
+    if bad:
         raise InputError(
             f"{path}: not a CLIP BPE merges file ({N_MERGES:,} lines of two symbols after the header expected)",
             "leave the merges path unset to use open_clip's",
         )
-    return tokens[0::2], tokens[1::2]
-
-
-class _RankTable:
-    """Merge rank of many pair keys at once: an open-addressing hash table (linear probing) in numpy."""
-
-    def __init__(self, keys: np.ndarray):
-        bits = max(4, int(np.ceil(np.log2(4 * len(keys)))))  # at most a quarter full: short probes
-        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
-        self.keys = np.full(1 << bits, -1, dtype=np.int64)
-        self.ranks = np.zeros(1 << bits, dtype=np.int64)
-        slot, pending = self._home(keys), np.arange(len(keys))
-        while pending.size:  # place each key in the first free slot from its home, in rank order
-            free = self.keys[slot] == -1
-            taken, first = np.unique(slot[free], return_index=True)  # one key per free slot per pass
-            placed = pending[free][first]
-            self.keys[taken], self.ranks[taken] = keys[placed], placed
-            left = np.ones(pending.size, dtype=bool)
-            left[np.flatnonzero(free)[first]] = False
-            pending, slot = pending[left], (slot[left] + 1) & self.mask
-
-    def _home(self, keys: np.ndarray) -> np.ndarray:
-        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing (wraps mod 2**64)
-        return (mixed >> self.shift).astype(np.int64)
-
-    def rank(self, keys: np.ndarray) -> np.ndarray:
-        """Each key's merge rank, or N_MERGES where the pair is not a merge."""
-        out = np.full(keys.size, N_MERGES, dtype=np.int64)
-        todo, slot = np.arange(keys.size), self._home(keys)
-        while todo.size:
-            found = self.keys[slot]
-            hit = found == keys[todo]
-            out[todo[hit]] = self.ranks[slot[hit]]
-            go = (found != -1) & ~hit  # an occupied slot holding another key: probe the next one
-            todo, slot = todo[go], (slot[go] + 1) & self.mask
-        return out
-
-
-def _batch_merge(ids: np.ndarray, lens: np.ndarray, table: _RankTable) -> list[list[int]]:
-    """`ClipBPE._merge` of many id sequences together (valid when `heap_exact`, like the heap BPE).
-
-    Each round applies, in every unfinished sequence, its best-ranked pair at all its occurrences, left to
-    right without overlap (a run x x x merges its first two): one pass of `_merge`'s outer loop. A merge only
-    creates pairs of higher rank, so the occurrences present at the start of a round are exactly the ones
-    `_merge` applies. Finished sequences leave the working arrays, so a round costs the unfinished ids only.
-    `ids` holds the sequences one after another, `lens` their lengths (each at least 1).
-    """
-    n_seqs = len(lens)
-    if not n_seqs:
-        return []
-    ids = np.array(ids, dtype=np.int64)  # a copy: merged in place
-    seq = np.repeat(np.arange(n_seqs), lens)  # which sequence each id belongs to (contiguous, ascending)
-    done_ids, done_seq = [], []
-    while ids.size:
-        n = ids.size
-        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
-        rank = np.full(n, N_MERGES, dtype=np.int64)  # rank[i]: of the pair (i, i + 1) inside one sequence
-        inside = np.flatnonzero(seq[:-1] == seq[1:])
-        rank[inside] = table.rank(ids[inside] * _KEY + ids[inside + 1])
-        best = np.minimum.reduceat(rank, starts)
-        width = np.diff(np.r_[starts, n])
-        over = best == N_MERGES
-        if over.any():  # sequences with no merge left are final
-            finished = np.repeat(over, width)
-            done_ids.append(ids[finished])
-            done_seq.append(seq[finished])
-            live = ~finished
-            ids, seq, rank, best, width = ids[live], seq[live], rank[live], best[~over], width[~over]
-            if not ids.size:
-                break
-        hit = rank == np.repeat(best, width)
-        position = np.arange(ids.size)
-        run_start = np.maximum.accumulate(np.where(hit & ~np.r_[False, hit[:-1]], position, 0))
-        merge = hit & ((position - run_start) % 2 == 0)  # every other pair of a run, from its start
-        ids[merge] = FIRST_MERGE_ID + rank[merge]
-        keep = ~np.r_[False, merge[:-1]]  # the right part of each merged pair goes
-        ids, seq = ids[keep], seq[keep]
-    flat_ids = np.concatenate(done_ids)
-    order = np.argsort(np.concatenate(done_seq), kind="stable")
-    flat = flat_ids[order].tolist()
-    bounds = np.r_[0, np.cumsum(np.bincount(np.concatenate(done_seq), minlength=n_seqs))].tolist()
-    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    packed = lines[(lines != ord(" ")) & (lines != ord("\n"))]
+    removed = 2 * np.arange(N_MERGES)  # a space and a newline per line before this one
+    cuts = np.empty(2 * N_MERGES + 1, dtype=np.int64)
+    cuts[0:-1:2], cuts[1::2], cuts[-1] = line_start - removed, space - removed, packed.size
+    parts, merged = _strings(packed, cuts), _strings(packed, cuts[::2])
+    try:
+        parts.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid as error:
+        raise InputError(f"{path}: the merges are not UTF-8 text ({error})", "use open_clip's merges file") from None
+    return parts, merged
 
 
 class ClipBPE:
-    """The CLIP vocabulary and merge ranks, and BPE of one pre-split piece (used on cache misses only)."""
+    """The CLIP vocabulary and merge ranks, and BPE of pre-split pieces, one by one or many at once.
+
+    Built from the merges file in numpy and Arrow (the vocabulary is an Arrow array, looked up with Arrow's
+    hash kernels); the Python dict and list forms (`ids`, `symbols`, `pair_rank`) are made on first use.
+    """
 
     def __init__(self, path: str | Path | None = None):
+        import pyarrow as pa
+
         path = Path(path) if path else merges_path()
         if not path.is_file():
             raise InputError(
@@ -171,32 +136,53 @@ class ClipBPE:
             )
         raw = path.read_bytes()
         self.sha256 = hashlib.sha256(raw).hexdigest()
-        # Only the first lines are merges: decompress no further than they reach, split them in one C call.
-        left, right = _read_merges(raw, path)
+        parts, merged = _read_merges(raw, path)
         order, self.byte_char = _byte_alphabet()
         chars = [self.byte_char[b] for b in order]
         self.char_byte = {c: b for b, c in enumerate(self.byte_char)}
-        merged = list(map(str.__add__, left, right))
-        vocab = chars + [c + END_OF_WORD for c in chars] + merged + list(CLIP_SPECIALS)
-        self.symbols = vocab
-        self.ids = dict(zip(vocab, range(len(vocab)), strict=True))
+        first = pa.array(chars + [c + END_OF_WORD for c in chars], pa.large_string())
+        specials = pa.array(CLIP_SPECIALS, pa.large_string())
+        self.vocab = pa.concat_arrays([first, merged, specials])
+        n = len(self.vocab)
+        # The last of equal symbols wins, as in open_clip's dict: look up in the vocabulary reversed.
+        self._reversed_vocab = self.vocab.take(pa.array(np.arange(n - 1, -1, -1)))
         # BPE runs on ids: merge r joins the pair (left id, right id) into id FIRST_MERGE_ID + r.
         self.byte_id = [0] * 256
         for i, byte in enumerate(order):
             self.byte_id[byte] = i
-        get = self.ids.__getitem__
-        self.merge_left = np.fromiter(map(get, left), np.int64, count=len(left))
-        self.merge_right = np.fromiter(map(get, right), np.int64, count=len(right))
+        part_ids = self.vocab_ids(parts)
+        if (part_ids < 0).any():
+            missing = parts[int(np.flatnonzero(part_ids < 0)[0])].as_py()
+            raise InputError(f"{path}: merge part {missing!r} is no symbol of the vocabulary", "use open_clip's")
+        self.merge_left, self.merge_right = part_ids[0::2], part_ids[1::2]
         self.whole_words = self.sha256 == WHOLE_WORDS_VERIFIED_SHA256
         # The heap BPE equals open_clip's rank-by-rank passes when a merge never creates a pair of lower or
         # equal rank: true when every merge joins tokens made before it and no pair repeats (checked, not
-        # assumed). The batch BPE (`_batch_merge`) rests on the same property.
-        made_at = FIRST_MERGE_ID + np.arange(len(left))
+        # assumed). The batch BPE (`batch_merge`) rests on the same property.
+        made_at = FIRST_MERGE_ID + np.arange(N_MERGES)
         # (Distinct symbols imply distinct pairs: a repeated pair would make one symbol twice.)
-        self.heap_exact = bool(
-            len(self.ids) == len(vocab) and (np.maximum(self.merge_left, self.merge_right) < made_at).all()
-        )
-        self._rank_table: _RankTable | None = None
+        distinct = bool((self.vocab_ids(self.vocab) == np.arange(n)).all())
+        self.heap_exact = distinct and bool((np.maximum(self.merge_left, self.merge_right) < made_at).all())
+        self._byte_ids = np.array(self.byte_id, dtype=np.int64)
+        self._rank_table: RankTable | None = None
+
+    def vocab_ids(self, symbols) -> np.ndarray:
+        """The id of each symbol of an Arrow string array, -1 where it is no vocabulary symbol."""
+        import pyarrow.compute as pc
+
+        n = len(self._reversed_vocab)
+        found = pc.index_in(symbols, value_set=self._reversed_vocab).fill_null(n).to_numpy()
+        return n - 1 - found.astype(np.int64)
+
+    @functools.cached_property
+    def symbols(self) -> list[str]:
+        """Each id's symbol (byte characters, </w> on word-final tokens)."""
+        return self.vocab.to_pylist()
+
+    @functools.cached_property
+    def ids(self) -> dict[str, int]:
+        """symbol -> id (the last of equal symbols, as open_clip)."""
+        return dict(zip(self.symbols, range(len(self.symbols)), strict=True))
 
     @functools.cached_property
     def pair_rank(self) -> dict[tuple[int, int], int]:
@@ -229,39 +215,70 @@ class ClipBPE:
         return False, ids
 
     def many_piece_ids(self, pieces: Sequence[str]) -> list[list[int]]:
-        """`piece_ids` of many pieces: bytes mapped in numpy, the short pieces merged together (`_batch_merge`)."""
+        """`piece_ids` of many pieces (through `piece_table`)."""
+        import pyarrow as pa
+
+        flat, starts, lens = self.piece_table(pa.array(list(pieces), pa.large_string()))
+        ids = flat.tolist()
+        return [ids[s : s + n] for s, n in zip(starts.tolist(), lens.tolist(), strict=True)]
+
+    def piece_table(self, pieces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`piece_ids` of each string of an Arrow string array, as a ragged table (flat, starts, lens).
+
+        Specials and whole vocabulary words are found by one Arrow lookup; the other pieces' bytes are
+        mapped to ids in numpy and merged together (`batch_merge`), those of HEAP_BPE_FROM bytes or more one
+        by one (the heap BPE: a batch round costs all unfinished ids).
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pieces = pieces.cast(pa.large_string())
+        n = len(pieces)
         if type(self).piece_ids is not ClipBPE.piece_ids or not self.heap_exact:  # (a subclass's own BPE)
-            return [self.piece_ids(p) for p in pieces]
-        out: list[list[int] | None] = [None] * len(pieces)
-        if self.whole_words:
-            char = self.byte_char
-            symbols = [
-                p if p.isascii() and p.isprintable() else "".join([char[b] for b in p.encode("utf-8")])
-                for p in pieces
-            ]
-            get = self.ids.get
-            out = [None if w is None else [w] for w in (get(s + END_OF_WORD) for s in symbols)]
-        for i, p in enumerate(pieces):
-            if p in CLIP_SPECIALS:
-                out[i] = [self.ids[p]]
-        todo = [i for i, ids in enumerate(out) if ids is None]
-        if not todo:
-            return out  # type: ignore[return-value]
-        data = [pieces[i].encode("utf-8") for i in todo]
-        lens = np.fromiter(map(len, data), np.int64, count=len(data))
-        flat = np.asarray(self.byte_id)[np.frombuffer(b"".join(data), np.uint8)]
-        flat[np.cumsum(lens) - 1] += 256  # the last byte of each piece carries the end-of-word mark
-        long = lens >= HEAP_BPE_FROM  # merged one by one in O(n log n): a round costs all unfinished ids
-        starts = np.cumsum(lens) - lens
-        for i in np.flatnonzero(long).tolist():
-            out[todo[i]] = self._merge_heap(flat[starts[i] : starts[i] + lens[i]].tolist())
+            lists = [self.piece_ids(p) for p in pieces.to_pylist()]
+            lens = np.fromiter(map(len, lists), np.int64, count=n)
+            flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, count=int(lens.sum()))
+            return flat, np.cumsum(lens) - lens, lens
+        specials = pa.array(CLIP_SPECIALS, pa.large_string())
+        special = pc.is_in(pieces, value_set=specials).to_numpy(zero_copy_only=False)
+        single = np.full(n, -1, dtype=np.int64)  # the one id of a special or (below) of a whole word
+        if special.any():
+            single[special] = self.vocab_ids(pieces.filter(special))
+        if self.whole_words:  # most pieces are whole vocabulary words: no merging for them
+            plain = pc.and_(pc.string_is_ascii(pieces), pc.ascii_is_printable(pieces))  # bytes as themselves
+            symbols = pieces
+            if not pc.all(plain).as_py():
+                other = pc.invert(plain)
+                char = self.byte_char
+                spelled = ["".join([char[b] for b in p.encode()]) for p in pieces.filter(other).to_pylist()]
+                symbols = pc.replace_with_mask(pieces, other, pa.array(spelled, pa.large_string()))
+            end, nothing = pa.scalar(END_OF_WORD, pa.large_string()), pa.scalar("", pa.large_string())
+            word = pc.binary_join_element_wise(symbols, end, nothing)  # symbol + </w>
+            single[~special] = self.vocab_ids(word)[~special]
+        sizes = pc.binary_length(pieces).to_numpy().astype(np.int64)
+        starts, lens = np.arange(n), (single >= 0).astype(np.int64)  # `single` is the table's first part
+        todo = np.flatnonzero((single < 0) & (sizes > 0))
+        if not todo.size:
+            return single, starts, lens
+        sub = pieces.take(pa.array(todo))  # their bytes, one after another
+        cuts = np.frombuffer(sub.buffers()[1], np.int64)[sub.offset : sub.offset + len(sub) + 1]
+        ids = self._byte_ids[np.frombuffer(sub.buffers()[2], np.uint8)[cuts[0] : cuts[-1]]]
+        size = sizes[todo]
+        ids[np.cumsum(size) - 1] += 256  # the last byte of each piece carries the end-of-word mark
+        long = size >= HEAP_BPE_FROM
         if self._rank_table is None:
-            self._rank_table = _RankTable(self.merge_left * _KEY + self.merge_right)
-        short = np.flatnonzero(~long)
-        merged = _batch_merge(flat[np.repeat(~long, lens)], lens[short], self._rank_table)
-        for i, ids in zip(short.tolist(), merged, strict=True):
-            out[todo[i]] = ids
-        return out  # type: ignore[return-value]
+            self._rank_table = RankTable(self.merge_left * KEY + self.merge_right)
+        flat, short_starts, short_lens = batch_merge(
+            ids[np.repeat(~long, size)], size[~long], self._rank_table, FIRST_MERGE_ID, N_MERGES
+        )
+        starts[todo[~long]], lens[todo[~long]] = n + short_starts, short_lens
+        parts, end = [single, flat], n + flat.size
+        for i in np.flatnonzero(long).tolist():
+            first = int(cuts[i] - cuts[0])
+            parts.append(np.array(self._merge_heap(ids[first : first + int(size[i])].tolist()), np.int64))
+            starts[todo[i]], lens[todo[i]] = end, parts[-1].size
+            end += parts[-1].size
+        return np.concatenate(parts), starts, lens
 
     def _merge_heap(self, ids: list[int]) -> list[int]:
         """The same merges as `_merge` in O(n log n): a heap of (rank, position) over a linked list.

@@ -52,6 +52,7 @@ from anatomy.clip_bpe import (
 from anatomy.clip_bpe import (
     merges_path as merges_path,
 )
+from anatomy.bpe_batch import ragged_sums, ragged_take
 from anatomy.corpus.normalize import PLAIN_ASCII, normalize
 from anatomy.errors import InputError
 
@@ -59,7 +60,6 @@ CLIP_SOT, CLIP_EOT, CLIP_PAD = 49406, 49407, 0
 # Texts that `normalize` cleans by lowercasing and collapsing spaces alone (its own fast-path test, in RE2).
 _PLAIN_ASCII_RE2 = f"^(?:{PLAIN_ASCII.pattern})$"
 BATCH_THRESHOLD = 256  # from this many texts on, encode() takes the vectorised path
-BATCH_BPE_FROM = 64  # from this many new pieces on, encode_flat merges them together in numpy
 # The CLIP split: specials, English contractions, letter runs, single digits, other non-space runs.
 _SPLIT_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 
@@ -162,40 +162,49 @@ class ClipTokenizer:
         self._chunks[chunk] = ids
         return ids
 
-    def _prefetch(self, chunks: list[str]) -> None:
-        """Ids of many new chunks into the chunk cache, their new pieces BPE'd in one batch (`many_piece_ids`).
+    def _chunk_table(self, chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ids of each distinct chunk of an Arrow string array, as a ragged table (flat, starts, lens).
 
-        The same pieces and ids as `_chunk_ids`, chunk by chunk; only the merging is batched.
+        Cached chunks come from the chunk cache; the new ones are split into pieces (an ASCII letter run is
+        its own one piece; the pattern splits the rest), and their distinct pieces go through
+        `ClipBPE.piece_table` together. The new chunks join the cache.
         """
-        if len(chunks) < BATCH_BPE_FROM:
-            return
-        known, split = self._pieces, self._split
-        vocabulary: dict[str, int] = self.bpe.ids if self.bpe.whole_words else {}
-        whole = vocabulary.get
-        parts: list[int | Sequence[str]] = []
-        new: dict[str, None] = {}
-        for chunk in chunks:
-            if chunk.isascii() and chunk.isalpha():  # one piece; whole words are served without BPE
-                found = whole(chunk + END_OF_WORD)
-                if found is not None:
-                    parts.append(found)
-                    continue
-                pieces: Sequence[str] = (chunk,)
-            else:
-                pieces = split(chunk)
-            parts.append(pieces)
-            new.update((p, None) for p in pieces if p not in known)
-        if new:
-            known.update(zip(new, self.bpe.many_piece_ids(list(new)), strict=True))
-        cache = self._chunks
-        for chunk, got in zip(chunks, parts, strict=True):
-            if isinstance(got, int):
-                cache[chunk] = [got]
-            else:
-                ids: list[int] = []
-                for p in got:
-                    ids += known[p]
-                cache[chunk] = ids
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cache, known = self._chunks, np.zeros(len(chunks), dtype=bool)
+        if cache:
+            found = [cache.get(c) for c in chunks.to_pylist()]
+            known = np.fromiter((f is not None for f in found), bool, count=len(found))
+            chunks = chunks.filter(pa.array(~known))
+        letters = pc.ascii_is_alpha(chunks).to_numpy(zero_copy_only=False)
+        split = [self._split(c) for c in chunks.filter(pa.array(~letters)).to_pylist()]
+        # Pieces: the letter-run chunks, then the split ones' pieces; counts, starts: per chunk, into them.
+        counts = np.ones(len(chunks), dtype=np.int64)
+        counts[~letters] = np.fromiter(map(len, split), np.int64, count=len(split))
+        first = np.empty(len(chunks), dtype=np.int64)
+        first[letters] = np.arange(int(letters.sum()))
+        first[~letters] = int(letters.sum()) + np.cumsum(counts[~letters]) - counts[~letters]
+        spelled = pa.array(list(itertools.chain.from_iterable(split)), pa.large_string())
+        pieces = pc.dictionary_encode(pa.concat_arrays([chunks.filter(pa.array(letters)), spelled]))
+        piece_of = pieces.indices.to_numpy().astype(np.int64)
+        order, _ = ragged_take(np.arange(piece_of.size), first, counts, np.arange(len(chunks)))
+        flat, piece_lens = ragged_take(*self.bpe.piece_table(pieces.dictionary), piece_of[order])
+        lens = ragged_sums(piece_lens, counts)
+        starts = np.cumsum(lens) - lens
+        flat_list, bounds = flat.tolist(), np.r_[0, np.cumsum(lens)].tolist()
+        new_ids = (flat_list[a:b] for a, b in zip(bounds, bounds[1:], strict=False))
+        cache.update(zip(chunks.to_pylist(), new_ids, strict=True))
+        if not known.any():
+            return flat, starts, lens
+        # cached chunks first, then the new ones
+        old = [f for f in found if f is not None]
+        old_lens = np.fromiter(map(len, old), np.int64, count=len(old))
+        old_flat = np.fromiter(itertools.chain.from_iterable(old), np.int64, count=int(old_lens.sum()))
+        all_starts, all_lens = np.empty(known.size, dtype=np.int64), np.empty(known.size, dtype=np.int64)
+        all_starts[known], all_lens[known] = np.cumsum(old_lens) - old_lens, old_lens
+        all_starts[~known], all_lens[~known] = old_flat.size + starts, lens
+        return np.concatenate([old_flat, flat]), all_starts, all_lens
 
     def encode_one(self, text: str) -> list[int]:
         """Content ids of one text."""
@@ -249,27 +258,12 @@ class ClipTokenizer:
             cleaned = pc.replace_with_mask(cleaned, pc.invert(plain), fixed)
         split = pc.split_pattern(cleaned, " ")
         encoded = pc.dictionary_encode(split.flatten())
-        which = encoded.indices.to_numpy()  # occurrence -> distinct chunk
-        cache, miss = self._chunks, self._chunk_ids
         with _gc_paused():
-            chunks = encoded.dictionary.to_pylist()
-            self._prefetch([c for c in chunks if c not in cache])
-            per_chunk = [cache.get(c) or miss(c) for c in chunks]
-
-        chunk_len = np.fromiter(map(len, per_chunk), np.int64, count=len(per_chunk))
-        chunk_start = np.cumsum(chunk_len) - chunk_len
-        chunk_ids = np.fromiter(
-            itertools.chain.from_iterable(per_chunk), np.int32, count=int(chunk_len.sum())
-        )
-        occ_len = chunk_len[which]
-        occ_start = np.cumsum(occ_len) - occ_len
-        gather = np.repeat(chunk_start[which] - occ_start, occ_len) + np.arange(int(occ_len.sum()))
-        flat = chunk_ids[gather]
+            table = self._chunk_table(encoded.dictionary)
+        flat, occurrence_lens = ragged_take(*table, encoded.indices.to_numpy())
         # Tokens per text: sum of its chunks' lengths (list offsets delimit each text's chunks).
-        chunk_bounds = split.offsets.to_numpy()
-        occ_end = np.concatenate([[0], np.cumsum(occ_len)])
-        offsets = occ_end[chunk_bounds].astype(np.int64)
-        return flat, offsets
+        offsets = np.r_[0, np.cumsum(occurrence_lens)][split.offsets.to_numpy()]
+        return flat.astype(np.int32), offsets.astype(np.int64)
 
     def __call__(self, texts: Sequence[str], context_length: int) -> np.ndarray:
         return pack(self.encode(texts), context_length, self.sot_id, self.eot_id, self.pad_id)

@@ -8,7 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from anatomy.clip_bpe import HEAP_BPE_FROM, N_MERGES, ClipBPE, _RankTable
+from anatomy.bpe_batch import RankTable
+from anatomy.clip_bpe import HEAP_BPE_FROM, N_MERGES, ClipBPE
 from anatomy.errors import InputError
 from anatomy.tokenizer import ClipTokenizer
 
@@ -38,15 +39,15 @@ def test_batch_equals_per_piece_bpe_on_random_and_adversarial_pieces(bpe):
 
 def test_rank_table_finds_every_merge_and_no_other_pair(bpe):
     keys = bpe.merge_left * (1 << 16) + bpe.merge_right
-    table = _RankTable(keys)
-    assert (table.rank(keys) == np.arange(N_MERGES)).all()
+    table = RankTable(keys)
+    assert (table.rank(keys, N_MERGES) == np.arange(N_MERGES)).all()
     pairs = np.random.default_rng(0).integers(0, 49408, (20000, 2))  # mostly not merges, a few are
     expected = [bpe.pair_rank.get((int(a), int(b)), N_MERGES) for a, b in pairs]
-    assert table.rank(pairs[:, 0] * (1 << 16) + pairs[:, 1]).tolist() == expected
+    assert table.rank(pairs[:, 0] * (1 << 16) + pairs[:, 1], N_MERGES).tolist() == expected
 
 
 def test_encode_flat_batch_path_equals_per_text_encoding():
-    # Enough new words for the batched BPE (BATCH_BPE_FROM), with repeats and non-ASCII texts.
+    # Many new words for the batched BPE, with repeats and non-ASCII texts.
     rng = random.Random(3)
     words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 12))) for _ in range(400)]
     texts = [
