@@ -11,6 +11,7 @@ import numpy as np
 
 KEY = 1 << 16  # a pair's key: left id * KEY + right id (ids are below 49,408 < 2**16)
 SEPARATOR = KEY - 1  # an id of no merge: ends each sequence in `batch_merge`, so no pair spans two
+_FREE = np.uint32(2**32 - 1)  # a free slot of RankTable (the key of the pair SEPARATOR, SEPARATOR)
 
 
 def ragged_take(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, which: np.ndarray):
@@ -33,39 +34,45 @@ class RankTable:
     Keys are placed in the order of their home slot, each in the first free slot from its home: slot i is
     max(home i, slot i-1 + 1), one cumulative maximum. So every slot from a key's home to its own is taken,
     and a lookup walks from the home until it meets the key or a free slot. The table runs past its last
-    home instead of wrapping around, and ends with a free slot.
+    home instead of wrapping around, and ends with a free slot. Free slots hold the rank `missing`.
     """
 
-    def __init__(self, keys: np.ndarray):
+    def __init__(self, keys: np.ndarray, missing: int):
         bits = max(4, int(np.ceil(np.log2(4 * max(len(keys), 1)))))  # at most a quarter full: short probes
-        self.shift = np.uint64(64 - bits)
+        self.shift, self.missing = np.uint32(32 - bits), missing
+        keys = np.asarray(keys).astype(np.uint32)
         home = self._home(keys)
         order = np.argsort(home, kind="stable")
         step = np.arange(len(keys))
         slot = step + np.maximum.accumulate(home[order] - step) if len(keys) else step
         size = max(1 << bits, int(slot[-1]) + 2 if len(keys) else 1)
-        self.keys = np.full(size, -1, dtype=np.int64)
-        self.ranks = np.zeros(size, dtype=np.int64)
+        self.keys = np.full(size, _FREE, dtype=np.uint32)
+        self.ranks = np.full(size, missing, dtype=np.int32)
         self.keys[slot], self.ranks[slot] = keys[order], order
 
     def _home(self, keys: np.ndarray) -> np.ndarray:
-        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing (wraps mod 2**64)
-        return (mixed >> self.shift).astype(np.int64)
+        mixed = keys * np.uint32(0x9E3779B1)  # Fibonacci hashing (wraps mod 2**32)
+        return (mixed >> self.shift).astype(np.intp)  # (numpy indexes fastest with intp)
 
-    def rank(self, keys: np.ndarray, missing: int) -> np.ndarray:
-        """Each key's merge rank, or `missing` where the pair is not a merge."""
-        out = np.full(keys.size, missing, dtype=np.int64)
-        todo, slot = np.arange(keys.size), self._home(keys)
-        while todo.size:
+    def rank(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's merge rank (int32), or `missing` where the pair is not a merge."""
+        keys = np.asarray(keys).astype(np.uint32, copy=False)
+        slot = self._home(keys)
+        found = self.keys[slot]
+        out = self.ranks[slot]  # right where the home slot holds the key or is free
+        todo = np.flatnonzero((found != keys) & (found != _FREE))
+        out[todo], slot = self.missing, slot[todo]
+        while todo.size:  # an occupied slot holding another key: probe the next one
+            slot += 1
             found = self.keys[slot]
             hit = found == keys[todo]
             out[todo[hit]] = self.ranks[slot[hit]]
-            go = (found != -1) & ~hit  # an occupied slot holding another key: probe the next one
-            todo, slot = todo[go], slot[go] + 1
+            go = ~hit & (found != _FREE)
+            todo, slot = todo[go], slot[go]
         return out
 
 
-def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge_id: int, n_merges: int):
+def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge_id: int):
     """BPE of many id sequences together: a ragged table (flat, starts, lens) of the merged sequences.
 
     `ids` holds the sequences one after another, `lens` their lengths (each at least 1). Merge r joins the
@@ -76,15 +83,15 @@ def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge
     at the start of a round are exactly the ones `_merge` applies. Only the pairs next to a merge are looked
     up again, and finished sequences leave the working array, so a round costs the unfinished ids only.
     """
-    n_seqs = len(lens)
+    n_seqs, none = len(lens), table.missing
     starts, out_lens = np.zeros(n_seqs, dtype=np.int64), np.zeros(n_seqs, dtype=np.int64)
     if not n_seqs:
         return np.zeros(0, dtype=np.int64), starts, out_lens
     # the sequences, each followed by SEPARATOR: no pair with it is a merge
     ends = np.cumsum(lens)
-    work = np.full(int(ends[-1]) + n_seqs, SEPARATOR, dtype=np.int64)
+    work = np.full(int(ends[-1]) + n_seqs, SEPARATOR, dtype=np.uint32)
     work[np.arange(work.size - n_seqs) + np.repeat(np.arange(n_seqs), lens)] = ids
-    rank = np.r_[table.rank(work[:-1] * KEY + work[1:], n_merges), n_merges]  # rank[i]: of pair (i, i + 1)
+    rank = np.r_[table.rank((work[:-1] << 16) | work[1:]), np.int32(none)]  # rank[i]: of pair (i, i + 1)
     live = np.arange(n_seqs)  # which sequence each working segment is
     done: list[np.ndarray] = []
     n_done = 0
@@ -92,7 +99,7 @@ def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge
         seps = np.flatnonzero(work == SEPARATOR)
         width = np.diff(np.r_[-1, seps])  # each segment's length, its separator included
         best = np.minimum.reduceat(rank, seps - width + 1)
-        over = best == n_merges  # no merge left: the segment is final
+        over = best == none  # no merge left: the segment is final
         if over.any():
             finished = np.repeat(over, width)
             out = work[finished]
@@ -103,19 +110,23 @@ def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge
             n_done += int(size.sum())
             best[over] = -1  # matches no rank: nothing merges there
         hit = rank == np.repeat(best, width)
-        merge = hit & ~np.r_[False, hit[:-1]]
-        if (hit & ~merge).any():  # a run x x x: merge every other pair of it, from its start
-            position = np.arange(hit.size)
-            run_start = np.maximum.accumulate(np.where(merge, position, 0))
-            merge = hit & ((position - run_start) % 2 == 0)
+        merge = hit.copy()
+        merge[1:] &= ~hit[:-1]  # the first pair of each run of hits
+        inner = np.flatnonzero(hit[1:] & hit[:-1]) + 1
+        if inner.size:  # a run x x x: merge every other pair of it, from its start
+            first = np.flatnonzero(merge)
+            run_start = first[np.searchsorted(first, inner, side="right") - 1]
+            merge[inner] = (inner - run_start) % 2 == 0
         work[merge] = first_merge_id + rank[merge]
-        keep = ~np.r_[False, merge[:-1]]  # the right part of each merged pair goes
+        drop = np.zeros(work.size, dtype=bool)
+        drop[1:] = merge[:-1]  # the right part of each merged pair goes
         if over.any():
-            keep &= ~finished
+            drop |= finished
             live = live[~over]
-        changed = np.cumsum(keep)[merge & keep] - 1  # where each merged id is now
-        work, rank = work[keep], rank[keep]
-        changed = np.r_[changed, changed - 1]  # the pairs left and right of a new id
+        kept = np.flatnonzero(~drop)
+        work, rank = work[kept], rank[kept]
+        changed = np.flatnonzero(merge[kept])  # where each merged id is now
+        changed = np.concatenate([changed, changed - 1])  # the pairs left and right of a new id
         changed = changed[changed >= 0]
-        rank[changed] = table.rank(work[changed] * KEY + work[changed + 1], n_merges)
-    return np.concatenate(done), starts, out_lens
+        rank[changed] = table.rank((work[changed] << 16) | work[changed + 1])
+    return np.concatenate(done).astype(np.int64), starts, out_lens

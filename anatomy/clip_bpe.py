@@ -267,9 +267,9 @@ class ClipBPE:
         ids[np.cumsum(size) - 1] += 256  # the last byte of each piece carries the end-of-word mark
         long = size >= HEAP_BPE_FROM
         if self._rank_table is None:
-            self._rank_table = RankTable(self.merge_left * KEY + self.merge_right)
+            self._rank_table = RankTable(self.merge_left * KEY + self.merge_right, N_MERGES)
         flat, short_starts, short_lens = batch_merge(
-            ids[np.repeat(~long, size)], size[~long], self._rank_table, FIRST_MERGE_ID, N_MERGES
+            ids[np.repeat(~long, size)], size[~long], self._rank_table, FIRST_MERGE_ID
         )
         starts[todo[~long]], lens[todo[~long]] = n + short_starts, short_lens
         parts, end = [single, flat], n + flat.size
