@@ -95,10 +95,10 @@ def _read_merges(raw: bytes, path: Path):
         line_end = newline[1 : N_MERGES + 1] - (newline[0] + 1)
         line_start = np.r_[0, line_end[:-1] + 1]
         space = np.flatnonzero(lines == ord(" "))
-        other_space = np.isin(lines, np.frombuffer(b"\t\r\x0b\x0c", np.uint8)).any()
+        packed = lines[lines > ord(" ")]  # symbols hold no spaces or control bytes
         bad = bool(
-            other_space
-            or len(space) != N_MERGES
+            len(space) != N_MERGES
+            or packed.size != lines.size - 2 * N_MERGES
             or (space <= line_start).any()
             or (space >= line_end - 1).any()
         )
@@ -107,7 +107,6 @@ def _read_merges(raw: bytes, path: Path):
             f"{path}: not a CLIP BPE merges file ({N_MERGES:,} lines of two symbols after the header expected)",
             "leave the merges path unset to use open_clip's",
         )
-    packed = lines[(lines != ord(" ")) & (lines != ord("\n"))]
     removed = 2 * np.arange(N_MERGES)  # a space and a newline per line before this one
     cuts = np.empty(2 * N_MERGES + 1, dtype=np.int64)
     cuts[0:-1:2], cuts[1::2], cuts[-1] = line_start - removed, space - removed, packed.size
@@ -150,7 +149,8 @@ class ClipBPE:
         self.byte_id = [0] * 256
         for i, byte in enumerate(order):
             self.byte_id[byte] = i
-        part_ids = self.vocab_ids(parts)
+        found = self.vocab_ids(pa.concat_arrays([parts, self.vocab]))  # one lookup for both
+        part_ids, own_ids = found[: len(parts)], found[len(parts) :]
         if (part_ids < 0).any():
             missing = parts[int(np.flatnonzero(part_ids < 0)[0])].as_py()
             raise InputError(f"{path}: merge part {missing!r} is no symbol of the vocabulary", "use open_clip's")
@@ -161,7 +161,7 @@ class ClipBPE:
         # assumed). The batch BPE (`batch_merge`) rests on the same property.
         made_at = FIRST_MERGE_ID + np.arange(N_MERGES)
         # (Distinct symbols imply distinct pairs: a repeated pair would make one symbol twice.)
-        distinct = bool((self.vocab_ids(self.vocab) == np.arange(n)).all())
+        distinct = bool((own_ids == np.arange(n)).all())
         self.heap_exact = distinct and bool((np.maximum(self.merge_left, self.merge_right) < made_at).all())
         self._byte_ids = np.array(self.byte_id, dtype=np.int64)
         self._rank_table: RankTable | None = None

@@ -18,7 +18,7 @@ import gc
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -144,7 +144,24 @@ class ClipTokenizer:
         """Identifies the vocabulary: changes if the merges file does."""
         return f"clip-bpe:{self.bpe.sha256[:16]}"
 
+    # Chunk tables of `encode_flat` not yet in the chunk cache: a batch call that is never followed by
+    # another never pays for a dict entry per chunk; the next lookup that misses moves them in (`_settle`).
+    _pending: tuple[tuple[Any, np.ndarray, np.ndarray, np.ndarray], ...] = ()
+
+    def _settle(self) -> None:
+        """Move the pending chunk tables into the chunk cache."""
+        pending, self._pending = self._pending, ()
+        with _gc_paused():
+            for chunks, flat, starts, lens in pending:
+                ids, spans = flat.tolist(), zip(starts.tolist(), lens.tolist(), strict=True)
+                self._chunks.update(zip(chunks.to_pylist(), (ids[a : a + n] for a, n in spans), strict=True))
+
     def _chunk_ids(self, chunk: str) -> list[int]:
+        if self._pending:
+            self._settle()
+            found = self._chunks.get(chunk)
+            if found is not None:
+                return found
         pieces, bpe = self._pieces, self.bpe.piece_ids
         # An ASCII letter run is one piece of the split; anything else goes through the pattern.
         letters = chunk.isascii() and chunk.isalpha()
@@ -167,11 +184,12 @@ class ClipTokenizer:
 
         Cached chunks come from the chunk cache; the new ones are split into pieces (an ASCII letter run is
         its own one piece; the pattern splits the rest), and their distinct pieces go through
-        `ClipBPE.piece_table` together. The new chunks join the cache.
+        `ClipBPE.piece_table` together. The new chunks join the cache (pending: see `_settle`).
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        self._settle()
         cache, known = self._chunks, np.zeros(len(chunks), dtype=bool)
         if cache:
             found = [cache.get(c) for c in chunks.to_pylist()]
@@ -192,9 +210,7 @@ class ClipTokenizer:
         flat, piece_lens = ragged_take(*self.bpe.piece_table(pieces.dictionary), piece_of[order])
         lens = ragged_sums(piece_lens, counts)
         starts = np.cumsum(lens) - lens
-        flat_list, bounds = flat.tolist(), np.r_[0, np.cumsum(lens)].tolist()
-        new_ids = (flat_list[a:b] for a, b in zip(bounds, bounds[1:], strict=False))
-        cache.update(zip(chunks.to_pylist(), new_ids, strict=True))
+        self._pending = (*self._pending, (chunks, flat, starts, lens))
         if not known.any():
             return flat, starts, lens
         # cached chunks first, then the new ones
