@@ -14,6 +14,16 @@ SEPARATOR = KEY - 1  # an id of no merge: ends each sequence in `batch_merge`, s
 _FREE = np.uint32(2**32 - 1)  # a free slot of RankTable (the key of the pair SEPARATOR, SEPARATOR)
 
 
+def string_bytes(strings) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of an Arrow large_string array and each string's (start, end) cuts: (data, offsets).
+
+    String i is data[offsets[i] : offsets[i + 1]] (views of Arrow's buffers, no copy).
+    """
+    offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset : strings.offset + len(strings) + 1]
+    data = strings.buffers()[2]
+    return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)), offsets
+
+
 def ragged_take(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, which: np.ndarray):
     """The ids of items `which` (indices into a ragged table), one after another: (flat ids, lens)."""
     got = lens[which]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anatomy.bpe_batch import KEY, RankTable, batch_merge
+from anatomy.bpe_batch import KEY, RankTable, batch_merge, string_bytes
 from anatomy.errors import InputError
 
 CLIP_VOCAB_SIZE = 49408
@@ -260,9 +260,8 @@ class ClipBPE:
         todo = np.flatnonzero((single < 0) & (sizes > 0))
         if not todo.size:
             return single, starts, lens
-        sub = pieces.take(pa.array(todo))  # their bytes, one after another
-        cuts = np.frombuffer(sub.buffers()[1], np.int64)[sub.offset : sub.offset + len(sub) + 1]
-        ids = self._byte_ids[np.frombuffer(sub.buffers()[2], np.uint8)[cuts[0] : cuts[-1]]]
+        data, cuts = string_bytes(pieces.take(pa.array(todo)))  # their bytes, one after another
+        ids = self._byte_ids[data[cuts[0] : cuts[-1]]]
         size = sizes[todo]
         ids[np.cumsum(size) - 1] += 256  # the last byte of each piece carries the end-of-word mark
         long = size >= HEAP_BPE_FROM

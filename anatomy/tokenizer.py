@@ -52,13 +52,11 @@ from anatomy.clip_bpe import (
 from anatomy.clip_bpe import (
     merges_path as merges_path,
 )
-from anatomy.bpe_batch import ragged_sums, ragged_take
-from anatomy.corpus.normalize import PLAIN_ASCII, normalize
+from anatomy.bpe_batch import ragged_sums, ragged_take, string_bytes
+from anatomy.corpus.normalize import normalize
 from anatomy.errors import InputError
 
 CLIP_SOT, CLIP_EOT, CLIP_PAD = 49406, 49407, 0
-# Texts that `normalize` cleans by lowercasing and collapsing spaces alone (its own fast-path test, in RE2).
-_PLAIN_ASCII_RE2 = f"^(?:{PLAIN_ASCII.pattern})$"
 BATCH_THRESHOLD = 256  # from this many texts on, encode() takes the vectorised path
 # The CLIP split: specials, English contractions, letter runs, single digits, other non-space runs.
 _SPLIT_PATTERN = r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
@@ -78,6 +76,18 @@ def _gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def not_plain(texts) -> np.ndarray:
+    """Indices of the texts of an Arrow large_string array that `normalize` does not take as PLAIN_ASCII.
+
+    A byte test in numpy: printable ASCII (0x20-0x7e) except '&' is plain; any other byte (controls, DEL,
+    any byte of a multi-byte character) is not.
+    """
+    data, offsets = string_bytes(texts)
+    data = data[offsets[0] : offsets[-1]]
+    odd = np.flatnonzero(((data - np.uint8(0x20)) > 0x5E) | (data == ord("&")))  # (uint8 wraps below 0x20)
+    return np.unique(np.searchsorted(offsets, offsets[0] + odd, side="right") - 1)
 
 
 class Tokenizer(Protocol):
@@ -207,7 +217,8 @@ class ClipTokenizer:
         pieces = pc.dictionary_encode(pa.concat_arrays([chunks.filter(pa.array(letters)), spelled]))
         piece_of = pieces.indices.to_numpy().astype(np.int64)
         order, _ = ragged_take(np.arange(piece_of.size), first, counts, np.arange(len(chunks)))
-        flat, piece_lens = ragged_take(*self.bpe.piece_table(pieces.dictionary), piece_of[order])
+        piece_flat, piece_starts, piece_lens = self.bpe.piece_table(pieces.dictionary)
+        flat, piece_lens = ragged_take(piece_flat.astype(np.int32), piece_starts, piece_lens, piece_of[order])
         lens = ragged_sums(piece_lens, counts)
         starts = np.cumsum(lens) - lens
         self._pending = (*self._pending, (chunks, flat, starts, lens))
@@ -216,7 +227,7 @@ class ClipTokenizer:
         # cached chunks first, then the new ones
         old = [f for f in found if f is not None]
         old_lens = np.fromiter(map(len, old), np.int64, count=len(old))
-        old_flat = np.fromiter(itertools.chain.from_iterable(old), np.int64, count=int(old_lens.sum()))
+        old_flat = np.fromiter(itertools.chain.from_iterable(old), np.int32, count=int(old_lens.sum()))
         all_starts, all_lens = np.empty(known.size, dtype=np.int64), np.empty(known.size, dtype=np.int64)
         all_starts[known], all_lens[known] = np.cumsum(old_lens) - old_lens, old_lens
         all_starts[~known], all_lens[~known] = old_flat.size + starts, lens
@@ -266,12 +277,13 @@ class ClipTokenizer:
             raise InputError(
                 f"{column.null_count} of {len(column)} texts are missing (null)", "drop them first"
             )
-        plain = pc.match_substring_regex(column, _PLAIN_ASCII_RE2)
-        cleaned = pc.utf8_lower(column)
-        if not pc.all(plain).as_py():
-            others = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+        cleaned = pc.ascii_lower(column)  # the plain texts' cleaning (the others are replaced next)
+        others = not_plain(column)
+        if others.size:
             fixed = pa.array([normalize(column[int(i)].as_py()) for i in others], pa.large_string())
-            cleaned = pc.replace_with_mask(cleaned, pc.invert(plain), fixed)
+            mask = np.zeros(len(column), dtype=bool)
+            mask[others] = True
+            cleaned = pc.replace_with_mask(cleaned, pa.array(mask), fixed)
         split = pc.split_pattern(cleaned, " ")
         encoded = pc.dictionary_encode(split.flatten())
         with _gc_paused():
@@ -279,7 +291,7 @@ class ClipTokenizer:
         flat, occurrence_lens = ragged_take(*table, encoded.indices.to_numpy())
         # Tokens per text: sum of its chunks' lengths (list offsets delimit each text's chunks).
         offsets = np.r_[0, np.cumsum(occurrence_lens)][split.offsets.to_numpy()]
-        return flat.astype(np.int32), offsets.astype(np.int64)
+        return flat, offsets
 
     def __call__(self, texts: Sequence[str], context_length: int) -> np.ndarray:
         return pack(self.encode(texts), context_length, self.sot_id, self.eot_id, self.pad_id)
