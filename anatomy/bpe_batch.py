@@ -19,7 +19,9 @@ def string_bytes(strings) -> tuple[np.ndarray, np.ndarray]:
 
     String i is data[offsets[i] : offsets[i + 1]] (views of Arrow's buffers, no copy).
     """
-    offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset : strings.offset + len(strings) + 1]
+    offsets = np.frombuffer(strings.buffers()[1], np.int64)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
     data = strings.buffers()[2]
     return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)), offsets
 

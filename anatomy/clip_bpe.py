@@ -114,7 +114,9 @@ def _read_merges(raw: bytes, path: Path):
     try:
         parts.validate(full=True)  # UTF-8
     except pa.ArrowInvalid as error:
-        raise InputError(f"{path}: the merges are not UTF-8 text ({error})", "use open_clip's merges file") from None
+        raise InputError(
+            f"{path}: the merges are not UTF-8 text ({error})", "use open_clip's merges file"
+        ) from None
     return parts, merged
 
 
@@ -127,6 +129,7 @@ class ClipBPE:
 
     def __init__(self, path: str | Path | None = None):
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         path = Path(path) if path else merges_path()
         if not path.is_file():
@@ -139,9 +142,9 @@ class ClipBPE:
         order, self.byte_char = _byte_alphabet()
         chars = [self.byte_char[b] for b in order]
         self.char_byte = {c: b for b, c in enumerate(self.byte_char)}
-        first = pa.array(chars + [c + END_OF_WORD for c in chars], pa.large_string())
+        single_bytes = pa.array(chars + [c + END_OF_WORD for c in chars], pa.large_string())
         specials = pa.array(CLIP_SPECIALS, pa.large_string())
-        self.vocab = pa.concat_arrays([first, merged, specials])
+        self.vocab = pa.concat_arrays([single_bytes, merged, specials])
         n = len(self.vocab)
         # The last of equal symbols wins, as in open_clip's dict: look up in the vocabulary reversed.
         self._reversed_vocab = self.vocab.take(pa.array(np.arange(n - 1, -1, -1)))
@@ -149,11 +152,16 @@ class ClipBPE:
         self.byte_id = [0] * 256
         for i, byte in enumerate(order):
             self.byte_id[byte] = i
-        found = self.vocab_ids(pa.concat_arrays([parts, self.vocab]))  # one lookup for both
-        part_ids, own_ids = found[: len(parts)], found[len(parts) :]
+        # Codes in order of first appearance: with distinct symbols, a symbol's code is its id.
+        codes = pc.dictionary_encode(pa.concat_arrays([self.vocab, parts]))
+        first = codes.indices.to_numpy()
+        distinct = len(codes.dictionary) == n and bool((first[:n] == np.arange(n)).all())
+        part_ids = first[n:].astype(np.int64) if distinct else self.vocab_ids(parts)
         if (part_ids < 0).any():
             missing = parts[int(np.flatnonzero(part_ids < 0)[0])].as_py()
-            raise InputError(f"{path}: merge part {missing!r} is no symbol of the vocabulary", "use open_clip's")
+            raise InputError(
+                f"{path}: merge part {missing!r} is no symbol of the vocabulary", "use open_clip's"
+            )
         self.merge_left, self.merge_right = part_ids[0::2], part_ids[1::2]
         self.whole_words = self.sha256 == WHOLE_WORDS_VERIFIED_SHA256
         # The heap BPE equals open_clip's rank-by-rank passes when a merge never creates a pair of lower or
@@ -161,7 +169,6 @@ class ClipBPE:
         # assumed). The batch BPE (`batch_merge`) rests on the same property.
         made_at = FIRST_MERGE_ID + np.arange(N_MERGES)
         # (Distinct symbols imply distinct pairs: a repeated pair would make one symbol twice.)
-        distinct = bool((own_ids == np.arange(n)).all())
         self.heap_exact = distinct and bool((np.maximum(self.merge_left, self.merge_right) < made_at).all())
         self._byte_ids = np.array(self.byte_id, dtype=np.int64)
         self._rank_table: RankTable | None = None

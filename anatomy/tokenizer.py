@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from anatomy.bpe_batch import ragged_sums, ragged_take, string_bytes
 from anatomy.clip_bpe import (  # re-exported: other modules import these from here
     CLIP_SPECIALS as CLIP_SPECIALS,
 )
@@ -52,7 +53,6 @@ from anatomy.clip_bpe import (
 from anatomy.clip_bpe import (
     merges_path as merges_path,
 )
-from anatomy.bpe_batch import ragged_sums, ragged_take, string_bytes
 from anatomy.corpus.normalize import normalize
 from anatomy.errors import InputError
 
@@ -277,6 +277,8 @@ class ClipTokenizer:
             raise InputError(
                 f"{column.null_count} of {len(column)} texts are missing (null)", "drop them first"
             )
+        if len(column) and string_bytes(column)[1][0]:  # a slice: Arrow's ascii_lower misreads those
+            column = pa.concat_arrays([column])  # (a copy whose offsets start at 0)
         cleaned = pc.ascii_lower(column)  # the plain texts' cleaning (the others are replaced next)
         others = not_plain(column)
         if others.size:
