@@ -34,7 +34,7 @@ FLOORS: list[list[str]] = [
         "anatomy.findings",
         "anatomy.cachecheck",
     ],
-    ["anatomy.corpus", "anatomy.metrics", "anatomy.context"],
+    ["anatomy.corpus", "anatomy.metrics", "anatomy.context", "anatomy.bpe_batch"],
     ["anatomy.clip_bpe"],
     ["anatomy.tokenizer", "anatomy.datasets"],
     ["anatomy.vocab"],
