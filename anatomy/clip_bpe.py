@@ -1,9 +1,11 @@
 """The CLIP BPE vocabulary and merges (open_clip's file), and byte-pair encoding of pre-split pieces.
 
 `ClipBPE.piece_ids` merges one piece (open_clip's rank-by-rank passes; a heap for long pieces);
-`ClipBPE.many_piece_ids` merges many pieces at once in numpy, one rank round for all of them per step, with
-the same result. The merges file ships inside open_clip_torch and is located without importing open_clip
-(which would import torch). `anatomy.tokenizer` re-exports these names.
+`ClipBPE.piece_table` does many pieces at once: whole words by one Arrow lookup, the rest merged together
+in numpy (`anatomy.bpe_batch`), one rank round for all of them per step, with the same result. The merges
+file ships inside open_clip_torch and is located without importing open_clip (which would import torch);
+it is parsed in numpy and Arrow, and the Python dict forms of the tables are built only when used.
+`anatomy.tokenizer` re-exports these names.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ adversarial strings) but does the per-prompt work once per distinct *word*: afte
 single spaces only, and no piece of the CLIP split pattern spans a space, so a prompt's ids are the
 concatenation of its space-separated chunks' ids. Each chunk is split, byte-mapped and merged once and then
 served from a dict. Cleaning is `anatomy.corpus.normalize.normalize` (ASCII fast path, ftfy for the rest).
-The BPE itself (vocabulary, merges, per-piece and batched merging) is `anatomy.clip_bpe`; its merges come from
-the file that ships inside open_clip_torch, located without importing open_clip
-(which would import torch).
+`encode_flat` does the same for many texts in Arrow and numpy: distinct chunks, their distinct pieces, one
+batched BPE, ids gathered back as ragged tables (`anatomy.bpe_batch`). The BPE itself (vocabulary, merges,
+per-piece and batched merging) is `anatomy.clip_bpe`; its merges come from the file that ships inside
+open_clip_torch, located without importing open_clip (which would import torch).
 """
 
 from __future__ import annotations
@@ -257,8 +258,9 @@ class ClipTokenizer:
 
         Text i's ids are ids[offsets[i]:offsets[i + 1]]. Arrow's string kernels clean and split the plain
         ASCII texts (lowercase; runs of spaces only make empty chunks, which have no ids) and find the
-        distinct chunks; `normalize` cleans the rest. Only distinct chunks reach Python, and numpy gathers
-        their ids back into text order. `texts` may be a list or an Arrow/pandas string column.
+        distinct chunks; `normalize` cleans the rest. Only the distinct chunks that are not one ASCII
+        letter run reach Python (to be split), and numpy gathers the ids back into text order. `texts` may
+        be a list or an Arrow/pandas string column.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
