@@ -122,20 +122,20 @@ def batch_merge(ids: np.ndarray, lens: np.ndarray, table: RankTable, first_merge
             n_done += int(size.sum())
             best[over] = -1  # matches no rank: nothing merges there
         hit = rank == np.repeat(best, width)
+        twice = hit[1:] & hit[:-1]  # pair i + 1 hits after pair i: a run x x x
         merge = hit.copy()
-        merge[1:] &= ~hit[:-1]  # the first pair of each run of hits
-        inner = np.flatnonzero(hit[1:] & hit[:-1]) + 1
-        if inner.size:  # a run x x x: merge every other pair of it, from its start
+        merge[1:] ^= twice  # the first pair of each run of hits
+        inner = np.flatnonzero(twice) + 1
+        if inner.size:  # merge every other pair of a run, from its start
             first = np.flatnonzero(merge)
             run_start = first[np.searchsorted(first, inner, side="right") - 1]
             merge[inner] = (inner - run_start) % 2 == 0
-        work[merge] = first_merge_id + rank[merge]
-        drop = np.zeros(work.size, dtype=bool)
-        drop[1:] = merge[:-1]  # the right part of each merged pair goes
-        if over.any():
-            drop |= finished
-            live = live[~over]
-        kept = np.flatnonzero(~drop)
+        merged = np.flatnonzero(merge)
+        work[merged] = first_merge_id + rank[merged]
+        keep = ~finished if over.any() else np.ones(work.size, dtype=bool)
+        keep[1:] &= ~merge[:-1]  # the right part of each merged pair goes
+        live = live[~over]
+        kept = np.flatnonzero(keep)
         work, rank = work[kept], rank[kept]
         changed = np.flatnonzero(merge[kept])  # where each merged id is now
         changed = np.concatenate([changed, changed - 1])  # the pairs left and right of a new id
