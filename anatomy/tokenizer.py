@@ -193,22 +193,36 @@ class ClipTokenizer:
     def _chunk_table(self, chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ids of each distinct chunk of an Arrow string array, as a ragged table (flat, starts, lens).
 
-        Cached chunks come from the chunk cache; the new ones are split into pieces (an ASCII letter run is
-        its own one piece; the pattern splits the rest), and their distinct pieces go through
-        `ClipBPE.piece_table` together. The new chunks join the cache (pending: see `_settle`).
+        Cached chunks come from the chunk cache, the others from `_new_chunk_table`.
+        """
+        import pyarrow as pa
+
+        self._settle()
+        if not self._chunks:
+            return self._new_chunk_table(chunks)
+        found = [self._chunks.get(c) for c in chunks.to_pylist()]
+        known = np.fromiter((f is not None for f in found), bool, count=len(found))
+        flat, starts, lens = self._new_chunk_table(chunks.filter(pa.array(~known)))
+        old = [f for f in found if f is not None]  # the cached chunks' ids go first in the table
+        old_lens = np.fromiter(map(len, old), np.int64, count=len(old))
+        old_flat = np.fromiter(itertools.chain.from_iterable(old), np.int32, count=int(old_lens.sum()))
+        all_starts, all_lens = np.empty(known.size, dtype=np.int64), np.empty(known.size, dtype=np.int64)
+        all_starts[known], all_lens[known] = np.cumsum(old_lens) - old_lens, old_lens
+        all_starts[~known], all_lens[~known] = old_flat.size + starts, lens
+        return np.concatenate([old_flat, flat]), all_starts, all_lens
+
+    def _new_chunk_table(self, chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`_chunk_table` of chunks not in the cache; the table joins the cache (pending: see `_settle`).
+
+        Each chunk is split into pieces (an ASCII letter run is its own one piece; the pattern splits the
+        rest), and the distinct pieces of all of them go through `ClipBPE.piece_table` together.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        self._settle()
-        cache, known = self._chunks, np.zeros(len(chunks), dtype=bool)
-        if cache:
-            found = [cache.get(c) for c in chunks.to_pylist()]
-            known = np.fromiter((f is not None for f in found), bool, count=len(found))
-            chunks = chunks.filter(pa.array(~known))
         letters = pc.ascii_is_alpha(chunks).to_numpy(zero_copy_only=False)
         split = [self._split(c) for c in chunks.filter(pa.array(~letters)).to_pylist()]
-        # Pieces: the letter-run chunks, then the split ones' pieces; counts, starts: per chunk, into them.
+        # Pieces: the letter-run chunks, then the split ones' pieces; per chunk, its first piece and count.
         counts = np.ones(len(chunks), dtype=np.int64)
         counts[~letters] = np.fromiter(map(len, split), np.int64, count=len(split))
         first = np.empty(len(chunks), dtype=np.int64)
@@ -223,16 +237,7 @@ class ClipTokenizer:
         lens = ragged_sums(piece_lens, counts)
         starts = np.cumsum(lens) - lens
         self._pending = (*self._pending, (chunks, flat, starts, lens))
-        if not known.any():
-            return flat, starts, lens
-        # cached chunks first, then the new ones
-        old = [f for f in found if f is not None]
-        old_lens = np.fromiter(map(len, old), np.int64, count=len(old))
-        old_flat = np.fromiter(itertools.chain.from_iterable(old), np.int32, count=int(old_lens.sum()))
-        all_starts, all_lens = np.empty(known.size, dtype=np.int64), np.empty(known.size, dtype=np.int64)
-        all_starts[known], all_lens[known] = np.cumsum(old_lens) - old_lens, old_lens
-        all_starts[~known], all_lens[~known] = old_flat.size + starts, lens
-        return np.concatenate([old_flat, flat]), all_starts, all_lens
+        return flat, starts, lens
 
     def encode_one(self, text: str) -> list[int]:
         """Content ids of one text."""
