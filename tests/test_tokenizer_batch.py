@@ -121,6 +121,10 @@ def test_batch_results_reach_the_chunk_cache(reference):
     # cached and new chunks together
     assert _unflatten(*tok.encode_flat(second + first)) == [reference.encode(t) for t in second + first]
     assert tok.encode(second) == [reference.encode(t) for t in second]
+    again = ClipTokenizer()  # two batch calls in a row: the second finds the first's chunks pending
+    again.encode_flat(first)
+    assert _unflatten(*again.encode_flat(second + first)) == [reference.encode(t) for t in second + first]
+    assert len(again._pending) == 1 and len(again._chunks) > 300
 
 
 def _merges_lines() -> list[bytes]:
