@@ -75,41 +75,59 @@ def engine_error(spec: str, err: Exception) -> InputError:
 
 def scan_file(f: EngineInput) -> tuple[str, str | None]:
     """sha256 of the file's bytes, and the line ending the engine splits on: "\\n", "\\r\\n", or None when
-    a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it."""
+    a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it. One
+    pass; CRs are counted only in the chunks that hold one (memchr first), so a plain log costs its hash."""
     digest = hashlib.sha256()
     line_based = f.kind in ("lines", "jsonl")
-    counts = [0, 0, 0]  # CR, CRLF, 0x1f
-    last = b""
-
-    def count(chunk: bytes) -> None:
-        nonlocal last
-        counts[0] += chunk.count(b"\r")
-        counts[1] += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
-        counts[2] += chunk.count(b"\x1f")
-        last = chunk[-1:]
-
+    ends = _LineEnds()
     try:
         with open(f.path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
                 if line_based and not f.compressed:
-                    count(chunk)
+                    ends.add(chunk)
         if line_based and f.compressed:
             import pyarrow as pa
 
             with pa.input_stream(str(f.path), compression="detect") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    count(chunk)
+                    ends.add(chunk)
     except FileNotFoundError:
         raise InputError(f"{f.spec}: no such file", "check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{f.spec}: is a directory, expected a file") from None
     except OSError as err:
         raise InputError(f"{f.spec}: cannot read ({err.strerror or err})") from None
     except Exception as err:  # pyarrow: a damaged gzip/zstd stream
         raise engine_error(f.spec, err) from None
-    if not line_based:
-        return digest.hexdigest(), "\n"
-    cr, crlf, unit = counts
-    return digest.hexdigest(), None if unit or cr != crlf else "\r\n" if crlf else "\n"
+    return digest.hexdigest(), ends.new_line() if line_based else "\n"
+
+
+class _LineEnds:
+    """Counts CRs, CRLFs and unit separators (0x1f) over consecutive chunks of a file."""
+
+    def __init__(self) -> None:
+        self.cr = self.crlf = self.unit = 0
+        self.last = b""
+
+    def add(self, chunk: bytes) -> None:
+        if self.last == b"\r" and chunk[:1] == b"\n":
+            self.crlf += 1
+        if b"\r" in chunk:
+            self.cr += chunk.count(b"\r")
+            self.crlf += chunk.count(b"\r\n")
+        if not self.unit and b"\x1f" in chunk:
+            self.unit = 1
+        self.last = chunk[-1:]
+
+    def new_line(self) -> str | None:
+        return None if self.unit or self.cr != self.crlf else "\r\n" if self.crlf else "\n"
+
+
+def count_name(f: EngineInput, options, eopts: EngineOptions) -> str | None:
+    """The column/field holding each record's count: --count-column/--count-field (one ReadOptions.count, as
+    the Python reader reads it, or EngineOptions for library callers); None: every record counts 1."""
+    return options.count or eopts.count_column or eopts.count_field
 
 
 def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: EngineOptions) -> str:
@@ -120,6 +138,9 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
     if new_line is None:
         return python_records(con, f, options)
     src = SourceFile(f.spec)
+    count = count_name(f, options, eopts)
+    if count is not None and f.kind != "parquet":
+        _register_count(con)
     if f.kind == "lines":
         return sql.lines_records(str(f.path), new_line)
     if f.kind == "jsonl":
@@ -128,17 +149,19 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
             first = con.execute(
                 f"SELECT line FROM ({sql.lines(str(f.path), new_line)}) "
                 "WHERE json_valid(line) AND json_type(line) = 'OBJECT' LIMIT 1"
-            ).fetchone()
-            field = _pick(src, sorted(map(str, json.loads(first[0]))), None, "--field") if first else "prompt"
-        return sql.jsonl_records(str(f.path), new_line, field, eopts.count_field)
+            ).fetchall()
+            field = (
+                _pick(src, sorted(map(str, json.loads(first[0][0]))), None, "--field") if first else "prompt"
+            )
+        return sql.jsonl_records(str(f.path), new_line, field, count)
     if f.kind in ("csv", "tsv"):
         delimiter = "\t" if f.kind == "tsv" else ","
         scan = sql.csv_scan(str(f.path), delimiter)
         header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
         column = _pick(src, header, options.column, "--column")
-        if eopts.count_column is not None:
-            _pick(src, header, eopts.count_column, "--count-column")
-        return sql.csv_records(str(f.path), delimiter, column, eopts.count_column)
+        if count is not None:
+            _pick(src, header, count, "--count-column")
+        return sql.csv_records(str(f.path), delimiter, column, count)
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall()
     types = {row[0]: row[1] for row in described}
     header = list(types)
@@ -147,15 +170,28 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
         raise InputError(
             f"{f.spec}: column {column!r} holds {types[column]}, not strings", "pass --column NAME"
         )
-    count_column = eopts.count_column or ("count" if "count" in types and column != "count" else None)
-    if count_column is not None:
-        _pick(src, header, count_column, "--count-column")
-        if not any(t in types[count_column] for t in ("INT", "DECIMAL")):
+    count = count or ("count" if "count" in types and column != "count" else None)
+    if count is not None:
+        _pick(src, header, count, "--count-column")
+        if not any(t in types[count] for t in sql.PARQUET_COUNT_TYPES):
             raise InputError(
-                f"{f.spec}: count column {count_column!r} holds {types[count_column]}, not integers",
+                f"{f.spec}: count column {count!r} holds {types[count]}, not integers",
                 "pass --count-column NAME",
             )
-    return sql.parquet_records(str(f.path), column, count_column)
+    return sql.parquet_records(str(f.path), column, count, types[count] if count else "BIGINT")
+
+
+def _register_count(con) -> None:
+    """traffic.parse_count as a DuckDB function, for counts that are not plain digits (engine_sql.count_value)."""
+    import duckdb
+
+    from anatomy.corpus.traffic import parse_count
+
+    try:
+        con.create_function(sql.COUNT_UDF, parse_count, ["VARCHAR"], "BIGINT", type="native",
+                            null_handling="special", side_effects=False)  # fmt: skip
+    except duckdb.NotImplementedException:  # registered already (an earlier input of this ingest)
+        pass
 
 
 def python_records(con, f: EngineInput, options) -> str:
