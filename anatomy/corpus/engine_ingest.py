@@ -251,7 +251,9 @@ def _write(con, manifest: list[dict], out: Path, pending: dict | None) -> None:
     cols = ", ".join(sql.ident(c) for c in CORPUS_COLUMNS)
     rows = f"SELECT {cols} FROM corpus ORDER BY ord"
     if pending is not None:
-        rows = f"SELECT {cols} FROM (SELECT first, {_row(pending)} FROM agg WHERE prompt <> '') ORDER BY first"
+        rows = (
+            f"SELECT {cols} FROM (SELECT first, {_row(pending)} FROM agg WHERE prompt <> '') ORDER BY first"
+        )
     with atomic_paths(side, out) as (side_tmp, out_tmp):
         side_tmp.write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
         con.execute(
