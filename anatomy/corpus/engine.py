@@ -26,7 +26,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +116,16 @@ def _subset_of(path: Path, compressed: bool) -> str:
     return Path(name).stem
 
 
-def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
-    """The engine inputs behind one spec, and whether only the engine can read them; None: it cannot."""
+def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], bool] | None:
+    """The engine inputs behind one spec, and whether only the engine can read them; None: it cannot.
+    `copy`: the spec is a pipe read into this file (same name), which the engine reads instead."""
     if spec == "-" or spec.startswith("builtin:"):
         return None
+    if copy is not None:
+        kind, compressed = _kind_of(copy)
+        if kind is None:
+            return None
+        return [EngineInput(spec, copy, kind, compressed, _subset_of(copy, compressed))], compressed
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p)[0] == "parquet")
@@ -144,15 +150,49 @@ def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
     return inputs, needs
 
 
+_KIND_WORDS = {"lines": "one-prompt-per-line", "json": "JSON list"}
+
+
+def refuse_unread_options(source: str, inputs: Sequence[str], read, options: EngineOptions) -> None:
+    """A count or time option given with an input that has no such column (a .txt, a .json list) would be
+    silently ignored (every count 1): a usage error (OptionError), before any work."""
+    count = read.count or options.count_column or options.count_field
+    if source != "text" or (count is None and read.time is None):
+        return
+    for spec in inputs:
+        if spec == "-":
+            kind = "jsonl" if read.field else "csv" if read.column else "lines"
+        elif spec.startswith("builtin:") or Path(spec).is_dir():  # a Parquet dataset may hold counts
+            continue
+        elif Path(spec).suffix.lower() == ".json":
+            kind = "json"
+        else:
+            kind = _kind_of(Path(spec))[0] or ""
+        if kind in _KIND_WORDS:
+            flag, readers = ("--count-column/--count-field", "csv/tsv/jsonl/Parquet") if count is not None else (
+                "--time-column/--time-field", "csv/tsv/jsonl")
+            raise OptionError(
+                flag,
+                f"{spec} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
+                f"give it with {readers} inputs only; ingest this file in a separate run without it",
+            )
+
+
 def plan(
-    source: str, inputs: Sequence[str], encoding: str, options: EngineOptions
+    source: str,
+    inputs: Sequence[str],
+    encoding: str,
+    options: EngineOptions,
+    pipes: Mapping[str, Path] | None = None,
 ) -> list[EngineInput] | None:
-    """The files the engine ingests for these inputs, or None when the Python readers take them."""
+    """The files the engine ingests for these inputs, or None when the Python readers take them; `pipes`
+    maps an input that is a pipe to its spooled copy (spool.py), which the engine reads instead."""
     if options.engine not in ENGINES:
         raise OptionError("--engine", f"{options.engine!r} is not one of {', '.join(ENGINES)}")
     if options.engine == "python":
         return None
-    expanded = [_expand(spec) for spec in inputs] if source == "text" else []
+    pipes = pipes or {}
+    expanded = [_expand(spec, pipes.get(spec)) for spec in inputs] if source == "text" else []
     needed = [spec for spec, e in zip(inputs, expanded, strict=False) if e is not None and e[1]]
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     if source != "text" or not utf8 or any(e is None for e in expanded):
