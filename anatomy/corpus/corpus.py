@@ -201,7 +201,9 @@ def ingest(
         with spooled(source, inputs, out) as pipes:  # a pipe is read once, into a copy both readers take
             files = None if options.time else engine_plan(source, inputs, options.encoding, engine, pipes)
             specs = inputs if files is None else [f.spec for f in files]
-            refuse_overwriting_inputs(specs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
+            refuse_overwriting_inputs(
+                specs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)]
+            )
             if files is not None:
                 from anatomy.corpus.engine_ingest import ingest_engine
 
@@ -259,7 +261,7 @@ def refuse_empty(reports: list[FileStats], inputs: Sequence[str]) -> list[FileSt
     """The reports of inputs not ingested before; InputError when they hold no prompt at all, naming the
     real cause: no records, or every record skipped (the most frequent reason, its count and first record)."""
     fresh = [r for r in reports if not r.already_ingested]
-    if not fresh or sum(r.kept + r.merged for r in fresh):
+    if not fresh or any(r.kept + r.merged for r in fresh):
         return fresh
     where = ", ".join(inputs)
     reasons: Counter[str] = Counter()

@@ -130,7 +130,10 @@ def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], boo
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p)[0] == "parquet")
         if not files:
-            return None
+            raise InputError(
+                f"{spec}: a folder with no .parquet files in it",
+                "the text source reads a folder only as a Parquet dataset; give the files themselves",
+            )
         return [EngineInput(str(p), p, "parquet", False, path.name) for p in files], True
     needs = False
     if not path.exists() and _GLOB_CHARS.search(spec):
@@ -169,8 +172,11 @@ def refuse_unread_options(source: str, inputs: Sequence[str], read, options: Eng
         else:
             kind = _kind_of(Path(spec))[0] or ""
         if kind in _KIND_WORDS:
-            flag, readers = ("--count-column/--count-field", "csv/tsv/jsonl/Parquet") if count is not None else (
-                "--time-column/--time-field", "csv/tsv/jsonl")
+            flag, readers = (
+                ("--count-column/--count-field", "csv/tsv/jsonl/Parquet")
+                if count is not None
+                else ("--time-column/--time-field", "csv/tsv/jsonl")
+            )
             raise OptionError(
                 flag,
                 f"{spec} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,8 +69,23 @@ def connection(out: Path, options: EngineOptions):
 
 
 def engine_error(spec: str, err: Exception) -> InputError:
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """One line for a DuckDB error on input `spec`: invalid UTF-8 named by its line, a CSV error with its reason."""
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[0] if lines else type(err).__name__
+    at = re.search(r"CSV Error on Line: (\d+)", message)
+    if "Invalid unicode" in text:
+        return InputError(
+            f"{spec}: {f'line {at[1]}' if at else 'a line'} is not valid UTF-8",
+            "the engine reads UTF-8: convert the file (e.g. `iconv -f latin1 -t utf-8`), or read an "
+            "uncompressed file with --engine python --encoding NAME",
+        )
+    if at:  # the reason DuckDB gives after the offending line (never the line itself: user text)
+        reason = next((x for x in lines[1:] if not x.startswith(("Original Line", "Possible", "*"))), "")
+        message = f"line {at[1]}: {reason}" if reason else message
     hint = "raise --memory-limit" if "memory" in message.lower() else "check the file, or use --engine python"
+    if any(word in message.lower() for word in ("compressed", "gzip", "zstd", "zlib", "inflate")):
+        hint = "the compressed file is damaged or incomplete: check it with `gzip -t` or `zstd -t`"
     return InputError(f"{spec}: the engine cannot read it ({message})", hint)
 
 
@@ -97,6 +113,8 @@ def scan_file(f: EngineInput) -> tuple[str, str | None]:
     except IsADirectoryError:
         raise InputError(f"{f.spec}: is a directory, expected a file") from None
     except OSError as err:
+        if f.compressed and not err.strerror:  # pyarrow: a damaged or truncated gzip/zstd stream
+            raise engine_error(f.spec, err) from None
         raise InputError(f"{f.spec}: cannot read ({err.strerror or err})") from None
     except Exception as err:  # pyarrow: a damaged gzip/zstd stream
         raise engine_error(f.spec, err) from None
