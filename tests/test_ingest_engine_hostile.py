@@ -195,3 +195,14 @@ def test_the_same_input_twice_is_counted_once(tmp_path: Path) -> None:
         report = ingest("text", [str(tmp_path / "a.txt"), str(tmp_path / "a.txt")], out, engine=engine)
         assert [f.already_ingested for f in report.files] == [False, True]
         assert [(r[0], r[3]) for r in rows(out)] == [("dog", 2), ("cat", 1)]
+
+
+def test_a_glob_must_match_files_the_engine_reads(tmp_path: Path) -> None:
+    (tmp_path / "mixed").mkdir(), (tmp_path / "folders" / "sub").mkdir(parents=True)
+    (tmp_path / "mixed" / "a.txt").write_text("dog\n", encoding="utf-8")
+    (tmp_path / "mixed" / "b.json").write_text('["dog"]', encoding="utf-8")
+    with pytest.raises(InputError, match="matches .*b.json, which the engine does not read"):
+        ingest("text", [str(tmp_path / "mixed" / "*")], tmp_path / "c.parquet")
+    with pytest.raises(InputError, match="matches only folders"):
+        ingest("text", [str(tmp_path / "folders" / "*")], tmp_path / "c.parquet")
+    assert not (tmp_path / "c.parquet").exists()

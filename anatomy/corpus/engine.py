@@ -141,11 +141,21 @@ def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], boo
         if not found:
             raise InputError(f"{spec}: no file matches this pattern", "check the pattern and its quoting")
         paths, needs = [Path(p) for p in found if Path(p).is_file()], True
+        if not paths:
+            raise InputError(
+                f"{spec}: matches only folders, no file", "check the pattern (e.g. 'logs/*.txt')"
+            )
     else:
         paths = [path]
     inputs = []
     for p in paths:
         kind, compressed = _kind_of(p)
+        if kind is None and needs:  # only the engine expands a pattern: it must read every file matched
+            raise InputError(
+                f"{spec}: matches {p}, which the engine does not read (it reads .txt/.csv/.tsv/.jsonl/.parquet, "
+                "optionally .gz/.zst)",
+                "narrow the pattern (e.g. '*.txt.gz'), and ingest other files by name",
+            )
         if kind is None:
             return None
         needs = needs or compressed or kind == "parquet"
