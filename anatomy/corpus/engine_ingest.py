@@ -210,9 +210,9 @@ def _insert(con, pending: dict) -> None:
 
 def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str, int]) -> None:
     """Skip counts with their first examples, worded as the Python readers word them, in file order."""
-    con.execute(
-        "CREATE OR REPLACE TABLE agg_empty AS SELECT r.raw FROM r LEFT JOIN slowmap m ON r.raw = m.raw "
-        f"WHERE r.bad IS NULL AND CASE WHEN r.fast THEN {sql.fast_prompt('r.raw')} ELSE m.prompt END = ''"
+    con.execute(  # the raw texts that normalise to '': for plain ASCII (fast), those of spaces only
+        "CREATE OR REPLACE TABLE agg_empty AS SELECT raw FROM r WHERE bad IS NULL AND fast AND trim(raw) = '' "
+        "UNION ALL SELECT raw FROM slowmap WHERE prompt = ''"
     )
     rows = con.execute(_EXAMPLES.format(k=MAX_SKIP_EXAMPLES, records=records)).fetchall()
     for reason, examples in sorted(rows, key=lambda row: min(e["n"] for e in row[1])):
