@@ -8,16 +8,16 @@ normalised prompts, so the larger logs test lines, not distinct prompts. The ing
 normalisation for ASCII ("collapse spaces, strip, lowercase"), GROUP BY, count, written to Parquet; "duck2" is
 the same query written as the ingest runs it (group the raw lines, normalise each distinct line once, group
 again). The ingest also keeps the first raw text and line of each prompt, normalises non-ASCII lines with
-Python's normalize(), counts skips and long prompts, and writes the corpus with its manifest. Every command runs
-in a fresh process (the ingest is the `anatomy` CLI, whose start-up alone is 0.3-0.7 s); peak memory is that
-process's VmHWM. Ratios are within one run (the machine is shared: the load average is printed).
+Python's normalize(), counts skips and long prompts, and writes the corpus with its manifest. Every command
+runs in a fresh process (the ingest is the `anatomy` CLI, whose start-up alone is 0.3-0.7 s); peak memory is
+that process's VmHWM. Ratios are within one run (the machine is shared: the load average is printed).
 Targets (issue 22): ingest within 1.5x of the plain engine aggregation; peak under 2 GiB at 100M lines;
 the audit at 10M lines in minutes.
 
 Measured (2 cores shared by ~6 engineers; load averages in brackets; 2026-12-05, `python -m benchmarks logs`):
-  lines  distinct | plain DuckDB   | duck2 | polars          | anatomy ingest  | x DuckDB x duck2 x polars
-  1M      197,786 |  2.5 s 129 MiB | 2.2 s | 1.7 s  195 MiB  |  3.4 s  252 MiB |  1.39    1.58    1.97  (4.9-5.5)
-  10M     222,300 | 17.4 s 211 MiB | 13.2 s| 8.2 s  607 MiB  |  8.3 s  336 MiB |  0.48    0.63    1.02  (4.9-5.5)
+  lines distinct | plain DuckDB   | duck2  | polars        | anatomy ingest | x DuckDB x duck2 x polars
+  1M     197,786 |  2.5 s 129 MiB |  2.2 s | 1.7 s 195 MiB |  3.4 s 252 MiB |  1.39    1.58    1.97  (4.9-5.5)
+  10M    222,300 | 17.4 s 211 MiB | 13.2 s | 8.2 s 607 MiB |  8.3 s 336 MiB |  0.48    0.63    1.02  (4.9-5.5)
   an earlier run (load 5.6): 1M 1.8 s / 2.4 s = 1.30x, 10M 12.2 s / 6.6 s = 0.54x; by hand at load 2.4,
   1M: plain 0.67 s, ingest 0.90 s (1.35x), of which 0.2-0.3 s is the CLI's start-up (it imports the
   analyses' registry and numpy to build its commands).

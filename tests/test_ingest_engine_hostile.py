@@ -1,6 +1,7 @@
 """Ingest on hostile inputs, by both paths (the Python readers and the DuckDB engine): a pipe is read once
 (never an empty corpus), count/time options where no count can be read are usage errors, counts of every
-shape are read as traffic.parse_count reads them, and every refusal is one clear line naming file and cause."""
+shape are read as traffic.parse_count reads them, and every refusal is one clear line naming file and
+cause."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def test_count_and_time_options_on_files_without_counts_are_usage_errors(tmp_pat
     if name != "-":
         (tmp_path / name).write_bytes(gzip.compress(b"dog\n") if name.endswith(".gz") else b'["dog"]\n')
     spec = name if name == "-" else str(tmp_path / name)
-    result = CliRunner().invoke(app, ["ingest", "text", spec, flag, "n", "--out", str(tmp_path / "c.parquet")],
-                                input="dog\n")  # fmt: skip
+    argv = ["ingest", "text", spec, flag, "n", "--out", str(tmp_path / "c.parquet")]
+    result = CliRunner().invoke(app, argv, input="dog\n")
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert flag.rsplit("-", 1)[0] in text and words in text

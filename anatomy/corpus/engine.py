@@ -152,8 +152,8 @@ def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], boo
         kind, compressed = _kind_of(p)
         if kind is None and needs:  # only the engine expands a pattern: it must read every file matched
             raise InputError(
-                f"{spec}: matches {p}, which the engine does not read (it reads .txt/.csv/.tsv/.jsonl/.parquet, "
-                "optionally .gz/.zst)",
+                f"{spec}: matches {p}, which the engine does not read (it reads .txt/.csv/.tsv/.jsonl/"
+                ".parquet, optionally .gz/.zst)",
                 "narrow the pattern (e.g. '*.txt.gz'), and ingest other files by name",
             )
         if kind is None:

@@ -66,7 +66,10 @@ _NEW = "NOT EXISTS (SELECT 1 FROM corpus c WHERE c.source = 'text' AND c.subset 
 def _row(pending: dict) -> str:
     """agg's columns as corpus rows of the input `pending` names (its subset, and its name for refs)."""
     subset, name = sql.quote(pending["subset"]), sql.quote(pending["name"] + ":")
-    return f"prompt, raw, 'text' AS source, {subset} AS subset, count::BIGINT AS count, {name} || first AS ref, '' AS meta"
+    return (
+        f"prompt, raw, 'text' AS source, {subset} AS subset, count::BIGINT AS count, {name} || first AS ref, "
+        "'' AS meta"
+    )
 
 
 def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: EngineOptions) -> IngestReport:
@@ -200,7 +203,7 @@ def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: boo
 
 
 def _insert(con, pending: dict) -> None:
-    """The prompts of `agg` not yet in the corpus (its counts were added by _ingest_file), in first-seen order."""
+    """The prompts of `agg` not in the corpus yet (_ingest_file added the counts of the others), in order."""
     con.execute(
         "INSERT INTO corpus SELECT (SELECT coalesce(max(ord), -1) FROM corpus) + row_number() OVER (ORDER BY "
         f"first), {_row(pending)} FROM agg WHERE prompt <> '' AND {_NEW}",
@@ -211,8 +214,8 @@ def _insert(con, pending: dict) -> None:
 def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str, int]) -> None:
     """Skip counts with their first examples, worded as the Python readers word them, in file order."""
     con.execute(  # the raw texts that normalise to '': for plain ASCII (fast), those of spaces only
-        "CREATE OR REPLACE TABLE agg_empty AS SELECT raw FROM r WHERE bad IS NULL AND fast AND trim(raw) = '' "
-        "UNION ALL SELECT raw FROM slowmap WHERE prompt = ''"
+        "CREATE OR REPLACE TABLE agg_empty AS SELECT raw FROM r "
+        "WHERE bad IS NULL AND fast AND trim(raw) = '' UNION ALL SELECT raw FROM slowmap WHERE prompt = ''"
     )
     rows = con.execute(_EXAMPLES.format(k=MAX_SKIP_EXAMPLES, records=records)).fetchall()
     for reason, examples in sorted(rows, key=lambda row: min(e["n"] for e in row[1])):

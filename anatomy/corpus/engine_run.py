@@ -69,7 +69,7 @@ def connection(out: Path, options: EngineOptions):
 
 
 def engine_error(spec: str, err: Exception) -> InputError:
-    """One line for a DuckDB error on input `spec`: invalid UTF-8 named by its line, a CSV error with its reason."""
+    """One line for a DuckDB error on `spec`: invalid UTF-8 named by its line, a CSV error with its reason."""
     text = str(err).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[0] if lines else type(err).__name__
@@ -200,7 +200,7 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
 
 
 def _register_count(con) -> None:
-    """traffic.parse_count as a DuckDB function, for counts that are not plain digits (engine_sql.count_value)."""
+    """traffic.parse_count as a DuckDB function, for counts not in plain digits (engine_sql.count_value)."""
     import duckdb
 
     from anatomy.corpus.traffic import parse_count

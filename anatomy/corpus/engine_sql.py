@@ -101,8 +101,8 @@ def counted(records: str) -> str:
     """`records` whose `cnt` is a count's text (or NULL: none found) with the count read: a record with no
     readable count is skipped with COUNT_REASON, its count's text kept as the example."""
     return (
-        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} ELSE bad END "
-        "AS bad, CASE WHEN bad IS NULL AND c IS NULL THEN cnt ELSE example END AS example "
+        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} "
+        "ELSE bad END AS bad, CASE WHEN bad IS NULL AND c IS NULL THEN cnt ELSE example END AS example "
         f"FROM (SELECT *, {count_value('cnt')} AS c FROM ({records}))"
     )
 
@@ -142,8 +142,8 @@ def jsonl_records(path: str, new_line: str, field: str, count_field: str | None)
         return records
     # the count's JSON text is the example of a bad count (engine_ingest shows it as Python's repr)
     return (
-        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} ELSE bad END "
-        "AS bad, example FROM (SELECT *, CASE WHEN bad IS NULL THEN "
+        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} "
+        "ELSE bad END AS bad, example FROM (SELECT *, CASE WHEN bad IS NULL THEN "
         f"{count_value('cnt')} END AS c FROM ({records}))"
     )
 
@@ -168,7 +168,8 @@ def csv_records(path: str, delimiter: str, column: str, count_column: str | None
     records = (
         f"SELECT row_number() OVER () + 1 AS n, {ident(column)} AS raw, {cnt} AS cnt, "
         f"CASE WHEN {short} THEN 'row has fewer fields than the header' END AS bad, "
-        f"CASE WHEN {short} THEN left(concat_ws({quote(delimiter)}, COLUMNS(*)), 80) END AS example FROM {scan}"
+        f"CASE WHEN {short} THEN left(concat_ws({quote(delimiter)}, COLUMNS(*)), 80) END AS example "
+        f"FROM {scan}"
     )
     return records if count_column is None else counted(records)
 
