@@ -207,3 +207,13 @@ def test_a_glob_must_match_files_the_engine_reads(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="matches only folders"):
         ingest("text", [str(tmp_path / "folders" / "*")], tmp_path / "c.parquet")
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_count_options_with_a_glob_look_at_the_files_it_matches(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.csv").write_text("prompt,n\ndog,3\n", encoding="utf-8")
+    report = ingest("text", [str(tmp_path / "logs" / "*")], tmp_path / "c.parquet", ReadOptions(count="n"))
+    assert report.files[0].kept == 1 and rows(tmp_path / "c.parquet")[0][3] == 3
+    (tmp_path / "logs" / "b.txt").write_text("cat\n", encoding="utf-8")
+    with pytest.raises(OptionError, match="b.txt is a one-prompt-per-line file"):
+        ingest("text", [str(tmp_path / "logs" / "*")], tmp_path / "d.parquet", ReadOptions(count="n"))

@@ -173,15 +173,13 @@ def refuse_unread_options(source: str, inputs: Sequence[str], read, options: Eng
     if source != "text" or (count is None and read.time is None):
         return
     for spec in inputs:
-        if spec == "-":
-            kind = "jsonl" if read.field else "csv" if read.column else "lines"
-        elif spec.startswith("builtin:") or Path(spec).is_dir():  # a Parquet dataset may hold counts
+        if spec.startswith("builtin:") or Path(spec).is_dir():  # a Parquet dataset may hold counts
             continue
-        elif Path(spec).suffix.lower() == ".json":
-            kind = "json"
-        else:
-            kind = _kind_of(Path(spec))[0] or ""
-        if kind in _KIND_WORDS:
+        pattern = not Path(spec).exists() and _GLOB_CHARS.search(spec)
+        for name in sorted(glob.glob(spec, recursive=True)) if pattern else [spec]:
+            kind = _text_kind(name, read)
+            if kind not in _KIND_WORDS:
+                continue
             flag, readers = (
                 ("--count-column/--count-field", "csv/tsv/jsonl/Parquet")
                 if count is not None
@@ -189,9 +187,18 @@ def refuse_unread_options(source: str, inputs: Sequence[str], read, options: Eng
             )
             raise OptionError(
                 flag,
-                f"{spec} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
+                f"{name} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
                 f"give it with {readers} inputs only; ingest this file in a separate run without it",
             )
+
+
+def _text_kind(spec: str, read) -> str:
+    """How the text source reads `spec` (engine or Python reader): lines, json, csv, tsv, jsonl or parquet."""
+    if spec == "-":
+        return "jsonl" if read.field else "csv" if read.column else "lines"
+    if Path(spec).suffix.lower() == ".json":
+        return "json"
+    return _kind_of(Path(spec))[0] or ""
 
 
 def plan(
