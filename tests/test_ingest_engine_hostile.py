@@ -217,3 +217,15 @@ def test_count_options_with_a_glob_look_at_the_files_it_matches(tmp_path: Path) 
     (tmp_path / "logs" / "b.txt").write_text("cat\n", encoding="utf-8")
     with pytest.raises(OptionError, match="b.txt is a one-prompt-per-line file"):
         ingest("text", [str(tmp_path / "logs" / "*")], tmp_path / "d.parquet", ReadOptions(count="n"))
+
+
+def test_engine_duckdb_with_inputs_it_cannot_read_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text('["dog"]', encoding="utf-8")
+    out = str(tmp_path / "c.parquet")
+    for spec, words in (("-", "does not read stdin"), (str(tmp_path / "list.json"), "does not read")):
+        result = CliRunner().invoke(
+            app, ["ingest", "text", spec, "--out", out, "--engine", "duckdb"], input="a\n"
+        )
+        assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
+    with pytest.raises(OptionError, match="UTF-8 only"):
+        ingest("text", [str(tmp_path / "list.json")], out, ReadOptions(encoding="latin-1"), DUCK)

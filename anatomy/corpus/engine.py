@@ -201,6 +201,24 @@ def _text_kind(spec: str, read) -> str:
     return _kind_of(Path(spec))[0] or ""
 
 
+def _refuse_forced(source: str, inputs: Sequence[str], expanded: list, utf8: bool) -> None:
+    """--engine duckdb with inputs it cannot read: say which and why (a usage error)."""
+    if source != "text":
+        raise OptionError("--engine", f"duckdb reads the text source, not {source}", "leave --engine at auto")
+    if not utf8:
+        raise OptionError("--engine", "duckdb reads UTF-8 only", "use --engine python with --encoding")
+    spec = next(spec for spec, e in zip(inputs, expanded, strict=True) if e is None)
+    if spec == "-":
+        raise OptionError(
+            "--engine", "duckdb does not read stdin ('-')", "leave --engine at auto, or give /dev/stdin"
+        )
+    raise OptionError(
+        "--engine",
+        f"duckdb does not read {spec} (it reads .txt/.csv/.tsv/.jsonl/.parquet, optionally .gz/.zst)",
+        "leave --engine at auto",
+    )
+
+
 def plan(
     source: str,
     inputs: Sequence[str],
@@ -219,6 +237,8 @@ def plan(
     needed = [spec for spec, e in zip(inputs, expanded, strict=False) if e is not None and e[1]]
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     if source != "text" or not utf8 or any(e is None for e in expanded):
+        if options.engine == "duckdb" and not needed:
+            _refuse_forced(source, inputs, expanded, utf8)
         if needed or options.engine == "duckdb":
             what = needed[0] if needed else "these inputs"
             raise InputError(
