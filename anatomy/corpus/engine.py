@@ -18,7 +18,8 @@ The engine reads `text` inputs: one-prompt-per-line files (.txt, ...), .csv/.tsv
 a first-class input). A glob (quoted, so the shell leaves it) is expanded into its files; a directory reads
 its Parquet files as one subset named after it. `--engine auto` (the default) uses the engine when an input
 needs it (compressed, Parquet, a glob or a directory) or the inputs are large (ENGINE_MIN_BYTES); small
-plain files keep the Python readers, which give the same corpus (tests/test_ingest_engine.py).
+plain files keep the Python readers, which give the same corpus (tests/test_ingest_engine.py). A pipe given
+as an input (`<(zcat log.gz)`, /dev/stdin) is first read once into a file beside the output (spool.py).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """An ingest on the engine (DuckDB): read, normalise and aggregate each input out of core, merge into the corpus.
 
-Per input, one pass groups the records by their normalised prompt (the SQL form for printable ASCII, the
-raw text otherwise), keeping the count, the first occurrence (its raw text and position) and the file's
-statistics; Python's normalize() then maps the distinct non-ASCII raw strings, a small second aggregation
-merges them, and the corpus table (inside DuckDB, the old corpus read from its Parquet file) is updated:
-counts added to rows it has, new rows appended in order of first occurrence. This is what the Python path
-does row by row, so the corpus, its manifest and the FileStats (read = kept + merged + skipped) are the same.
+Per input, a scan of its bytes (sha256 for the manifest; line endings, see scan_file) and one pass of the
+engine that groups the records by their raw text (a log repeats its lines: 1M lines of the benchmark hold
+223k distinct texts), keeping each text's count and first position and the skips by reason; each distinct
+text is then normalised once (the SQL form for printable ASCII, Python's normalize() for the rest), a small
+second aggregation groups the texts by prompt (first raw text, first position, summed counts), and the
+corpus table (inside DuckDB, the old corpus read from its Parquet file) is updated: counts added to rows it
+has, new rows appended in order of first occurrence (a new corpus from one input is written straight from
+the aggregate). This is what the Python path does row by row, so the corpus, its manifest and the FileStats
+(read = kept + merged + skipped) are the same.
 
 DuckDB's memory is capped by --memory-limit and it spills to a folder beside the output
 (.NAME.engine-XXXX), removed on success and on failure (and, if the process was killed, by the next ingest,
