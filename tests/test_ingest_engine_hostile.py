@@ -229,3 +229,21 @@ def test_engine_duckdb_with_inputs_it_cannot_read_is_a_usage_error(tmp_path: Pat
         assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
     with pytest.raises(OptionError, match="UTF-8 only"):
         ingest("text", [str(tmp_path / "list.json")], out, ReadOptions(encoding="latin-1"), DUCK)
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_counts_summing_past_int64_are_refused_not_wrapped(tmp_path: Path, engine: str) -> None:
+    import pyarrow as pa
+
+    (tmp_path / "a.txt").write_text("dog\n", encoding="utf-8")
+    corpus = tmp_path / "c.parquet"
+    ingest("text", [str(tmp_path / "a.txt")], corpus, engine=PY)
+    table = pq.read_table(corpus)  # a corpus whose count is near the int64 limit (its manifest kept)
+    table = table.set_column(table.column_names.index("count"), "count", pa.array([2**63 - 5], pa.int64()))
+    pq.write_table(table, corpus)
+    before = corpus.read_bytes()
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "a.csv").write_text("prompt,n\ndog,10\n", encoding="utf-8")  # the same subset, "a"
+    with pytest.raises(InputError, match="counts of 'dog' sum .*corpus count holds"):
+        ingest("text", [str(tmp_path / "more" / "a.csv")], corpus, ReadOptions(count="n"), ENGINES[engine])
+    assert corpus.read_bytes() == before and leftovers(tmp_path) == []

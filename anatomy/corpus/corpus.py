@@ -314,7 +314,14 @@ def _merge(rows: Rows, source: str, records, stats: FileStats) -> None:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
             continue
         meta = json.dumps(record.meta, sort_keys=True) if record.meta else ""
-        if rows.add(source, record.subset, prompt, raw, record.ref, meta, record.count, record.day):
+        try:
+            new = rows.add(source, record.subset, prompt, raw, record.ref, meta, record.count, record.day)
+        except OverflowError:  # the int64 count column: only counts near 10^12 a million times reach it
+            raise InputError(
+                f"{record.ref}: the counts of {prompt[:60]!r} sum past what a corpus count holds (2^63-1)",
+                "check the count column: a count per record is at most 10^12",
+            ) from None
+        if new:
             stats.kept += 1
         else:
             stats.merged += 1

@@ -38,6 +38,8 @@ from anatomy.io import atomic_paths, dumps_json
 
 log = logging.getLogger(__name__)
 
+INT64_MAX = 2**63 - 1
+
 # one row per distinct raw text (a log repeats its lines: 1M lines of the benchmark hold 223k distinct texts),
 # so the normalisation below runs once per distinct text, not per line; skipped records group by reason
 _DISTINCT = """
@@ -147,7 +149,7 @@ def _load_corpus(con, out: Path) -> None:
     nulls = ", ".join(f"count(*) FILTER (WHERE {sql.ident(c)} IS NULL)" for c in CORPUS_COLUMNS)
     *null_counts, low, empty = con.execute(
         f"SELECT {nulls}, count(*) FILTER (WHERE count < 1), count(*) FILTER (WHERE prompt = '') FROM corpus"
-    ).fetchone()
+    ).fetchall()[0]
     for column, n in zip(CORPUS_COLUMNS, null_counts, strict=True):
         if n:
             raise InputError(f"{out}: column {column!r} has {n:,} missing (null) values", REBUILD_HINT)
@@ -172,6 +174,7 @@ def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: boo
                     {"raw": raws, "prompt": [normalize(r) for r in raws]})  # fmt: skip
     slow.close()
     con.execute(_AGG.format(prompt=sql.fast_prompt("r.raw")))
+    _refuse_overflow(con, f, empty)
 
     read, longest, long_n = con.execute(
         f"SELECT sum(records), max(length(raw)) FILTER (WHERE bad IS NULL), "
@@ -200,6 +203,24 @@ def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: boo
             params,
         )
     assert stats.read == stats.kept + stats.merged + stats.skipped, stats
+
+
+def _refuse_overflow(con, f: EngineInput, empty: bool) -> None:
+    """A prompt whose counts (with the corpus's) sum past what the corpus's int64 column holds: refused."""
+    total = "agg.count" if empty else (
+        "agg.count + coalesce((SELECT c.count FROM corpus c WHERE c.source = 'text' AND c.subset = $subset "
+        "AND c.prompt = agg.prompt), 0)"
+    )  # fmt: skip
+    rows = con.execute(
+        f"SELECT prompt, ({total})::VARCHAR FROM agg WHERE prompt <> '' AND {total} > {INT64_MAX} LIMIT 1",
+        {} if empty else {"subset": f.subset},
+    ).fetchall()
+    if rows:
+        prompt, n = rows[0]
+        raise InputError(
+            f"{f.spec}: the counts of {prompt[:60]!r} sum to {int(n):,}, more than a corpus count holds (2^63-1)",
+            "check the count column: a count per record is at most 10^12",
+        )
 
 
 def _insert(con, pending: dict) -> None:
@@ -257,9 +278,20 @@ def _write(con, manifest: list[dict], out: Path, pending: dict | None) -> None:
         rows = (
             f"SELECT {cols} FROM (SELECT first, {_row(pending)} FROM agg WHERE prompt <> '') ORDER BY first"
         )
+    import duckdb
+
     with atomic_paths(side, out) as (side_tmp, out_tmp):
         side_tmp.write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
-        con.execute(
-            f"COPY ({rows}) TO {sql.quote(str(out_tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{sql.quote(MANIFEST_KEY.decode())}: {meta}}})"
-        )
+        try:
+            _copy(con, rows, out_tmp, meta)
+        except duckdb.Error as err:  # a full disk, a value the corpus cannot hold
+            raise InputError(
+                f"{out}: the engine cannot write it ({str(err).strip().splitlines()[0]})"
+            ) from None
+
+
+def _copy(con, rows: str, path: Path, meta: str) -> None:
+    con.execute(
+        f"COPY ({rows}) TO {sql.quote(str(path))} "
+        f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{sql.quote(MANIFEST_KEY.decode())}: {meta}}})"
+    )
