@@ -194,7 +194,7 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
     count = count or ("count" if "count" in types and column != "count" else None)
     if count is not None:
         _pick(src, header, count, "--count-column")
-        if not any(t in types[count] for t in sql.PARQUET_COUNT_TYPES):
+        if not sql.PARQUET_COUNT_TYPE.fullmatch(types[count]):
             raise InputError(
                 f"{f.spec}: count column {count!r} holds {types[count]}, not integers",
                 "pass --count-column NAME",

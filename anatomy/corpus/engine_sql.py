@@ -13,12 +13,14 @@ one normalisation is "collapse runs of spaces, strip, lowercase": FAST_PROMPT be
 real prompts) are normalised by Python's normalize() on their DISTINCT raw values (engine_ingest.py).
 
 A count (--count-column/--count-field, or a Parquet `count` column) is read as traffic.parse_count reads it:
-a whole number from 1 to MAX_COUNT. Plain ASCII digits are checked in SQL (FAST_COUNT); any other text
+a whole number from 1 to MAX_COUNT. Plain ASCII digits are read in SQL (count_value); any other text
 ("3.0", "1e3", " 4 ") goes to parse_count itself, registered in DuckDB as COUNT_UDF (engine_run.py). A
 record whose count fails is skipped with COUNT_REASON (the Python reader's words) and its count as example.
 """
 
 from __future__ import annotations
+
+import re
 
 from anatomy.corpus.traffic import MAX_COUNT
 
@@ -174,7 +176,8 @@ def csv_records(path: str, delimiter: str, column: str, count_column: str | None
     return records if count_column is None else counted(records)
 
 
-PARQUET_COUNT_TYPES = ("INT", "DECIMAL", "FLOAT", "DOUBLE")  # a count column of another type is refused
+# DuckDB types a Parquet count column may have (another type is refused: text, dates, intervals, ...)
+PARQUET_COUNT_TYPE = re.compile(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DECIMAL\(\d+,\s*\d+\)|FLOAT|DOUBLE|REAL")
 
 
 def parquet_records(path: str, column: str, count_column: str | None, count_type: str = "BIGINT") -> str:
@@ -183,7 +186,11 @@ def parquet_records(path: str, column: str, count_column: str | None, count_type
     cnt, text, bad = "1::BIGINT", "NULL", ""
     if count_column is not None:
         c = ident(count_column)
-        whole = "" if "INT" in count_type else f" AND isfinite({c}::DOUBLE) AND {c} = floor({c})"
+        whole = (
+            ""
+            if count_type.endswith("INT") or count_type.endswith("INTEGER")
+            else f" AND isfinite({c}::DOUBLE) AND {c} = floor({c})"
+        )
         cnt, text = f"CASE WHEN {c} BETWEEN 1 AND {MAX_COUNT}{whole} THEN {c}::BIGINT END", f"{c}::VARCHAR"
         bad = f"WHEN cnt IS NULL THEN {quote(COUNT_REASON)} "
     return (
