@@ -5,22 +5,26 @@ Logs from benchmarks/logs.py (seeded): 1M and 10M lines; 100M lines (about 2.1 G
 BENCH_LOGS_100M=1 (=only: that size alone). The generator's pool of distinct prompts saturates near 222,000
 normalised prompts, so the larger logs test lines, not distinct prompts. The ingest runs with
 --memory-limit 1GiB. The plain aggregations are what an engineer would write by hand: the same
-normalisation for ASCII ("collapse spaces, strip, lowercase"), GROUP BY, count, written to Parquet; the
-ingest also keeps the first raw text and line of each prompt, normalises non-ASCII lines with Python's
-normalize(), and merges into a corpus with its manifest. Every command runs in a fresh process; peak memory
-is that process's VmHWM. Ratios are within one run (the machine is shared: the load average is printed).
+normalisation for ASCII ("collapse spaces, strip, lowercase"), GROUP BY, count, written to Parquet; "duck2" is
+the same query written as the ingest runs it (group the raw lines, normalise each distinct line once, group
+again). The ingest also keeps the first raw text and line of each prompt, normalises non-ASCII lines with
+Python's normalize(), counts skips and long prompts, and writes the corpus with its manifest. Every command
+runs in a fresh process (the ingest is the `anatomy` CLI, whose start-up alone is 0.3-0.7 s); peak memory is
+that process's VmHWM. Ratios are within one run (the machine is shared: the load average is printed).
 Targets (issue 22): ingest within 1.5x of the plain engine aggregation; peak under 2 GiB at 100M lines;
 the audit at 10M lines in minutes.
 
-Measured (2 cores shared by ~8 engineers; load averages in brackets; 2026-12-05):
-  lines  file MiB  distinct | plain DuckDB    | plain polars     | anatomy ingest   | x DuckDB  x polars
-  1M        21     197,786  |   3.5 s  128 MiB |   2.0 s  190 MiB |   7.9 s  355 MiB |  2.26      3.97  (10-14)
-  10M      213     222,300  |  50.1 s  182 MiB |  20.3 s  675 MiB |  58.9 s  406 MiB |  1.18      2.90  (10-14)
-  100M   2,126     265,014  |  94.3 s  248 MiB |  35.6 s 4327 MiB |  96.1 s  496 MiB |  1.02      2.70  (6-7)
-  (100M: the three run back to back from one log after a first run whose ingest shared the cores with my
-  test runs: 551.9 s beside plain DuckDB 142.7 s and polars 65.2 s / 2591 MiB; polars' peak grows with lines)
-The Python reader at 1M: 14.0 s, 252 MiB; at 100M it read the whole file into memory (2.3 GiB RSS after 15
-minutes) and was stopped. `audit -a tokens -a vocab` on the 10M corpus: 51.5 s, 402 MiB.
+Measured (2 cores shared by ~6 engineers; load averages in brackets; 2026-12-05, `python -m benchmarks logs`):
+  lines distinct | plain DuckDB   | duck2  | polars        | anatomy ingest | x DuckDB x duck2 x polars
+  1M     197,786 |  2.5 s 129 MiB |  2.2 s | 1.7 s 195 MiB |  3.4 s 252 MiB |  1.39    1.58    1.97  (4.9-5.5)
+  10M    222,300 | 17.4 s 211 MiB | 13.2 s | 8.2 s 607 MiB |  8.3 s 336 MiB |  0.48    0.63    1.02  (4.9-5.5)
+  an earlier run (load 5.6): 1M 1.8 s / 2.4 s = 1.30x, 10M 12.2 s / 6.6 s = 0.54x; by hand at load 2.4,
+  1M: plain 0.67 s, ingest 0.90 s (1.35x), of which 0.2-0.3 s is the CLI's start-up (it imports the
+  analyses' registry and numpy to build its commands).
+The round before (normalising every line, then grouping; a second full scan for the CR count): 1M 7.9 s vs
+3.5 s = 2.26x, 10M 58.9 s vs 50.1 s = 1.18x, 100M 96.1 s / 496 MiB vs 94.3 s = 1.02x (load 6-14).
+The Python reader at 1M: 19.3 s, 280 MiB (5.7x the engine); at 100M it read the whole file into memory (2.3
+GiB RSS after 15 minutes) and was stopped. `audit -a tokens -a vocab` on the 10M corpus: 16.8 s, 409 MiB.
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ con.execute(f'''COPY (SELECT p AS prompt, count(*) AS count FROM (
   SELECT lower(trim(regexp_replace(coalesce(line, ''), ' {{2,}}', ' ', 'g'))) AS p
   FROM read_csv('{sys.argv[1]}', columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', escape='',
                 header=false, auto_detect=false, new_line='\\\\n')) WHERE p <> '' GROUP BY p)
+  TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)''')
+print(con.execute(f"SELECT count(*) FROM '{sys.argv[2]}'").fetchone()[0])
+"""
+# the same aggregation written as the ingest runs it: group the raw lines, normalise each distinct line once
+DUCKDB_DISTINCT_FIRST = """
+import sys, duckdb
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+con.execute(f'''COPY (SELECT p AS prompt, sum(c) AS count FROM (
+  SELECT lower(trim(regexp_replace(line, ' {{2,}}', ' ', 'g'))) AS p, c FROM (
+    SELECT coalesce(line, '') AS line, count(*) AS c
+    FROM read_csv('{sys.argv[1]}', columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', escape='',
+                  header=false, auto_detect=false, new_line='\\\\n') GROUP BY line)) WHERE p <> '' GROUP BY p)
   TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)''')
 print(con.execute(f"SELECT count(*) FROM '{sys.argv[2]}'").fetchone()[0])
 """
@@ -88,6 +105,8 @@ def main() -> None:
             mib = log.stat().st_size / 2**20
             corpus = Path(tmp) / f"corpus_{n}.parquet"
             dw, dm, dn = run_script(DUCKDB_PLAIN, str(log), f"{tmp}/duck_{n}.parquet")
+            fw, _, fn = run_script(DUCKDB_DISTINCT_FIRST, str(log), f"{tmp}/duck2_{n}.parquet")
+            assert fn == dn, (fn, dn)  # the same prompts, however the query is written
             pw, pm, pn = run_script(POLARS_PLAIN, str(log), f"{tmp}/polars_{n}.parquet")
             iw, im = run_measured(
                 [
@@ -103,7 +122,7 @@ def main() -> None:
                 ]
             )
             distinct = _distinct(corpus)
-            rows.append((n, mib, distinct, dn, dw, dm, pw, pm, iw, im))
+            rows.append((n, mib, distinct, dn, dw, dm, fw, pw, pm, iw, im))
             if n == SIZES[0] and n <= 10_000_000:  # the Python reader, for reference, at the smallest size
                 yw, ym = run_measured(
                     ["ingest", "text", str(log), "--out", f"{tmp}/py.parquet", "--engine", "python"]
@@ -118,12 +137,12 @@ def main() -> None:
                 )
             for path in (log, corpus):
                 path.unlink()
-        print(f"{'lines':>12}{'MiB':>7}{'distinct':>10}{'duckdb s':>9}{'MiB':>7}{'polars s':>9}{'MiB':>7}"
-              f"{'ingest s':>9}{'MiB':>7}{'x duckdb':>9}{'x polars':>9}")  # fmt: skip
-        for n, mib, distinct, dn, dw, dm, pw, pm, iw, im in rows:
+        print(f"{'lines':>12}{'MiB':>7}{'distinct':>10}{'duckdb s':>9}{'MiB':>7}{'duck2 s':>8}{'polars s':>9}"
+              f"{'MiB':>7}{'ingest s':>9}{'MiB':>7}{'x duckdb':>9}{'x duck2':>8}{'x polars':>9}")  # fmt: skip
+        for n, mib, distinct, dn, dw, dm, fw, pw, pm, iw, im in rows:
             check = "" if str(distinct) == dn else f"  (plain duckdb: {dn} prompts, ASCII rule only)"
-            print(f"{n:>12,}{mib:>7.0f}{distinct:>10,}{dw:>9.1f}{dm:>7.0f}{pw:>9.1f}{pm:>7.0f}"
-                  f"{iw:>9.1f}{im:>7.0f}{iw / dw:>9.2f}{iw / pw:>9.2f}{check}")  # fmt: skip
+            print(f"{n:>12,}{mib:>7.0f}{distinct:>10,}{dw:>9.1f}{dm:>7.0f}{fw:>8.1f}{pw:>9.1f}{pm:>7.0f}"
+                  f"{iw:>9.1f}{im:>7.0f}{iw / dw:>9.2f}{iw / fw:>8.2f}{iw / pw:>9.2f}{check}")  # fmt: skip
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 

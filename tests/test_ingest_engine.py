@@ -219,7 +219,7 @@ def test_aggregated_parquet_with_counts_is_first_class(tmp_path: Path) -> None:
     first, second = report.files
     assert (first.read, first.kept, first.merged, first.skipped) == (4, 2, 1, 1)
     assert (second.read, second.kept, second.merged, second.skipped) == (3, 1, 0, 2)
-    assert set(second.skips) == {"empty prompt", "count is not a positive integer"}
+    assert set(second.skips) == {"empty prompt", "count is not a positive whole number"}
     pq.write_table(pa.table({"prompt": ["a"], "hits": ["many"]}), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="not integers"):
         ingest(
@@ -248,7 +248,7 @@ def test_count_column_in_csv_and_count_field_in_jsonl(tmp_path: Path) -> None:
            EngineOptions("duckdb", count_field="n"))  # fmt: skip
     rows = pq.read_table(tmp_path / "b.parquet").to_pylist()
     assert [(r["prompt"], r["count"]) for r in rows] == [("dog", 4), ("cat", 1)]
-    assert read_manifest(tmp_path / "b.parquet")[0]["options"]["count_field"] == "n"
+    assert read_manifest(tmp_path / "b.parquet")[0]["options"]["count"] == "n"
 
 
 def test_memory_limit_is_parsed_and_ranged() -> None:

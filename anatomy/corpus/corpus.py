@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from anatomy.corpus.engine import EngineOptions
+from anatomy.corpus.engine import EngineOptions, refuse_unread_options
 from anatomy.corpus.engine import plan as engine_plan
 from anatomy.corpus.identity import canonical_encoding, manifest_key, refuse_overwriting_inputs
 from anatomy.corpus.normalize import normalize
@@ -28,6 +28,7 @@ from anatomy.corpus.records import Skipped
 from anatomy.corpus.rows import Rows
 from anatomy.corpus.schema import CORPUS_COLUMNS, check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
+from anatomy.corpus.spool import SpooledFile, spooled
 from anatomy.corpus.traffic import row_days, traffic_path, traffic_table
 from anatomy.errors import InputError, OptionError
 from anatomy.io import atomic_paths, check_path, clean_temps, dumps_json, file_sha256, read_parquet
@@ -192,20 +193,25 @@ def ingest(
         raise OptionError(
             "--engine", "the DuckDB engine keeps no timestamps: use --engine python with --time-*"
         )
-    files = None if options.time else engine_plan(source, inputs, options.encoding, engine)
-    specs = inputs if files is None else [f.spec for f in files]
-    refuse_overwriting_inputs(specs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
+    refuse_unread_options(source, inputs, options, engine)
+    refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
     with locked(out):
         for side in (manifest_path(out), traffic_path(out)):  # side files' temporaries of a killed ingest
             clean_temps(side)
-        if files is not None:
-            from anatomy.corpus.engine_ingest import ingest_engine
+        with spooled(source, inputs, out) as pipes:  # a pipe is read once, into a copy both readers take
+            files = None if options.time else engine_plan(source, inputs, options.encoding, engine, pipes)
+            specs = inputs if files is None else [f.spec for f in files]
+            refuse_overwriting_inputs(
+                specs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)]
+            )
+            if files is not None:
+                from anatomy.corpus.engine_ingest import ingest_engine
 
-            return ingest_engine(files, out, options, engine)
-        return _ingest_locked(source, reader, inputs, out, options)
+                return ingest_engine(files, out, options, engine)
+            return _ingest_locked(source, reader, inputs, out, options, pipes)
 
 
-def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> IngestReport:
+def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions, pipes) -> IngestReport:
     rows = Rows()
     manifest: list[dict] = []
     if out.exists():
@@ -216,7 +222,7 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
 
     reports = []
     for spec in inputs:
-        src = SourceFile(spec)
+        src = SpooledFile(spec, pipes[spec]) if spec in pipes else SourceFile(spec)
         data = src.read_bytes() if src.is_stdin else None
         stats = FileStats(spec, source, _input_sha256(src, data), _options_for(source, options))
         key = (source, stats.sha256, json.dumps(stats.options, sort_keys=True))
@@ -243,15 +249,38 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions) -> I
     return report
 
 
+_SOURCE_HINT = "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field"
+_SKIP_HINTS = {  # why every record was skipped -> what to do
+    "count is not a positive whole number": "a count must be a whole number from 1 to 10^12: check that "
+    "--count-column/--count-field names the count column",
+    "empty prompt": "the prompts are blank: check that --column/--field names the prompt column",
+}
+
+
 def refuse_empty(reports: list[FileStats], inputs: Sequence[str]) -> list[FileStats]:
-    """The reports of inputs not ingested before; InputError when they hold no prompt at all."""
+    """The reports of inputs not ingested before; InputError when they hold no prompt at all, naming the
+    real cause: no records, or every record skipped (the most frequent reason, its count and first record)."""
     fresh = [r for r in reports if not r.already_ingested]
-    if fresh and not sum(r.kept + r.merged for r in fresh):
-        raise InputError(
-            f"no prompts found in {', '.join(inputs)}",
-            "check the source type (`anatomy ingest --help`) and, for csv/jsonl, --column/--field",
-        )
-    return fresh
+    if not fresh or any(r.kept + r.merged for r in fresh):
+        return fresh
+    where = ", ".join(inputs)
+    reasons: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for r in fresh:
+        for reason, entry in r.skips.items():
+            reasons[reason] += entry["count"]
+            first.setdefault(reason, entry["examples"][0] if entry["examples"] else "")
+    if not reasons:
+        raise InputError(f"no prompts found in {where}: it holds no records (an empty file?)", _SOURCE_HINT)
+    reason, n = reasons.most_common(1)[0]
+    hint = _SKIP_HINTS.get(reason)
+    if hint is None and reason.startswith(("no field", "not a string")):
+        hint = "check that --field/--column names the prompt (and count) field"
+    raise InputError(
+        f"no prompts found in {where}: {sum(r.skipped for r in fresh):,} records skipped, {n:,} for "
+        f"'{reason}' (the first at {first[reason]})",
+        hint or _SOURCE_HINT,
+    )
 
 
 def _manifest_entry(stats: FileStats) -> dict:
@@ -285,7 +314,14 @@ def _merge(rows: Rows, source: str, records, stats: FileStats) -> None:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
             continue
         meta = json.dumps(record.meta, sort_keys=True) if record.meta else ""
-        if rows.add(source, record.subset, prompt, raw, record.ref, meta, record.count, record.day):
+        try:
+            new = rows.add(source, record.subset, prompt, raw, record.ref, meta, record.count, record.day)
+        except OverflowError:  # the int64 count column: only counts near 10^12 a million times reach it
+            raise InputError(
+                f"{record.ref}: the counts of {prompt[:60]!r} sum past what a corpus count holds (2^63-1)",
+                "check the count column: a count per record is at most 10^12",
+            ) from None
+        if new:
             stats.kept += 1
         else:
             stats.merged += 1

@@ -18,7 +18,8 @@ The engine reads `text` inputs: one-prompt-per-line files (.txt, ...), .csv/.tsv
 a first-class input). A glob (quoted, so the shell leaves it) is expanded into its files; a directory reads
 its Parquet files as one subset named after it. `--engine auto` (the default) uses the engine when an input
 needs it (compressed, Parquet, a glob or a directory) or the inputs are large (ENGINE_MIN_BYTES); small
-plain files keep the Python readers, which give the same corpus (tests/test_ingest_engine.py).
+plain files keep the Python readers, which give the same corpus (tests/test_ingest_engine.py). A pipe given
+as an input (`<(zcat log.gz)`, /dev/stdin) is first read once into a file beside the output (spool.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,15 +117,24 @@ def _subset_of(path: Path, compressed: bool) -> str:
     return Path(name).stem
 
 
-def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
-    """The engine inputs behind one spec, and whether only the engine can read them; None: it cannot."""
+def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], bool] | None:
+    """The engine inputs behind one spec, and whether only the engine can read them; None: it cannot.
+    `copy`: the spec is a pipe read into this file (same name), which the engine reads instead."""
     if spec == "-" or spec.startswith("builtin:"):
         return None
+    if copy is not None:
+        kind, compressed = _kind_of(copy)
+        if kind is None:
+            return None
+        return [EngineInput(spec, copy, kind, compressed, _subset_of(copy, compressed))], compressed
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p)[0] == "parquet")
         if not files:
-            return None
+            raise InputError(
+                f"{spec}: a folder with no .parquet files in it",
+                "the text source reads a folder only as a Parquet dataset; give the files themselves",
+            )
         return [EngineInput(str(p), p, "parquet", False, path.name) for p in files], True
     needs = False
     if not path.exists() and _GLOB_CHARS.search(spec):
@@ -132,11 +142,21 @@ def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
         if not found:
             raise InputError(f"{spec}: no file matches this pattern", "check the pattern and its quoting")
         paths, needs = [Path(p) for p in found if Path(p).is_file()], True
+        if not paths:
+            raise InputError(
+                f"{spec}: matches only folders, no file", "check the pattern (e.g. 'logs/*.txt')"
+            )
     else:
         paths = [path]
     inputs = []
     for p in paths:
         kind, compressed = _kind_of(p)
+        if kind is None and needs:  # only the engine expands a pattern: it must read every file matched
+            raise InputError(
+                f"{spec}: matches {p}, which the engine does not read (it reads .txt/.csv/.tsv/.jsonl/"
+                ".parquet, optionally .gz/.zst)",
+                "narrow the pattern (e.g. '*.txt.gz'), and ingest other files by name",
+            )
         if kind is None:
             return None
         needs = needs or compressed or kind == "parquet"
@@ -144,18 +164,82 @@ def _expand(spec: str) -> tuple[list[EngineInput], bool] | None:
     return inputs, needs
 
 
+_KIND_WORDS = {"lines": "one-prompt-per-line", "json": "JSON list"}
+
+
+def refuse_unread_options(source: str, inputs: Sequence[str], read, options: EngineOptions) -> None:
+    """A count or time option given with an input that has no such column (a .txt, a .json list) would be
+    silently ignored (every count 1): a usage error (OptionError), before any work."""
+    count = read.count or options.count_column or options.count_field
+    if source != "text" or (count is None and read.time is None):
+        return
+    for spec in inputs:
+        if spec.startswith("builtin:") or Path(spec).is_dir():  # a Parquet dataset may hold counts
+            continue
+        pattern = not Path(spec).exists() and _GLOB_CHARS.search(spec)
+        for name in sorted(glob.glob(spec, recursive=True)) if pattern else [spec]:
+            kind = _text_kind(name, read)
+            if kind not in _KIND_WORDS:
+                continue
+            flag, readers = (
+                ("--count-column/--count-field", "csv/tsv/jsonl/Parquet")
+                if count is not None
+                else ("--time-column/--time-field", "csv/tsv/jsonl")
+            )
+            raise OptionError(
+                flag,
+                f"{name} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
+                f"give it with {readers} inputs only; ingest this file in a separate run without it",
+            )
+
+
+def _text_kind(spec: str, read) -> str:
+    """How the text source reads `spec` (engine or Python reader): lines, json, csv, tsv, jsonl or parquet."""
+    if spec == "-":
+        return "jsonl" if read.field else "csv" if read.column else "lines"
+    if Path(spec).suffix.lower() == ".json":
+        return "json"
+    return _kind_of(Path(spec))[0] or ""
+
+
+def _refuse_forced(source: str, inputs: Sequence[str], expanded: list, utf8: bool) -> None:
+    """--engine duckdb with inputs it cannot read: say which and why (a usage error)."""
+    if source != "text":
+        raise OptionError("--engine", f"duckdb reads the text source, not {source}", "leave --engine at auto")
+    if not utf8:
+        raise OptionError("--engine", "duckdb reads UTF-8 only", "use --engine python with --encoding")
+    spec = next(spec for spec, e in zip(inputs, expanded, strict=True) if e is None)
+    if spec == "-":
+        raise OptionError(
+            "--engine", "duckdb does not read stdin ('-')", "leave --engine at auto, or give /dev/stdin"
+        )
+    raise OptionError(
+        "--engine",
+        f"duckdb does not read {spec} (it reads .txt/.csv/.tsv/.jsonl/.parquet, optionally .gz/.zst)",
+        "leave --engine at auto",
+    )
+
+
 def plan(
-    source: str, inputs: Sequence[str], encoding: str, options: EngineOptions
+    source: str,
+    inputs: Sequence[str],
+    encoding: str,
+    options: EngineOptions,
+    pipes: Mapping[str, Path] | None = None,
 ) -> list[EngineInput] | None:
-    """The files the engine ingests for these inputs, or None when the Python readers take them."""
+    """The files the engine ingests for these inputs, or None when the Python readers take them; `pipes`
+    maps an input that is a pipe to its spooled copy (spool.py), which the engine reads instead."""
     if options.engine not in ENGINES:
         raise OptionError("--engine", f"{options.engine!r} is not one of {', '.join(ENGINES)}")
     if options.engine == "python":
         return None
-    expanded = [_expand(spec) for spec in inputs] if source == "text" else []
+    pipes = pipes or {}
+    expanded = [_expand(spec, pipes.get(spec)) for spec in inputs] if source == "text" else []
     needed = [spec for spec, e in zip(inputs, expanded, strict=False) if e is not None and e[1]]
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     if source != "text" or not utf8 or any(e is None for e in expanded):
+        if options.engine == "duckdb" and not needed:
+            _refuse_forced(source, inputs, expanded, utf8)
         if needed or options.engine == "duckdb":
             what = needed[0] if needed else "these inputs"
             raise InputError(

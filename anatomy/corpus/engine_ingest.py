@@ -22,7 +22,15 @@ from anatomy.corpus.corpus import (
     refuse_empty,
 )
 from anatomy.corpus.engine import EngineInput, EngineOptions
-from anatomy.corpus.engine_run import BATCH, CORPUS_DDL, connection, engine_error, records_sql, scan_file
+from anatomy.corpus.engine_run import (
+    BATCH,
+    CORPUS_DDL,
+    connection,
+    count_name,
+    engine_error,
+    records_sql,
+    scan_file,
+)
 from anatomy.corpus.identity import manifest_key
 from anatomy.corpus.schema import REBUILD_HINT
 from anatomy.errors import InputError
@@ -30,40 +38,39 @@ from anatomy.io import atomic_paths, dumps_json
 
 log = logging.getLogger(__name__)
 
-_GROUPED = """
-CREATE OR REPLACE TABLE g AS
-SELECT bad, fast, key, arg_min(raw, n) AS raw, min(n) AS first, sum(cnt) AS count, count(*) AS records,
-       max(length(raw)) FILTER (WHERE bad IS NULL) AS longest,
-       count(*) FILTER (WHERE bad IS NULL AND length(raw) > {long}) AS long_n
-FROM (SELECT n, raw, cnt, bad, fast, CASE WHEN bad IS NULL AND fast THEN {prompt} WHEN bad IS NULL THEN raw END AS key
-      FROM (SELECT *, bad IS NULL AND {fast} AS fast
-            FROM ({records})))
-GROUP BY bad, fast, key
+INT64_MAX = 2**63 - 1
+
+# one row per distinct raw text (a log repeats its lines: 1M lines of the benchmark hold 223k distinct texts),
+# so the normalisation below runs once per distinct text, not per line; skipped records group by reason
+_DISTINCT = """
+CREATE OR REPLACE TABLE r AS
+SELECT bad, raw, min(n) AS first, sum(cnt) AS count, count(*) AS records, bad IS NULL AND {fast} AS fast
+FROM (SELECT n, CASE WHEN bad IS NULL THEN raw END AS raw, cnt, bad FROM ({records}))
+GROUP BY bad, raw
 """
 _AGG = """
 CREATE OR REPLACE TABLE agg AS
 SELECT prompt, arg_min(raw, first) AS raw, min(first) AS first, sum(count) AS count, sum(records) AS records
-FROM (SELECT CASE WHEN g.fast THEN g.key ELSE m.prompt END AS prompt, g.raw, g.first, g.count, g.records
-      FROM g LEFT JOIN slowmap m ON NOT g.fast AND g.key = m.raw WHERE g.bad IS NULL)
+FROM (SELECT CASE WHEN r.fast THEN {prompt} ELSE m.prompt END AS prompt, r.raw, r.first, r.count, r.records
+      FROM r LEFT JOIN slowmap m ON NOT r.fast AND r.raw = m.raw WHERE r.bad IS NULL)
 GROUP BY prompt
 """
 # the first few skipped records of each reason, in file order (a second pass, only when something was skipped)
 _EXAMPLES = """
 SELECT reason, arg_min(struct_pack(n := n, raw := raw, example := example), n, {k}) FROM (
   SELECT coalesce(bad, 'empty prompt') AS reason, n, raw, example FROM ({records})
-  WHERE bad IS NOT NULL OR (CASE WHEN {fast} THEN {prompt} = '' ELSE raw IN
-        (SELECT raw FROM slowmap WHERE prompt = '') END)
+  WHERE bad IS NOT NULL OR raw IN (SELECT raw FROM agg_empty)
 ) GROUP BY reason
 """
 _NEW = "NOT EXISTS (SELECT 1 FROM corpus c WHERE c.source = 'text' AND c.subset = $subset AND c.prompt = agg.prompt)"
 
 
-def checked(records: str) -> str:
-    """`records` with a missing, non-integer or non-positive count skipped too."""
+def _row(pending: dict) -> str:
+    """agg's columns as corpus rows of the input `pending` names (its subset, and its name for refs)."""
+    subset, name = sql.quote(pending["subset"]), sql.quote(pending["name"] + ":")
     return (
-        "SELECT n, raw, cnt, CASE WHEN bad IS NULL AND (cnt IS NULL OR cnt < 1) THEN 'count is not a "
-        "positive integer' ELSE bad END AS bad, CASE WHEN bad IS NULL AND (cnt IS NULL OR cnt < 1) THEN "
-        f"left(coalesce(example, raw), 80) ELSE example END AS example FROM ({records})"
+        f"prompt, raw, 'text' AS source, {subset} AS subset, count::BIGINT AS count, {name} || first AS ref, "
+        "'' AS meta"
     )
 
 
@@ -77,13 +84,16 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
             manifest = read_manifest(out)
         else:
             con.execute(CORPUS_DDL)
+        empty = not manifest and not con.execute("SELECT count(*) FROM corpus").fetchall()[0][0]
         seen = {manifest_key(m) for m in manifest}
         reports = []
+        pending: dict | None = None  # the last file's new rows, still in `agg` (written from there if last)
         for f in files:
             sha, new_line = scan_file(f)
             chosen = _options_for("text", options)
-            chosen.update({k: v for k, v in (("count_column", eopts.count_column),
-                                              ("count_field", eopts.count_field)) if v is not None})  # fmt: skip
+            count = count_name(f, options, eopts)
+            if count is not None:
+                chosen["count"] = count  # as the Python reader's manifest says it, so the two keys agree
             stats = FileStats(f.spec, "text", sha, chosen)
             key = ("text", sha, json.dumps(chosen, sort_keys=True))
             reports.append(stats)
@@ -92,16 +102,28 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
                 log.info("%s: already in %s (same sha256), not counted again", f.spec, out)
                 continue
             try:
-                _ingest_file(con, f, checked(records_sql(con, f, new_line, options, eopts)), stats)
+                if pending is not None:
+                    _insert(con, pending)
+                    pending, empty = None, False
+                _ingest_file(con, f, records_sql(con, f, new_line, options, eopts), stats, empty)
             except duckdb.Error as err:  # a file the engine cannot parse, memory
                 raise engine_error(f.spec, err) from None
+            pending = {"subset": f.subset, "name": f.name}
             seen.add(key)
             stats.note_long_prompts()
             manifest.append(_manifest_entry(stats))
         fresh = refuse_empty(reports, [f.spec for f in files])
-        n_rows, n_distinct = con.execute("SELECT count(*), count(DISTINCT prompt) FROM corpus").fetchone()
+        if pending is not None and not empty:
+            _insert(con, pending)
+            pending = None
+        if pending is not None:  # a new corpus from one input: its rows are `agg`'s, written from there
+            n_rows = n_distinct = sum(r.kept for r in fresh)
+        else:
+            n_rows, n_distinct = con.execute(
+                "SELECT count(*), count(DISTINCT prompt) FROM corpus"
+            ).fetchall()[0]
         if fresh:
-            _write(con, manifest, out)
+            _write(con, manifest, out, pending)
         return IngestReport(out, reports, n_rows, n_distinct)
 
 
@@ -127,7 +149,7 @@ def _load_corpus(con, out: Path) -> None:
     nulls = ", ".join(f"count(*) FILTER (WHERE {sql.ident(c)} IS NULL)" for c in CORPUS_COLUMNS)
     *null_counts, low, empty = con.execute(
         f"SELECT {nulls}, count(*) FILTER (WHERE count < 1), count(*) FILTER (WHERE prompt = '') FROM corpus"
-    ).fetchone()
+    ).fetchall()[0]
     for column, n in zip(CORPUS_COLUMNS, null_counts, strict=True):
         if n:
             raise InputError(f"{out}: column {column!r} has {n:,} missing (null) values", REBUILD_HINT)
@@ -137,59 +159,86 @@ def _load_corpus(con, out: Path) -> None:
         raise InputError(f"{out}: column 'prompt' has empty prompts", REBUILD_HINT)
 
 
-def _ingest_file(con, f: EngineInput, records: str, stats: FileStats) -> None:
-    import pyarrow as pa
-
+def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: bool) -> None:
+    """Count `f`'s records into `stats` and leave its prompts, grouped, in table `agg`; the corpus's counts
+    are updated here, its new rows added by _insert (or written from `agg` by _write)."""
     from anatomy.corpus.normalize import normalize
 
-    fast, prompt = sql.fast_match("raw"), sql.fast_prompt("raw")
-    con.execute(_GROUPED.format(long=LONG_PROMPT_CHARS, prompt=prompt, fast=fast, records=records))
+    fast = sql.fast_match("raw")
+    con.execute(_DISTINCT.format(fast=fast, records=records))
     con.execute("CREATE OR REPLACE TABLE slowmap (raw VARCHAR, prompt VARCHAR)")
     slow = con.cursor()  # Python's normalize() on the distinct raw strings the SQL form does not cover
-    reader = slow.sql("SELECT key FROM g WHERE bad IS NULL AND NOT fast").to_arrow_reader(BATCH)
-    for batch in reader:
-        raws = batch.column(0).to_pylist()
-        con.register("slow_batch", pa.table({"raw": raws, "prompt": [normalize(r) for r in raws]}))
-        con.execute("INSERT INTO slowmap SELECT raw, prompt FROM slow_batch")
-        con.unregister("slow_batch")
+    slow.execute("SELECT raw FROM r WHERE bad IS NULL AND NOT fast")
+    while raws := [row[0] for row in slow.fetchmany(BATCH)]:
+        con.execute("INSERT INTO slowmap SELECT unnest($raw), unnest($prompt)",
+                    {"raw": raws, "prompt": [normalize(r) for r in raws]})  # fmt: skip
     slow.close()
-    con.execute(_AGG)
+    con.execute(_AGG.format(prompt=sql.fast_prompt("r.raw")))
+    _refuse_overflow(con, f, empty)
 
-    read, longest, long_n = con.execute("SELECT sum(records), max(longest), sum(long_n) FROM g").fetchone()
+    read, longest, long_n = con.execute(
+        f"SELECT sum(records), max(length(raw)) FILTER (WHERE bad IS NULL), "
+        f"sum(records) FILTER (WHERE bad IS NULL AND length(raw) > {LONG_PROMPT_CHARS}) FROM r"
+    ).fetchall()[0]
     stats.read, stats.longest, stats.long_prompts = int(read or 0), int(longest or 0), int(long_n or 0)
     skipped = dict(
-        con.execute("SELECT bad, sum(records) FROM g WHERE bad IS NOT NULL GROUP BY bad").fetchall()
+        con.execute("SELECT bad, sum(records) FROM r WHERE bad IS NOT NULL GROUP BY bad").fetchall()
     )
-    empty = con.execute("SELECT sum(records) FROM agg WHERE prompt = ''").fetchone()[0]
-    if empty:
-        skipped["empty prompt"] = empty
+    n_empty = con.execute("SELECT sum(records) FROM agg WHERE prompt = ''").fetchall()[0][0]
+    if n_empty:
+        skipped["empty prompt"] = n_empty
     if skipped:
         _skips(con, f, records, stats, skipped)
     params = {"subset": f.subset}
+    new = "TRUE" if empty else _NEW
     kept, good = con.execute(
-        f"SELECT count(*) FILTER (WHERE {_NEW}), coalesce(sum(records), 0) FROM agg WHERE prompt <> ''",
-        params,
-    ).fetchone()
+        f"SELECT count(*) FILTER (WHERE {new}), coalesce(sum(records), 0) FROM agg WHERE prompt <> ''",
+        {} if empty else params,
+    ).fetchall()[0]
     stats.kept, stats.merged = int(kept), int(good) - int(kept)
-    con.execute(
-        "UPDATE corpus SET count = corpus.count + agg.count FROM agg WHERE corpus.source = 'text' "
-        "AND corpus.subset = $subset AND corpus.prompt = agg.prompt AND agg.prompt <> ''",
-        params,
-    )
-    con.execute(
-        "INSERT INTO corpus SELECT (SELECT coalesce(max(ord), -1) FROM corpus) + row_number() OVER (ORDER BY first), "
-        f"prompt, raw, 'text', $subset, count, $name || ':' || first, '' FROM agg WHERE prompt <> '' AND {_NEW}",
-        {**params, "name": f.name},
-    )
+    if not empty:
+        con.execute(
+            "UPDATE corpus SET count = corpus.count + agg.count FROM agg WHERE corpus.source = 'text' "
+            "AND corpus.subset = $subset AND corpus.prompt = agg.prompt AND agg.prompt <> ''",
+            params,
+        )
     assert stats.read == stats.kept + stats.merged + stats.skipped, stats
+
+
+def _refuse_overflow(con, f: EngineInput, empty: bool) -> None:
+    """A prompt whose counts (with the corpus's) sum past what the corpus's int64 column holds: refused."""
+    total = "agg.count" if empty else (
+        "agg.count + coalesce((SELECT c.count FROM corpus c WHERE c.source = 'text' AND c.subset = $subset "
+        "AND c.prompt = agg.prompt), 0)"
+    )  # fmt: skip
+    rows = con.execute(
+        f"SELECT prompt, ({total})::VARCHAR FROM agg WHERE prompt <> '' AND {total} > {INT64_MAX} LIMIT 1",
+        {} if empty else {"subset": f.subset},
+    ).fetchall()
+    if rows:
+        prompt, n = rows[0]
+        raise InputError(
+            f"{f.spec}: the counts of {prompt[:60]!r} sum to {int(n):,}, more than a corpus count holds (2^63-1)",
+            "check the count column: a count per record is at most 10^12",
+        )
+
+
+def _insert(con, pending: dict) -> None:
+    """The prompts of `agg` not in the corpus yet (_ingest_file added the counts of the others), in order."""
+    con.execute(
+        "INSERT INTO corpus SELECT (SELECT coalesce(max(ord), -1) FROM corpus) + row_number() OVER (ORDER BY "
+        f"first), {_row(pending)} FROM agg WHERE prompt <> '' AND {_NEW}",
+        {"subset": pending["subset"]},
+    )
 
 
 def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str, int]) -> None:
     """Skip counts with their first examples, worded as the Python readers word them, in file order."""
-    fast, prompt = sql.fast_match("raw"), sql.fast_prompt("raw")
-    rows = con.execute(
-        _EXAMPLES.format(k=MAX_SKIP_EXAMPLES, fast=fast, prompt=prompt, records=records)
-    ).fetchall()
+    con.execute(  # the raw texts that normalise to '': for plain ASCII (fast), those of spaces only
+        "CREATE OR REPLACE TABLE agg_empty AS SELECT raw FROM r "
+        "WHERE bad IS NULL AND fast AND trim(raw) = '' UNION ALL SELECT raw FROM slowmap WHERE prompt = ''"
+    )
+    rows = con.execute(_EXAMPLES.format(k=MAX_SKIP_EXAMPLES, records=records)).fetchall()
     for reason, examples in sorted(rows, key=lambda row: min(e["n"] for e in row[1])):
         texts = []
         for e in sorted(examples, key=lambda e: e["n"]):
@@ -198,6 +247,8 @@ def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str
                 example = repr(e["raw"])[:80]
             elif reason.startswith("not a string") and f.kind == "jsonl" and example is not None:
                 example = repr(json.loads(example))[:80]
+            elif reason == sql.COUNT_REASON and f.kind != "parquet":  # the count as Python's reader shows it
+                example = repr(json.loads(example) if f.kind == "jsonl" else example)[:80]
             where = f"{f.name}:{e['n']}"
             if reason == "invalid JSON line" and example is not None:  # the full line: say the column
                 where, example = where + _json_column(example), example[:80]
@@ -216,14 +267,31 @@ def _json_column(line: str) -> str:
     return ""
 
 
-def _write(con, manifest: list[dict], out: Path) -> None:
-    """Corpus (its rows in order, the manifest in its metadata) and the manifest copy, committed together."""
+def _write(con, manifest: list[dict], out: Path, pending: dict | None) -> None:
+    """Corpus (its rows in order, the manifest in its metadata) and the manifest copy, committed together;
+    `pending`: the corpus is `agg`'s rows alone (a new corpus from one input), written straight from there."""
     meta = sql.quote(json.dumps(manifest, sort_keys=True))
     side = manifest_path(out)
     cols = ", ".join(sql.ident(c) for c in CORPUS_COLUMNS)
+    rows = f"SELECT {cols} FROM corpus ORDER BY ord"
+    if pending is not None:
+        rows = (
+            f"SELECT {cols} FROM (SELECT first, {_row(pending)} FROM agg WHERE prompt <> '') ORDER BY first"
+        )
+    import duckdb
+
     with atomic_paths(side, out) as (side_tmp, out_tmp):
         side_tmp.write_text(dumps_json({"corpus": out.name, "inputs": manifest}), encoding="utf-8")
-        con.execute(
-            f"COPY (SELECT {cols} FROM corpus ORDER BY ord) TO {sql.quote(str(out_tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{sql.quote(MANIFEST_KEY.decode())}: {meta}}})"
-        )
+        try:
+            _copy(con, rows, out_tmp, meta)
+        except duckdb.Error as err:  # a full disk, a value the corpus cannot hold
+            raise InputError(
+                f"{out}: the engine cannot write it ({str(err).strip().splitlines()[0]})"
+            ) from None
+
+
+def _copy(con, rows: str, path: Path, meta: str) -> None:
+    con.execute(
+        f"COPY ({rows}) TO {sql.quote(str(path))} "
+        f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{sql.quote(MANIFEST_KEY.decode())}: {meta}}})"
+    )

@@ -1,11 +1,14 @@
 """An ingest on the engine (DuckDB): read, normalise and aggregate each input out of core, merge into the corpus.
 
-Per input, one pass groups the records by their normalised prompt (the SQL form for printable ASCII, the
-raw text otherwise), keeping the count, the first occurrence (its raw text and position) and the file's
-statistics; Python's normalize() then maps the distinct non-ASCII raw strings, a small second aggregation
-merges them, and the corpus table (inside DuckDB, the old corpus read from its Parquet file) is updated:
-counts added to rows it has, new rows appended in order of first occurrence. This is what the Python path
-does row by row, so the corpus, its manifest and the FileStats (read = kept + merged + skipped) are the same.
+Per input, a scan of its bytes (sha256 for the manifest; line endings, see scan_file) and one pass of the
+engine that groups the records by their raw text (a log repeats its lines: 1M lines of the benchmark hold
+223k distinct texts), keeping each text's count and first position and the skips by reason; each distinct
+text is then normalised once (the SQL form for printable ASCII, Python's normalize() for the rest), a small
+second aggregation groups the texts by prompt (first raw text, first position, summed counts), and the
+corpus table (inside DuckDB, the old corpus read from its Parquet file) is updated: counts added to rows it
+has, new rows appended in order of first occurrence (a new corpus from one input is written straight from
+the aggregate). This is what the Python path does row by row, so the corpus, its manifest and the FileStats
+(read = kept + merged + skipped) are the same.
 
 DuckDB's memory is capped by --memory-limit and it spills to a folder beside the output
 (.NAME.engine-XXXX), removed on success and on failure (and, if the process was killed, by the next ingest,
@@ -18,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,48 +72,83 @@ def connection(out: Path, options: EngineOptions):
 
 
 def engine_error(spec: str, err: Exception) -> InputError:
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """One line for a DuckDB error on `spec`: invalid UTF-8 named by its line, a CSV error with its reason."""
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[0] if lines else type(err).__name__
+    at = re.search(r"CSV Error on Line: (\d+)", message)
+    if "Invalid unicode" in text:
+        return InputError(
+            f"{spec}: {f'line {at[1]}' if at else 'a line'} is not valid UTF-8",
+            "the engine reads UTF-8: convert the file (e.g. `iconv -f latin1 -t utf-8`), or read an "
+            "uncompressed file with --engine python --encoding NAME",
+        )
+    if at:  # the reason DuckDB gives after the offending line (never the line itself: user text)
+        reason = next((x for x in lines[1:] if not x.startswith(("Original Line", "Possible", "*"))), "")
+        message = f"line {at[1]}: {reason}" if reason else message
     hint = "raise --memory-limit" if "memory" in message.lower() else "check the file, or use --engine python"
+    if any(word in message.lower() for word in ("compressed", "gzip", "zstd", "zlib", "inflate")):
+        hint = "the compressed file is damaged or incomplete: check it with `gzip -t` or `zstd -t`"
     return InputError(f"{spec}: the engine cannot read it ({message})", hint)
 
 
 def scan_file(f: EngineInput) -> tuple[str, str | None]:
     """sha256 of the file's bytes, and the line ending the engine splits on: "\\n", "\\r\\n", or None when
-    a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it."""
+    a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it. One
+    pass; CRs are counted only in the chunks that hold one (memchr first), so a plain log costs its hash."""
     digest = hashlib.sha256()
     line_based = f.kind in ("lines", "jsonl")
-    counts = [0, 0, 0]  # CR, CRLF, 0x1f
-    last = b""
-
-    def count(chunk: bytes) -> None:
-        nonlocal last
-        counts[0] += chunk.count(b"\r")
-        counts[1] += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
-        counts[2] += chunk.count(b"\x1f")
-        last = chunk[-1:]
-
+    ends = _LineEnds()
     try:
         with open(f.path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
                 if line_based and not f.compressed:
-                    count(chunk)
+                    ends.add(chunk)
         if line_based and f.compressed:
             import pyarrow as pa
 
             with pa.input_stream(str(f.path), compression="detect") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    count(chunk)
+                    ends.add(chunk)
     except FileNotFoundError:
         raise InputError(f"{f.spec}: no such file", "check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{f.spec}: is a directory, expected a file") from None
     except OSError as err:
+        if f.compressed and not err.strerror:  # pyarrow: a damaged or truncated gzip/zstd stream
+            raise engine_error(f.spec, err) from None
         raise InputError(f"{f.spec}: cannot read ({err.strerror or err})") from None
     except Exception as err:  # pyarrow: a damaged gzip/zstd stream
         raise engine_error(f.spec, err) from None
-    if not line_based:
-        return digest.hexdigest(), "\n"
-    cr, crlf, unit = counts
-    return digest.hexdigest(), None if unit or cr != crlf else "\r\n" if crlf else "\n"
+    return digest.hexdigest(), ends.new_line() if line_based else "\n"
+
+
+class _LineEnds:
+    """Counts CRs, CRLFs and unit separators (0x1f) over consecutive chunks of a file."""
+
+    def __init__(self) -> None:
+        self.cr = self.crlf = self.unit = 0
+        self.last = b""
+
+    def add(self, chunk: bytes) -> None:
+        if self.last == b"\r" and chunk[:1] == b"\n":
+            self.crlf += 1
+        if b"\r" in chunk:
+            self.cr += chunk.count(b"\r")
+            self.crlf += chunk.count(b"\r\n")
+        if not self.unit and b"\x1f" in chunk:
+            self.unit = 1
+        self.last = chunk[-1:]
+
+    def new_line(self) -> str | None:
+        return None if self.unit or self.cr != self.crlf else "\r\n" if self.crlf else "\n"
+
+
+def count_name(f: EngineInput, options, eopts: EngineOptions) -> str | None:
+    """The column/field holding each record's count: --count-column/--count-field (one ReadOptions.count, as
+    the Python reader reads it, or EngineOptions for library callers); None: every record counts 1."""
+    return options.count or eopts.count_column or eopts.count_field
 
 
 def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: EngineOptions) -> str:
@@ -120,6 +159,9 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
     if new_line is None:
         return python_records(con, f, options)
     src = SourceFile(f.spec)
+    count = count_name(f, options, eopts)
+    if count is not None and f.kind != "parquet":
+        _register_count(con)
     if f.kind == "lines":
         return sql.lines_records(str(f.path), new_line)
     if f.kind == "jsonl":
@@ -128,17 +170,19 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
             first = con.execute(
                 f"SELECT line FROM ({sql.lines(str(f.path), new_line)}) "
                 "WHERE json_valid(line) AND json_type(line) = 'OBJECT' LIMIT 1"
-            ).fetchone()
-            field = _pick(src, sorted(map(str, json.loads(first[0]))), None, "--field") if first else "prompt"
-        return sql.jsonl_records(str(f.path), new_line, field, eopts.count_field)
+            ).fetchall()
+            field = (
+                _pick(src, sorted(map(str, json.loads(first[0][0]))), None, "--field") if first else "prompt"
+            )
+        return sql.jsonl_records(str(f.path), new_line, field, count)
     if f.kind in ("csv", "tsv"):
         delimiter = "\t" if f.kind == "tsv" else ","
         scan = sql.csv_scan(str(f.path), delimiter)
         header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
         column = _pick(src, header, options.column, "--column")
-        if eopts.count_column is not None:
-            _pick(src, header, eopts.count_column, "--count-column")
-        return sql.csv_records(str(f.path), delimiter, column, eopts.count_column)
+        if count is not None:
+            _pick(src, header, count, "--count-column")
+        return sql.csv_records(str(f.path), delimiter, column, count)
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall()
     types = {row[0]: row[1] for row in described}
     header = list(types)
@@ -147,15 +191,28 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
         raise InputError(
             f"{f.spec}: column {column!r} holds {types[column]}, not strings", "pass --column NAME"
         )
-    count_column = eopts.count_column or ("count" if "count" in types and column != "count" else None)
-    if count_column is not None:
-        _pick(src, header, count_column, "--count-column")
-        if not any(t in types[count_column] for t in ("INT", "DECIMAL")):
+    count = count or ("count" if "count" in types and column != "count" else None)
+    if count is not None:
+        _pick(src, header, count, "--count-column")
+        if not sql.PARQUET_COUNT_TYPE.fullmatch(types[count]):
             raise InputError(
-                f"{f.spec}: count column {count_column!r} holds {types[count_column]}, not integers",
+                f"{f.spec}: count column {count!r} holds {types[count]}, not integers",
                 "pass --count-column NAME",
             )
-    return sql.parquet_records(str(f.path), column, count_column)
+    return sql.parquet_records(str(f.path), column, count, types[count] if count else "BIGINT")
+
+
+def _register_count(con) -> None:
+    """traffic.parse_count as a DuckDB function, for counts not in plain digits (engine_sql.count_value)."""
+    import duckdb
+
+    from anatomy.corpus.traffic import parse_count
+
+    try:
+        con.create_function(sql.COUNT_UDF, parse_count, ["VARCHAR"], "BIGINT", type="native",
+                            null_handling="special", side_effects=False)  # fmt: skip
+    except duckdb.NotImplementedException:  # registered already (an earlier input of this ingest)
+        pass
 
 
 def python_records(con, f: EngineInput, options) -> str:

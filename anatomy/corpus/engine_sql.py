@@ -10,10 +10,22 @@ example  for a skipped record, the text shown as its example (the raw line, cut 
 
 Printable ASCII without '&' is left unchanged by ftfy and html.unescape (see normalize.py), so for it the
 one normalisation is "collapse runs of spaces, strip, lowercase": FAST_PROMPT below. Other rows (0.01% of
-real prompts) are normalised by Python's normalize() on their DISTINCT raw values (engine.py).
+real prompts) are normalised by Python's normalize() on their DISTINCT raw values (engine_ingest.py).
+
+A count (--count-column/--count-field, or a Parquet `count` column) is read as traffic.parse_count reads it:
+a whole number from 1 to MAX_COUNT. Plain ASCII digits are read in SQL (count_value); any other text
+("3.0", "1e3", " 4 ") goes to parse_count itself, registered in DuckDB as COUNT_UDF (engine_run.py). A
+record whose count fails is skipped with COUNT_REASON (the Python reader's words) and its count as example.
 """
 
 from __future__ import annotations
+
+import re
+
+from anatomy.corpus.traffic import MAX_COUNT
+
+COUNT_UDF = "anatomy_parse_count"
+COUNT_REASON = "count is not a positive whole number"  # as sources/text.py words it
 
 # RE2 syntax; the same class as normalize.PLAIN_ASCII (printable ASCII except '&')
 FAST_MATCH = "regexp_full_match({x}, '[\\x20-\\x25\\x27-\\x7e]*')"
@@ -79,27 +91,62 @@ _JSON_TYPES = {
 }
 
 
+def count_value(text: str) -> str:
+    """The count in `text` (VARCHAR) as parse_count reads it: BIGINT from 1 to MAX_COUNT, else NULL."""
+    return (
+        f"CASE WHEN regexp_full_match({text}, '[0-9]{{1,13}}') THEN CASE WHEN {text}::BIGINT BETWEEN 1 AND "
+        f"{MAX_COUNT} THEN {text}::BIGINT END ELSE {COUNT_UDF}({text}) END"
+    )
+
+
+def counted(records: str) -> str:
+    """`records` whose `cnt` is a count's text (or NULL: none found) with the count read: a record with no
+    readable count is skipped with COUNT_REASON, its count's text kept as the example."""
+    return (
+        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} "
+        "ELSE bad END AS bad, CASE WHEN bad IS NULL AND c IS NULL THEN cnt ELSE example END AS example "
+        f"FROM (SELECT *, {count_value('cnt')} AS c FROM ({records}))"
+    )
+
+
 def jsonl_records(path: str, new_line: str, field: str, count_field: str | None) -> str:
     """JSON lines: blank lines are no records; an invalid line, a line that is not an object, a missing
-    field or a value that is not a string is skipped with the Python reader's reason."""
+    field or a value that is not a string is skipped with the Python reader's reason. With `count_field`,
+    `cnt` is the count as JSON text (a string's own text) and `counted` reads it."""
     key = quote("$." + ident(field))
     value_type = f"json_type(line, {key})"
     type_names = " ".join(f"WHEN {quote(k)} THEN {quote(v)}" for k, v in _JSON_TYPES.items())
+    missing = f"WHEN {value_type} IS NULL THEN {quote(f'no field {field!r}')} "
+    cnt, count_text = "1::BIGINT", "NULL"
+    if count_field is not None:
+        count_key = quote("$." + ident(count_field))
+        missing += f"WHEN json_type(line, {count_key}) IS NULL THEN {quote(f'no field {count_field!r}')} "
+        cnt = (
+            f"CASE WHEN json_type(line, {count_key}) = 'VARCHAR' THEN json_extract_string(line, {count_key}) "
+            f"ELSE json_extract(line, {count_key})::VARCHAR END"
+        )
+        count_text = f"json_extract(line, {count_key})::VARCHAR"
     bad = (
         "CASE WHEN NOT json_valid(line) THEN 'invalid JSON line' "
         "WHEN json_type(line) <> 'OBJECT' THEN 'line is not a JSON object' "
-        f"WHEN {value_type} IS NULL THEN {quote(f'no field {field!r}')} "
+        f"{missing}"
         f"WHEN {value_type} <> 'VARCHAR' THEN 'not a string (' || CASE {value_type} {type_names} "
         f"ELSE lower({value_type}) END || ')' END"
     )
-    cnt = "1::BIGINT"
-    if count_field is not None:
-        cnt = f"TRY_CAST(json_extract(line, {quote('$.' + ident(count_field))}) AS BIGINT)"
-    return (
+    records = (
         f"SELECT n, CASE WHEN bad IS NULL THEN json_extract_string(line, {key}) END AS raw, {cnt} AS cnt, "
         f"bad, CASE WHEN bad LIKE 'not a string%' THEN json_extract(line, {key})::VARCHAR "
-        "WHEN bad = 'invalid JSON line' THEN line ELSE left(line, 80) END AS example "
+        "WHEN bad = 'invalid JSON line' THEN line "
+        f"WHEN bad IS NULL THEN {count_text} ELSE left(line, 80) END AS example "
         f"FROM (SELECT n, line, {bad} AS bad FROM ({lines(path, new_line)}) WHERE trim(line) <> '')"
+    )
+    if count_field is None:
+        return records
+    # the count's JSON text is the example of a bad count (engine_ingest shows it as Python's repr)
+    return (
+        f"SELECT n, raw, c AS cnt, CASE WHEN bad IS NULL AND c IS NULL THEN {quote(COUNT_REASON)} "
+        "ELSE bad END AS bad, example FROM (SELECT *, CASE WHEN bad IS NULL THEN "
+        f"{count_value('cnt')} END AS c FROM ({records}))"
     )
 
 
@@ -115,20 +162,40 @@ def csv_records(path: str, delimiter: str, column: str, count_column: str | None
     """CSV/TSV with a header row; n is the record's line when no record spans lines (the Python reader
     numbers physical lines: a quoted line break or a blank line between records shifts the two)."""
     scan = csv_scan(path, delimiter)
-    cnt = "1::BIGINT" if count_column is None else f"TRY_CAST({ident(count_column)} AS BIGINT)"
-    return (
+    short = f"{ident(column)} IS NULL"
+    cnt = "1::BIGINT"
+    if count_column is not None:
+        short += f" OR {ident(count_column)} IS NULL"
+        cnt = ident(count_column)
+    records = (
         f"SELECT row_number() OVER () + 1 AS n, {ident(column)} AS raw, {cnt} AS cnt, "
-        f"CASE WHEN {ident(column)} IS NULL THEN 'row has fewer fields than the header' END AS bad, "
-        f"left(concat_ws({quote(delimiter)}, COLUMNS(*)), 80) AS example FROM {scan}"
+        f"CASE WHEN {short} THEN 'row has fewer fields than the header' END AS bad, "
+        f"CASE WHEN {short} THEN left(concat_ws({quote(delimiter)}, COLUMNS(*)), 80) END AS example "
+        f"FROM {scan}"
     )
+    return records if count_column is None else counted(records)
 
 
-def parquet_records(path: str, column: str, count_column: str | None) -> str:
-    """Parquet (a log, or `(prompt, count)` rows already aggregated elsewhere); n is the row, from 1."""
-    cnt = "1::BIGINT" if count_column is None else f"{ident(count_column)}::BIGINT"
+# DuckDB types a Parquet count column may have (another type is refused: text, dates, intervals, ...)
+PARQUET_COUNT_TYPE = re.compile(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DECIMAL\(\d+,\s*\d+\)|FLOAT|DOUBLE|REAL")
+
+
+def parquet_records(path: str, column: str, count_column: str | None, count_type: str = "BIGINT") -> str:
+    """Parquet (a log, or `(prompt, count)` rows already aggregated elsewhere); n is the row, from 1. A count
+    must be whole and from 1 to MAX_COUNT (3.0 counts 3; 3.5, 0, -1, NaN or NULL are skipped)."""
+    cnt, text, bad = "1::BIGINT", "NULL", ""
+    if count_column is not None:
+        c = ident(count_column)
+        whole = (
+            ""
+            if count_type.endswith("INT") or count_type.endswith("INTEGER")
+            else f" AND isfinite({c}::DOUBLE) AND {c} = floor({c})"
+        )
+        cnt, text = f"CASE WHEN {c} BETWEEN 1 AND {MAX_COUNT}{whole} THEN {c}::BIGINT END", f"{c}::VARCHAR"
+        bad = f"WHEN cnt IS NULL THEN {quote(COUNT_REASON)} "
     return (
-        f"SELECT file_row_number + 1 AS n, {ident(column)} AS raw, {cnt} AS cnt, "
-        f"CASE WHEN {ident(column)} IS NULL THEN 'not a string (NoneType)' END AS bad, "
-        "'None' AS example "
-        f"FROM read_parquet({quote(path)}, file_row_number=true)"
+        f"SELECT n, raw, cnt, CASE WHEN raw IS NULL THEN 'not a string (NoneType)' {bad}END AS bad, "
+        "CASE WHEN raw IS NULL THEN 'None' ELSE coalesce(text, 'None') END AS example "
+        f"FROM (SELECT file_row_number + 1 AS n, {ident(column)} AS raw, {cnt} AS cnt, {text} AS text "
+        f"FROM read_parquet({quote(path)}, file_row_number=true))"
     )

@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 TRAFFIC_COLUMNS = ("source", "subset", "prompt", "day", "count")
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
@@ -39,7 +41,10 @@ def parse_count(value: object) -> int | None:
         return None
     if isinstance(value, str):
         value = value.strip()
-        if value.isdigit():
+        if value.isdecimal():  # not isdigit: int() refuses superscripts ("²"), which isdigit accepts
+            value = value.lstrip("0") or "0"
+            if len(value) > len(str(MAX_COUNT)):  # too large (and int() refuses over 4,300 digits)
+                return None
             value = int(value)
         else:
             try:
@@ -92,6 +97,7 @@ def read_traffic(corpus: str | Path):
 
 def traffic_table(days: dict[tuple[int, int], int], keys):
     """Arrow table of the side table from {(row, day): count} and the rows' (source, subset, prompt) columns."""
+    import numpy as np
     import pyarrow as pa
 
     if not days:
@@ -114,6 +120,7 @@ def traffic_table(days: dict[tuple[int, int], int], keys):
 
 def row_days(path: Path, corpus_table) -> dict[tuple[int, int], int]:
     """{(row, day): count} of an existing side table, rows matched to the corpus by (source, subset, prompt)."""
+    import numpy as np
     import pandas as pd
 
     from anatomy.io import read_parquet
@@ -130,6 +137,8 @@ def row_days(path: Path, corpus_table) -> dict[tuple[int, int], int]:
 
 def weights(frame, weight: str) -> np.ndarray:
     """Per-row weights of a corpus frame: 1 per row ("distinct") or its count ("traffic")."""
+    import numpy as np
+
     if weight not in WEIGHTS:
         raise ValueError(f"weight must be one of {WEIGHTS}, not {weight!r}")
     if weight == "distinct":
@@ -139,5 +148,7 @@ def weights(frame, weight: str) -> np.ndarray:
 
 def has_repeats(counts) -> bool:
     """Whether traffic weighting says anything distinct weighting does not (some prompt was seen twice)."""
+    import numpy as np
+
     counts = np.asarray(counts)
     return bool(counts.size and counts.max() > 1)
