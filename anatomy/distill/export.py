@@ -250,6 +250,9 @@ def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
         q = sidecar["int8_vs_fp32"]
         how += f"; int8 vs fp32: pooled cosine {q['pooled_cosine_mean']:.4f}, kNN@10 {q['knn_overlap10_mean']:.3f}"
         how += f"; {sidecar['bytes'] / 2**20:.1f} MiB, fp32 {sidecar['fp32_bytes'] / 2**20:.1f} MiB"
+        from anatomy.distill.onnx_weights import describe
+
+        how += f"; {describe(sidecar['quantised'].get('stays_fp32'))}"
     summary = {
         "format": fmt,
         "source": name,
