@@ -167,11 +167,18 @@ def test_end_to_end_bill_is_recomputable_from_the_artefacts(setup, run_a):
     teacher_cost = bill["teacher"]["cost"]
     assert [(c["runtime"], c["context"]) for c in teacher_cost] == [("torch", 9), ("torch", 16)]
     assert teacher_cost[0]["ratios"]["latency_p50"] == 1.0 and bill["teacher"]["context"] == 16
-    assert [(r["candidate"], r["context_length"]) for r in cost["rows"][:2]] == [("teacher", 9), ("teacher", 16)]
-    assert all(c["threads"] == 1 and isinstance(c["latency_reliable"], bool) for c in row["cost"] + teacher_cost)
+    assert [(r["candidate"], r["context_length"]) for r in cost["rows"][:2]] == [
+        ("teacher", 9),
+        ("teacher", 16),
+    ]
+    assert all(
+        c["threads"] == 1 and isinstance(c["latency_reliable"], bool) for c in row["cost"] + teacher_cost
+    )
     md = (a / "bill.md").read_text()
     assert "measured at the students' context 9 (the baseline of every ratio" in md
-    assert f"Training: {STEPS} steps per candidate (--steps)" in md and "1 thread(s) per measuring process" in md
+    assert (
+        f"Training: {STEPS} steps per candidate (--steps)" in md and "1 thread(s) per measuring process" in md
+    )
     assert bill["training_plan"] == {"steps": STEPS, "how": "--steps"}
     rec = bill["recommendation"]
     assert rec["candidate"] == name and rec["reason"] and "recommended" in run_a["stdout"]

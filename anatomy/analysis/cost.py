@@ -184,10 +184,13 @@ class CostAnalysis(Analysis):
         return [Table(columns, cells, "cost, measured here: " + caption(dataclasses.asdict(result)))]
 
     def summary(self, result: CostResult) -> list[str]:
+        from anatomy.cost.table import precision_notes
+
         cosine = "n/a" if result.pooled_cosine is None else f"{result.pooled_cosine:.4f}"
         failures = [f"not measured: {f['encoder']} ({f['runtime']}): {f['error']}" for f in result.failures]
         return [f"quality on {result.n} prompts: pooled cosine {cosine}, kNN@{result.k} overlap {result.knn_overlap:.3f}",
-                *result.notes, *failures, *(f"warning: {w}" for w in result.warnings)]  # fmt: skip
+                *result.notes, *precision_notes(dataclasses.asdict(result)), *failures,
+                *(f"warning: {w}" for w in result.warnings)]  # fmt: skip
 
 
 def _pair_finding(result: CostResult, section: str, teacher: dict, student: dict) -> Finding:
