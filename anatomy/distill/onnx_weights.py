@@ -37,7 +37,7 @@ def stays_fp32(model) -> dict[str, Any]:
     for node in model.graph.node:
         for name in node.input:
             users.setdefault(name, set()).add(node.op_type)
-    total, parts, tensors = 0, {}, []
+    total, parts, tensors = 0, dict[str, int](), list[tuple[int, str]]()
     for init in model.graph.initializer:
         size = int(np.prod(init.dims))
         total += size
