@@ -71,7 +71,11 @@ def test_check_gives_no_cosine_verdict_on_a_handful_of_prompts():
     found = {f.key: f for f in verdicts.quality_findings(_quality(sample=100, token_prompts=3))}
     token, pooled = found["check.quality.token_cosine"], found["check.quality.pooled_cosine"]
     assert token.mark == "info" and "over only 3 sampled log prompt(s)" in token.message
-    assert f"needs at least {verdicts.MIN_COSINE_PROMPTS}" in token.message and "--sample" in token.action
+    assert (
+        f"needs at least {verdicts.MIN_COSINE_PROMPTS}" in token.message
+        and "--sample" in token.action
+        and "from a log that holds them" in token.action
+    )
     assert pooled.mark == "fail"  # over 100 prompts: a real verdict
     found = {f.key: f for f in verdicts.quality_findings(_quality(sample=12, token_prompts=12))}
     assert found["check.quality.pooled_cosine"].mark == "info"
@@ -125,3 +129,25 @@ def test_wide_tables_are_printed_whole_when_stdout_is_not_a_terminal():
     text = buffer.getvalue()
     assert "…" not in text and all(c in text for c in cells) and all(f"header-{i}" in text for i in range(16))
     assert len(text.splitlines()) == 6  # title, three rules, header and one row: nothing wrapped
+
+
+def test_hostile_paths_of_export_cost_table_and_specialise_are_one_line_errors(tmp_path):
+    """A missing run folder passed to `export` said "unknown encoder"; a file instead of a run folder said its
+    checkpoints/best was missing; a missing .onnx in `cost-table` said its sidecar was missing; a folder given
+    as a --held-out set to `specialise` was accepted and failed after the first stages."""
+    (tmp_path / "f.txt").write_text("a dog\n")
+    (tmp_path / "dir").mkdir()
+    cases = [
+        (["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")],
+         "no such run directory, and not an encoder spec"),
+        (["export", str(tmp_path / "f.txt"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")],
+         "a file, not a run directory"),
+        (["cost-table", "-e", str(tmp_path / "gone.onnx"), "--out", str(tmp_path / "c")], "gone.onnx: no such file"),
+        (["specialise", str(tmp_path / "f.txt"), "--held-out", str(tmp_path / "dir"), "--out", str(tmp_path / "s")],
+         "a directory, not a prompt file"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
+    assert not (tmp_path / "s").exists() and not (tmp_path / "x.onnx").exists()

@@ -173,7 +173,11 @@ def check_specs(specs: Sequence[str]) -> None:
         if spec.endswith(".onnx"):
             from anatomy.distill.onnx_sidecar import read_sidecar
 
-            read_sidecar(Path(spec.removeprefix("onnx:")))
+            path = Path(spec.removeprefix("onnx:"))
+            if not path.is_file():
+                raise InputError(f"{path}: {'not a file' if path.exists() else 'no such file'}",
+                                 "give an ONNX file `anatomy export` wrote (with its FILE.onnx.json)")  # fmt: skip
+            read_sidecar(path)
         else:
             parse_spec(spec)
 
@@ -265,7 +269,9 @@ def measure_costs(
                 raise extra.pop("error")
             measured = run_child(config, settings.timeout_s)
         except EncoderError as error:
-            log.warning("%s", error.message)
+            log.info(
+                "%s", error.message
+            )  # kept in `failures`: shown with the table, an error if none measured
             failures.append({"encoder": spec, "context": context, "runtime": runtime, "error": error.message})
             continue
         row = {

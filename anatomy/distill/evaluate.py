@@ -64,15 +64,17 @@ def knn_min_points(k: int) -> int:
 _warned: set[tuple[int, int, str]] = set()
 
 
-def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = KNN_K, what: str = "points") -> float | None:
+def knn_overlap(
+    a: np.ndarray, b: np.ndarray, k: int = KNN_K, what: str = "points", warn: bool = True
+) -> float | None:
     """Mean |kNN_a(i) ∩ kNN_b(i)| / k over points, neighbours by cosine, excluding the point itself.
 
     k is never shrunk: on fewer than knn_min_points(k) points the figure is not measured (None) and a
     warning says why (once per process for each size), so a trivially high overlap is never reported as
-    kNN@k."""
+    kNN@k. warn=False: the caller reports it itself."""
     n = len(a)
     if k < 1 or n < knn_min_points(k):
-        if (n, k, what) not in _warned:
+        if warn and (n, k, what) not in _warned:
             _warned.add((n, k, what))
             log.warning("kNN@%d overlap not measured: %d %s, it needs at least %d (fewer give a high overlap "
                         "whatever the outputs)", k, n, what, knn_min_points(k))  # fmt: skip

@@ -66,7 +66,7 @@ def coverage_findings(c) -> list[Finding]:
 _NOT_MEASURED = {
     "token_cosine": "none of the {n} sampled log prompts tokenizes as the teacher does",
     "knn_overlap10": "the sample has {n} log prompts and kNN@10 needs 21 (on fewer it is high whatever the "
-    "student does); give --sample 21 or more",
+    "student does); sample more log prompts (--sample, from a log that holds them)",
 }
 
 
@@ -88,8 +88,8 @@ def quality_findings(q) -> list[Finding]:
                 f"student vs teacher {name.replace('_', ' ')} {value:.3f} over only {over:,} sampled log prompt(s)"
                 f"{' that tokenize as the teacher does' if name == 'token_cosine' else ''}: no verdict, it needs "
                 f"at least {MIN_COSINE_PROMPTS}", value,
-                f"give --sample with more log prompts (at least {MIN_COSINE_PROMPTS} must "
-                f"{'tokenize as the teacher does' if name == 'token_cosine' else 'be sampled'})"))  # fmt: skip
+                f"sample more log prompts (--sample, from a log that holds them): at least {MIN_COSINE_PROMPTS} "
+                f"must {'tokenize as the teacher does' if name == 'token_cosine' else 'be sampled'}"))  # fmt: skip
             continue
         base = q.run.get(run_key)
         if base is None:

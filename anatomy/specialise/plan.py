@@ -158,6 +158,11 @@ def check_inputs(cfg: SpecialiseConfig) -> list[str]:
             raise InputError(f"{spec}: no such file or directory", "check the path")
     if "-" in cfg.held_out:
         raise InputError("--held-out -: held-out sets must be files", "save the prompts to a file first")
+    for spec in cfg.held_out:
+        if not spec.startswith("builtin:") and not Path(spec).is_file():
+            raise InputError(
+                f"--held-out {spec}: a directory, not a prompt file", "give one file per held-out set"
+            )
     names = [Path(h).name for h in cfg.held_out]
     if len(set(names)) != len(names):
         raise InputError("two --held-out files share a name", "rename one: the bill labels sets by file name")
