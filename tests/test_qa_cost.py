@@ -168,3 +168,54 @@ def test_int8_sidecar_cost_table_and_bill_say_what_stays_fp32(tmp_path):
     (note,) = precision_notes({"rows": [row, {"encoder": "t", "context": 16, "runtime": "torch"}]})
     assert note.startswith("s0 @ 16 (int8): stays fp32: 10.0% of the weights")
     assert _stays_fp32(tmp_path / "s.int8.onnx") == note.split(": ", 1)[1]
+
+
+def test_batch1_latency_repeats_until_it_settles_or_is_marked_unreliable():
+    """The measuring loop itself: a steady call stops after one round; one whose times alternate 1 ms / 20 ms
+    is repeated up to max_repeats and marked unreliable; the load average and threads are recorded."""
+    import time
+
+    from anatomy.cost.measure import _timed
+
+    cfg = {"warmup": 1, "repeats": 6, "max_repeats": 18, "max_spread": 1.0, "batches": [1, 2],
+           "throughput_repeats": 1, "threads": 1}  # fmt: skip
+    calls = []
+
+    def steady(n):
+        calls.append(n)
+        time.sleep(0.002)
+
+    got = _timed(steady, cfg)
+    assert got["latency_repeats"] == 6 and got["latency_reliable"] and got["threads"] == 1
+    assert len(got["load_before"]) == 3 and set(got["texts_per_s"]) == {"1", "2"}
+    flips = iter(range(10_000))
+
+    def unsteady(n):
+        time.sleep(0.001 if next(flips) % 2 else 0.02)
+
+    got = _timed(unsteady, cfg)
+    assert got["latency_repeats"] == 18 and not got["latency_reliable"] and got["latency_spread"] > 1.0
+
+
+def test_the_cost_table_text_flags_unsettled_latencies_and_busy_rows():
+    from anatomy.cost.compare import CostTable, add_ratios, warnings_of
+    from anatomy.cost.table import table_lines
+
+    def row(encoder, p50, reliable, busy):
+        return {"encoder": encoder, "context": 16, "runtime": "torch", "threads": 1, "parameters": 10,
+                "weight_bytes": {"fp32": 40}, "rss_runtime_mib": 1.0, "rss_loaded_mib": 3.0, "peak_batch_mib": 4.0,
+                "latency_ms_p50": p50, "latency_ms_p95": p50, "latency_spread": 0.1 if reliable else 0.9,
+                "latency_reliable": reliable, "texts_per_s": {"1": 1 / p50}, "paper_texts_per_s": None,
+                "load_before": [3.2 if busy else 0.1, 1, 1], "load_after": [0.1, 1, 1], "busy": busy}  # fmt: skip
+
+    rows = [row("a", 2.0, True, False), row("b", 1.0, False, True)]
+    add_ratios(rows)
+    table = CostTable({"device_name": "cpu", "cores_available": 2}, "", {"threads": 1, "max_repeats": 200,
+                      "max_spread": 0.2}, rows, {"device": "gpu", "source": "paper"})  # fmt: skip
+    table.warnings = warnings_of(table)
+    header, a, b, caption, busy_line, shaky_line = table_lines(table.to_json())
+    assert "threads" in header and "spread" in header and "load" in header
+    assert "1.00 (0.50x) !" in b and "90%" in b and b.rstrip().endswith("3.20 !") and " !" not in a
+    assert "1 thread(s) per measurement" in caption
+    assert busy_line.startswith("warning: the machine was busy while measuring b @ 16 (torch)")
+    assert "did not settle within 200 calls" in shaky_line
