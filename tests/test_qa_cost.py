@@ -38,6 +38,13 @@ def test_specialise_cost_batches_accumulate(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, [*base, *extra])
         assert result.exit_code == 1 and "stopped before any work" in result.output, result.output
         assert seen[-1].cost_batches == want
+    result = CliRunner().invoke(app, [*base, "--student", "s0,s1", "--student", "l", "--export", "onnx",
+                                      "--export", "int8"])  # fmt: skip
+    assert (
+        result.exit_code == 1
+        and seen[-1].students == ("s0", "s1", "l")
+        and seen[-1].exports == ("onnx", "int8")
+    )
     for bad in (["--cost-batches", "4"], ["--cost-batches", "1,0"], ["--cost-batches", "1", "--cost-batches", "x"],
                 ["--cost-batches", "1,5000"]):  # fmt: skip
         result = CliRunner().invoke(app, [*base, *bad])

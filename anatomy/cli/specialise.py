@@ -58,7 +58,7 @@ def specialise_cmd(
         list[str] | None,
         typer.Option(
             "--student",
-            help="Candidate: s0 | s1 | l | CONFIG.json (repeatable; default: a small "
+            help="Candidate: s0 | s1 | l | CONFIG.json (repeat or comma-separate; default: a small "
             "ladder for the teacher).",
         ),
     ] = None,
@@ -122,7 +122,7 @@ def specialise_cmd(
 
     check_out_dir(out_dir)
     cfg = SpecialiseConfig(
-        inputs=tuple(inputs or ()), teacher=teacher, students=tuple(student or ()), context=context, vocab=vocab,
+        inputs=tuple(inputs or ()), teacher=teacher, students=_split(student), context=context, vocab=vocab,
         held_out=tuple(held_out or ()), steps=steps, budget=budget, batch_size=batch_size,
         device=check_device(device), exports=_split(export) or DEFAULT_EXPORTS, max_quality_drop=max_quality_drop,
         max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed, threads=threads, cost_repeats=cost_repeats,
