@@ -84,20 +84,21 @@ def test_quality_is_exact_for_a_student_against_itself(pair, corpus):
 
 
 def test_quality_on_fewer_prompts_than_k_says_the_k_it_used(pair, tmp_path):
-    """5 distinct prompts: kNN overlap at k=4 (said in the notes, never labelled kNN@10); 1 prompt: one line."""
+    """5 distinct prompts: kNN overlap at k=2 (said in the notes, never labelled kNN@10; at k=4 every other
+    prompt is a neighbour and the overlap is 1.0 whatever the outputs); 2 prompts: one line."""
     from anatomy.analysis.cost import CostParams as Params
     from anatomy.analysis.cost import quality
     from anatomy.corpus import ingest
     from anatomy.errors import AnatomyError
 
     teacher, student = pair
-    for n in (5, 1):
+    for n in (5, 2):
         (tmp_path / f"{n}.txt").write_text("\n".join(f"a photo of thing {i}" for i in range(n)) + "\n")
         ingest("text", [str(tmp_path / f"{n}.txt")], tmp_path / f"{n}.parquet")
     _, _, n, notes = quality(_inputs(teacher, student, tmp_path / "5.parquet"), Params(sample=30))
-    assert n == 5 and any("k=4, not the asked 10" in note for note in notes)
-    with pytest.raises(AnatomyError, match="1 distinct prompt"):
-        quality(_inputs(teacher, student, tmp_path / "1.parquet"), Params(sample=30))
+    assert n == 5 and any("k=2, not the asked 10" in note for note in notes)
+    with pytest.raises(AnatomyError, match="2 distinct prompt.*at least 3"):
+        quality(_inputs(teacher, student, tmp_path / "2.parquet"), Params(sample=30))
 
 
 def test_a_busy_machine_warning_says_what_to_do_once():

@@ -163,6 +163,23 @@ def test_end_to_end_bill_is_recomputable_from_the_artefacts(setup, run_a):
     assert [c["runtime"] for c in row["cost"]] == ["torch", "onnx"]
     assert row["cost"][0]["latency_ms_p50"] == torch_row["latency_ms_p50"]
     assert row["training"]["steps"] == STEPS
+    # the teacher is costed at the students' context (the baseline of every ratio) and at its own
+    teacher_cost = bill["teacher"]["cost"]
+    assert [(c["runtime"], c["context"]) for c in teacher_cost] == [("torch", 9), ("torch", 16)]
+    assert teacher_cost[0]["ratios"]["latency_p50"] == 1.0 and bill["teacher"]["context"] == 16
+    assert [(r["candidate"], r["context_length"]) for r in cost["rows"][:2]] == [
+        ("teacher", 9),
+        ("teacher", 16),
+    ]
+    assert all(
+        c["threads"] == 1 and isinstance(c["latency_reliable"], bool) for c in row["cost"] + teacher_cost
+    )
+    md = (a / "bill.md").read_text()
+    assert "measured at the students' context 9 (the baseline of every ratio" in md
+    assert (
+        f"Training: {STEPS} steps per candidate (--steps)" in md and "1 thread(s) per measuring process" in md
+    )
+    assert bill["training_plan"] == {"steps": STEPS, "how": "--steps"}
     rec = bill["recommendation"]
     assert rec["candidate"] == name and rec["reason"] and "recommended" in run_a["stdout"]
 
@@ -170,7 +187,7 @@ def test_end_to_end_bill_is_recomputable_from_the_artefacts(setup, run_a):
 def _strip(bill: dict) -> dict:
     """The bill without what is measured (timings, cost, machine) and what is derived from measurements."""
     out = json.loads(json.dumps(bill))
-    for key in ("timings", "machine"):
+    for key in ("timings", "machine", "cost_notes"):
         out.pop(key)
     for row in [out["teacher"], *out["candidates"]]:
         row.pop("cost")

@@ -59,6 +59,9 @@ def run_baseline(student_name: str) -> tuple[RunBaseline | None, str]:
         first, trained = by_step[0], by_step.get(int(step))
         if trained is None:  # the checkpoint's own step was not evaluated: the last evaluation before it
             trained = by_step[max(k for k in by_step if k <= int(step))]
+        if first["eval_knn_overlap10"] is None or trained["eval_knn_overlap10"] is None:
+            return None, (f"the run in {run} measured no kNN@10 overlap (its held-out set is too small: "
+                          f"{run_config.get('n_eval', '?')} prompts, kNN@10 needs 21)")  # fmt: skip
         return RunBaseline(
             str(run), str(run_config.get("teacher")), int(trained["step"]),
             float(first["eval_knn_overlap10"]), float(trained["eval_knn_overlap10"]),

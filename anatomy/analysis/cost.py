@@ -101,17 +101,24 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
         cosine = float(pooled_cosines(teacher, student).mean())
     else:
         notes.append(f"output widths differ ({teacher.shape[-1]} vs {student.shape[-1]}): no pooled cosine")
-    if len(teacher) < 2:
+    k = knn_k(params.k, len(teacher))
+    if k < 1:
         from anatomy.errors import InputError
 
         raise InputError(
-            f"the corpus has {len(teacher)} distinct prompt(s); the kNN overlap needs at least 2",
+            f"the corpus has {len(teacher)} distinct prompt(s); the kNN overlap needs at least 3",
             "ingest more prompts into the corpus",
         )
-    k = min(params.k, len(teacher) - 1)
     if k < params.k:
-        notes.append(f"only {len(teacher)} distinct prompts: kNN overlap at k={k}, not the asked {params.k}")
+        notes.append(f"only {len(teacher)} distinct prompts: kNN overlap at k={k}, not the asked {params.k} "
+                     f"(kNN@{params.k} needs {2 * params.k + 1}: on fewer it is high whatever the outputs)")  # fmt: skip
     return cosine, float(knn_overlap(teacher, student, k).mean()), len(teacher), notes
+
+
+def knn_k(k: int, n: int) -> int:
+    """The k a kNN overlap on n points is measured at: at most (n - 1) // 2, so the two neighbour sets could
+    be disjoint (at k = n - 1 they are every other point, and the overlap is 1.0 whatever the outputs)."""
+    return min(k, (n - 1) // 2)
 
 
 class CostAnalysis(Analysis):
@@ -135,7 +142,7 @@ class CostAnalysis(Analysis):
         device = getattr(getattr(inputs.teacher, "device", None), "type", "cpu")
         table = measure_costs(specs, params.contexts, params.settings(device), progress=inputs.progress)
         return CostResult(
-            teacher=specs[0], student=specs[1], pooled_cosine=cosine, knn_overlap=overlap, k=min(params.k, n - 1), n=n,
+            teacher=specs[0], student=specs[1], pooled_cosine=cosine, knn_overlap=overlap, k=knn_k(params.k, n), n=n,
             notes=notes, **table.to_json(),
         )  # fmt: skip
 
@@ -177,10 +184,13 @@ class CostAnalysis(Analysis):
         return [Table(columns, cells, "cost, measured here: " + caption(dataclasses.asdict(result)))]
 
     def summary(self, result: CostResult) -> list[str]:
+        from anatomy.cost.table import precision_notes
+
         cosine = "n/a" if result.pooled_cosine is None else f"{result.pooled_cosine:.4f}"
         failures = [f"not measured: {f['encoder']} ({f['runtime']}): {f['error']}" for f in result.failures]
         return [f"quality on {result.n} prompts: pooled cosine {cosine}, kNN@{result.k} overlap {result.knn_overlap:.3f}",
-                *result.notes, *failures, *(f"warning: {w}" for w in result.warnings)]  # fmt: skip
+                *result.notes, *precision_notes(dataclasses.asdict(result)), *failures,
+                *(f"warning: {w}" for w in result.warnings)]  # fmt: skip
 
 
 def _pair_finding(result: CostResult, section: str, teacher: dict, student: dict) -> Finding:

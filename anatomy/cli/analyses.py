@@ -22,6 +22,7 @@ from anatomy.cli.common import (
     guarded,
     out,
     print_json,
+    print_table,
     say,
 )
 
@@ -171,7 +172,7 @@ def build_command(analysis):
             print_json(result.to_json())
             return
         for table in analysis.tables(result):
-            out.print(_rich_table(table))
+            print_table(_rich_table(table))
         for line in analysis.summary(result):
             out.print(line)
         out.print(f"written: {Path(kwargs['out_dir']) / 'results' / (analysis.name + '.json')} and figures/")

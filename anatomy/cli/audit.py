@@ -117,6 +117,10 @@ def audit_cmd(
             cfg.params_for(selected)
     except InputError as error:
         raise typer.BadParameter(error.message + (f" ({error.hint})" if error.hint else "")) from None
+    if against is not None:  # a folder that is no deployment fails here (exit 1), not after the audit's work
+        from anatomy.monitor.record import read_deployment
+
+        read_deployment(against)
     progress = say(quiet)
     result = run_audit(cfg, out_dir, progress=progress)
     if as_json:

@@ -23,7 +23,7 @@ def check_cmd(
     time_field: TimeFieldOpt = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the logs.")] = "utf-8",
     period: Annotated[Literal["day", "week"], typer.Option(help="Period of the per-period figures (timestamped logs).")] = "week",
-    sample: Annotated[int | None, typer.Option(min=11, max=1_000_000, help="Log prompts in the quality sample (default: the run's held-out size).")] = None,
+    sample: Annotated[int | None, typer.Option(min=30, max=1_000_000, help="Log prompts in the quality sample (default: the run's held-out size; a cosine verdict needs 30, kNN@10 21).")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the quality sample.")] = 0,
     top: Annotated[int, typer.Option(min=0, max=10_000_000, help="Uncovered prompts written to add_to_training.csv.")] = 1000,
     backend: Annotated[Literal["auto", "numpy", "faiss"], typer.Option(help="Nearest-neighbour search (auto: faiss when installed).")] = "auto",

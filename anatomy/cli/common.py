@@ -191,6 +191,22 @@ def echo(text: str = "", nl: bool = True) -> None:
     stdout.flush()
 
 
+def print_table(table, console: Console | None = None) -> None:
+    """A rich Table on stdout, whole: where the console is not a terminal (piped to a file or another program)
+    rich would squeeze it into 80 columns and cut cells with an ellipsis, so it is printed at its natural width.
+    On a terminal it fits the terminal as usual."""
+    from rich.measure import Measurement
+
+    console = console or out
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+    wide = Console(file=console.file, width=max(console.width, natural), markup=False, highlight=False,
+                   color_system=None)  # fmt: skip
+    wide.print(table)
+
+
 def print_json(data) -> None:
     from anatomy.io import dumps_json
 

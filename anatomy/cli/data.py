@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anatomy.cli.common import check_out_dir, echo, err, fail, guarded, out, print_json
+from anatomy.cli.common import check_out_dir, echo, err, fail, guarded, out, print_json, print_table
 
 app = typer.Typer(
     help="The study's datasets: fetch them from their official sources, list them, ingest them.",
@@ -156,7 +156,7 @@ def list_cmd(
             s.terms,
             "login + accepted terms" if "Hugging Face" in s.needs else ("API key" if s.needs else "open"),
         )
-    out.print(table)
+    print_table(table)
 
 
 @app.command("inputs")

@@ -8,7 +8,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from anatomy.cli.common import DeviceOpt, JsonOpt, QuietOpt, check_out_dir, err, out, print_json, progress_bar
+from anatomy.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    check_out_dir,
+    err,
+    out,
+    print_json,
+    print_table,
+    progress_bar,
+)
 from anatomy.distill.config import DistillConfig
 from anatomy.distill.export import FORMATS
 
@@ -134,7 +144,7 @@ def distill_cmd(
     if last:
         out.print(
             f"{out_dir}: {result['config']['steps']} steps; held-out token cosine {last['eval_token_cosine']:.4f}, "
-            f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {last['eval_knn_overlap10']:.3f}",
+            f"pooled {last['eval_pooled_cosine']:.4f}, kNN@10 overlap {_num(last['eval_knn_overlap10'], '.3f')}",
             highlight=False,
         )
         out.print(
@@ -238,9 +248,14 @@ def ablate_cmd(
     for r in result["rows"]:
         table.add_row(
             r["ablation"], r["variant"], str(r["context"]), f"{r['eval_token_cosine']:.4f}",
-            f"{r['pooled_cosine_full']:.4f}", f"{r['knn_overlap10_full']:.3f}",
+            _num(r["pooled_cosine_full"], ".4f"), _num(r["knn_overlap10_full"], ".3f"),
         )  # fmt: skip
-    out.print(table)
+    print_table(table)
     out.print(
         f"results: {results_path(out_dir)}; figure: {figure_path(out_dir)}", highlight=False, markup=False
     )
+
+
+def _num(value, spec: str) -> str:
+    """A figure, or n/a where it was not measured (e.g. kNN@10 on fewer than 21 held-out prompts)."""
+    return "n/a" if value is None else format(value, spec)

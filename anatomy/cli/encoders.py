@@ -18,6 +18,7 @@ from anatomy.cli.common import (
     no_empty_folders_on_failure,
     out,
     print_json,
+    print_table,
     progress_bar,
 )
 from anatomy.paper import STUDENT_CONTEXT
@@ -61,7 +62,7 @@ def encoders_cmd(
             table.add_row(
                 f"saved vs {row['original_vocab']:,} rows", f"{row['saved_parameters']:,} ({share:.1%})"
             )
-        out.print(table)
+        print_table(table)
 
 
 def specialised_rows(vocab: Path, context: int) -> list[dict]:
@@ -203,4 +204,4 @@ def analyses_cmd(
                 "yes" if r["in_audit"] else "no",
                 r["description"],
             )
-        out.print(table)
+        print_table(table)

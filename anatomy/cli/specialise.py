@@ -8,22 +8,31 @@ from typing import Annotated
 import typer
 
 from anatomy.cli.common import JsonOpt, QuietOpt, check_device, check_out_dir, err, out, print_json, say
+from anatomy.specialise.plan import ASSUMED_STEPS_PER_S, MIN_BUDGET_STEPS
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
 
 
-def _batches(text: str) -> tuple[int, ...]:
+def _batches(texts: list[str] | None) -> tuple[int, ...]:
+    """--cost-batches, repeatable and comma-separated (`--cost-batches 1 --cost-batches 64` is `1,64`)."""
+    from anatomy.cost.compare import MAX_BATCH
+    from anatomy.specialise.plan import SpecialiseConfig
+
+    if not texts:
+        return SpecialiseConfig.cost_batches
     try:
-        values = tuple(int(v) for v in _split([text]))
+        values = tuple(dict.fromkeys(int(v) for v in _split(texts)))
     except ValueError:
         values = ()
-    if not values or 1 not in values or any(v < 1 for v in values):
+    if not values or 1 not in values or any(v < 1 or v > MAX_BATCH for v in values):
         raise typer.BadParameter(
-            f"{text!r}: comma-separated batch sizes including 1", param_hint="--cost-batches"
+            f"{','.join(texts)!r}: batch sizes in [1, {MAX_BATCH}] including 1 (repeat the option or separate "
+            "them with commas)",
+            param_hint="--cost-batches",
         )
-    return values
+    return tuple(sorted(values))
 
 
 def specialise_cmd(
@@ -49,7 +58,7 @@ def specialise_cmd(
         list[str] | None,
         typer.Option(
             "--student",
-            help="Candidate: s0 | s1 | l | CONFIG.json (repeatable; default: a small "
+            help="Candidate: s0 | s1 | l | CONFIG.json (repeat or comma-separate; default: a small "
             "ladder for the teacher).",
         ),
     ] = None,
@@ -64,7 +73,13 @@ def specialise_cmd(
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Distillation steps per candidate.")] = None,
     budget: Annotated[
-        float | None, typer.Option(help="Minutes of distillation for all candidates (instead of --steps).")
+        float | None,
+        typer.Option(
+            help="Minutes of distillation for all candidates (instead of --steps), turned into steps "
+            f"at an ASSUMED {ASSUMED_STEPS_PER_S:g} steps/s (a small student at batch 64 on two CPU "
+            f"cores; not measured), shared equally, at least {MIN_BUDGET_STEPS} each. The bill states "
+            "the rate and the measured time."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Distillation batch size.")] = 64,
     limit: Annotated[
@@ -87,8 +102,12 @@ def specialise_cmd(
     ] = None,
     cost_repeats: Annotated[int, typer.Option(min=2, help="Batch-1 calls timed per cost row.")] = 20,
     cost_batches: Annotated[
-        str, typer.Option(help="Batch sizes of the cost rows, comma-separated (1 gives the latency).")
-    ] = "1,64",
+        list[str] | None,
+        typer.Option(
+            help="Batch sizes of the cost rows: repeat or comma-separate (1 gives the latency). "
+            "\\[default: 1,64]"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split, the sample and the training.")] = 0,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if available).")
@@ -103,7 +122,7 @@ def specialise_cmd(
 
     check_out_dir(out_dir)
     cfg = SpecialiseConfig(
-        inputs=tuple(inputs or ()), teacher=teacher, students=tuple(student or ()), context=context, vocab=vocab,
+        inputs=tuple(inputs or ()), teacher=teacher, students=_split(student), context=context, vocab=vocab,
         held_out=tuple(held_out or ()), steps=steps, budget=budget, batch_size=batch_size,
         device=check_device(device), exports=_split(export) or DEFAULT_EXPORTS, max_quality_drop=max_quality_drop,
         max_params=max_params, max_latency_ms=max_latency_ms, limit=limit, seed=seed, threads=threads, cost_repeats=cost_repeats,
@@ -114,6 +133,8 @@ def specialise_cmd(
     rec = bill.recommendation
     if rec.candidate is None:
         err.print(f"warning: {rec.reason}", highlight=False)
+    for note in bill.cost_notes:  # a busy machine, latencies that did not settle, the teacher's context
+        err.print(f"cost: {note}", highlight=False)
     if as_json:
         print_json(bill.to_json())
         return

@@ -173,7 +173,11 @@ def check_specs(specs: Sequence[str]) -> None:
         if spec.endswith(".onnx"):
             from anatomy.distill.onnx_sidecar import read_sidecar
 
-            read_sidecar(Path(spec.removeprefix("onnx:")))
+            path = Path(spec.removeprefix("onnx:"))
+            if not path.is_file():
+                raise InputError(f"{path}: {'not a file' if path.exists() else 'no such file'}",
+                                 "give an ONNX file `anatomy export` wrote (with its FILE.onnx.json)")  # fmt: skip
+            read_sidecar(path)
         else:
             parse_spec(spec)
 
@@ -189,11 +193,21 @@ def _export(spec: str, context: int | None, runtime: str, folder: Path) -> Path:
     return out
 
 
+# An encoder spec, or (spec, context): that encoder at that one context whatever `contexts` says (e.g. a
+# teacher measured at its student's context beside its own; None: the encoder's own context).
+SpecItem = str | tuple[str, int | None]
+
+
+def _spec(item: SpecItem) -> str:
+    return item if isinstance(item, str) else item[0]
+
+
 def _configs(
-    specs: Sequence[str], contexts: Sequence[int], settings: CostSettings, out_dir: str | Path
+    specs: Sequence[SpecItem], contexts: Sequence[int], settings: CostSettings, out_dir: str | Path
 ) -> Iterator[tuple[str, int | None, str, dict[str, Any]]]:
     """(spec, context, runtime, extra config or the error that kept it from being measured) for every row."""
-    for spec in specs:
+    for item in specs:
+        spec = _spec(item)
         if spec.endswith(".onnx"):  # an existing export: measured as it is, at its own context
             from anatomy.distill.onnx_sidecar import read_sidecar
 
@@ -202,6 +216,8 @@ def _configs(
             yield spec, sidecar["context_length"], sidecar["format"], {"onnx": str(path)}
             continue
         choices: list[int | None] = list(contexts) or [None]  # None: the encoder's own context
+        if not isinstance(item, str):
+            choices = [item[1]]
         for context in choices:
             for runtime in settings.runtimes:
                 extra: dict[str, Any] = {}
@@ -214,7 +230,7 @@ def _configs(
 
 
 def measure_costs(
-    specs: Sequence[str],
+    specs: Sequence[SpecItem],
     contexts: Sequence[int] = (),
     settings: CostSettings | None = None,
     out_dir: str | Path | None = None,
@@ -226,13 +242,13 @@ def measure_costs(
 
     A configuration that fails is recorded in `failures` and the others are still measured; only when none
     could be measured is it an EncoderError. ONNX exports are written under out_dir/onnx (a temporary
-    folder when out_dir is None)."""
+    folder when out_dir is None). A spec given as (spec, context) is measured at that context only."""
     import tempfile
 
     settings = dataclasses.replace(settings or CostSettings(), **overrides)
     if not specs:
         raise InputError("no encoders given", "name at least one with -e SPEC (the first is the baseline)")
-    check_specs(specs)
+    check_specs([_spec(item) for item in specs])
     if settings.device != "cpu" and any(r != "torch" for r in settings.runtimes):
         raise InputError(
             "ONNX Runtime rows are measured on the CPU", "use --device cpu with --runtime onnx/int8"
@@ -253,7 +269,9 @@ def measure_costs(
                 raise extra.pop("error")
             measured = run_child(config, settings.timeout_s)
         except EncoderError as error:
-            log.warning("%s", error.message)
+            log.info(
+                "%s", error.message
+            )  # kept in `failures`: shown with the table, an error if none measured
             failures.append({"encoder": spec, "context": context, "runtime": runtime, "error": error.message})
             continue
         row = {

@@ -55,8 +55,23 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     lines.append(caption(result))
     lines += [f"not measured: {f['encoder']} @ {f['context'] or 'default'} ({f['runtime']}): {f['error']}"
               for f in result.get("failures", [])]  # fmt: skip
+    lines += precision_notes(result)
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return lines
+
+
+def precision_notes(result: dict[str, Any]) -> list[str]:
+    """For each int8 row: what its export left in fp32 (from its sidecar, anatomy.distill.onnx_weights)."""
+    from anatomy.distill.onnx_weights import describe
+
+    notes = []
+    for row in result["rows"]:
+        quantised = row.get("quantised")
+        if isinstance(quantised, dict) and quantised.get("stays_fp32"):
+            notes.append(
+                f"{row['encoder']} @ {row['context']} ({row['runtime']}): {describe(quantised['stays_fp32'])}"
+            )
+    return notes
 
 
 def _x(value: float | None) -> str:

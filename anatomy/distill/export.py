@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from anatomy.errors import InputError
+from anatomy.errors import EncoderError, InputError
 from anatomy.io import atomic_paths, dumps_json
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() and (run_dir / "model.safetensors").exists():
         return run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: a file, not a run directory",
+                         "give a RUN_DIR written by `anatomy distill` (or a student directory)")  # fmt: skip
     path = run_dir / "checkpoints" / which
     if not (path / "config.json").exists():
         raise InputError(
@@ -236,8 +239,14 @@ def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
         source = checkpoint_dir(path, which)
         encoder, files, name = load_student(source, device="cpu"), [source / WEIGHTS_FILE], str(source)
     else:
-        from anatomy.encoders.registry import load
+        from anatomy.encoders.registry import load, parse_spec
 
+        try:
+            parse_spec(str(run_dir))
+        except EncoderError:  # neither a folder nor a spec: say that the folder is missing, and both forms
+            raise InputError(f"{run_dir}: no such run directory, and not an encoder spec",
+                             "give a RUN_DIR written by `anatomy distill`, a student directory, or a spec such "
+                             "as sam3:PATH (see `anatomy encoders`)") from None  # fmt: skip
         encoder, name = load(str(run_dir), device="cpu"), str(run_dir)
         files = [Path(p) for p in [name.partition(":")[2]] if p and Path(p).is_file()]
     sidecar = export_encoder(encoder, out, fmt, name, files)
@@ -250,6 +259,9 @@ def _onnx(run_dir: str | Path, fmt: str, out: Path, which: str) -> dict:
         q = sidecar["int8_vs_fp32"]
         how += f"; int8 vs fp32: pooled cosine {q['pooled_cosine_mean']:.4f}, kNN@10 {q['knn_overlap10_mean']:.3f}"
         how += f"; {sidecar['bytes'] / 2**20:.1f} MiB, fp32 {sidecar['fp32_bytes'] / 2**20:.1f} MiB"
+        from anatomy.distill.onnx_weights import describe
+
+        how += f"; {describe(sidecar['quantised'].get('stays_fp32'))}"
     summary = {
         "format": fmt,
         "source": name,

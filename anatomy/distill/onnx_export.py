@@ -4,8 +4,8 @@ The graph takes `input_ids` and `attention_mask` (int64, [batch, context]; batch
 returns `tokens` ([batch, context, D] per-token outputs, exactly the encoder's) and `pooled` ([batch, D]: the
 masked mean over valid positions, as ModuleEncoder pools). `int8` is ONNX Runtime's dynamic quantisation of
 the MatMul/Gemm weights (activations quantised per batch at run time) and of the token-embedding table (its
-Gather); its quality against the fp32 graph (pooled cosine, kNN overlap@10) and its weights by type are
-measured and recorded.
+Gather); its quality against the fp32 graph (pooled cosine, kNN overlap@10), its weights by type and what
+stays fp32 (positional table, biases and norms, kernels of ops it does not quantise) are measured and recorded.
 
 Every export writes FILE.json beside FILE (anatomy.distill.onnx_sidecar): source, exactly how to tokenize,
 context, output dimension, opset, hashes and the parity figures; graph, sidecar and the files it names are
@@ -284,8 +284,11 @@ def _export_locked(encoder, out: Path, fmt: str, source: str, source_files: list
 
 
 def weight_types(path: Path) -> dict[str, Any]:
-    """Weights (initializer elements) of a graph by element type, and the type of the token-embedding table."""
+    """Weights (initializer elements) of a graph by element type, the type of its largest table (the token
+    embedding), and what stays fp32 (anatomy.distill.onnx_weights)."""
     import onnx
+
+    from anatomy.distill.onnx_weights import stays_fp32
 
     model = onnx.load(str(path))
     by_type: dict[str, int] = {}
@@ -294,7 +297,8 @@ def weight_types(path: Path) -> dict[str, Any]:
         by_type[name] = by_type.get(name, 0) + int(np.prod(init.dims))
     largest = max(model.graph.initializer, key=lambda i: int(np.prod(i.dims)))
     return {"weights_by_type": by_type, "ops": list(QUANTISED_OPS),
-            "largest_table": onnx.TensorProto.DataType.Name(largest.data_type).lower()}  # fmt: skip
+            "largest_table": onnx.TensorProto.DataType.Name(largest.data_type).lower(),
+            "stays_fp32": stays_fp32(model)}  # fmt: skip
 
 
 def _sidecar(encoder, out, graph, fmt, source, source_files, record, extra) -> dict[str, Any]:

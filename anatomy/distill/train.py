@@ -45,7 +45,7 @@ from anatomy.distill.config import (  # noqa: F401  (re-exported)
     student_arch,
     student_config,
 )
-from anatomy.distill.evaluate import evaluate, knn_overlap  # noqa: F401  (re-exported)
+from anatomy.distill.evaluate import KNN_K, evaluate, knn_min_points, knn_overlap  # noqa: F401  (re-exported)
 from anatomy.distill.parallel import Dist, barrier, broadcast, dist_setup, global_mean, safe
 from anatomy.distill.preflight import preflight
 from anatomy.distill.rundir import (  # noqa: F401  (read_metrics re-exported)
@@ -302,6 +302,9 @@ def distill(
             f"{'resumed at' if start else 'started'} step {start} of {resolved['steps']} "
             f"({dist.world} process(es), device {dev}, {n} prompts, {len(eval_idx)} held out)",
         )
+        if len(eval_idx) < knn_min_points(KNN_K):  # metrics.jsonl then holds eval_knn_overlap10: null
+            append_line(log_path, f"kNN@{KNN_K} overlap not measured: {len(eval_idx)} held-out prompts, it needs "
+                                  f"{knn_min_points(KNN_K)} (raise --eval-size or the corpus)")  # fmt: skip
     model = module
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel

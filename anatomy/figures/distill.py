@@ -30,7 +30,7 @@ def prepare_training_curves(runs: Mapping[str, Sequence[Mapping]]):
         for name, metrics in runs.items()
         for r in metrics
         for m in CURVE_METRICS
-        if m in r
+        if r.get(m) is not None  # kNN@10 is None on fewer than 21 held-out prompts (not measured)
     ]
     return pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
 

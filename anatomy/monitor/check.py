@@ -28,6 +28,7 @@ from anatomy.monitor.coverage import CoverageCheck
 from anatomy.monitor.periods import PERIODS, Drift, Period
 from anatomy.monitor.quality import QualityCheck
 from anatomy.monitor.tokenization import TokenizationCheck
+from anatomy.monitor.verdicts import MIN_COSINE_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ class CheckConfig:
 
         if self.period not in PERIODS:
             raise OptionError("--period", f"'{self.period}' is not one of {', '.join(PERIODS)}")
-        if self.sample is not None and self.sample < 11:
-            raise OptionError("--sample", f"{self.sample} is below 11 (kNN@10 needs 11 prompts)")
+        if self.sample is not None and self.sample < MIN_COSINE_PROMPTS:
+            raise OptionError("--sample", f"{self.sample} is below {MIN_COSINE_PROMPTS} (a cosine verdict needs "
+                              f"{MIN_COSINE_PROMPTS} prompts, kNN@10 21)")  # fmt: skip
         if self.top < 0:
             raise OptionError("--top", f"{self.top} is negative")
 

@@ -98,7 +98,7 @@ def _read_run(folder: Path) -> Deployment:
         kind="run", folder=folder, tokenizer=config["student_arch"].get("tokenizer") or config["teacher"],
         context=int(config["context"]), teacher=config["teacher"], student=f"student:{best}",
         corpus=_existing(config.get("corpus"), folder.parent, folder), vocab=vocab if vocab.exists() else None,
-        teacher_cache=cache, eval={k: float(v) for k, v in best_row.items() if k.startswith("eval_")},
+        teacher_cache=cache, eval={k: float(v) for k, v in best_row.items() if k.startswith("eval_") and v is not None},
         eval_size=config.get("n_eval"),
     )  # fmt: skip
 

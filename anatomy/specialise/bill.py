@@ -23,7 +23,7 @@ from anatomy.specialise.stages import Outcome, Store
 SCHEMA_VERSION = 1
 KNN_K = 10
 # Bill fields that are measured wall-clock timings or memory (they differ between runs of the same inputs).
-MEASURED = ("timings", "cost", "machine", "train_seconds")
+MEASURED = ("timings", "cost", "machine", "train_seconds", "cost_notes")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Export:
     bytes: int | None
     test_pooled_cosine: float | None  # ONNX files, run on the test split
     error: str | None = None
+    stays_fp32: str | None = None  # int8: what its sidecar says stays fp32 (anatomy.distill.onnx_weights)
 
 
 @dataclass
@@ -58,7 +59,13 @@ class Cost:
     texts_per_s: dict[str, float]
     peak_batch_mib: float
     model_mib: float
-    ratios: dict[str, Any]  # against the teacher (torch), from anatomy.cost
+    ratios: dict[str, Any]  # against the teacher (torch) at the students' context, from anatomy.cost
+    context: int | None = None  # the context this row ran at
+    threads: int | None = None  # intra-op threads of the measuring process (fixed, recorded)
+    latency_reliable: bool = True  # False: the batch-1 spread never came under max_spread (see cost_notes)
+    latency_spread: float | None = None  # interquartile range / median of the batch-1 times
+    load_before: list[float] | None = None  # the machine's 1/5/15-min load average before the row
+    busy: bool = False  # other work held the cores while measuring (see cost_notes)
 
 
 @dataclass
@@ -91,6 +98,8 @@ class Bill:
     stages: dict[str, dict[str, Any]]  # name -> key, params, needs (digests), files (sha256)
     timings: dict[str, float]  # stage -> seconds of the run that built it (measured)
     machine: dict[str, Any]  # measured on
+    training_plan: dict[str, Any] = field(default_factory=dict)  # how the steps were chosen (--budget's rate)
+    cost_notes: list[str] = field(default_factory=list)  # busy machine, unsettled latencies, teacher context
 
     def to_json(self) -> dict[str, Any]:
         from anatomy.io import to_jsonable
@@ -145,7 +154,9 @@ def quality(ref: dict, stu_pooled: np.ndarray, rows: np.ndarray, stu: dict | Non
 
 def _row_cost(rows: list[dict], candidate: str) -> list[Cost]:
     return [Cost(r["runtime"], r["latency_ms_p50"], r["latency_ms_p95"], r["texts_per_s"], r["peak_batch_mib"],
-                 r["rss_loaded_mib"] - r["rss_runtime_mib"], r["ratios"])
+                 r["rss_loaded_mib"] - r["rss_runtime_mib"], r["ratios"], r.get("context_length"), r.get("threads"),
+                 r.get("latency_reliable", True), r.get("latency_spread"), r.get("load_before"),
+                 bool(r.get("busy")))
             for r in rows if r["candidate"] == candidate]  # fmt: skip
 
 
@@ -169,7 +180,9 @@ def build_bill(out_dir: Path, cfg: SpecialiseConfig, names: list[str], outcomes:
             sources.setdefault(s, []).append(i)
     sets = list(man["reference"]["summary"]["sets"])
     refs = {s: load_set(folder("reference") / f"{s}.safetensors") for s in sets}
-    t_cost = _torch(cost["rows"], "teacher")
+    t_cost = [r for r in cost["rows"] if r["candidate"] == "teacher" and r["runtime"] == "torch"][
+        -1
+    ]  # own ctx
     vocab = man["vocab"]["summary"]
     teacher = Row(cfg.teacher, "teacher", t_cost["context_length"], vocab.get("original_size"),
                   t_cost["parameters"], t_cost["components"], 4 * t_cost["parameters"],
@@ -201,7 +214,7 @@ def build_bill(out_dir: Path, cfg: SpecialiseConfig, names: list[str], outcomes:
             if fmt in ONNX_FORMATS and path is not None:
                 pooled = load_set(path.with_name(path.name + f".{TEST_SET}.safetensors"))["pooled"]
                 q = float(_cosines(refs[TEST_SET]["pooled"], pooled).mean())
-            row.exports.append(Export(fmt, info.get("file"), size, q, info.get("error")))
+            row.exports.append(Export(fmt, info.get("file"), size, q, info.get("error"), _stays_fp32(path)))
         rows.append(row)
     constraints = Constraints(cfg.max_quality_drop, cfg.max_params, cfg.max_latency_ms)
     stages = {
@@ -211,7 +224,32 @@ def build_bill(out_dir: Path, cfg: SpecialiseConfig, names: list[str], outcomes:
         SCHEMA_VERSION, _config(cfg), _context_record(cfg, man), vocab,
         {k: split[k] for k in ("seed", "test_share", "limit", "n_train", "n_test")}, teacher, rows,
         recommend(rows, constraints), stages, {o.name: o.manifest["seconds"] for o in outcomes}, cost["machine"],
+        _training_plan(cfg, len(names)), [*cost.get("notes", []), *cost.get("warnings", [])],
     )  # fmt: skip
+
+
+def _stays_fp32(path: Path | None) -> str | None:
+    """What an int8 export's sidecar says stays fp32 (None for other formats)."""
+    from anatomy.distill.onnx_sidecar import sidecar_path
+    from anatomy.distill.onnx_weights import describe
+    from anatomy.io import read_json
+
+    if path is None or path.suffix != ".onnx" or not sidecar_path(path).is_file():
+        return None
+    quantised = read_json(sidecar_path(path)).get("quantised")
+    return describe(quantised.get("stays_fp32")) or None if isinstance(quantised, dict) else None
+
+
+def _training_plan(cfg: SpecialiseConfig, n_candidates: int) -> dict[str, Any]:
+    from anatomy.specialise.plan import ASSUMED_STEPS_PER_S, steps_for
+
+    how = "--steps" if cfg.steps is not None else "--budget" if cfg.budget is not None else "default"
+    plan: dict[str, Any] = {"steps": steps_for(cfg, n_candidates), "how": how}
+    if how == "--budget":
+        plan.update(
+            budget_minutes=cfg.budget, assumed_steps_per_s=ASSUMED_STEPS_PER_S, candidates=n_candidates
+        )
+    return plan
 
 
 def _size(path: Path) -> int:

@@ -23,12 +23,12 @@ from anatomy.errors import InputError
 from anatomy.specialise import data_stages as ds
 from anatomy.specialise import model_stages as ms
 from anatomy.specialise.plan import (
-    DEFAULT_STEPS,
     Candidate,
     SpecialiseConfig,
     candidates,
     check_inputs,
     check_teacher,
+    steps_for,
 )
 from anatomy.specialise.stages import Outcome, Stage, Store, run_stage
 
@@ -69,18 +69,6 @@ def _context(cfg: SpecialiseConfig) -> Callable[[dict], int]:
     return resolve
 
 
-def steps_for(cfg: SpecialiseConfig, n_candidates: int) -> int:
-    """--steps, else --budget minutes shared by the candidates at a fixed CPU rate estimate, else the default."""
-    if cfg.steps is not None:
-        return cfg.steps
-    if cfg.budget is not None:
-        return max(10, int(cfg.budget * 60 * STEPS_PER_SECOND / n_candidates))
-    return DEFAULT_STEPS
-
-
-STEPS_PER_SECOND = 4.0  # a small student at batch 64 on two CPU cores; the bill records what was measured
-
-
 def build_stages(cfg: SpecialiseConfig, inputs: list[str], cands: list[Candidate]) -> list[Stage]:
     from anatomy.report.collect import display
 
@@ -110,10 +98,9 @@ def build_stages(cfg: SpecialiseConfig, inputs: list[str], cands: list[Candidate
         stages += _candidate_stages(cfg, cand, context, steps, held)
     names = [c.name for c in cands]
     stages.append(Stage(
-        "cost", "cost", tuple(f"{k}-{n}" for n in names for k in ("distill", "export")),
-        lambda _s: {"teacher": cfg.teacher, "device": cfg.device or "cpu", "repeats": cfg.cost_repeats,
-                    "threads": cfg.threads,
-                    "batches": list(cfg.cost_batches)},
+        "cost", "cost", ("tokens", *(f"{k}-{n}" for n in names for k in ("distill", "export"))),
+        lambda s: {"teacher": cfg.teacher, "context": context(s), "device": cfg.device or "cpu",
+                   "repeats": cfg.cost_repeats, "threads": cfg.threads, "batches": list(cfg.cost_batches)},
         lambda r: ms.cost_stage(r, cfg, names), side=("cost.json", "onnx/*"),
     ))  # fmt: skip
     return [_aliased(s) for s in stages]

@@ -17,6 +17,11 @@ from anatomy.errors import InputError, OptionError
 
 DEFAULT_INPUT = "builtin:imagenet-prompts"
 DEFAULT_STEPS = 400
+# --budget MINUTES becomes steps at this assumed rate (a small student at batch 64 on two CPU cores), shared
+# equally by the candidates, at least MIN_BUDGET_STEPS each. It is not measured: a larger student, batch or
+# context, or a faster machine, trains at another rate; the bill states the rate and the measured wall time.
+ASSUMED_STEPS_PER_S = 4.0
+MIN_BUDGET_STEPS = 10
 DEFAULT_EXPORTS = ("onnx", "int8")
 BODIES = ("s0", "s1", "l")
 # The default ladder when the teacher is minilm: two custom students (what `anatomy distill` takes as JSON).
@@ -153,6 +158,11 @@ def check_inputs(cfg: SpecialiseConfig) -> list[str]:
             raise InputError(f"{spec}: no such file or directory", "check the path")
     if "-" in cfg.held_out:
         raise InputError("--held-out -: held-out sets must be files", "save the prompts to a file first")
+    for spec in cfg.held_out:
+        if not spec.startswith("builtin:") and not Path(spec).is_file():
+            raise InputError(
+                f"--held-out {spec}: a directory, not a prompt file", "give one file per held-out set"
+            )
     names = [Path(h).name for h in cfg.held_out]
     if len(set(names)) != len(names):
         raise InputError("two --held-out files share a name", "rename one: the bill labels sets by file name")
@@ -172,3 +182,13 @@ def check_teacher(spec: str) -> None:
     given = spec.partition(":")[2]
     if path is not None and given and Path(given) == Path(path) and not Path(path).exists():
         raise InputError(f"teacher {spec}: {path} not found", "check the checkpoint path")
+
+
+def steps_for(cfg: SpecialiseConfig, n_candidates: int) -> int:
+    """--steps, else --budget minutes shared by the candidates at an assumed rate (ASSUMED_STEPS_PER_S, not
+    measured: the bill says so beside the measured wall time), else the default."""
+    if cfg.steps is not None:
+        return cfg.steps
+    if cfg.budget is not None:
+        return max(MIN_BUDGET_STEPS, int(cfg.budget * 60 * ASSUMED_STEPS_PER_S / n_candidates))
+    return DEFAULT_STEPS

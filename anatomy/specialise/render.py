@@ -43,15 +43,19 @@ def summary_table(bill) -> Table:
             else:  # an export: its own pooled outputs on the test split (per-token and kNN: the torch row's)
                 pooled, token, knn = exports[c.runtime].test_pooled_cosine, None, None
             big = max(c.texts_per_s, key=int)
+            flag = "" if c.latency_reliable else " !"  # did not settle: see the cost notes
             rows.append([
-                row.name, c.runtime, str(row.context), _f(row.vocab_size, ","), _f(row.parameters, ","), _mib(shipped),
-                _f(pooled, ".4f"), _f(token, ".4f"), _f(knn),
-                f"{c.latency_ms_p50:.2f} ({_x(c.ratios.get('latency_p50'))})", f"{c.latency_ms_p95:.2f}",
+                row.name, c.runtime, str(c.context or row.context), _f(row.vocab_size, ","), _f(row.parameters, ","),
+                _mib(shipped), _f(pooled, ".4f"), _f(token, ".4f"), _f(knn),
+                f"{c.latency_ms_p50:.2f} ({_x(c.ratios.get('latency_p50'))}){flag}", f"{c.latency_ms_p95:.2f}",
                 f"{c.texts_per_s[big]:,.0f} ({_x(c.ratios['texts_per_s'].get(big))})",
                 f"{c.peak_batch_mib:.0f} ({_x(c.ratios.get('peak_batch_mib'))})",
             ])  # fmt: skip
     return Table(
-        cols, rows, "Quality against the teacher, size and measured cost (ratios to the teacher, torch)"
+        cols,
+        rows,
+        "Quality against the teacher, size and measured cost (ratios to the teacher, torch, at the "
+        "students' context; '!': a latency that did not settle)",
     )
 
 
@@ -78,7 +82,8 @@ def detail_tables(bill) -> list[Table]:
                    [[r.name, *[f"{r.components.get(c, 0):,}" for c in comps], _f(r.parameters, ",")]
                     for r in [bill.teacher, *bill.candidates]], "Parameters by component")  # fmt: skip
     exports = Table(["candidate", "format", "file", "bytes", "test pooled cos", "note"],
-                    [[r.name, e.format, e.file or "–", _f(e.bytes, ","), _f(e.test_pooled_cosine), e.error or ""]
+                    [[r.name, e.format, e.file or "–", _f(e.bytes, ","), _f(e.test_pooled_cosine),
+                      e.error or e.stays_fp32 or ""]
                      for r in bill.candidates for e in r.exports], "Exports")  # fmt: skip
     training = Table(["candidate", "steps", "batch", "device", "wall s (measured)"],
                      [[r.name, str(r.training["steps"]), str(r.training["batch_size"]), r.training["device"],
@@ -105,16 +110,18 @@ def sections(bill) -> list[Section]:
     ctx, voc = bill.context, bill.vocab
     setup = [
         f"Teacher {bill.teacher.name}; student context {ctx['L']} ({ctx['how']}; the tokens analysis recommends "
-        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts); the teacher is "
-        "measured at its own context.",
+        f"{ctx['recommended']}, which cuts {_f(ctx['truncation'], '.1%')} of corpus prompts); "
+        f"{_teacher_contexts(bill, ctx['L'])}",
+        _training_line(bill),
         f"Vocabulary: {'specialised' if voc['use'] else 'the teacher’s full vocabulary'} — {voc['reason']}.",
         f"Split by prompt (seed {bill.split['seed']}): {bill.split['n_train']:,} train (the distillation holds "
         f"out its own validation from them), {bill.split['n_test']:,} test.",
         "Quality is agreement with the teacher at the chosen context: pooled cosine over every prompt, per-token "
         "cosine over prompts the student tokenizes as the teacher does, kNN@10 overlap of pooled outputs. Latency, "
         "throughput, memory and wall times are measured on "
-        f"{bill.machine.get('device_name', '?')} ({bill.machine.get('cores_available', '?')} cores) and differ "
-        "between runs; everything else is recomputed identically.",
+        f"{bill.machine.get('device_name', '?')} ({bill.machine.get('cores_available', '?')} cores, "
+        f"{_threads(bill)}) and differ between runs; everything else is recomputed identically.",
+        *[f"Cost: {note}" for note in bill.cost_notes],
     ]
     return [
         Section("Recommendation", head),
@@ -122,6 +129,42 @@ def sections(bill) -> list[Section]:
         Section("Quality and risk", [], quality_tables(bill)),
         Section("Details", [], detail_tables(bill)),
     ]
+
+
+def _teacher_contexts(bill, students: int) -> str:
+    """Which contexts the teacher was measured at, and what the students' shorter context saves it."""
+    own = [c for c in bill.teacher.cost if c.runtime == "torch"]
+    at = {c.context: c for c in own}
+    if students in at and len(at) > 1:
+        mine, theirs = at[students], next(c for c in own if c.context != students)
+        return (f"the teacher is measured at the students' context {students} (the baseline of every ratio: like "
+                f"with like) and at its own {theirs.context} (p50 {theirs.latency_ms_p50:.2f} ms against "
+                f"{mine.latency_ms_p50:.2f} ms: what the shorter context alone saves).")  # fmt: skip
+    if students in at:
+        return (
+            f"the teacher's own context is the students' ({students}): every ratio compares like with like."
+        )
+    return (f"the teacher is measured at its own context only ({', '.join(str(c) for c in at)}): the ratios "
+            "include the context's saving (see the cost notes).")  # fmt: skip
+
+
+def _training_line(bill) -> str:
+    plan = bill.training_plan
+    if plan.get("how") == "--budget":
+        return (f"Training: {plan['steps']:,} steps per candidate from --budget {plan['budget_minutes']:g} min at an "
+                f"assumed {plan['assumed_steps_per_s']:g} steps/s (not measured) shared by {plan['candidates']} "
+                "candidate(s); the measured wall time of each is in the training table.")  # fmt: skip
+    if plan:
+        return f"Training: {plan['steps']:,} steps per candidate ({plan['how']})."
+    return "Training: see the training table."
+
+
+def _threads(bill) -> str:
+    costs = [c for r in [bill.teacher, *bill.candidates] for c in r.cost]
+    threads = sorted({c.threads for c in costs if c.threads is not None})
+    loads = [c.load_before[0] for c in costs if c.load_before]
+    text = f"{'/'.join(map(str, threads)) or '?'} thread(s) per measuring process"
+    return text + (f", 1-min load average before a row up to {max(loads):.2f}" if loads else "")
 
 
 def _constraints(c) -> str:
