@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.text import Text
 
-from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json
+from anatomy.cli.common import JsonOpt, QuietOpt, err, out, print_json, print_table
 from anatomy.corpus.sources import READERS
 
 CountColumnOpt = Annotated[str | None, typer.Option(help="text: the csv/tsv column holding request counts.")]
@@ -121,7 +121,7 @@ def corpus_cmd(
         for subset, n in entry["subsets"].items():
             table.add_row(source, subset, f"{n:,}")
         table.add_row(source, "all", f"{entry['rows']:,}", style="bold", end_section=True)
-    out.print(table)
+    print_table(table)
     out.print(
         f"distinct prompts overall: {summary['distinct_prompts']:,} (occurrences {summary['occurrences']:,})"
     )
