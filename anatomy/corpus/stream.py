@@ -16,8 +16,10 @@ from anatomy.errors import InputError
 BATCH = 8_192  # prompts per batch (a fast tokenizer keeps KBs per prompt of a batch)
 
 
-def prompt_batches(corpus: str | Path, batch: int = BATCH) -> Iterator[list[str]]:
-    """The corpus's prompts, `batch` rows at a time (a prompt in two subsets comes twice)."""
+def corpus_batches(corpus: str | Path, columns: list[str], batch: int = BATCH) -> Iterator:
+    """Arrow record batches of `columns`, `batch` rows at a time, checked as read_corpus_table checks them
+    (column types once; nulls, counts below 1 and empty prompts per batch; no rows at all)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from anatomy.corpus.corpus import _read_schema_checked
@@ -26,15 +28,31 @@ def prompt_batches(corpus: str | Path, batch: int = BATCH) -> Iterator[list[str]
     schema = _read_schema_checked(Path(corpus))
     check_corpus_table(schema.empty_table(), corpus, allow_empty=True)  # the column types
     rows = 0
-    for record_batch in pq.ParquetFile(corpus).iter_batches(batch_size=batch, columns=["prompt"]):
-        if record_batch.column(0).null_count:
-            raise InputError(f"{corpus}: column 'prompt' has missing (null) values", REBUILD_HINT)
-        rows += record_batch.num_rows
-        yield record_batch.column(0).to_pylist()
+    try:
+        reader = pq.ParquetFile(corpus, page_checksum_verification=True)
+        for record_batch in reader.iter_batches(batch_size=batch, columns=columns):
+            for name in columns:
+                column = record_batch.column(name)
+                if column.null_count:
+                    raise InputError(f"{corpus}: column {name!r} has missing (null) values", REBUILD_HINT)
+                if name == "count" and len(column) and pc.min(column).as_py() < 1:
+                    raise InputError(f"{corpus}: column 'count' has values below 1", REBUILD_HINT)
+                if name == "prompt" and pc.any(pc.equal(column, "")).as_py():
+                    raise InputError(f"{corpus}: column 'prompt' has empty prompts", REBUILD_HINT)
+            rows += record_batch.num_rows
+            yield record_batch
+    except (OSError, ValueError) as err:  # pyarrow's errors for a damaged file (ArrowInvalid is a ValueError)
+        raise InputError(f"{corpus}: not a readable Parquet file or damaged ({err})") from None
     if not rows:
         raise InputError(
             f"{corpus}: the corpus has no rows", "ingest prompts into it first (`anatomy ingest`)"
         )
+
+
+def prompt_batches(corpus: str | Path, batch: int = BATCH) -> Iterator[list[str]]:
+    """The corpus's prompts, `batch` rows at a time (a prompt in two subsets comes twice)."""
+    for record_batch in corpus_batches(corpus, ["prompt"], batch):
+        yield record_batch.column(0).to_pylist()
 
 
 def used_ids(corpus: str | Path, tokenizer, vocab_size: int, batch: int = BATCH) -> np.ndarray:
