@@ -1,22 +1,24 @@
 """Token ids of a corpus (the cache behind the `tokens` analysis, anatomy/analysis/tokens.py) and the numbers.
 
 corpus.parquet -> OUT/tokens.parquet (one row per corpus row: prompt, source, subset, length with start and
-end, ids; reused while the corpus file and the tokenizer are unchanged). Each distinct prompt is tokenized once. Blocks count distinct prompts: a prompt
-in two subsets of one source counts once for that source, a prompt in two sources once overall.
+end, ids; reused while the corpus file and the tokenizer are unchanged), written a row group at a time; each
+batch's distinct prompts are tokenized once. The statistics stream over its record batches into per-block
+length histograms and id counts, so memory holds a few numbers per row, never the corpus's ids or strings.
+Blocks count distinct prompts: a prompt in two subsets of one source counts once for that source, a prompt in
+two sources once overall.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from anatomy.context import context_table, id_counts, length_stats, recommend_context, vocab_stats
+from anatomy.context import context_table, length_stats, recommend_context, vocab_stats
 from anatomy.errors import AnatomyError
-from anatomy.io import file_sha256, read_parquet, write_parquet
+from anatomy.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +129,6 @@ def tokenize_corpus(corpus: Path, out_dir: Path, tok, fingerprint: str, batch: i
     return path, False
 
 
-def read_tokens(path: Path):
-    """The whole tokens table (small corpora, tests): the streamed statistics never need it."""
-    return read_parquet(path)
-
-
 class _Histogram:
     """A growing histogram of whole numbers (token lengths), optionally weighted."""
 
@@ -216,7 +213,7 @@ def _row_codes(path: Path):
 
 def analyse(
     path: Path, tok, config, contexts, counts: np.ndarray | None = None, batch: int = ROW_GROUP
-) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
     """(results data, length histogram per block, content id counts per block) from tokens.parquet.
 
     config: the tokens analysis Params (limits, top-k, weight); contexts: the sorted context lengths of the
