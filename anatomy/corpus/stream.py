@@ -1,7 +1,7 @@
 """A corpus's prompts in batches, read from its Parquet file batch by batch (memory bounded by the batch).
 
 For steps that need every prompt once but not all at the same time: the ids a corpus uses (spectrum), the
-token sequences behind its distinct prompts (sampling.distinct_sequences).
+token sequences behind its tokens (anatomy.tokens), the corpus read for a sample (sampling.draw_sequences).
 """
 
 from __future__ import annotations
