@@ -135,3 +135,12 @@ def test_tokenizers_without_encode_flat_encode_in_batches(monkeypatch) -> None:
     np.testing.assert_array_equal(offsets, want_offsets)
     np.testing.assert_array_equal(flat, want_flat)
     assert flat.dtype == np.int32 and offsets.dtype == np.int64
+
+
+def test_summary_in_batches_equals_the_frame_form(shared_corpus: Path) -> None:
+    from anatomy.corpus.corpus import corpus_summary
+    from anatomy.corpus.stream import summary
+
+    want = corpus_summary(load_corpus(shared_corpus))
+    assert summary(shared_corpus, batch=999) == want
+    assert len(want["sources"]) == 3 and want["distinct_prompts"] < want["rows"]

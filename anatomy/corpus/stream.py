@@ -63,3 +63,31 @@ def used_ids(corpus: str | Path, tokenizer, vocab_size: int, batch: int = BATCH)
         used[np.fromiter((i for ids in content for i in ids), dtype=np.int64)] = True
     used[[tokenizer.sot_id, tokenizer.eot_id]] = True  # every prompt also uses the start and end rows
     return np.flatnonzero(used)
+
+
+def summary(corpus: str | Path, batch: int = 65_536) -> dict:
+    """corpus.corpus_summary of the corpus file, read a batch at a time (every column checked); the distinct
+    prompt count is the one step that holds the prompt column (Arrow strings, no Python objects)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
+
+    rows = occurrences = 0
+    by_subset: dict[tuple[str, str], int] = {}
+    prompts = []
+    for record_batch in corpus_batches(corpus, [*STRING_COLUMNS, COUNT_COLUMN], batch):
+        rows += record_batch.num_rows
+        occurrences += int(pc.sum(record_batch.column(COUNT_COLUMN)).as_py() or 0)
+        table = pa.Table.from_batches([record_batch.select(["source", "subset"])])
+        grouped = table.group_by(["source", "subset"]).aggregate([([], "count_all")]).to_pydict()
+        for source, subset, n in zip(grouped["source"], grouped["subset"], grouped["count_all"], strict=True):
+            by_subset[(source, subset)] = by_subset.get((source, subset), 0) + n
+        prompts.append(record_batch.column("prompt"))
+    distinct = pc.count_distinct(pa.chunked_array(prompts)).as_py()
+    sources: dict[str, dict] = {}
+    for (source, subset), n in sorted(by_subset.items()):
+        entry = sources.setdefault(source, {"rows": 0, "subsets": {}})
+        entry["rows"] += n
+        entry["subsets"][subset] = n
+    return {"rows": rows, "distinct_prompts": int(distinct), "occurrences": occurrences, "sources": sources}
