@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -140,3 +141,36 @@ def test_a_damaged_row_group_is_rebuilt(tmp_path):
     path.write_bytes(bytes(data))
     _, reused = tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint, batch=50)
     assert not reused and path.read_bytes() == good
+
+
+def test_vocab_over_arrow_texts_equals_the_list_form(tmp_path, monkeypatch):
+    """compute_vocab reads the prompts as Arrow strings through ArrowTexts; batches of 7 give the result a
+    plain list of Python strings gives (the form before), traffic-weighted k-fold included."""
+    from anatomy.analysis import vocab as analysis
+    from anatomy.vocab import build
+
+    corpus = write_corpus(tmp_path / "corpus.parquet")
+    params = analysis.VocabParams(weight="traffic", held_out=("builtin:imagenet-classes",), curve=(1, 2))
+    monkeypatch.setattr(analysis.ArrowTexts, "BATCH", 7)
+    got = analysis.compute_vocab(corpus, params)
+    as_list = build.index_texts
+    monkeypatch.setattr(analysis, "index_texts", lambda base, texts: as_list(base, list(texts)))
+    want = analysis.compute_vocab(corpus, params)
+    assert got.to_json() == want.to_json() and got.k_fold_other is not None
+    texts = analysis.ArrowTexts(pa.array(["a", "b", "c"]), ["x"])
+    assert list(texts) == ["a", "b", "c", "x"] and texts[-1] == "x" and texts[1:3] == ["b", "c"]
+    with pytest.raises(IndexError):
+        texts[4]
+
+
+def test_most_inflated_equals_the_full_sort():
+    from anatomy.vocab.build import TOP_EXAMPLES, _most_inflated
+
+    rng = np.random.default_rng(3)
+    full = rng.integers(3, 8, 5000)
+    spec = full + rng.integers(-1, 3, 5000)  # many ties in ratio and in tokens added
+    texts = [f"p{i % 977}" for i in range(5000)]
+    ratio, grown = spec / full, spec - full
+    order = sorted(range(5000), key=lambda i: (-ratio[i], -grown[i], texts[i]))
+    want = [i for i in order[:TOP_EXAMPLES] if spec[i] > full[i]]
+    assert _most_inflated(ratio, grown, texts.__getitem__) == want and len(want) == TOP_EXAMPLES

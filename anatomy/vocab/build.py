@@ -22,7 +22,7 @@ TOP_EXAMPLES = 5
 
 @dataclass
 class WordIndex:
-    texts: list[str]
+    texts: Sequence[str]  # a list, or a lazy sequence over Arrow strings (anatomy.analysis.vocab)
     words: list[str]  # distinct words
     full_len: np.ndarray  # full-tokenizer tokens per word
     tok_flat: np.ndarray  # original ids of all words, concatenated
@@ -71,7 +71,7 @@ def index_texts(base, texts: Sequence[str]) -> WordIndex:
     full_len = np.fromiter(map(len, ids), np.int64, count=len(ids))
     tok_flat = np.fromiter((t for w in ids for t in w), np.int64, count=int(full_len.sum()))
     return WordIndex(
-        texts=list(texts),
+        texts=texts if isinstance(texts, Sequence) else list(texts),  # a lazy sequence stays lazy
         words=words,
         full_len=full_len,
         tok_flat=tok_flat,
@@ -189,6 +189,18 @@ def measure(base, vocab: Vocabulary, covered: np.ndarray, index: WordIndex, prom
     )
 
 
+def _most_inflated(ratio: np.ndarray, grown: np.ndarray, text_of) -> list[int]:
+    """The TOP_EXAMPLES prompts that grew, by ratio, then tokens added, then text: numpy narrows them to the
+    ties of the last place before Python sorts (no key tuple per measured prompt)."""
+    candidates = np.flatnonzero(grown > 0)
+    if len(candidates) > TOP_EXAMPLES:
+        r, g = ratio[candidates], grown[candidates]
+        last = np.lexsort((-g, -r))[TOP_EXAMPLES - 1]
+        candidates = candidates[(r > r[last]) | ((r == r[last]) & (g >= g[last]))]
+    key = lambda i: (-ratio[i], -grown[i], text_of(i))  # noqa: E731
+    return sorted(candidates.tolist(), key=key)[:TOP_EXAMPLES]
+
+
 def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, train: list[int], kept: list[int],
               weights: np.ndarray | None = None) -> Risk:  # fmt: skip
     """The risk over the measured prompts; with `weights` (requests per indexed text) every share and the mean
@@ -200,11 +212,9 @@ def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, t
     changed = np.concatenate([p.changed for p in parts])
     n = len(prompts)
     ratio = spec_n / full_n if n else np.zeros(0)
-    order = sorted(range(n), key=lambda i: (-ratio[i], -(spec_n[i] - full_n[i]), index.texts[prompts[i]]))
     examples = [
-        Example(index.texts[prompts[i]], int(full_n[i] - 2), int(spec_n[i] - 2))
-        for i in order[:TOP_EXAMPLES]
-        if spec_n[i] > full_n[i]
+        Example(index.texts[int(prompts[i])], int(full_n[i] - 2), int(spec_n[i] - 2))
+        for i in _most_inflated(ratio, spec_n - full_n, lambda i: index.texts[int(prompts[i])])
     ]
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)[prompts]
     content = float(((spec_n - 2) * w).sum())
