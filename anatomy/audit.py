@@ -135,8 +135,8 @@ def build_corpus(
                 f"a corpus Parquet file ({parquet[0]}) was given together with other inputs",
                 "give either one corpus .parquet or raw prompt files",
             )
-        from anatomy.corpus.stream import corpus_batches
         from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
+        from anatomy.corpus.stream import corpus_batches
 
         for _ in corpus_batches(parquet[0], [*STRING_COLUMNS, COUNT_COLUMN]):
             pass  # fails early, naming the file, if it is not a corpus (read a batch at a time)
