@@ -231,6 +231,9 @@ def analyse(
     names = ["overall"] + [source_names[i] for i in order]
     tallies = {name: _Tally(tok.vocab_size) for name in names}
     first = {"overall": _first_rows(prompt_code)}
+    if len(order) == 1:  # one source (a log): its block is the overall block
+        tallies[names[1]] = tallies["overall"]
+        order = []
     for i in order:  # a prompt's first row within each source: codes renumbered within the source
         rows = np.flatnonzero(source_code == i)
         local = np.zeros(n_rows, dtype=bool)
