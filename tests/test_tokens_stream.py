@@ -147,17 +147,20 @@ def test_a_damaged_row_group_is_rebuilt(tmp_path):
 
 
 def test_vocab_over_arrow_texts_equals_the_list_form(tmp_path, monkeypatch):
-    """compute_vocab reads the prompts as Arrow strings through ArrowTexts; batches of 7 give the result a
-    plain list of Python strings gives (the form before), traffic-weighted k-fold included."""
+    """compute_vocab reads the prompts as Arrow strings through ArrowTexts and measures them in chunks;
+    batches and chunks of 7 give the result a plain list of Python strings in one chunk gives (the form
+    before), traffic-weighted k-fold included."""
     from anatomy.analysis import vocab as analysis
     from anatomy.vocab import build
 
     corpus = write_corpus(tmp_path / "corpus.parquet")
     params = analysis.VocabParams(weight="traffic", held_out=("builtin:imagenet-classes",), curve=(1, 2))
     monkeypatch.setattr(analysis.ArrowTexts, "BATCH", 7)
+    monkeypatch.setattr(build, "PROMPT_CHUNK", 7)  # word positions gathered 7 prompts at a time
     got = analysis.compute_vocab(corpus, params)
     as_list = build.index_texts
     monkeypatch.setattr(analysis, "index_texts", lambda base, texts: as_list(base, list(texts)))
+    monkeypatch.setattr(build, "PROMPT_CHUNK", 1 << 40)
     want = analysis.compute_vocab(corpus, params)
     assert got.to_json() == want.to_json() and got.k_fold_other is not None
     texts = analysis.ArrowTexts(pa.array(["a", "b", "c"]), ["x"])

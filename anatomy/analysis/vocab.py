@@ -187,6 +187,12 @@ def compute_vocab(
     counts = table.column("count").to_numpy().astype(np.float64)
     requests = np.bincount(position, weights=counts, minlength=len(distinct))  # aligned with texts
     repeats = bool(requests.size and requests.max() > 1)
+    source = pc.dictionary_encode(table.column("source")).combine_chunks()
+    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
+    by_source = {
+        names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
+    }
+    del table, prompt_col, source, position, codes, counts  # the rows: only the distinct prompts stay
     held = [(spec, read_prompts(spec)) for spec in params.held_out]
     texts = ArrowTexts(distinct)
     progress(f"indexing {len(texts):,} prompts")
@@ -198,12 +204,6 @@ def compute_vocab(
     tok = _specialised(vocab, base_tok)
 
     progress("leave-one-source-out")
-    source = pc.dictionary_encode(table.column("source")).combine_chunks()
-    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
-    by_source = {
-        names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
-    }
-    del table, prompt_col, distinct, position, codes, counts
     loso = []
     if len(by_source) > 1:
         for source, test in by_source.items():
