@@ -144,3 +144,16 @@ def test_summary_in_batches_equals_the_frame_form(shared_corpus: Path) -> None:
     want = corpus_summary(load_corpus(shared_corpus))
     assert summary(shared_corpus, batch=999) == want
     assert len(want["sources"]) == 3 and want["distinct_prompts"] < want["rows"]
+
+
+def test_a_one_source_corpus_draws_its_source_as_the_whole(shared_data: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "one.parquet"
+    ingest("text", [str(shared_data / "v3det" / "category_name_13204_v3det_2023_v1.txt")], corpus)
+    for n in (None, 500):
+        got = sampling.draw_sequences(corpus, ClipStore(2), n, 3, by_source=True)
+        alone = sampling.draw_sequences(corpus, ClipStore(2), n, 3)
+        assert got.groups.keys() == {"overall", "text"} and got.prompts == alone.prompts
+        np.testing.assert_array_equal(got.groups["text"], got.groups["overall"])
+        np.testing.assert_array_equal(got.groups["overall"], alone.groups["overall"])
+    full = reference_sequences(corpus, ClipStore(2))
+    assert sampling.draw_sequences(corpus, ClipStore(2), None, 0, by_source=True).prompts == full[0]

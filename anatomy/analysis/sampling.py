@@ -61,7 +61,8 @@ def draw_sequences(corpus: Path, store: Any, n: int | None, seed: int, by_source
 
 
 def _distinct_prompts(corpus: Path, by_source: bool):
-    """(the corpus's distinct prompts in code-point order as Arrow, {source: indices of its prompts})."""
+    """(the corpus's distinct prompts in code-point order as Arrow, {source: indices of its prompts, or None
+    where the source holds every prompt})."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -72,11 +73,14 @@ def _distinct_prompts(corpus: Path, by_source: bool):
     prompt_col = table.column("prompt")
     distinct = pc.unique(prompt_col)
     distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
-    sources: dict[str, np.ndarray] = {}
+    sources: dict[str, np.ndarray | None] = {}
     if by_source:
-        position = pc.index_in(prompt_col, value_set=distinct).to_numpy()
         source = pc.dictionary_encode(table.column("source")).combine_chunks()
         codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
+        if len(names) == 1:  # one source (a log): its prompts are the corpus's, no row-to-prompt map needed
+            return distinct, {str(names[0]): None}
+        del source
+        position = pc.index_in(prompt_col, value_set=distinct).to_numpy()
         for s in sorted(range(len(names)), key=lambda s: names[s]):
             sources[str(names[s])] = np.unique(position[codes == s])
     return distinct, sources
@@ -100,7 +104,11 @@ def _draw(corpus: Path, store: Any, n: int | None, seed: int, by_source: bool) -
 
     chosen: dict[str, np.ndarray] = {}
     duplicates = 0
-    for name, candidates in {"overall": np.arange(len(distinct)), **sources}.items():
+    for name, group in {"overall": np.arange(len(distinct)), **sources}.items():
+        if group is None:  # the same prompts as overall: the same draw
+            chosen[name] = chosen["overall"]
+            continue
+        candidates = group
         want = len(candidates) if n is None else min(n, len(candidates))
         rng = np.random.default_rng(seed)
         tried = np.zeros(len(candidates), dtype=bool)
