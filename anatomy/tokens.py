@@ -188,27 +188,37 @@ class _Tally:
         return block, ids
 
 
-def _first_rows(codes: np.ndarray) -> np.ndarray:
-    """Whether each row is the first of its prompt, for codes numbered in order of first appearance."""
-    if not len(codes):
-        return np.zeros(0, dtype=bool)
-    before = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]).astype(np.int64))
-    return codes > before
+def _first_of_equal_runs(table, keys: list[str]):
+    """Whether each row of `table` is the first (lowest row) of the rows sharing its values of `keys`: a
+    stable sort, then neighbours compared (no hash table of the strings: about half the memory)."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for key in keys:
+        ranked = table.column(key).take(order).combine_chunks()
+        same &= pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(zero_copy_only=False)
+        del ranked
+    first = np.ones(len(order), dtype=bool)
+    first[order[1:][same]] = False  # the sort is stable: a run's first entry is its lowest row
+    return first
 
 
-def _row_codes(path: Path):
-    """(prompt code per row numbered in order of first appearance, source code per row, source names).
+def _row_flags(path: Path):
+    """(first row of its prompt overall, first row of its prompt within its source, source code per row,
+    source names); the second is None for a one-source corpus (the same as the first).
 
     The one step that reads a whole column (the prompts, as Arrow, then dropped): a prompt may repeat across
     rows anywhere in the corpus, and each block counts it once."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    prompts = pq.read_table(path, columns=["prompt"]).column(0)
-    prompt_code = pc.dictionary_encode(prompts).combine_chunks().indices.to_numpy()
-    del prompts
-    source = pc.dictionary_encode(pq.read_table(path, columns=["source"]).column(0)).combine_chunks()
-    return prompt_code, source.indices.to_numpy(), [str(s) for s in source.dictionary.to_pylist()]
+    table = pq.read_table(path, columns=["prompt", "source"])
+    source = pc.dictionary_encode(table.column("source")).combine_chunks()
+    names = [str(s) for s in source.dictionary.to_pylist()]
+    first = _first_of_equal_runs(table.select(["prompt"]), ["prompt"])
+    within = _first_of_equal_runs(table, ["source", "prompt"]) if len(names) > 1 else None
+    return first, within, source.indices.to_numpy(), names
 
 
 def analyse(
@@ -224,21 +234,15 @@ def analyse(
     """
     import pyarrow.parquet as pq
 
-    prompt_code, source_code, source_names = _row_codes(path)
-    n_rows = len(prompt_code)
+    first_overall, first_within, source_code, source_names = _row_flags(path)
+    n_rows = len(first_overall)
     counts = np.ones(n_rows, np.int64) if counts is None else np.asarray(counts, np.int64)
     order = sorted(range(len(source_names)), key=lambda i: source_names[i])
     names = ["overall"] + [source_names[i] for i in order]
     tallies = {name: _Tally(tok.vocab_size) for name in names}
-    first = {"overall": _first_rows(prompt_code)}
-    if len(order) == 1:  # one source (a log): its block is the overall block
-        tallies[names[1]] = tallies["overall"]
+    if first_within is None:  # one source (a log): its block is the overall block
+        tallies.update({name: tallies["overall"] for name in names})
         order = []
-    for i in order:  # a prompt's first row within each source: codes renumbered within the source
-        rows = np.flatnonzero(source_code == i)
-        local = np.zeros(n_rows, dtype=bool)
-        local[rows[np.unique(prompt_code[rows], return_index=True)[1]]] = True
-        first[source_names[i]] = local
     start = 0
     reader = pq.ParquetFile(path, page_checksum_verification=True)
     for rows in reader.iter_batches(batch_size=batch, columns=["length", "ids"]):
@@ -249,11 +253,12 @@ def analyse(
         lengths = rows.column("length").to_numpy().astype(np.int64)
         requests = counts[start:end]
         everything = np.ones(end - start, dtype=bool)
-        tallies["overall"].add(first["overall"][start:end], everything, lengths, flat, sizes, requests)
+        tallies["overall"].add(first_overall[start:end], everything, lengths, flat, sizes, requests)
         for i in order:
-            name = source_names[i]
             inside = source_code[start:end] == i
-            tallies[name].add(first[name][start:end], inside, lengths, flat, sizes, requests)
+            tallies[source_names[i]].add(
+                inside & first_within[start:end], inside, lengths, flat, sizes, requests
+            )
         start = end
     traffic = getattr(config, "weight", "distinct") == "traffic"
     repeats = bool(len(counts) and int(np.max(counts)) > 1)
