@@ -157,3 +157,18 @@ def test_a_one_source_corpus_draws_its_source_as_the_whole(shared_data: Path, tm
         np.testing.assert_array_equal(got.groups["overall"], alone.groups["overall"])
     full = reference_sequences(corpus, ClipStore(2))
     assert sampling.draw_sequences(corpus, ClipStore(2), None, 0, by_source=True).prompts == full[0]
+
+
+def test_sorted_distinct_equals_unique_and_index_in() -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from anatomy.corpus.stream import sorted_distinct
+
+    words = ["dog", "Dog", "café", "cafe", "zebra", "ä", "a", "☕", "a b", "ab", "dog"]
+    rng = np.random.default_rng(0)
+    strings = pa.chunked_array([pa.array(list(rng.choice(words, 40))) for _ in range(3)])
+    distinct, position = sorted_distinct(strings)
+    assert distinct.to_pylist() == sorted(set(strings.to_pylist()))
+    np.testing.assert_array_equal(position, pc.index_in(strings, value_set=distinct).to_numpy())
+    assert sorted_distinct(strings, positions=False)[1] is None

@@ -66,21 +66,20 @@ def _distinct_prompts(corpus: Path, by_source: bool):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from anatomy.corpus.stream import corpus_batches
+    from anatomy.corpus.stream import corpus_batches, sorted_distinct
 
     columns = ["prompt", "source"] if by_source else ["prompt"]
     table = pa.Table.from_batches(list(corpus_batches(corpus, columns, 65_536)))  # checked
-    prompt_col = table.column("prompt")
-    distinct = pc.unique(prompt_col)
-    distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
     sources: dict[str, np.ndarray | None] = {}
+    names: list = []
     if by_source:
         source = pc.dictionary_encode(table.column("source")).combine_chunks()
         codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
-        if len(names) == 1:  # one source (a log): its prompts are the corpus's, no row-to-prompt map needed
-            return distinct, {str(names[0]): None}
-        del source
-        position = pc.index_in(prompt_col, value_set=distinct).to_numpy()
+    # code-point order, as sorted() gives; the row-to-prompt map only where sources must be told apart
+    distinct, position = sorted_distinct(table.column("prompt"), positions=len(names) > 1)
+    if len(names) == 1:  # one source (a log): its prompts are the corpus's
+        return distinct, {str(names[0]): None}
+    if position is not None:
         for s in sorted(range(len(names)), key=lambda s: names[s]):
             sources[str(names[s])] = np.unique(position[codes == s])
     return distinct, sources

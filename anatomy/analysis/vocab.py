@@ -174,16 +174,14 @@ def compute_vocab(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from anatomy.corpus.stream import corpus_batches
+    from anatomy.corpus.stream import corpus_batches, sorted_distinct
     from anatomy.io import file_sha256
 
     batches = corpus_batches(corpus, ["prompt", "source", "count"], 65_536)  # checked; only these columns
     table = pa.Table.from_batches(list(batches))  # Arrow: no Python strings
     base_tok = base_tokenizer(params.tokenizer)
     prompt_col = table.column("prompt")
-    distinct = pc.unique(prompt_col)
-    distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
-    position = pc.index_in(prompt_col, value_set=distinct).to_numpy()  # row -> its prompt in texts
+    distinct, position = sorted_distinct(prompt_col)  # code-point order, as sorted() gives; row -> its prompt
     counts = table.column("count").to_numpy().astype(np.float64)
     requests = np.bincount(position, weights=counts, minlength=len(distinct))  # aligned with texts
     repeats = bool(requests.size and requests.max() > 1)

@@ -84,10 +84,34 @@ def summary(corpus: str | Path, batch: int = 65_536) -> dict:
         for source, subset, n in zip(grouped["source"], grouped["subset"], grouped["count_all"], strict=True):
             by_subset[(source, subset)] = by_subset.get((source, subset), 0) + n
         prompts.append(record_batch.column("prompt"))
-    distinct = pc.count_distinct(pa.chunked_array(prompts)).as_py()
+    distinct = len(sorted_distinct(pa.chunked_array(prompts), positions=False)[0])
     sources: dict[str, dict] = {}
     for (source, subset), n in sorted(by_subset.items()):
         entry = sources.setdefault(source, {"rows": 0, "subsets": {}})
         entry["rows"] += n
         entry["subsets"][subset] = n
     return {"rows": rows, "distinct_prompts": int(distinct), "occurrences": occurrences, "sources": sources}
+
+
+def sorted_distinct(strings, positions: bool = True):
+    """(the distinct values of an Arrow string column in code-point order, the index of each row's value in
+    them, or None without `positions`), by a stable sort and neighbour comparison: no hash table of the
+    strings, about half the memory of unique + index_in on millions of prompts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(strings).to_numpy()
+    ranked = strings.take(pa.array(order))
+    ranked = ranked.combine_chunks() if isinstance(ranked, pa.ChunkedArray) else ranked
+    starts = np.ones(len(ranked), dtype=bool)
+    if len(ranked) > 1:
+        starts[1:] = pc.not_equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(
+            zero_copy_only=False
+        )
+    distinct = ranked.filter(pa.array(starts))
+    del ranked
+    if not positions:
+        return distinct, None
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.cumsum(starts) - 1
+    return distinct, position
