@@ -135,9 +135,11 @@ def build_corpus(
                 f"a corpus Parquet file ({parquet[0]}) was given together with other inputs",
                 "give either one corpus .parquet or raw prompt files",
             )
-        from anatomy.corpus import load_corpus
+        from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
+        from anatomy.corpus.stream import corpus_batches
 
-        load_corpus(parquet[0])  # fails early, naming the file, if it is not a corpus
+        for _ in corpus_batches(parquet[0], [*STRING_COLUMNS, COUNT_COLUMN]):
+            pass  # fails early, naming the file, if it is not a corpus (read a batch at a time)
         return Path(parquet[0]), []
 
     from anatomy.corpus import ingest

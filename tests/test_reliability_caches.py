@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from tiny_teacher import tiny_sam3_teacher
 
@@ -94,15 +95,15 @@ def test_a_killed_embed_leaves_nothing_behind_the_next_run(teacher, tmp_path):
 def test_damaged_tokens_parquet_is_rebuilt(tmp_path):
     corpus = write_corpus(tmp_path / "c.parquet")
     tok = clip_tokenizer()
-    table, reused = tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint)
-    assert not reused
-    path = tmp_path / "tokens.parquet"
+    path, reused = tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint)
+    assert not reused and path == tmp_path / "tokens.parquet"
+    table = pq.read_table(path)
     good = path.read_bytes()
     assert tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint)[1]
     for at in (100, len(good) // 3):
         _flip(path, at)
         again, reused = tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint)
-        assert not reused and again.equals(table)
+        assert not reused and pq.read_table(again).equals(table)
         assert path.read_bytes() == good
     path.write_bytes(good[: len(good) - 50])
     assert not tokenize_corpus(corpus, tmp_path, tok, tok.fingerprint)[1]

@@ -1,4 +1,4 @@
-"""Streaming over a corpus's prompts (anatomy/corpus/stream.py, sampling.distinct_sequences) gives the numbers
+"""Streaming over a corpus's prompts (anatomy/corpus/stream.py, sampling.draw_sequences) gives the numbers
 the whole-corpus code gave: the ids the corpus uses and the distinct token sequences, on the shared data."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from anatomy.tokenizer import clip_tokenizer
 
 
 class ClipStore:
-    """The two things distinct_sequences asks of an embedding store: keys (ids cut to a context) and a memo."""
+    """The two things draw_sequences asks of an embedding store: keys (ids cut to a context) and a memo."""
 
     def __init__(self, keep: int = 3):
         self.tok, self._keep, self.memo = clip_tokenizer(), keep, {}
@@ -51,15 +51,51 @@ def shared_corpus(shared_data: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_distinct_sequences_in_batches_equal_the_whole_corpus_form(shared_corpus: Path, monkeypatch) -> None:
+def test_drawing_every_sequence_equals_the_whole_corpus_form(shared_corpus: Path, monkeypatch) -> None:
     monkeypatch.setattr(sampling, "SEQUENCE_BATCH", 997)  # many batches, one ending mid-way
-    got = sampling._distinct_sequences(shared_corpus, ClipStore())
+    got = sampling.draw_sequences(shared_corpus, ClipStore(), None, 0, by_source=True)
     want = reference_sequences(shared_corpus, ClipStore())
-    assert got[0] == want[0] and got[2] == want[2]
-    assert got[1].keys() == want[1].keys() and len(want[1]) == 3
+    assert got.prompts == want[0] and got.n_prompts == want[2]
+    assert got.groups.keys() == {"overall", *want[1]} and len(want[1]) == 3
+    np.testing.assert_array_equal(got.groups["overall"], np.arange(len(want[0])))
     for source in want[1]:
-        np.testing.assert_array_equal(got[1][source], want[1][source])
-    assert len(got[0]) < got[2]  # truncation to 3 ids merged some prompts
+        np.testing.assert_array_equal(got.groups[source], want[1][source])
+    assert len(got.prompts) < got.n_prompts  # truncation to 3 ids merged some prompts
+
+
+class CountingStore(ClipStore):
+    def __init__(self, keep: int = 3):
+        super().__init__(keep)
+        self.tokenized = 0
+
+    def keys(self, prompts):
+        self.tokenized += len(prompts)
+        return super().keys(prompts)
+
+
+def test_a_sample_tokenizes_only_what_it_draws(shared_corpus: Path) -> None:
+    """n distinct sequences per group (duplicates replaced by further draws), from the group's own prompts,
+    seeded; the tokenizer sees a few times n prompts, not the corpus."""
+    full = sampling.draw_sequences(shared_corpus, ClipStore(2), None, 0, by_source=True)
+    store = CountingStore(2)  # the first two ids: many prompts share a sequence
+    got = sampling.draw_sequences(shared_corpus, store, 300, 7, by_source=True)
+    assert store.tokenized < 5 * 300 * 4 < full.n_prompts
+    keys = store.keys(got.prompts)
+    assert len(set(keys)) == len(got.prompts)  # one prompt per sequence
+    everything = set(store.keys(full.prompts))
+    assert set(keys) <= everything and got.duplicates > 0
+    for name, idx in got.groups.items():
+        assert len(idx) == min(300, len(full.groups[name]))
+        mine = {keys[i] for i in idx}
+        assert len(mine) == len(idx)
+        assert mine <= {store.keys([full.prompts[i]])[0] for i in full.groups[name]}  # drawn from the group
+    again = sampling.draw_sequences(shared_corpus, ClipStore(2), 300, 7, by_source=True)
+    assert again.prompts == got.prompts
+    other = sampling.draw_sequences(shared_corpus, ClipStore(2), 300, 8, by_source=True)
+    assert other.prompts != got.prompts
+    assert (
+        sampling.draw_sequences(shared_corpus, store, 300, 7, by_source=True) is got
+    )  # memo: once per store
 
 
 def test_used_ids_in_batches_equal_the_whole_corpus_form(shared_corpus: Path) -> None:
@@ -99,3 +135,40 @@ def test_tokenizers_without_encode_flat_encode_in_batches(monkeypatch) -> None:
     np.testing.assert_array_equal(offsets, want_offsets)
     np.testing.assert_array_equal(flat, want_flat)
     assert flat.dtype == np.int32 and offsets.dtype == np.int64
+
+
+def test_summary_in_batches_equals_the_frame_form(shared_corpus: Path) -> None:
+    from anatomy.corpus.corpus import corpus_summary
+    from anatomy.corpus.stream import summary
+
+    want = corpus_summary(load_corpus(shared_corpus))
+    assert summary(shared_corpus, batch=999) == want
+    assert len(want["sources"]) == 3 and want["distinct_prompts"] < want["rows"]
+
+
+def test_a_one_source_corpus_draws_its_source_as_the_whole(shared_data: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "one.parquet"
+    ingest("text", [str(shared_data / "v3det" / "category_name_13204_v3det_2023_v1.txt")], corpus)
+    for n in (None, 500):
+        got = sampling.draw_sequences(corpus, ClipStore(2), n, 3, by_source=True)
+        alone = sampling.draw_sequences(corpus, ClipStore(2), n, 3)
+        assert got.groups.keys() == {"overall", "text"} and got.prompts == alone.prompts
+        np.testing.assert_array_equal(got.groups["text"], got.groups["overall"])
+        np.testing.assert_array_equal(got.groups["overall"], alone.groups["overall"])
+    full = reference_sequences(corpus, ClipStore(2))
+    assert sampling.draw_sequences(corpus, ClipStore(2), None, 0, by_source=True).prompts == full[0]
+
+
+def test_sorted_distinct_equals_unique_and_index_in() -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from anatomy.corpus.stream import sorted_distinct
+
+    words = ["dog", "Dog", "café", "cafe", "zebra", "ä", "a", "☕", "a b", "ab", "dog"]
+    rng = np.random.default_rng(0)
+    strings = pa.chunked_array([pa.array(list(rng.choice(words, 40))) for _ in range(3)])
+    distinct, position = sorted_distinct(strings)
+    assert distinct.to_pylist() == sorted(set(strings.to_pylist()))
+    np.testing.assert_array_equal(position, pc.index_in(strings, value_set=distinct).to_numpy())
+    assert sorted_distinct(strings, positions=False)[1] is None

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
 from anatomy.analysis.dims import DimsEntry
 from anatomy.findings import Finding
@@ -114,14 +112,15 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
     Result = AgreementResult
 
     def compute(self, inputs: Inputs, params: AgreementParams) -> AgreementResult:
-        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
+        from anatomy.analysis.sampling import draw_sequences, require_distinct
         from anatomy.errors import InputError, OptionError
 
         if params.k >= params.sample:
             raise OptionError("--k", f"{params.k} must be smaller than --sample ({params.sample})")
-        prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
-        require_distinct(inputs.need_corpus(), len(prompts), MIN_PROMPTS, "the kNN overlap")
-        picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
+        picked = draw_sequences(
+            inputs.need_corpus(), inputs.teacher_store, params.sample, params.seed
+        ).prompts
+        require_distinct(inputs.need_corpus(), len(picked), MIN_PROMPTS, "the kNN overlap")
         if len(picked) < MIN_PROMPTS:
             raise InputError(
                 f"the corpus has {len(picked)} distinct prompt(s); agreement needs at least {MIN_PROMPTS}",

@@ -14,8 +14,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Table, param, sample_param, seed_param
 from anatomy.analysis.base import Result as BaseResult
 from anatomy.cost.compare import MAX_BATCH, RUNTIMES, CostSettings
@@ -89,12 +87,11 @@ def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, in
     """Mean pooled cosine and kNN overlap@k of student vs teacher on a seeded sample of the corpus's distinct
     prompts, read through the embedding stores (the same prompts the agreement analysis samples, so nothing is
     encoded twice in an audit)."""
-    from anatomy.analysis.sampling import distinct_sequences, sample
+    from anatomy.analysis.sampling import draw_sequences
     from anatomy.metrics.similarity import knn_overlap, pooled_cosines
 
     notes: list[str] = []
-    prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.teacher_store)
-    picked = [prompts[i] for i in sample(np.arange(len(prompts)), params.sample, params.seed)]
+    picked = draw_sequences(inputs.need_corpus(), inputs.teacher_store, params.sample, params.seed).prompts
     teacher, student = inputs.teacher_store.pooled(picked), inputs.student_store.pooled(picked)
     cosine = None
     if teacher.shape[-1] == student.shape[-1]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
-from anatomy.analysis.sampling import MIN_SOURCE_POINTS, distinct_sequences, require_distinct, sample
+from anatomy.analysis.sampling import MIN_SOURCE_POINTS, draw_sequences, require_distinct, sample
 from anatomy.findings import Finding
 from anatomy.metrics.points import MIN_POINTS
 
@@ -121,26 +121,20 @@ class Dims(Analysis[DimsParams, DimsResult]):
             skipped: list[str] = []
         else:
             store = inputs.store
-            prompts, by_source, n_prompts = distinct_sequences(inputs.need_corpus(), store)
-            require_distinct(inputs.need_corpus(), len(prompts), MIN_POINTS, "intrinsic dimension")
-            picks = {"overall": sample(np.arange(len(prompts)), n, params.seed)}
-            picks |= {
-                s: sample(idx, n, params.seed)
-                for s, idx in by_source.items()
-                if len(idx) >= MIN_SOURCE_POINTS
-            }
-            needed = np.unique(np.concatenate(list(picks.values())))
-            inputs.progress(f"dims: {len(needed):,} distinct prompts")
-            pooled = store.pooled([prompts[i] for i in needed])
-            row_of = {int(seq): r for r, seq in enumerate(needed)}
-            rows = {key: [row_of[int(i)] for i in idx] for key, idx in picks.items()}
-            overall = pooled[rows.pop("overall")]
-            sources = {s: pooled[r] for s, r in rows.items()}
+            drawn = draw_sequences(inputs.need_corpus(), store, n, params.seed, by_source=True)
+            require_distinct(inputs.need_corpus(), len(drawn.prompts), MIN_POINTS, "intrinsic dimension")
+            inputs.progress(f"dims: {len(drawn.prompts):,} distinct prompts")
+            pooled = store.pooled(drawn.prompts)
+            overall = pooled[drawn.groups["overall"]]
+            sources = {s: pooled[idx] for s, idx in drawn.groups.items()
+                       if s != "overall" and len(idx) >= MIN_SOURCE_POINTS}  # fmt: skip
             name, rule = store.encoder.name, "token-id sequences (truncated to the context)"
-            duplicates = n_prompts - len(prompts)
-            skipped = sorted(set(by_source) - set(sources))
+            duplicates = drawn.duplicates
+            skipped = sorted(set(drawn.groups) - set(sources) - {"overall"})
         method["deduplication"] = f"{rule}; then identical float64 rows"
-        method["duplicates_removed_before_sampling"] = duplicates
+        method["duplicates_removed_from_sample"] = (
+            duplicates  # replaced by further draws while prompts remain
+        )
         method["spread"] = (
             f"bootstrap over points ({params.n_boot} draws, neighbours fixed): std and 95% percentile interval"
         )

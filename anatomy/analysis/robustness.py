@@ -103,12 +103,11 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
     Result = RobustnessResult
 
     def compute(self, inputs: Inputs, params: RobustnessParams) -> RobustnessResult:
-        from anatomy.analysis.sampling import distinct_sequences, require_distinct, sample
+        from anatomy.analysis.sampling import draw_sequences, require_distinct
 
-        prompts, _, _ = distinct_sequences(inputs.need_corpus(), inputs.store)
-        require_distinct(inputs.need_corpus(), len(prompts), 2, "the attention set")
-        picked = sample(np.arange(len(prompts)), params.sample, params.seed)
-        pooled = inputs.store.pooled([prompts[i] for i in picked])
+        picked = draw_sequences(inputs.need_corpus(), inputs.store, params.sample, params.seed).prompts
+        require_distinct(inputs.need_corpus(), len(picked), 2, "the attention set")
+        pooled = inputs.store.pooled(picked)
         levels = [softmax_robustness(pooled, noise=float(s), seed=params.seed) for s in params.noise]
         construction = {"X": f"pooled encoder outputs of {len(picked)} distinct prompts"} | CONSTRUCTION
         return RobustnessResult(inputs.encoder.name, construction, levels)

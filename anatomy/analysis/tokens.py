@@ -125,13 +125,31 @@ class TokensResult(Result):
     weight: str | None = field(default=None, metadata={"omit_none": True})
     other_weight: OtherWeight | None = field(default=None, metadata={"omit_none": True})
     tokenizer_fingerprint: str = transient("")
-    lengths_by: dict = transient()  # block -> lengths, for the figures
+    lengths_by: dict = transient()  # block -> (lengths, prompts of each length), for the figures
     counts_by: dict = transient()
     contexts: tuple[int, ...] = transient(())
 
     @property
     def counted(self) -> str:
         return self.weight or "distinct"
+
+
+def _column(batches, rows: int):
+    """One int64 column of record batches as a numpy array of `rows` values (8 bytes a row)."""
+    import numpy as np
+
+    out, at = np.empty(rows, dtype=np.int64), 0
+    for batch in batches:
+        out[at : at + batch.num_rows] = batch.column(0).to_numpy()
+        at += batch.num_rows
+    return out[:at]
+
+
+def _expanded(histograms: dict) -> dict:
+    """{block: (lengths, counts)} as {block: one int32 length per prompt} (4 bytes a prompt, for figures)."""
+    import numpy as np
+
+    return {name: np.repeat(values.astype(np.int32), counts) for name, (values, counts) in histograms.items()}
 
 
 def paper_block() -> dict[str, Any]:
@@ -161,15 +179,18 @@ class Tokens(Analysis[TokensParams, TokensResult]):
     Result = TokensResult
 
     def compute(self, inputs: Inputs, params: TokensParams) -> TokensResult:
-        from anatomy.corpus.corpus import read_corpus_table
+        import pyarrow.parquet as pq
+
+        from anatomy.corpus.stream import corpus_batches
         from anatomy.tokens import analyse, resolve_tokenizer, tokenize_corpus
 
         tok, fingerprint = resolve_tokenizer(params.tokenizer)
-        table, reused = tokenize_corpus(inputs.need_corpus(), inputs.out_dir or Path("."), tok, fingerprint)
-        inputs.progress("tokens.parquet reused" if reused else f"{table.num_rows:,} rows tokenized")
+        path, reused = tokenize_corpus(inputs.need_corpus(), inputs.out_dir or Path("."), tok, fingerprint)
+        rows = pq.ParquetFile(path).metadata.num_rows
+        inputs.progress("tokens.parquet reused" if reused else f"{rows:,} rows tokenized")
         contexts = tuple(sorted(set(params.contexts)))
-        counts = read_corpus_table(inputs.need_corpus(), ["count"]).column("count").to_numpy()
-        data, lengths_by, counts_by = analyse(table, tok, params, contexts, counts)
+        counts = _column(corpus_batches(inputs.need_corpus(), ["count"]), rows)
+        data, lengths_by, counts_by = analyse(path, tok, params, contexts, counts)
         data["paper"] = paper_block()
         result = _build(TokensResult, data)
         result.tokenizer_fingerprint = fingerprint
@@ -188,10 +209,11 @@ class Tokens(Analysis[TokensParams, TokensResult]):
 
         if result.lengths_by is None:
             return {}
-        tradeoff = figs.prepare_context_tradeoff(result.lengths_by, range(1, max(77, *result.contexts) + 1))
+        lengths_by = _expanded(result.lengths_by)  # one length per prompt, what the figures' tables take
+        tradeoff = figs.prepare_context_tradeoff(lengths_by, range(1, max(77, *result.contexts) + 1))
         recommended = asdict(result.recommended_context)
         return {
-            "tokens_lengths": figs.draw_length_histogram(figs.prepare_length_histogram(result.lengths_by)),
+            "tokens_lengths": figs.draw_length_histogram(figs.prepare_length_histogram(lengths_by)),
             "tokens_context": figs.draw_context_tradeoff(
                 tradeoff, marks=result.contexts, recommended=recommended
             ),

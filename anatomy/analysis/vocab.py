@@ -10,10 +10,10 @@ prompt sets (by default open_clip's 1,000 ImageNet class names); plus the --min-
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -109,6 +109,37 @@ class VocabResult(base.Result):
     vocabulary: Vocabulary | None = transient()
 
 
+class ArrowTexts(Sequence[str]):
+    """Arrow strings (then a few Python ones) as a read-only sequence: iterating makes one batch of Python
+    strings at a time, indexing one string, so a corpus of millions of prompts is never a list of them."""
+
+    BATCH = 8_192
+
+    def __init__(self, strings, extra: Sequence[str] = ()) -> None:
+        self.strings, self.extra = strings, list(extra)
+
+    def __len__(self) -> int:
+        return len(self.strings) + len(self.extra)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.strings[i].as_py() if i < len(self.strings) else self.extra[i - len(self.strings)]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self.strings), self.BATCH):
+            yield from self.strings.slice(start, self.BATCH).to_pylist()
+        yield from self.extra
+
+
 def read_prompts(spec: str) -> list[str]:
     """Prompts of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set."""
     from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
@@ -140,24 +171,30 @@ def savings(original: int, kept: int, width: int) -> list[Saving]:
 def compute_vocab(
     corpus: str | Path, params: VocabParams, progress: Callable[[str], None] = lambda _m: None
 ) -> VocabResult:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    from anatomy.corpus.corpus import read_corpus_table
+    from anatomy.corpus.stream import corpus_batches, sorted_distinct
     from anatomy.io import file_sha256
 
-    table = read_corpus_table(corpus, ["prompt", "source", "count"])  # checked (rows too); Arrow: no strings
+    batches = corpus_batches(corpus, ["prompt", "source", "count"], 65_536)  # checked; only these columns
+    table = pa.Table.from_batches(list(batches))  # Arrow: no Python strings
     base_tok = base_tokenizer(params.tokenizer)
-    prompt_col = table.column("prompt").combine_chunks()
-    distinct = pc.unique(prompt_col)
-    distinct = distinct.take(pc.array_sort_indices(distinct))  # code-point order, as sorted() gives
-    texts = distinct.to_pylist()
-    position = pc.index_in(prompt_col, value_set=distinct).to_numpy()  # row -> its prompt in texts
+    prompt_col = table.column("prompt")
+    distinct, position = sorted_distinct(prompt_col)  # code-point order, as sorted() gives; row -> its prompt
     counts = table.column("count").to_numpy().astype(np.float64)
-    requests = np.bincount(position, weights=counts, minlength=len(texts))  # aligned with texts
+    requests = np.bincount(position, weights=counts, minlength=len(distinct))  # aligned with texts
     repeats = bool(requests.size and requests.max() > 1)
+    source = pc.dictionary_encode(table.column("source")).combine_chunks()
+    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
+    by_source = {
+        names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
+    }
+    del table, prompt_col, source, position, codes, counts  # the rows: only the distinct prompts stay
     held = [(spec, read_prompts(spec)) for spec in params.held_out]
+    texts = ArrowTexts(distinct)
     progress(f"indexing {len(texts):,} prompts")
-    index = index_texts(base_tok, texts + [t for _, ts in held for t in ts])
+    index = index_texts(base_tok, ArrowTexts(distinct, [t for _, ts in held for t in ts]))
     mine = np.arange(len(texts))
     info = {"name": Path(corpus).name, "sha256": file_sha256(corpus), "prompts": len(texts)}
     vocab, covered = build(base_tok, params.tokenizer, index, mine, params.min_count, info)
@@ -165,12 +202,6 @@ def compute_vocab(
     tok = _specialised(vocab, base_tok)
 
     progress("leave-one-source-out")
-    source = pc.dictionary_encode(table.column("source")).combine_chunks()
-    codes, names = source.indices.to_numpy(), source.dictionary.to_pylist()
-    by_source = {
-        names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
-    }
-    del table, prompt_col, distinct, position, codes, counts
     loso = []
     if len(by_source) > 1:
         for source, test in by_source.items():

@@ -131,7 +131,7 @@ def _corpus_path(out_dir: Path, audit: AuditRecord) -> Path:
 def _corpus_record(out_dir: Path, audit: AuditRecord) -> dict[str, Any]:
     """The corpus summary: from the corpus file when it is here, else from results/corpus.json (which `finish`
     writes), so a report folder without the corpus (the committed reports/) still renders the same."""
-    from anatomy.corpus.corpus import corpus_summary, manifest_path
+    from anatomy.corpus.corpus import manifest_path
     from anatomy.io import read_json
 
     name = audit.corpus.path if audit.corpus is not None else "corpus.parquet"
@@ -139,9 +139,9 @@ def _corpus_record(out_dir: Path, audit: AuditRecord) -> dict[str, Any]:
     path = _corpus_path(out_dir, audit)
     entry: dict[str, Any] = {"path": name, "failed": failed, "files": []}
     if path.exists():
-        from anatomy.corpus import load_corpus
+        from anatomy.corpus.stream import summary
 
-        entry.update(corpus_summary(load_corpus(path)))
+        entry.update(summary(path))  # a batch at a time: a log's corpus may hold millions of rows
         manifest = manifest_path(path)
         if manifest.exists():
             files = read_json(manifest).get("inputs", [])

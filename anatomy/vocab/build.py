@@ -22,7 +22,7 @@ TOP_EXAMPLES = 5
 
 @dataclass
 class WordIndex:
-    texts: list[str]
+    texts: Sequence[str]  # a list, or a lazy sequence over Arrow strings (anatomy.analysis.vocab)
     words: list[str]  # distinct words
     full_len: np.ndarray  # full-tokenizer tokens per word
     tok_flat: np.ndarray  # original ids of all words, concatenated
@@ -71,7 +71,7 @@ def index_texts(base, texts: Sequence[str]) -> WordIndex:
     full_len = np.fromiter(map(len, ids), np.int64, count=len(ids))
     tok_flat = np.fromiter((t for w in ids for t in w), np.int64, count=int(full_len.sum()))
     return WordIndex(
-        texts=list(texts),
+        texts=texts if isinstance(texts, Sequence) else list(texts),  # a lazy sequence stays lazy
         words=words,
         full_len=full_len,
         tok_flat=tok_flat,
@@ -88,9 +88,20 @@ def _positions(offsets: np.ndarray, prompts: np.ndarray) -> tuple[np.ndarray, np
     return np.repeat(start - (np.cumsum(n) - n), n) + np.arange(int(n.sum())), owner
 
 
+PROMPT_CHUNK = 1 << 20  # prompts whose word positions are gathered at a time (16 bytes a word occurrence)
+
+
+def _chunks(prompts: np.ndarray) -> list[np.ndarray]:
+    return [prompts[i : i + PROMPT_CHUNK] for i in range(0, len(prompts), PROMPT_CHUNK)] or [prompts]
+
+
 def word_counts(index: WordIndex, prompts: np.ndarray | None) -> np.ndarray:
-    occ = index.word_flat if prompts is None else index.word_flat[_positions(index.offsets, prompts)[0]]
-    return np.bincount(occ, minlength=len(index.words))
+    if prompts is None:
+        return np.bincount(index.word_flat, minlength=len(index.words))
+    counts = np.zeros(len(index.words), dtype=np.int64)
+    for part in _chunks(prompts):
+        counts += np.bincount(index.word_flat[_positions(index.offsets, part)[0]], minlength=len(index.words))
+    return counts
 
 
 def closure(base, used: np.ndarray) -> np.ndarray:
@@ -165,12 +176,14 @@ class _Measured:
 
 
 def measure(base, vocab: Vocabulary, covered: np.ndarray, index: WordIndex, prompts: np.ndarray) -> _Measured:
-    """Tokenize `prompts` with the vocabulary's specialised tokenizer (only the words it did not cover)."""
-    pos, owner = _positions(index.offsets, prompts)
-    occ = index.word_flat[pos]
+    """Tokenize `prompts` with the vocabulary's specialised tokenizer (only the words it did not cover);
+    the prompts' word positions are gathered PROMPT_CHUNK prompts at a time."""
+    seen = np.zeros(len(index.words), dtype=bool)
+    for part in _chunks(prompts):
+        seen[index.word_flat[_positions(index.offsets, part)[0]]] = True
     spec_len = index.full_len.copy()
     changed = np.zeros(len(index.words), dtype=bool)
-    novel = np.unique(occ[~covered[occ]])
+    novel = np.flatnonzero(seen & ~covered)
     if len(novel):
         tok = specialise(vocab, base)
         original = tok.original_ids
@@ -179,14 +192,29 @@ def measure(base, vocab: Vocabulary, covered: np.ndarray, index: WordIndex, prom
             spec_len[w] = len(ids)
             full = index.tok_flat[start[w] : start[w + 1]]
             changed[w] = len(ids) != len(full) or bool((original[ids] != full).any())
-    n = len(prompts)
-    full_n = np.bincount(owner, weights=index.full_len[occ], minlength=n) + 2
-    spec_n = np.bincount(owner, weights=spec_len[occ], minlength=n) + 2
-    fallback = np.bincount(owner, weights=spec_len[occ] * changed[occ], minlength=n)
-    hit = np.bincount(owner, weights=changed[occ], minlength=n) > 0
-    return _Measured(
-        prompts, full_n.astype(np.int64), spec_n.astype(np.int64), fallback.astype(np.int64), hit
-    )
+    full_n, spec_n, fallback, hit = [], [], [], []
+    for part in _chunks(prompts):
+        pos, owner = _positions(index.offsets, part)
+        occ, n = index.word_flat[pos], len(part)
+        full_n.append((np.bincount(owner, weights=index.full_len[occ], minlength=n) + 2).astype(np.int64))
+        spec_n.append((np.bincount(owner, weights=spec_len[occ], minlength=n) + 2).astype(np.int64))
+        fallback.append(
+            np.bincount(owner, weights=spec_len[occ] * changed[occ], minlength=n).astype(np.int64)
+        )
+        hit.append(np.bincount(owner, weights=changed[occ], minlength=n) > 0)
+    return _Measured(prompts, *(np.concatenate(x) for x in (full_n, spec_n, fallback, hit)))
+
+
+def _most_inflated(ratio: np.ndarray, grown: np.ndarray, text_of) -> list[int]:
+    """The TOP_EXAMPLES prompts that grew, by ratio, then tokens added, then text: numpy narrows them to the
+    ties of the last place before Python sorts (no key tuple per measured prompt)."""
+    candidates = np.flatnonzero(grown > 0)
+    if len(candidates) > TOP_EXAMPLES:
+        r, g = ratio[candidates], grown[candidates]
+        last = np.lexsort((-g, -r))[TOP_EXAMPLES - 1]
+        candidates = candidates[(r > r[last]) | ((r == r[last]) & (g >= g[last]))]
+    key = lambda i: (-ratio[i], -grown[i], text_of(i))  # noqa: E731
+    return sorted(candidates.tolist(), key=key)[:TOP_EXAMPLES]
 
 
 def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, train: list[int], kept: list[int],
@@ -200,11 +228,9 @@ def summarise(label: str, kind: str, parts: list[_Measured], index: WordIndex, t
     changed = np.concatenate([p.changed for p in parts])
     n = len(prompts)
     ratio = spec_n / full_n if n else np.zeros(0)
-    order = sorted(range(n), key=lambda i: (-ratio[i], -(spec_n[i] - full_n[i]), index.texts[prompts[i]]))
     examples = [
-        Example(index.texts[prompts[i]], int(full_n[i] - 2), int(spec_n[i] - 2))
-        for i in order[:TOP_EXAMPLES]
-        if spec_n[i] > full_n[i]
+        Example(index.texts[int(prompts[i])], int(full_n[i] - 2), int(spec_n[i] - 2))
+        for i in _most_inflated(ratio, spec_n - full_n, lambda i: index.texts[int(prompts[i])])
     ]
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)[prompts]
     content = float(((spec_n - 2) * w).sum())
