@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,7 @@ from anatomy.metrics.knn_operand import SearchOperand, build_operand, search_dty
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
+_CHUNK = 4096  # rows per slice in the row-wise passes (bounded temporaries; a task for a worker)
 
 # ------------------------------------------------------------------------------------------ exact kNN
 
@@ -51,44 +52,58 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
     else:
         n_cand, m = min(n - 1, k + max(8, k // 2)), k + max(2, k // 8)
     mean = x.mean(axis=0, dtype=np.float64)
-    # Search in an order where nearby points share a block (the result does not depend on the order): the
-    # diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
-    order = _locality_order(x, mean, block) if fast and n > 2 * block else None
-    operand = build_operand(x, mean, order, dtype)
-    cand_i, cand_val = _gram_candidates(operand, n_cand, block)
-    bound = operand.bound
-    if order is not None:  # back to the caller's row order and indices
-        unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
-        unordered_i[order], unordered_val[order] = order[cand_i], cand_val
-        cand_i, cand_val = unordered_i, unordered_val
-        bound = bound[np.argsort(order)]
-    complete = n_cand == n - 1  # every other point was a candidate: nothing can be missing
-    dist, idx, unverified = _exact_from_candidates(x, cand_i, cand_val, k, m, bound, complete)
+    with _workers() as pool:
+        # Search in an order where nearby points share a block (the result does not depend on the order): the
+        # diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
+        order = _locality_order(x, mean, block, pool) if fast and n > 2 * block else None
+        operand = build_operand(x, mean, order, dtype, pool)
+        cand_i, cand_val = _gram_candidates(operand, n_cand, block, pool)
+        bound = operand.bound
+        if order is not None:  # back to the caller's row order and indices
+            unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
+            unordered_i[order], unordered_val[order] = order[cand_i], cand_val
+            cand_i, cand_val = unordered_i, unordered_val
+            bound = bound[np.argsort(order)]
+        complete = n_cand == n - 1  # every other point was a candidate: nothing can be missing
+        dist, idx, unverified = _exact_from_candidates(x, cand_i, cand_val, k, m, bound, complete, pool)
     if unverified.size:
         log.info("kNN: %d of %d rows searched again against every point", unverified.size, n)
         dist[unverified], idx[unverified] = _search_again(x, operand, order, unverified, k)
     return dist, idx
 
 
-def _locality_order(x: np.ndarray, mean: np.ndarray, block: int, seed: int = 0) -> np.ndarray:
+@contextmanager
+def _workers():
+    """One worker thread per torch thread, each running torch single-threaded meanwhile: the work comes in
+    tasks of a few milliseconds, where OpenMP's fork and join per call (and its spinning threads on a busy
+    machine) cost more than they give; numpy releases the GIL, so its work runs in parallel too."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _locality_order(x: np.ndarray, mean: np.ndarray, block: int, pool, seed: int = 0) -> np.ndarray:
     """A permutation grouping nearby points: rows sorted by their nearest of some random pivot points."""
     import torch
 
     n = len(x)
     pick = np.random.default_rng(seed).choice(n, max(2, 4 * n // block), replace=False)
     pivots = torch.from_numpy((x[np.sort(pick)] - mean).astype(np.float32))
-    nearest = np.concatenate(
-        [
-            torch.cdist(torch.from_numpy((x[s : s + _CHUNK] - mean).astype(np.float32)), pivots)
-            .argmin(1)
-            .numpy()
-            for s in range(0, n, _CHUNK)
-        ]
-    )
-    return np.argsort(nearest, kind="stable")
+
+    def nearest(s: int) -> np.ndarray:
+        rows = torch.from_numpy((x[s : s + _CHUNK] - mean).astype(np.float32))
+        return torch.cdist(rows, pivots).argmin(1).numpy()
+
+    return np.argsort(np.concatenate(list(pool.map(nearest, range(0, n, _CHUNK)))), kind="stable")
 
 
-def _gram_candidates(op: SearchOperand, n_cand: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+def _gram_candidates(op: SearchOperand, n_cand: int, block: int, pool) -> tuple[np.ndarray, np.ndarray]:
     """The n_cand smallest squared-distance values per row (the operand's), without self.
 
     Each unordered pair of row blocks is multiplied once, and one GEMM gives a block of squared distances
@@ -98,7 +113,6 @@ def _gram_candidates(op: SearchOperand, n_cand: int, block: int) -> tuple[np.nda
     halved the bfloat16 GEMM's speed); numpy's comparison and flatnonzero are several times faster than
     torch's lt and nonzero, and top-k costs ten comparisons per entry, so it only seeds.
     """
-    import torch
 
     n = len(op.bound)
     block = max(block, n_cand + 1)
@@ -150,15 +164,8 @@ def _gram_candidates(op: SearchOperand, n_cand: int, block: int) -> tuple[np.nda
                 cand.add(t, c + t, r + s, d2[r, c])
                 cand.flush_if_full(t, f)
 
-    threads = torch.get_num_threads()
-    workers = min(threads, len(starts))
-    torch.set_num_threads(1)  # one single-threaded GEMM per worker: numpy's work runs in parallel too
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(diagonal_block, range(len(starts))))  # every row seeded before any pair
-            list(pool.map(row_of_blocks, range(len(starts))))
-    finally:
-        torch.set_num_threads(threads)
+    list(pool.map(diagonal_block, range(len(starts))))  # every row seeded before any pair
+    list(pool.map(row_of_blocks, range(len(starts))))  # one single-threaded GEMM per worker
     for s in starts:  # survivors that arrived after their block's own pass
         cand.flush(s, min(s + block, n))
     return cand.index, cand.value
@@ -224,27 +231,19 @@ def _row_value_keys(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int64) << 32) | monotone.astype(np.int64)
 
 
-def _exact_from_candidates(x, cand_i, cand_val, k: int, m: int, bound, complete: bool):
+def _exact_from_candidates(x, cand_i, cand_val, k: int, m: int, bound, complete: bool, pool):
     """Float64 distances by direct differences for each row's cheapest candidates (by value); the k smallest
-    (ascending) and the rows that cannot be verified. One thread per torch thread takes a share of the rows
-    (numpy releases the GIL in these loops; the rows written are disjoint)."""
+    (ascending) and the rows that cannot be verified. Chunks of rows go to the pool's threads (numpy releases
+    the GIL in these loops; the rows written are disjoint)."""
     n = len(cand_i)
+    if cand_i.min() < 0:  # every row sees every other point, so its list is always full
+        raise RuntimeError("kNN: a candidate list was left short (a bug)")
     dist = np.empty((n, k))
     idx = np.empty((n, k), dtype=np.int64)
     args = (x, cand_i, cand_val, k, m, bound, complete, dist, idx)
-    import torch
-
-    workers = min(torch.get_num_threads(), -(-n // 2048))
-    if workers == 1:
-        unverified = _measure_rows(0, n, *args)
-    else:
-        cuts = np.linspace(0, n, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers) as pool:
-            parts = pool.map(
-                lambda r: _measure_rows(r[0], r[1], *args), zip(cuts[:-1], cuts[1:], strict=True)
-            )
-            unverified = np.concatenate(list(parts))
-    return dist, idx, unverified
+    cuts = np.linspace(0, n, max(1, min(n // 256, 64)) + 1).astype(int)  # tasks of similar size
+    parts = pool.map(lambda r: _measure_rows(r[0], r[1], *args), zip(cuts[:-1], cuts[1:], strict=True))
+    return dist, idx, np.concatenate(list(parts))
 
 
 def _measure_rows(start, stop, x, cand_i, cand_val, k, m, bound, complete, dist, idx, chunk=64):
@@ -290,12 +289,10 @@ def _measure_row(row, x, cols, vals, k, m, bound, dist, idx, step=8) -> bool:
 
 
 def _distances(x: np.ndarray, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """|queries[i] - x[cols[i, j]]| by direct differences in float64 (missing candidates, -1: infinite)."""
-    diff = np.take(x, np.maximum(cols, 0), axis=0).astype(np.float64, copy=False)
-    diff -= queries[:, None, :]  # exact differences of float32 inputs too (float32 -> float64 is exact)
-    dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-    dd[cols < 0] = np.inf
-    return dd
+    """|queries[i] - x[cols[i, j]]| by direct differences in float64 (exact differences of float32 points
+    too: float32 -> float64 is exact)."""
+    diff = np.subtract(np.take(x, cols, axis=0), queries[:, None, :], dtype=np.float64)
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
 
 
 def _search_again(x, op: SearchOperand, order, rows: np.ndarray, k: int, chunk: int = 16):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-_CHUNK = 8192  # rows per slice (bounded temporaries)
+_CHUNK = 2048  # rows per slice (bounded temporaries; one task for a worker thread)
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-24, "float32": 2.0**-24, "float64": 2.0**-53}  # of the accumulation
 
 
@@ -77,8 +77,9 @@ class SearchOperand:
         return out
 
 
-def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dtype: str) -> SearchOperand:
-    """The augmented right operand of x's rows (in `order`, if given) and each row's error bound."""
+def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dtype: str, pool=None):
+    """The augmented right operand of x's rows (in `order`, if given) and each row's error bound (chunks of
+    rows in `pool`'s threads, if given)."""
     import torch
 
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}[dtype]
@@ -86,7 +87,8 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
     # Zero columns pad K to a multiple of 32: MKL's bfloat16 kernels (AMX tiles) run K = 388 at 2/3 the speed.
     right = torch.zeros((n, -(-(d + 4) // 32) * 32), dtype=torch_dtype)
     norm, h_norm, err, eps, pieces = (np.empty(n) for _ in range(5))
-    for s in range(0, n, _CHUNK):
+
+    def rows_from(s: int) -> None:
         rows = order[s : s + _CHUNK] if order is not None else slice(s, s + _CHUNK)
         c = x[rows] - mean
         e = s + len(c)
@@ -106,6 +108,8 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
         err[s:e] = np.sqrt(np.einsum("ij,ij->i", c, c))
         eps[s:e] = np.abs(sq - pd - qd)
         pieces[s:e] = np.abs(pd) + np.abs(qd)
+
+    list((pool.map if pool is not None else map)(rows_from, range(0, n, _CHUNK)))
     k_dim = d + 4
     u = UNIT_ROUNDOFF[dtype]
     gamma = k_dim * u / (1 - k_dim * u)
