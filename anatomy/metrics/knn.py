@@ -60,6 +60,7 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
         cand_i, cand_val = _gram_candidates(operand, n_cand, block, pool)
         bound = operand.bound
         if order is not None:  # back to the caller's row order and indices
+            order = order.astype(cand_i.dtype)
             unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
             unordered_i[order], unordered_val[order] = order[cand_i], cand_val
             cand_i, cand_val = unordered_i, unordered_val
@@ -171,6 +172,10 @@ def _gram_candidates(op: SearchOperand, n_cand: int, block: int, pool) -> tuple[
     return cand.index, cand.value
 
 
+def _index_dtype(n: int):
+    return np.int32 if n < 2**31 else np.int64
+
+
 @dataclass
 class _Candidates:
     """Per-row best n_cand (value, index) lists with buffered, batched merging per row block."""
@@ -184,7 +189,7 @@ class _Candidates:
     buffers: dict = field(default_factory=dict)  # block start -> list of (rows, cols, values)
 
     def __post_init__(self):
-        self.index = np.full((self.n, self.n_cand), -1, dtype=np.int64)
+        self.index = np.full((self.n, self.n_cand), -1, dtype=_index_dtype(self.n))
         self.value = np.full((self.n, self.n_cand), np.inf, dtype=self.dtype)
         self.threshold = np.full(self.n, np.inf, dtype=self.dtype)
 
@@ -194,8 +199,9 @@ class _Candidates:
         self.threshold[start:stop] = value.max(1)  # in place: a torch view shares this array
 
     def add(self, start, rows, cols, values):
-        if rows.size:
-            self.buffers.setdefault(start, []).append((rows, cols, values))
+        if rows.size:  # 4-byte indices: the buffers are the search's largest temporaries
+            dtype = self.index.dtype
+            self.buffers.setdefault(start, []).append((rows.astype(dtype), cols.astype(dtype), values))
 
     def flush_if_full(self, start, stop):
         # Merge once a block has gathered about two extra lists per row, so thresholds stay tight.
