@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-_CHUNK = 2048  # rows per slice (bounded temporaries; one task for a worker thread)
+_CHUNK = 1024  # rows per task (small temporaries: big ones freed in worker threads stay in malloc arenas)
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-24, "float32": 2.0**-24, "float64": 2.0**-53}  # of the accumulation
 
 
