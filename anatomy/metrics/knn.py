@@ -55,17 +55,12 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
     if fast is None:  # tiny inputs are not worth the verification step
         fast = n * n * d > 1e9
     dtype = search_dtype(fast)
-    # Spare candidates absorb the ordering errors of the search dtype (bfloat16: about 1e-3 of the norms);
-    # the m cheapest are measured first (on clustered and on real embeddings, about k + 3 suffice for most rows).
-    if dtype == "bfloat16":
-        n_cand, m = min(n - 1, 2 * k + 8), k + max(4, k // 4)
-    else:
-        n_cand, m = min(n - 1, k + max(8, k // 2)), k + max(2, k // 8)
+    n_cand, m = _candidate_counts(n, k, dtype)
     mean = x.mean(axis=0, dtype=np.float64)
     with _workers() as pool:
         # Search in an order where nearby points share a block (the result does not depend on the order): the
         # diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
-        order = _locality_order(x, mean, block, pool) if fast and n > 2 * block else None
+        order = _locality_order(x, mean, block, pool) if fast and n > 8 * block else None
         operand = build_operand(x, mean, order, dtype, pool)
         cand_i, cand_val = _gram_candidates(operand, n_cand, block, pool)
         bound = operand.bound
@@ -81,6 +76,15 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
         log.info("kNN: %d of %d rows searched again against every point", unverified.size, n)
         dist[unverified], idx[unverified] = _search_again(x, operand, order, unverified, k)
     return dist, idx
+
+
+def _candidate_counts(n: int, k: int, dtype: str) -> tuple[int, int]:
+    """Candidates kept per row, and how many are measured first. bfloat16's ordering errors (about 1e-3 of
+    the norms) need spare candidates, more as the k-th distance shrinks with n; the k + 5 cheapest verify
+    over 99% of rows at 5,000 to 20,000 points. Any count gives the exact result; these are the fast ones."""
+    if dtype == "bfloat16":
+        return min(n - 1, k + 12 if n <= 32768 else 2 * k + 8), k + max(4, k // 4)
+    return min(n - 1, k + max(8, k // 2)), k + max(2, k // 8)
 
 
 @contextmanager
