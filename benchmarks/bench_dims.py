@@ -66,12 +66,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 2))  # the stated target is a 2-core machine
-    print(
-        f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
-    )
     from anatomy.metrics.knn_operand import search_dtype
 
     print(f"(candidate search in {search_dtype(True)}; best of 2 runs of scikit-dimension, 5 of ours)")
+    print(
+        f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
+    )
     for n in SIZES:
         x = synthetic_embeddings(n, 256)
         ref_t, ref = min(_skdim(x) for _ in range(2))
@@ -103,13 +103,16 @@ def main() -> None:
 # wall seconds of the estimate and the process's peak RSS (VmHWM, KiB).
 _STUDY_CHILD = """
 import sys, time
+import torch  # imported before measuring: the libraries' own memory is not the estimate's
 from benchmarks.bench_dims import synthetic_embeddings
 from anatomy.metrics.intrinsic_dim import intrinsic_dim
+torch.set_num_threads(2)
 n, boot = int(sys.argv[1]), int(sys.argv[2])
 x = synthetic_embeddings(n, 384)
+before = open("/proc/self/status").read().split("VmRSS:")[1].split()[0]
 start = time.perf_counter()
 got = intrinsic_dim(x, n_boot=boot)
-print(time.perf_counter() - start, got.n_points, got.twonn_linear, got.mle_harmonic)
+print(time.perf_counter() - start, got.n_points, got.twonn_linear, got.mle_harmonic, before)
 print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """
 
@@ -126,12 +129,14 @@ def bench_study_size() -> None:
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     first, peak_kib = proc.stdout.strip().splitlines()[-2:]
-    wall, n_points, twonn, mle = first.split()
+    wall, n_points, twonn, mle, before_kib = first.split()
     data_mib = STUDY * 384 * 4 / 2**20
-    peak_mib = int(peak_kib) / 1024
+    peak_mib, before_mib = int(peak_kib) / 1024, int(before_kib) / 1024
     print(
         f"study size {STUDY:,} x 384 ({int(n_points):,} distinct; dedupe, exact kNN, TwoNN, MLE, erank, "
         f"{BOOTSTRAP} bootstrap draws): {float(wall):.1f} s (goal < 300 s on 2 cores); peak {peak_mib:,.0f} MiB "
-        f"= {peak_mib / data_mib:.1f}x the float32 points ({data_mib:,.0f} MiB) -> TwoNN {float(twonn):.3f}, "
-        f"MLE {float(mle):.3f}"
+        f"= {peak_mib / data_mib:.1f}x the float32 points ({data_mib:,.0f} MiB), of which the estimate added "
+        f"{peak_mib - before_mib:,.0f} MiB = {(peak_mib - before_mib) / (2 * data_mib):.2f} float64 copies "
+        f"(the process held {before_mib:,.0f} MiB with the points) -> TwoNN {float(twonn):.3f}, "
+        f"MLE {float(mle):.3f}; load average {os.getloadavg()[0]:.1f}"
     )
