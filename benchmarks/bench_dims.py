@@ -1,10 +1,28 @@
 """Intrinsic dimension: our one-kNN TwoNN + MLE against scikit-dimension's TwoNN().fit + MLE().fit on the
 same points (5k and 20k x 256: ratio, and the values shown equal), then our full-corpus scale (100k x 384,
-goal < 60 s on 2 cores).
+goal < 60 s on 2 cores) and the study's size (400k x 384 in a fresh process: wall and peak memory, goal
+< 300 s with the estimate adding about one float64 copy of the data).
 
 The points are a seeded synthetic stand-in for prompt embeddings (clusters with a curved 12-dimensional
 spread and a little noise). Set ANATOMY_BENCH_EMBEDDINGS=FILE.npy to time the 100k run on real embeddings
 (e.g. pooled.npy from `anatomy embed`).
+
+Measured 2026-12-05 on the 2-core Xeon with AMX (candidate search in bfloat16), torch.set_num_threads(2),
+in two runs of `python -m benchmarks dims` on a machine shared with about six other sessions (its load
+average beside each figure; nothing was quiet that afternoon, so every wall time here is an upper bound):
+
+| run                                   | scikit-dimension | ours    | speed-up | load | ours, load 4.9-5.7     |
+|---------------------------------------|------------------|---------|----------|------|------------------------|
+| 5,000 x 256 (values equal to 6e-15)   | 0.995 s          | 0.127 s | 7.8x     | 1.9  | 0.292 s (6.6x)         |
+| 20,000 x 256 (values equal to 8e-15)  | 12.55 s          | 1.166 s | 10.8x    | 2.0  | 1.735 s (16.1x)        |
+| 100,000 x 384, full run               |                  | 18.7 s  |          | 2.3  | 34.6 s                 |
+| 400,000 x 384, study size             |                  | 262.9 s |          | 3.5-5 | 326.1 s               |
+
+At 400,000 the peak was 2,155 MiB = 3.7x the float32 points (586 MiB): the process held 1,099 MiB with the
+points and libraries loaded, and the estimate added 1,055 MiB = 0.90 of a float64 copy. Before (float32
+search, the lead's quiet run): 5k 7.0x, 20k 8.0x, 100k kNN 23.8 s; 400k 13 min 15 s with a 9.2 GiB peak
+(issue 24). Single-threaded CPU time of the kNN alone, which the load disturbs less (old and new code
+alternating in one process, load 4.5): 5,000 x 256 0.24-0.28 s -> 0.17 s; 20,000 x 256 2.20 s -> 1.15 s.
 """
 
 from __future__ import annotations
