@@ -1,10 +1,28 @@
 """Intrinsic dimension: our one-kNN TwoNN + MLE against scikit-dimension's TwoNN().fit + MLE().fit on the
 same points (5k and 20k x 256: ratio, and the values shown equal), then our full-corpus scale (100k x 384,
-goal < 60 s on 2 cores).
+goal < 60 s on 2 cores) and the study's size (400k x 384 in a fresh process: wall and peak memory, goal
+< 300 s with the estimate adding about one float64 copy of the data).
 
 The points are a seeded synthetic stand-in for prompt embeddings (clusters with a curved 12-dimensional
 spread and a little noise). Set ANATOMY_BENCH_EMBEDDINGS=FILE.npy to time the 100k run on real embeddings
 (e.g. pooled.npy from `anatomy embed`).
+
+Measured 2026-12-05 on the 2-core Xeon with AMX (candidate search in bfloat16), torch.set_num_threads(2),
+in two runs of `python -m benchmarks dims` on a machine shared with about six other sessions (its load
+average beside each figure; nothing was quiet that afternoon, so every wall time here is an upper bound):
+
+| run                                   | scikit-dimension | ours    | speed-up | load | ours, load 4.9-5.7     |
+|---------------------------------------|------------------|---------|----------|------|------------------------|
+| 5,000 x 256 (values equal to 6e-15)   | 0.995 s          | 0.127 s | 7.8x     | 1.9  | 0.292 s (6.6x)         |
+| 20,000 x 256 (values equal to 8e-15)  | 12.55 s          | 1.166 s | 10.8x    | 2.0  | 1.735 s (16.1x)        |
+| 100,000 x 384, full run               |                  | 18.7 s  |          | 2.3  | 34.6 s                 |
+| 400,000 x 384, study size             |                  | 262.9 s |          | 3.5-5 | 326.1 s               |
+
+At 400,000 the peak was 2,155 MiB = 3.7x the float32 points (586 MiB): the process held 1,099 MiB with the
+points and libraries loaded, and the estimate added 1,055 MiB = 0.90 of a float64 copy. Before (float32
+search, the lead's quiet run): 5k 7.0x, 20k 8.0x, 100k kNN 23.8 s; 400k 13 min 15 s with a 9.2 GiB peak
+(issue 24). Single-threaded CPU time of the kNN alone, which the load disturbs less (old and new code
+alternating in one process, load 4.5): 5,000 x 256 0.24-0.28 s -> 0.17 s; 20,000 x 256 2.20 s -> 1.15 s.
 """
 
 from __future__ import annotations
@@ -23,12 +41,19 @@ STUDY = size(400_000, 3_000)  # the study's corpus size
 BOOTSTRAP = size(200, 5)
 
 
-def synthetic_embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
+def synthetic_embeddings(n: int, d: int, seed: int = 0, chunk: int = 8192) -> np.ndarray:
+    """float32 [n, d]: 200 clusters with a curved 12-dimensional spread and a little noise. Built in row
+    chunks (the same values as in one piece), so generating 400,000 rows does not set the run's peak memory."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((200, d))
     latent = rng.standard_normal((n, 12))
-    x = centres[rng.integers(0, 200, n)] + np.tanh(latent @ rng.standard_normal((12, d)) * 0.5) * 0.5
-    return (x + 0.02 * rng.standard_normal((n, d))).astype(np.float32)
+    label = rng.integers(0, 200, n)
+    mixing = rng.standard_normal((12, d))
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, chunk):
+        x = centres[label[s : s + chunk]] + np.tanh(latent[s : s + chunk] @ mixing * 0.5) * 0.5
+        out[s : s + chunk] = x + 0.02 * rng.standard_normal((len(x), d))
+    return out
 
 
 def _ours(x: np.ndarray):
@@ -59,16 +84,19 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 2))  # the stated target is a 2-core machine
+    from anatomy.metrics.knn_operand import search_dtype
+
+    print(f"(candidate search in {search_dtype(True)}; best of 2 runs of scikit-dimension, 5 of ours)")
     print(
         f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
     )
     for n in SIZES:
         x = synthetic_embeddings(n, 256)
-        ref_t, ref = _skdim(x)
-        our_t, got = _ours(x)
+        ref_t, ref = min(_skdim(x) for _ in range(2))
+        our_t, got = min(_ours(x) for _ in range(5))
         diff = max(abs(a - b) / abs(a) for a, b in zip(ref, got, strict=True))
         print(
-            f"{n:>7,} x 256 {ref_t:>9.2f} {our_t:>8.2f} {ref_t / our_t:>8.1f}x  "
+            f"{n:>7,} x 256 {ref_t:>9.3f} {our_t:>8.3f} {ref_t / our_t:>8.1f}x  "
             f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e}; "
             f"load average {os.getloadavg()[0]:.1f})",
             flush=True,
@@ -93,13 +121,16 @@ def main() -> None:
 # wall seconds of the estimate and the process's peak RSS (VmHWM, KiB).
 _STUDY_CHILD = """
 import sys, time
+import torch  # imported before measuring: the libraries' own memory is not the estimate's
 from benchmarks.bench_dims import synthetic_embeddings
 from anatomy.metrics.intrinsic_dim import intrinsic_dim
+torch.set_num_threads(2)
 n, boot = int(sys.argv[1]), int(sys.argv[2])
 x = synthetic_embeddings(n, 384)
+before = open("/proc/self/status").read().split("VmRSS:")[1].split()[0]
 start = time.perf_counter()
 got = intrinsic_dim(x, n_boot=boot)
-print(time.perf_counter() - start, got.n_points, got.twonn_linear, got.mle_harmonic)
+print(time.perf_counter() - start, got.n_points, got.twonn_linear, got.mle_harmonic, before)
 print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """
 
@@ -116,12 +147,14 @@ def bench_study_size() -> None:
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     first, peak_kib = proc.stdout.strip().splitlines()[-2:]
-    wall, n_points, twonn, mle = first.split()
+    wall, n_points, twonn, mle, before_kib = first.split()
     data_mib = STUDY * 384 * 4 / 2**20
-    peak_mib = int(peak_kib) / 1024
+    peak_mib, before_mib = int(peak_kib) / 1024, int(before_kib) / 1024
     print(
         f"study size {STUDY:,} x 384 ({int(n_points):,} distinct; dedupe, exact kNN, TwoNN, MLE, erank, "
         f"{BOOTSTRAP} bootstrap draws): {float(wall):.1f} s (goal < 300 s on 2 cores); peak {peak_mib:,.0f} MiB "
-        f"= {peak_mib / data_mib:.1f}x the float32 points ({data_mib:,.0f} MiB) -> TwoNN {float(twonn):.3f}, "
-        f"MLE {float(mle):.3f}"
+        f"= {peak_mib / data_mib:.1f}x the float32 points ({data_mib:,.0f} MiB), of which the estimate added "
+        f"{peak_mib - before_mib:,.0f} MiB = {(peak_mib - before_mib) / (2 * data_mib):.2f} float64 copies "
+        f"(the process held {before_mib:,.0f} MiB with the points) -> TwoNN {float(twonn):.3f}, "
+        f"MLE {float(mle):.3f}; load average {os.getloadavg()[0]:.1f}"
     )

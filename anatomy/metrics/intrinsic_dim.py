@@ -47,6 +47,16 @@ def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
 
 
+def _distinct_points(x: np.ndarray) -> np.ndarray:
+    """The distinct rows of x (as dedupe_rows), kept in x's own dtype when it is float32 or float64: no
+    float64 copy of float32 embeddings, and no copy at all when no row repeats (the kNN's differences are
+    taken in float64 either way, so every estimate is the same as on dedupe_rows' float64 copy)."""
+    if x.dtype not in (np.float32, np.float64):
+        return dedupe_rows(x)[0]
+    first = _first_of_each_distinct(x)
+    return x if first.size == len(x) else x[first]
+
+
 def _first_of_each_distinct(x: np.ndarray) -> np.ndarray:
     """Ascending indices of the first occurrence of each distinct row (by bytes)."""
     n = len(x)
@@ -205,7 +215,7 @@ def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, lev
 
 
 def centred_erank(x: np.ndarray) -> float:
-    """`spectrum.linear_erank` of float64 points via their centred Gram matrix, built in row chunks (no
+    """`spectrum.linear_erank` of the points (in float64) via their centred Gram matrix, built in row chunks (no
     centred copy of the data; torch's GEMM and eigvalsh, which do not contend with its kNN threads)."""
     import torch
 
@@ -213,8 +223,8 @@ def centred_erank(x: np.ndarray) -> float:
 
     n, d = x.shape
     if n <= 4 * d:  # not tall: the SVD path
-        return linear_erank(x)
-    mean = torch.from_numpy(x.mean(axis=0))
+        return linear_erank(np.asarray(x, dtype=np.float64))
+    mean = torch.from_numpy(x.mean(axis=0, dtype=np.float64))
     gram = torch.zeros((d, d), dtype=torch.float64)
     for s in range(0, n, _CHUNK):
         c = torch.from_numpy(x[s : s + _CHUNK]) - mean
@@ -237,7 +247,7 @@ def intrinsic_dim(
     from anatomy.metrics.points import check_array, check_points
 
     raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
-    x, _ = dedupe_rows(raw)
+    x = _distinct_points(raw)
     check_points(x, k)
     k_used = min(k, len(x) - 1)
     dist, _ = exact_knn(x, k_used, fast=fast)

@@ -1,170 +1,207 @@
 """Exact k nearest neighbours of every row, fast (used by the intrinsic dimension and the kNN overlaps).
 
-Candidates come from float32 Gram blocks (each pair of row blocks once, using symmetry), their distances are
-recomputed in float64 by direct differences, and each row is verified against a rigorous float32 error bound;
-a row that cannot be verified is searched again in float64. Large inputs are searched in a locality order (rows
-grouped by nearest random pivot), which tightens the per-row thresholds early; the permutation is undone, so
-the result is the same. Memory: the float64 points, one working copy in the search dtype and the candidate lists.
+Candidates come from low-precision Gram blocks: bfloat16 where the CPU has AMX (MKL's bf16 x bf16 -> float32
+GEMM, about 4x float32's speed per core on the study's machine), float32 elsewhere; each pair of 1,024-row
+blocks is multiplied once, and every value carries a rigorous error bound per row
+(anatomy.metrics.knn_operand). Distances are recomputed in float64 by direct differences, cheapest candidates
+first, and every row is verified: no point left unmeasured can be nearer than its k-th neighbour. A row that
+cannot be verified is searched again against every point with the same bound (float64 values where the
+bound is too loose). Large inputs are searched in a locality order (rows grouped by nearest random pivot),
+which tightens the per-row thresholds early; the permutation is undone, so the result is the same.
+
+Alternatives measured and not taken: torch's bfloat16 matmul (oneDNN) is faster still but rounds its output
+to bfloat16 inside the library, so its error is not bounded by anything we control; int8 (exact integer sums)
+quantises too coarsely (about 4x the candidates); skipping blocks by cluster-ball bounds pruned nothing on real
+MiniLM embeddings (their kNN radius is close to their distance to any centre), and even with ideal thresholds
+left a quarter of the pairs on the clustered benchmark data.
+
+Work runs in one thread per torch thread (torch single-threaded meanwhile). Memory: the points as given
+(float32 stays float32), the search operand (a quarter of float32 points' bytes in bfloat16, a half in
+float32) and the candidate lists with 4-byte indices.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from anatomy.metrics.knn_operand import SearchOperand, build_operand, search_dtype
+
 log = logging.getLogger(__name__)
 
-F32_UNIT_ROUNDOFF = 2.0**-24
-_CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
+_CHUNK = 4096  # rows per slice in the row-wise passes (bounded temporaries; a task for a worker)
 
 # ------------------------------------------------------------------------------------------ exact kNN
 
 
-def exact_knn(points: np.ndarray, k: int, block: int = 4096, fast: bool | None = None):
+def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None = None):
     """Exact k nearest neighbours of every row (self excluded): (distances [n, k] float64 ascending, indices).
 
-    `fast` picks float32 candidate search with verification (default: when n * n * d is large). Memory: the
-    float64 points, one working copy in the search dtype and the candidate lists; no other copy of the data.
+    float32 points are used as they are (no float64 copy); other dtypes are converted to float64.
+    `fast` picks the low-precision candidate search with verification (default: when n * n * d is large);
+    off, candidates come from float64 Gram blocks. Either way the result is exact.
     """
-    x = np.ascontiguousarray(points, dtype=np.float64)
+    x = np.ascontiguousarray(points)  # float32 points stay float32: differences are taken in float64
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     n, d = x.shape
     if not 1 <= k < n:
         raise ValueError(f"need 1 <= k < n points, got k={k}, n={n}")
-    n_cand = min(n - 1, k + max(8, k // 2))  # spare candidates absorb float32 ordering errors
-    if fast is None:  # float32 GEMMs run twice as fast; tiny inputs are not worth the verification step
+    if fast is None:  # tiny inputs are not worth the verification step
         fast = n * n * d > 1e9
-    work_dtype = np.float32 if fast else np.float64
-    # Centred (translation-invariant; smaller norms mean smaller rounding errors), in the search dtype.
-    mean = x.mean(axis=0)
-    work = np.empty((n, d), dtype=work_dtype)
-    norms = np.empty(n)
-    for s in range(0, n, _CHUNK):
-        c = x[s : s + _CHUNK] - mean
-        work[s : s + _CHUNK] = c
-        norms[s : s + _CHUNK] = np.sqrt((c**2).sum(1))
-    order = None
-    if fast and n > 2 * block:
-        # Search in an order where nearby points share a block (the result does not depend on the order):
-        # the diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
-        order = _locality_order(work, block)
-        work = work[order]
-    cand_i, cand_val = _gram_candidates(work, n_cand, block)
-    del work
-    if order is not None:  # back to the caller's row order and indices
-        unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
-        unordered_i[order], unordered_val[order] = order[cand_i], cand_val
-        cand_i, cand_val = unordered_i, unordered_val
-    dist, idx = _exact_from_candidates(x, cand_i, k)
-    # Rigorous bound on |float squared distance - exact| for row i against any j (see module docstring).
-    unit = F32_UNIT_ROUNDOFF if fast else 2.0**-53
-    bound = (d + 16) * unit * (norms + norms.max()) ** 2
-    # Any point outside the candidates has float value >= the last candidate's; verified when the exact k-th
-    # squared distance lies below that minus the bound.
-    if n_cand == n - 1:  # every other point was a candidate: nothing can be missing
-        return dist, idx
-    unverified = np.flatnonzero(dist[:, -1] ** 2 > cand_val.max(axis=1) - bound)
+    dtype = search_dtype(fast)
+    n_cand, m = _candidate_counts(n, k, dtype)
+    mean = x.mean(axis=0, dtype=np.float64)
+    with _workers() as pool:
+        # Search in an order where nearby points share a block (the result does not depend on the order): the
+        # diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
+        order = _locality_order(x, mean, block, pool) if fast and n > 8 * block else None
+        operand = build_operand(x, mean, order, dtype, pool)
+        cand_i, cand_val = _gram_candidates(operand, n_cand, block, pool)
+        bound = operand.bound
+        if order is not None:  # back to the caller's row order and indices
+            order = order.astype(cand_i.dtype)
+            unordered_i, unordered_val = np.empty_like(cand_i), np.empty_like(cand_val)
+            unordered_i[order], unordered_val[order] = order[cand_i], cand_val
+            cand_i, cand_val = unordered_i, unordered_val
+            bound = bound[np.argsort(order)]
+        complete = n_cand == n - 1  # every other point was a candidate: nothing can be missing
+        dist, idx, unverified = _exact_from_candidates(x, cand_i, cand_val, k, m, bound, complete, pool)
     if unverified.size:
-        log.info("kNN: %d of %d rows re-searched in float64", unverified.size, n)
-        dist[unverified], idx[unverified] = _rows_float64(x, mean, unverified, k)
+        log.info("kNN: %d of %d rows searched again against every point", unverified.size, n)
+        dist[unverified], idx[unverified] = _search_again(x, operand, order, unverified, k)
     return dist, idx
 
 
-def _locality_order(x: np.ndarray, block: int, seed: int = 0) -> np.ndarray:
-    """A permutation grouping nearby points: rows sorted by their nearest of some random pivot points."""
+def _candidate_counts(n: int, k: int, dtype: str) -> tuple[int, int]:
+    """Candidates kept per row, and how many are measured first. bfloat16's ordering errors (about 1e-3 of
+    the norms) need spare candidates, more as the k-th distance shrinks with n; the k + 5 cheapest verify
+    over 99% of rows at 5,000 to 20,000 points. Any count gives the exact result; these are the fast ones."""
+    if dtype == "bfloat16":
+        return min(n - 1, k + 12 if n <= 32768 else 2 * k + 8), k + max(4, k // 4)
+    return min(n - 1, k + max(8, k // 2)), k + max(2, k // 8)
+
+
+@contextmanager
+def _workers():
+    """One worker thread per torch thread, each running torch single-threaded meanwhile: the work comes in
+    tasks of a few milliseconds, where OpenMP's fork and join per call (and its spinning threads on a busy
+    machine) cost more than they give; numpy releases the GIL, so its work runs in parallel too."""
     import torch
 
-    xf = torch.from_numpy(x)
-    pivots = xf[np.random.default_rng(seed).choice(len(x), max(2, 4 * len(x) // block), replace=False)]
-    nearest = np.concatenate(
-        [torch.cdist(xf[s : s + _CHUNK], pivots).argmin(1).numpy() for s in range(0, len(x), _CHUNK)]
-    )
-    return np.argsort(nearest, kind="stable")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _gram_candidates(x: np.ndarray, n_cand: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n_cand smallest squared distances per row (by Gram blocks of x's dtype), without self.
+def _locality_order(x: np.ndarray, mean: np.ndarray, block: int, pool, seed: int = 0) -> np.ndarray:
+    """A permutation grouping nearby points: rows sorted by their nearest of some random pivot points.
 
-    Each unordered block pair is multiplied once. The squared norms ride inside the product (augmented
-    columns), so a block of squared distances costs one GEMM; a per-row threshold (the current n_cand-th
-    value) filters most entries with one comparison, and survivors are merged in batches. torch runs the
-    block work (its GEMM, comparisons and top-k use every core; numpy's elementwise work uses one).
-    """
+    The nearest pivot minimises |p|^2 - 2 x.p (float32; any order gives the same result, only faster or
+    slower), in small chunks with reused buffers: big temporaries freed in worker threads would stay in
+    malloc's arenas (measured: +1.5 GB of resident memory at 400,000 points with torch.cdist)."""
     import torch
 
     n = len(x)
-    xt = torch.from_numpy(x)
-    sq = torch.from_numpy(
-        np.concatenate(
-            [(x[s : s + _CHUNK].astype(np.float64) ** 2).sum(1) for s in range(0, n, _CHUNK)]
-        ).astype(x.dtype)
-    )
-    if n <= 2 * block:  # small: row panels against every column, one top-k each (no thresholds, no merging)
-        return _panel_candidates(xt, sq, n_cand, -(-n // -(-n // (block // 2 or 1))))
+    pick = np.random.default_rng(seed).choice(n, max(2, 4 * n // block), replace=False)
+    pivots = torch.from_numpy((x[np.sort(pick)] - mean).astype(np.float32))
+    pivot_sq = (pivots**2).sum(1)
+    nearest = np.empty(n, dtype=np.int64)
+    local = threading.local()
+
+    def rows_from(s: int) -> None:
+        if not hasattr(local, "out"):
+            local.out = torch.empty((_SMALL_CHUNK, len(pivots)))
+        rows = torch.from_numpy((x[s : s + _SMALL_CHUNK] - mean).astype(np.float32))
+        out = torch.addmm(pivot_sq, rows, pivots.T, alpha=-2, out=local.out[: len(rows)])
+        nearest[s : s + len(rows)] = out.argmin(1).numpy()
+
+    list(pool.map(rows_from, range(0, n, _SMALL_CHUNK)))
+    return np.argsort(nearest, kind="stable")
+
+
+_SMALL_CHUNK = 1024  # rows per task where each row makes a wide temporary
+
+
+def _gram_candidates(op: SearchOperand, n_cand: int, block: int, pool) -> tuple[np.ndarray, np.ndarray]:
+    """The n_cand smallest squared-distance values per row (the operand's), without self.
+
+    Each unordered pair of row blocks is multiplied once, and one GEMM gives a block of squared distances
+    (the norms ride in augmented columns). The diagonal blocks seed every row's list by top-k; after that a
+    per-row threshold (the current n_cand-th value) filters most entries with one comparison, and survivors
+    are merged in batches. Blocks of about 1,000 rows keep each product in cache for the comparisons (4,096
+    halved the bfloat16 GEMM's speed); numpy's comparison and flatnonzero are several times faster than
+    torch's lt and nonzero, and top-k costs ten comparisons per entry, so it only seeds.
+    """
+
+    n = len(op.bound)
     block = max(block, n_cand + 1)
-    block = -(-n // -(-n // block))  # equal blocks (5,000 rows: 2 x 2,500, not 4,096 + 904)
+    block = -(-n // -(-n // block))  # equal blocks (5,000 rows: 5 x 1,000, not 4 x 1,024 + 904)
     starts = list(range(0, n, block))
-    cand = _Candidates(n, n_cand, x.dtype)
+    cand = _Candidates(n, n_cand, op.value_dtype)
     thr = cand.threshold  # flushes update it in place
-    # Reused output buffers: allocating (and page-faulting) a fresh block per product costs as much as the
-    # comparisons themselves.
-    d2_buf = torch.empty((block, block), dtype=xt.dtype)
-    mask_buf = np.empty((block, block), dtype=bool)
+    locks = [threading.Lock() for _ in starts]
+    local = threading.local()
 
-    def squared(s: int, e: int, t: int, f: int) -> torch.Tensor:
-        """|x_i|^2 + |x_j|^2 - 2 x_i.x_j for rows s:e against t:f: one GEMM, one pass (into the buffer)."""
-        out = d2_buf[: e - s, : f - t]
-        torch.addmm(sq[None, t:f], xt[s:e], xt[t:f].T, alpha=-2, out=out)
-        return out.add_(sq[s:e, None])
+    def buffers():
+        """This worker's output and mask buffers: reused (allocating and page-faulting a fresh block per
+        product costs as much as the comparisons themselves)."""
+        if not hasattr(local, "buf"):
+            local.buf = np.empty(block * block, dtype=op.value_dtype)
+            local.mask = np.empty(block * block, dtype=bool)
+        return local.buf, local.mask
 
-    for s in starts:  # diagonal blocks: a first threshold for every row
-        e = min(s + block, n)
-        d2 = squared(s, e, s, e)  # (the buffer: topk copies what it keeps)
-        d2.fill_diagonal_(float("inf"))
+    def diagonal_block(bi: int) -> None:
+        """A first threshold for the rows of block bi: the n_cand smallest values within the block."""
+        s, e = starts[bi], min(starts[bi] + block, n)
+        d2 = op.gram(op.left(s, e), s, e, buffers()[0][: (e - s) ** 2].reshape(e - s, e - s))
+        np.fill_diagonal(d2, np.inf)
         if e - s - 1 < n_cand:  # a short last block: let the off-diagonal pairs fill it
-            cand.add(
-                s,
-                np.repeat(np.arange(s, e), e - s),
-                np.tile(np.arange(s, e), e - s),
-                d2.numpy().ravel().copy(),
-            )
-            continue
-        value, top = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
-        cand.set_rows(s, top.numpy() + s, value.numpy())
-    for bi, s in enumerate(starts):
-        e = min(s + block, n)
-        cand.flush(s)  # survivors from earlier pairs tighten this block's thresholds first
-        for t in starts[bi + 1 :]:
-            f = min(t + block, n)
-            d2 = squared(s, e, t, f)
-            # numpy's comparison and flatnonzero are several times faster than torch's lt and nonzero here.
-            d2n, mask = d2.numpy(), mask_buf[: e - s, : f - t]
-            r, c = np.divmod(np.flatnonzero(np.less(d2n, thr[s:e, None], out=mask)), f - t)
-            cand.add(s, r + s, c + t, d2n[r, c])
-            r, c = np.divmod(np.flatnonzero(np.less(d2n, thr[None, t:f], out=mask)), f - t)
-            cand.add(t, c + t, r + s, d2n[r, c])
-            cand.flush_if_full(s, e - s)
-            cand.flush_if_full(t, f - t)
-        cand.flush(s)
-    return cand.index, cand.value.astype(np.float64)
+            cand.add(s, np.repeat(np.arange(s, e), e - s), np.tile(np.arange(s, e), e - s), d2.ravel().copy())
+            return
+        # numpy's partition: a third of torch.topk's time for 48 of 1,000 (one thread each).
+        top = np.argpartition(d2, n_cand - 1, axis=1)[:, :n_cand]
+        cand.set_rows(s, top + s, d2[np.arange(e - s)[:, None], top])
+
+    def row_of_blocks(bi: int) -> None:
+        """Block bi against every later block: survivors go to the buffers of the rows they belong to."""
+        s, e = starts[bi], min(starts[bi] + block, n)
+        buf, mask_buf = buffers()
+        with locks[bi]:
+            cand.flush(s, e)  # survivors from earlier pairs tighten this block's thresholds first
+        left = op.left(s, e)
+        for bj in range(bi + 1, len(starts)):
+            t, f = starts[bj], min(starts[bj] + block, n)
+            d2 = op.gram(left, t, f, buf[: (e - s) * (f - t)].reshape(e - s, f - t))
+            mask = mask_buf[: d2.size].reshape(d2.shape)
+            # Thresholds read while another worker tightens them are old or new, both valid upper bounds.
+            r, c = np.divmod(np.flatnonzero(np.less(d2, thr[s:e, None], out=mask)), f - t)
+            with locks[bi]:
+                cand.add(s, r + s, c + t, d2[r, c])
+                cand.flush_if_full(s, e)
+            r, c = np.divmod(np.flatnonzero(np.less(d2, thr[None, t:f], out=mask)), f - t)
+            with locks[bj]:
+                cand.add(t, c + t, r + s, d2[r, c])
+                cand.flush_if_full(t, f)
+
+    list(pool.map(diagonal_block, range(len(starts))))  # every row seeded before any pair
+    list(pool.map(row_of_blocks, range(len(starts))))  # one single-threaded GEMM per worker
+    for s in starts:  # survivors that arrived after their block's own pass
+        cand.flush(s, min(s + block, n))
+    return cand.index, cand.value
 
 
-def _panel_candidates(xt, sq, n_cand: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n_cand smallest squared distances per row, by panels of `rows` rows against all n (small n)."""
-    import torch
-
-    n = len(xt)
-    index = np.empty((n, n_cand), dtype=np.int64)
-    value = np.empty((n, n_cand))
-    buf = torch.empty((min(rows, n), n), dtype=xt.dtype)
-    for s in range(0, n, rows):
-        e = min(s + rows, n)
-        d2 = torch.addmm(sq[None, :], xt[s:e], xt.T, alpha=-2, out=buf[: e - s]).add_(sq[s:e, None])
-        d2[torch.arange(e - s), torch.arange(s, e)] = float("inf")  # not its own neighbour
-        v, i = torch.topk(d2, n_cand, dim=1, largest=False, sorted=False)
-        index[s:e], value[s:e] = i.numpy(), v.numpy()
-    return index, value
+def _index_dtype(n: int):
+    return np.int32 if n < 2**31 else np.int64
 
 
 @dataclass
@@ -180,7 +217,7 @@ class _Candidates:
     buffers: dict = field(default_factory=dict)  # block start -> list of (rows, cols, values)
 
     def __post_init__(self):
-        self.index = np.full((self.n, self.n_cand), -1, dtype=np.int64)
+        self.index = np.full((self.n, self.n_cand), -1, dtype=_index_dtype(self.n))
         self.value = np.full((self.n, self.n_cand), np.inf, dtype=self.dtype)
         self.threshold = np.full(self.n, np.inf, dtype=self.dtype)
 
@@ -190,69 +227,179 @@ class _Candidates:
         self.threshold[start:stop] = value.max(1)  # in place: a torch view shares this array
 
     def add(self, start, rows, cols, values):
-        if rows.size:
-            self.buffers.setdefault(start, []).append((rows, cols, values))
+        if rows.size:  # 4-byte indices: the buffers are the search's largest temporaries
+            dtype = self.index.dtype
+            self.buffers.setdefault(start, []).append((rows.astype(dtype), cols.astype(dtype), values))
 
-    def flush_if_full(self, start, n_rows):
+    def flush_if_full(self, start, stop):
         # Merge once a block has gathered about two extra lists per row, so thresholds stay tight.
-        if sum(b[0].size for b in self.buffers.get(start, ())) > 2 * self.n_cand * n_rows:
-            self.flush(start)
+        if sum(b[0].size for b in self.buffers.get(start, ())) > 2 * self.n_cand * (stop - start):
+            self.flush(start, stop)
 
-    def flush(self, start):
+    def flush(self, start, stop):
+        """Merge rows start:stop's buffered survivors into their lists (one sort of (row, value) keys)."""
         parts = self.buffers.pop(start, [])
         if not parts:
             return
         rows = np.concatenate([p[0] for p in parts])
-        touched = np.unique(rows)
+        touched = start + np.flatnonzero(np.bincount(rows - start, minlength=stop - start))
         rows = np.concatenate([np.repeat(touched, self.n_cand), rows])
         cols = np.concatenate([self.index[touched].ravel(), *(p[1] for p in parts)])
         vals = np.concatenate([self.value[touched].ravel(), *(p[2] for p in parts)])
-        order = np.lexsort((vals, rows))
+        order = (
+            np.argsort(_row_value_keys(rows, vals)) if vals.dtype == np.float32 else np.lexsort((vals, rows))
+        )
         rows, cols, vals = rows[order], cols[order], vals[order]
-        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        rank = np.arange(rows.size) - np.repeat(first, np.diff(np.r_[first, rows.size]))
         keep = rank < self.n_cand
         self.index[rows[keep], rank[keep]] = cols[keep]
         self.value[rows[keep], rank[keep]] = vals[keep]
         self.threshold[touched] = self.value[touched, -1]
 
 
-def _exact_from_candidates(x: np.ndarray, cand_i: np.ndarray, k: int, chunk: int = 64):
-    """Float64 distances by direct differences for each row's candidates; the k smallest, ascending.
+def _row_value_keys(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """int64 keys ordered as (row, float32 value): the value's bits made monotone (negatives flipped)."""
+    bits = values.view(np.uint32)
+    monotone = bits ^ ((bits >> 31) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000))
+    return (rows.astype(np.int64) << 32) | monotone.astype(np.int64)
 
-    Small chunks keep the gathered candidate rows in cache (numpy's take and einsum beat torch's gather here).
-    """
-    n = len(x)
+
+def _exact_from_candidates(x, cand_i, cand_val, k: int, m: int, bound, complete: bool, pool):
+    """Float64 distances by direct differences for each row's cheapest candidates (by value); the k smallest
+    (ascending) and the rows that cannot be verified. Chunks of rows go to the pool's threads (numpy releases
+    the GIL in these loops; the rows written are disjoint)."""
+    n = len(cand_i)
+    if cand_i.min() < 0:  # every row sees every other point, so its list is always full
+        raise RuntimeError("kNN: a candidate list was left short (a bug)")
     dist = np.empty((n, k))
     idx = np.empty((n, k), dtype=np.int64)
-    for s in range(0, n, chunk):
-        ci = cand_i[s : s + chunk]
-        diff = np.take(x, np.maximum(ci, 0), axis=0)
-        diff -= x[s : s + chunk, None, :]
-        dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        dd[ci < 0] = np.inf
+    args = (x, cand_i, cand_val, k, m, bound, complete, dist, idx)
+    cuts = np.linspace(0, n, max(1, min(n // 256, 64)) + 1).astype(int)  # tasks of similar size
+    parts = pool.map(lambda r: _measure_rows(r[0], r[1], *args), zip(cuts[:-1], cuts[1:], strict=True))
+    return dist, idx, np.concatenate(list(parts))
+
+
+def _measure_rows(start, stop, x, cand_i, cand_val, k, m, bound, complete, dist, idx, chunk=32):
+    """Rows start:stop of `_exact_from_candidates`. Every point outside a row's m cheapest candidates has a
+    value >= the (m+1)-th smallest (points never kept had values >= the largest kept one), hence an exact
+    squared distance >= that minus the row's bound: the row is verified when its k-th exact squared distance
+    is not above this. Rows that fail (a few percent) go on one by one (`_measure_row`)."""
+    n_cand = cand_i.shape[1]
+    m = n_cand if complete else min(m, n_cand - 1)
+    unverified = []
+    for s in range(start, stop, chunk):
+        e = min(s + chunk, stop)
+        at = np.arange(e - s)[:, None]
+        ci = cand_i[s:e]
+        if not complete:
+            part = np.argpartition(cand_val[s:e], m, axis=1)
+            beyond = cand_val[s:e][at[:, 0], part[:, m]].astype(np.float64)
+            ci = ci[at, part[:, :m]]
+        dd = _distances(x, x[s:e], ci)
         order = np.argsort(dd, axis=1, kind="stable")[:, :k]
-        dist[s : s + chunk] = np.take_along_axis(dd, order, 1)
-        idx[s : s + chunk] = np.take_along_axis(ci, order, 1)
+        dist[s:e], idx[s:e] = dd[at, order], ci[at, order]
+        if not complete:
+            for row in s + np.flatnonzero(dist[s:e, -1] ** 2 > beyond - bound[s:e]):
+                if not _measure_row(row, x, cand_i[row], cand_val[row], k, m, bound[row], dist, idx):
+                    unverified.append(row)
+    return np.array(unverified, dtype=np.int64)
+
+
+def _measure_row(row, x, cols, vals, k, m, bound, dist, idx, step=8) -> bool:
+    """One row's candidates measured 8 more at a time, cheapest first, until verified (or all measured,
+    against the largest kept value)."""
+    by_value = np.argsort(vals, kind="stable")
+    cols, vals = cols[by_value], vals[by_value].astype(np.float64)
+    dd = _distances(x, x[row : row + 1], cols[None, :m])[0]
+    while True:
+        order = np.argsort(dd, kind="stable")[:k]
+        beyond = vals[dd.size] if dd.size < cols.size else vals[-1]
+        if dd[order[-1]] ** 2 <= beyond - bound or dd.size == cols.size:
+            dist[row], idx[row] = dd[order], cols[order]
+            return bool(dd[order[-1]] ** 2 <= beyond - bound)
+        more = cols[dd.size : dd.size + step]
+        dd = np.concatenate([dd, _distances(x, x[row : row + 1], more[None, :])[0]])
+
+
+def _distances(x: np.ndarray, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """|queries[i] - x[cols[i, j]]| by direct differences in float64 (exact differences of float32 points
+    too: float32 -> float64 is exact)."""
+    diff = np.subtract(np.take(x, cols, axis=0), queries[:, None, :], dtype=np.float64)
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
+def _search_again(x, op: SearchOperand, order, rows: np.ndarray, k: int, chunk: int = 16):
+    """Exact neighbours of selected rows against all points, from the operand's values, rigorously.
+
+    T_i, the k-th smallest (value + bound), is at least the k-th exact squared distance, so every point whose
+    value minus the bound exceeds T_i is farther and is skipped; the rest are measured by direct differences.
+    Where the bound admits too many points (a far outlier inflates it), float64 values decide instead.
+    """
+    import torch
+
+    n = len(x)
+    position = np.argsort(order) if order is not None else None  # original row -> operand row
+    dist = np.empty((rows.size, k))
+    idx = np.empty((rows.size, k), dtype=np.int64)
+    out = np.empty(min(chunk, rows.size) * n, dtype=op.value_dtype)
+    crowded = []
+    for s in range(0, rows.size, chunk):
+        r = rows[s : s + chunk]
+        pos = position[r] if position is not None else r
+        values = op.gram(op.left_rows(pos), 0, n, out[: r.size * n].reshape(r.size, n)).astype(np.float64)
+        values[np.arange(r.size), pos] = np.inf
+        bound = op.bound[pos]
+        top = torch.kthvalue(torch.from_numpy(values), k, dim=1).values.numpy() + bound
+        for j, keep in enumerate(values - bound[:, None] <= top[:, None]):
+            cols = np.flatnonzero(keep)
+            if cols.size > _CROWDED:
+                crowded.append(s + j)
+                continue
+            cols = order[cols] if order is not None else cols
+            dd = _distances(x, x[r[j] : r[j] + 1], cols[None, :])[0]
+            best = np.argsort(dd, kind="stable")[:k]
+            dist[s + j], idx[s + j] = dd[best], cols[best]
+    if crowded:
+        at = np.array(crowded)
+        dist[at], idx[at] = _rows_float64(x, x.mean(axis=0, dtype=np.float64), rows[at], k, op.norm_max)
     return dist, idx
 
 
-def _rows_float64(x: np.ndarray, mean: np.ndarray, rows: np.ndarray, k: int, chunk: int = 256):
-    """Exact neighbours of selected rows against all points, searched in float64 (rarely needed)."""
+_CROWDED = 4096  # more points than this within a row's bound: float64 values instead
+
+
+def _rows_float64(
+    x: np.ndarray, mean: np.ndarray, rows: np.ndarray, k: int, norm_max: float, chunk: int = 32
+):
+    """Exact neighbours of selected rows against all points, from float64 Gram values (rarely needed).
+
+    Rigorous like the main search: T_i, the k-th smallest (value + bound), is at least the k-th exact squared
+    distance, so every point whose value minus the bound exceeds T_i is farther and can be skipped; the
+    rest are measured by direct differences.
+    """
     import torch
 
-    ct = torch.from_numpy(x - mean)
-    sq = (ct**2).sum(1)
-    n_cand = min(len(x) - 1, k + 8)
+    n, d = x.shape
     dist = np.empty((rows.size, k))
     idx = np.empty((rows.size, k), dtype=np.int64)
     for s in range(0, rows.size, chunk):
-        r = torch.from_numpy(rows[s : s + chunk])
-        d2 = sq[r, None] + sq[None, :] - 2 * ct[r] @ ct.T
-        d2[torch.arange(r.numel()), r] = torch.inf
-        cand = torch.topk(d2, n_cand, dim=1, largest=False).indices.numpy()
-        diff = x[cand] - x[r.numpy(), None, :]
-        dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        order = np.argsort(dd, axis=1, kind="stable")[:, :k]
-        dist[s : s + chunk] = np.take_along_axis(dd, order, 1)
-        idx[s : s + chunk] = np.take_along_axis(cand, order, 1)
+        r = rows[s : s + chunk]
+        cr = torch.from_numpy(x[r] - mean)
+        sq_r = (cr**2).sum(1)
+        values = torch.empty((r.size, n), dtype=torch.float64)
+        for t in range(0, n, _CHUNK):
+            cc = torch.from_numpy(x[t : t + _CHUNK] - mean)
+            values[:, t : t + len(cc)] = sq_r[:, None] + (cc**2).sum(1)[None, :] - 2 * cr @ cc.T
+        values[torch.arange(r.size), torch.from_numpy(r)] = torch.inf
+        norm = sq_r.sqrt().numpy()
+        bound = torch.from_numpy((10 * d + 16) * 2.0**-53 * (norm + norm_max) ** 2 * (1 + 1e-6))
+        top = torch.kthvalue(values, k, dim=1).values + bound
+        for j, (row, keep) in enumerate(
+            zip(r, (values - bound[:, None] <= top[:, None]).numpy(), strict=True)
+        ):
+            cols = np.flatnonzero(keep)
+            dd = _distances(x, x[row : row + 1], cols[None, :])[0]
+            order = np.argsort(dd, kind="stable")[:k]
+            dist[s + j], idx[s + j] = dd[order], cols[order]
     return dist, idx
