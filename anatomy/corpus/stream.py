@@ -6,6 +6,7 @@ token sequences behind its tokens (anatomy.tokens), the corpus read for a sample
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def used_ids(corpus: str | Path, tokenizer, vocab_size: int, batch: int = BATCH)
     used = np.zeros(vocab_size, dtype=bool)
     for prompts in prompt_batches(corpus, batch):
         content = tokenizer.encode(sorted(set(prompts)))
-        used[np.fromiter((i for ids in content for i in ids), dtype=np.int64)] = True
+        used[np.fromiter(itertools.chain.from_iterable(content), dtype=np.int64)] = True
     used[[tokenizer.sot_id, tokenizer.eot_id]] = True  # every prompt also uses the start and end rows
     return np.flatnonzero(used)
 
