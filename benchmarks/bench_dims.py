@@ -8,21 +8,21 @@ spread and a little noise). Set ANATOMY_BENCH_EMBEDDINGS=FILE.npy to time the 10
 (e.g. pooled.npy from `anatomy embed`).
 
 Measured 2026-12-05 on the 2-core Xeon with AMX (candidate search in bfloat16), torch.set_num_threads(2),
-in two runs of `python -m benchmarks dims` on a machine shared with about six other sessions (its load
-average beside each figure; nothing was quiet that afternoon, so every wall time here is an upper bound):
+`python -m benchmarks dims` on a quiet machine (load average 1.4-1.6), and earlier under load:
 
-| run                                   | scikit-dimension | ours    | speed-up | load | ours, load 4.9-5.7     |
-|---------------------------------------|------------------|---------|----------|------|------------------------|
-| 5,000 x 256 (values equal to 6e-15)   | 0.995 s          | 0.127 s | 7.8x     | 1.9  | 0.292 s (6.6x)         |
-| 20,000 x 256 (values equal to 8e-15)  | 12.55 s          | 1.166 s | 10.8x    | 2.0  | 1.735 s (16.1x)        |
-| 100,000 x 384, full run               |                  | 18.7 s  |          | 2.3  | 34.6 s                 |
-| 400,000 x 384, study size             |                  | 262.9 s |          | 3.5-5 | 326.1 s               |
+| run                                   | scikit-dimension | ours    | speed-up | ours at load 1.9-2 (x) | at load 4.9-5.7 (x) |
+|---------------------------------------|------------------|---------|----------|------------------------|---------------------|
+| 5,000 x 256 (values equal to 6e-15)   | 0.761 s          | 0.119 s | 6.4x     | 0.127 s (7.8x)         | 0.292 s (6.6x)      |
+| 20,000 x 256 (values equal to 8e-15)  | 11.61 s          | 0.804 s | 14.4x    | 1.166 s (10.8x)        | 1.735 s (16.1x)     |
+| 100,000 x 384, full run (200 draws)   |                  | 14.9 s  |          | 18.7 s                 | 34.6 s              |
+| 400,000 x 384, study size (200 draws) |                  | 131.8 s |          | 262.9 s (load 3.5-5)   | 326.1 s (load 5.3)  |
 
-At 400,000 the peak was 2,155 MiB = 3.7x the float32 points (586 MiB): the process held 1,099 MiB with the
+At 400,000 the peak was 2,155 MiB = 3.7x the float32 points (586 MiB): the process held 1,100 MiB with the
 points and libraries loaded, and the estimate added 1,055 MiB = 0.90 of a float64 copy. Before (float32
-search, the lead's quiet run): 5k 7.0x, 20k 8.0x, 100k kNN 23.8 s; 400k 13 min 15 s with a 9.2 GiB peak
-(issue 24). Single-threaded CPU time of the kNN alone, which the load disturbs less (old and new code
-alternating in one process, load 4.5): 5,000 x 256 0.24-0.28 s -> 0.17 s; 20,000 x 256 2.20 s -> 1.15 s.
+search, quiet): 5k 7.0x, 20k 8.0x, 100k kNN 23.8 s; 400k 13 min 15 s with a 9.2 GiB peak (issue 24). At 5,000
+the GEMMs are a few milliseconds: the time is the threshold filtering and merging of candidates (about 60 ms)
+and the float64 distances of the 25 cheapest candidates per row (125,000 x 256 direct differences, about
+45 ms of CPU), so 10x at 5,000 is not reached.
 """
 
 from __future__ import annotations
