@@ -11,7 +11,14 @@ Named baselines in the same run: the ingest of the same log, and the same audit 
 that smaller run's, divided by the added distinct prompts (B/prompt). BENCH_AUDIT_SCALE_LINES=N sets the
 size (default 20,000,000; a tiny run: 20,000). The machine is shared: the load average is printed.
 
-Measured (2 cores shared with ~6 engineers, load average 2.3 at the start, 5.6 at the end; 2026-12-05):
+Measured by the lead on a quiet machine (2 cores, load 1.3-1.6; 2026-12-05), after HFTokenizer.encode began
+calling the Rust tokenizer directly (spectrum 137.5 s -> 52.2 s):
+  200,000 lines, 49,955 distinct: ingest (baseline) 0.6 s, 149 MiB; audit 14.7 s, peak 1,406 MiB
+  20M lines, 4,925,619 distinct: ingest (baseline) 11.3 s, 2,399 MiB; audit 130.1 s, peak 2,299 MiB
+  stage at 20M: ingest 0.8 s / 751 MiB, tokens 10.9 / 1,347, vocab 42.6 / 2,299, load minilm 2.8 / 1,500,
+  positions 0.5 / 1,503, spectrum 52.2 / 1,208, dims 8.4 / 1,853, robustness 5.6 / 1,941, report 3.6 / 1,941;
+  audit peak growth 893 MiB = 192 B per added distinct prompt; audit / ingest: wall 11.49x, peak 0.96x.
+Earlier (2 cores shared with ~6 engineers, load average 2.3 at the start, 5.6 at the end):
   200,000 lines, 49,955 distinct: ingest (baseline) 1.9 s, 229 MiB; audit 64.2 s, peak 1,343 MiB
   20M lines, 4,925,619 distinct: ingest (baseline) 49.2 s, 3,227 MiB; audit 403.0 s, peak 2,313 MiB
   stage at 20M          wall s  peak MiB  at start  growth MiB  B/prompt

@@ -14,7 +14,14 @@ that process's VmHWM. Ratios are within one run (the machine is shared: the load
 Targets (issue 22): ingest within 1.5x of the plain engine aggregation; peak under 2 GiB at 100M lines;
 the audit at 10M lines in minutes.
 
-Measured (2 cores shared by ~6 engineers; load averages in brackets; 2026-12-05, `python -m benchmarks logs`):
+Measured by the lead on a quiet machine (2 cores, load 0.4-1.6; 2026-12-05, `python -m benchmarks logs`,
+100M with BENCH_LOGS_100M=only):
+  lines distinct | plain DuckDB   | duck2  | polars         | anatomy ingest | x DuckDB x duck2 x polars
+  1M     197,786 |  0.7 s 128 MiB |  0.5 s | 0.5 s  189 MiB |  1.0 s 237 MiB |  1.43    1.92    2.07
+  10M    222,300 |  3.6 s 212 MiB |  2.4 s | 1.6 s  754 MiB |  2.7 s 304 MiB |  0.74    1.11    1.68
+  100M   265,014 | 33.6 s 240 MiB | 20.9 s | 15.9 s 2736 MiB | 18.5 s 396 MiB |  0.55    0.89    1.17
+The Python reader at 1M: 6.6 s (6.6x the engine); `audit -a tokens -a vocab` on the 10M corpus: 4.5 s, 391 MiB.
+Earlier, under load (2 cores shared by ~6 engineers; load averages in brackets):
   lines distinct | plain DuckDB   | duck2  | polars        | anatomy ingest | x DuckDB x duck2 x polars
   1M     197,786 |  2.5 s 129 MiB |  2.2 s | 1.7 s 195 MiB |  3.4 s 252 MiB |  1.39    1.58    1.97  (4.9-5.5)
   10M    222,300 | 17.4 s 211 MiB | 13.2 s | 8.2 s 607 MiB |  8.3 s 336 MiB |  0.48    0.63    1.02  (4.9-5.5)
