@@ -188,22 +188,6 @@ class _Tally:
         return block, ids
 
 
-def _first_of_equal_runs(table, keys: list[str]):
-    """Whether each row of `table` is the first (lowest row) of the rows sharing its values of `keys`: a
-    stable sort, then neighbours compared (no hash table of the strings: about half the memory)."""
-    import pyarrow.compute as pc
-
-    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
-    same = np.ones(max(len(order) - 1, 0), dtype=bool)
-    for key in keys:
-        ranked = table.column(key).take(order).combine_chunks()
-        same &= pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(zero_copy_only=False)
-        del ranked
-    first = np.ones(len(order), dtype=bool)
-    first[order[1:][same]] = False  # the sort is stable: a run's first entry is its lowest row
-    return first
-
-
 def _row_flags(path: Path):
     """(first row of its prompt overall, first row of its prompt within its source, source code per row,
     source names); the second is None for a one-source corpus (the same as the first).
@@ -213,11 +197,13 @@ def _row_flags(path: Path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from anatomy.corpus.stream import first_rows
+
     table = pq.read_table(path, columns=["prompt", "source"])
     source = pc.dictionary_encode(table.column("source")).combine_chunks()
     names = [str(s) for s in source.dictionary.to_pylist()]
-    first = _first_of_equal_runs(table.select(["prompt"]), ["prompt"])
-    within = _first_of_equal_runs(table, ["source", "prompt"]) if len(names) > 1 else None
+    first = first_rows(table, ["prompt"])
+    within = first_rows(table, ["source", "prompt"]) if len(names) > 1 else None
     return first, within, source.indices.to_numpy(), names
 
 

@@ -105,10 +105,7 @@ def sorted_distinct(strings, positions: bool = True):
     ranked = strings.take(pa.array(order))
     ranked = ranked.combine_chunks() if isinstance(ranked, pa.ChunkedArray) else ranked
     starts = np.ones(len(ranked), dtype=bool)
-    if len(ranked) > 1:
-        starts[1:] = pc.not_equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(
-            zero_copy_only=False
-        )
+    starts[1:] = ~_same_as_previous(ranked)
     distinct = ranked.filter(pa.array(starts))
     del ranked
     if not positions:
@@ -116,3 +113,28 @@ def sorted_distinct(strings, positions: bool = True):
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.cumsum(starts) - 1
     return distinct, position
+
+
+def first_rows(table, keys: list[str]) -> np.ndarray:
+    """Whether each row of an Arrow table is the first (lowest row) of the rows sharing its values of `keys`,
+    by a stable sort and neighbour comparison, as sorted_distinct (no hash table of the strings)."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for key in keys:
+        ranked = table.column(key).take(order).combine_chunks()
+        same &= _same_as_previous(ranked)
+        del ranked
+    first = np.ones(len(order), dtype=bool)
+    first[order[1:][same]] = False  # the sort is stable: a run's first entry is its lowest row
+    return first
+
+
+def _same_as_previous(ranked) -> np.ndarray:
+    """ranked[i] == ranked[i - 1] for i >= 1 (an Arrow array in sorted order)."""
+    import pyarrow.compute as pc
+
+    if len(ranked) < 2:
+        return np.zeros(0, dtype=bool)
+    return pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)).to_numpy(zero_copy_only=False)
