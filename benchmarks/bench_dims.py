@@ -8,21 +8,33 @@ spread and a little noise). Set ANATOMY_BENCH_EMBEDDINGS=FILE.npy to time the 10
 (e.g. pooled.npy from `anatomy embed`).
 
 Measured 2026-12-05 on the 2-core Xeon with AMX (candidate search in bfloat16), torch.set_num_threads(2),
-`python -m benchmarks dims` on a quiet machine (load average 1.4-1.6), and earlier under load:
+`python -m benchmarks dims` on a quiet machine (load average 1.0-1.5). Each side runs once untimed first:
+scikit-dimension's first runs in a process are up to 2.4x slower than its later ones (1.25 s, then 0.67,
+0.66, 0.58, 0.52 s at 5,000), so "best of 2" without a warm-up (this benchmark until this round) flattered us.
 
-| run                                   | scikit-dimension | ours    | speed-up | ours at load 1.9-2 (x) | at load 4.9-5.7 (x) |
-|---------------------------------------|------------------|---------|----------|------------------------|---------------------|
-| 5,000 x 256 (values equal to 6e-15)   | 0.761 s          | 0.119 s | 6.4x     | 0.127 s (7.8x)         | 0.292 s (6.6x)      |
-| 20,000 x 256 (values equal to 8e-15)  | 11.61 s          | 0.804 s | 14.4x    | 1.166 s (10.8x)        | 1.735 s (16.1x)     |
-| 100,000 x 384, full run (200 draws)   |                  | 14.9 s  |          | 18.7 s                 | 34.6 s              |
-| 400,000 x 384, study size (200 draws) |                  | 131.8 s |          | 262.9 s (load 3.5-5)   | 326.1 s (load 5.3)  |
+| run                                   | scikit-dimension warm (1st run) | ours warm (1st run) | speed-up warm (1st runs) |
+|---------------------------------------|---------------------------------|---------------------|--------------------------|
+| 5,000 x 256 (values equal to 6e-15)   | 0.527 s (1.255 s)               | 0.073 s (0.093 s)   | 7.2x (13.5x)             |
+| 20,000 x 256 (values equal to 8e-15)  | 12.60 s (13.07 s)               | 0.680 s (0.769 s)   | 18.5x (17.0x)            |
+| 100,000 x 384, full run (200 draws)   |                                 | 13.8 s              |                          |
+| 400,000 x 384, study size (200 draws) |                                 | 128.6 s             |                          |
 
-At 400,000 the peak was 2,155 MiB = 3.7x the float32 points (586 MiB): the process held 1,100 MiB with the
-points and libraries loaded, and the estimate added 1,055 MiB = 0.90 of a float64 copy. Before (float32
-search, quiet): 5k 7.0x, 20k 8.0x, 100k kNN 23.8 s; 400k 13 min 15 s with a 9.2 GiB peak (issue 24). At 5,000
-the GEMMs are a few milliseconds: the time is the threshold filtering and merging of candidates (about 60 ms)
-and the float64 distances of the 25 cheapest candidates per row (125,000 x 256 direct differences, about
-45 ms of CPU), so 10x at 5,000 is not reached.
+An earlier quiet run the same day: 5,000 0.665 s / 0.077 s (8.6x), 20,000 19.4x, 100,000 14.3 s, 400,000 130.3 s.
+Last round (no warm-up): 5,000 0.119 s, 20,000 0.804 s, 100,000 14.9 s, 400,000 131.8 s.
+
+At 400,000 the peak was 2,160 MiB = 3.7x the float32 points (586 MiB): the process held 1,099 MiB with the
+points and libraries loaded, and the estimate added 1,062 MiB = 0.91 of a float64 copy.
+
+At 5,000 the goal of 10x is not reached. Where the 73 ms go (2 worker threads, each stage using both cores):
+the bfloat16 products and candidate lists 28 ms (the 5,000 x 5,000 float32 products are 100 MB: the GEMM
+writes them at this machine's 8-10 GB/s whatever the thread count, and the threshold, comparison and
+survivor passes read them back), the float64 direct differences of 25 candidates per row 22 ms (125,000 x
+256 values through three numpy passes: gather, subtract, square-sum, at 0.3-0.4 ns per value each), the
+search operand 4-7 ms, dedupe, checks, thread start and estimates the rest. Tried and dropped (measured at
+5,000): tiles kept in cache with the products computed twice (2x slower), a float64 Gram form of the final
+distances per locality group (slower, and not direct differences), per-row measuring counts (fewer pairs
+but more indexing: slower), torch for the differences (slower), a persistent thread pool (3 ms, not worth
+a pool that breaks on fork).
 """
 
 from __future__ import annotations
@@ -86,19 +98,25 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 2))  # the stated target is a 2-core machine
     from anatomy.metrics.knn_operand import search_dtype
 
-    print(f"(candidate search in {search_dtype(True)}; best of 2 runs of scikit-dimension, 5 of ours)")
     print(
-        f"{'points':>12} {'skdim s':>9} {'ours s':>8} {'speed-up':>9}  TwoNN (skdim / ours)      MLE (skdim / ours)"
+        f"(candidate search in {search_dtype(True)}; each side run once untimed, then the best of 3 runs of "
+        "scikit-dimension and of 7 of ours; scikit-dimension's first runs are up to 2x slower than its later ones)"
+    )
+    print(
+        f"{'points':>12} {'skdim s':>9} {'1st run':>8} {'ours s':>8} {'1st run':>8} {'speed-up':>9}  "
+        "TwoNN (skdim / ours)      MLE (skdim / ours)"
     )
     for n in SIZES:
         x = synthetic_embeddings(n, 256)
-        ref_t, ref = min(_skdim(x) for _ in range(2))
-        our_t, got = min(_ours(x) for _ in range(5))
+        ref_first, _ = _skdim(x)
+        ref_t, ref = min(_skdim(x) for _ in range(3))
+        our_first, _ = _ours(x)
+        our_t, got = min(_ours(x) for _ in range(7))
         diff = max(abs(a - b) / abs(a) for a, b in zip(ref, got, strict=True))
         print(
-            f"{n:>7,} x 256 {ref_t:>9.3f} {our_t:>8.3f} {ref_t / our_t:>8.1f}x  "
-            f"{ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  (max rel diff {diff:.1e}; "
-            f"load average {os.getloadavg()[0]:.1f})",
+            f"{n:>7,} x 256 {ref_t:>9.3f} {ref_first:>8.3f} {our_t:>8.3f} {our_first:>8.3f} "
+            f"{ref_t / our_t:>8.1f}x  {ref[0]:.10f} / {got[0]:.10f}  {ref[1]:.10f} / {got[1]:.10f}  "
+            f"(max rel diff {diff:.1e}; load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     path = os.environ.get("ANATOMY_BENCH_EMBEDDINGS")

@@ -62,7 +62,7 @@ def _rotated_lattice(d=40, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("block", [128, 1024])
+@pytest.mark.parametrize("block", [64, 128, 1024])  # 64: every input in pairs of blocks; 1024: in row slices
 def test_every_search_path_is_exact_on_clusters_and_near_ties(force_dtype, dtype, block):
     force_dtype(dtype)
     for x, k in (
@@ -97,7 +97,8 @@ def test_float32_points_give_the_float64_result(force_dtype, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("crowded", [False, True])
-def test_unverified_rows_are_searched_again(force_dtype, monkeypatch, dtype, crowded):
+@pytest.mark.parametrize("block", [64, 128])  # pairs of blocks, row slices
+def test_unverified_rows_are_searched_again(force_dtype, monkeypatch, dtype, crowded, block):
     # A far outlier inflates every row's bound: verification fails, the rows are searched again against all
     # points (by the operand's values, or by float64 values where too many points fall within the bound).
     force_dtype(dtype)
@@ -105,7 +106,7 @@ def test_unverified_rows_are_searched_again(force_dtype, monkeypatch, dtype, cro
         monkeypatch.setattr(knn, "_CROWDED", 0)
     x = _clusters(600, 32, seed=5)
     x[0] = 1e5
-    dist, idx = exact_knn(x, 10, block=128, fast=True)
+    dist, idx = exact_knn(x, 10, block=block, fast=True)
     _check_exact(x, 10, dist, idx)
 
 
@@ -119,7 +120,9 @@ def test_the_error_bound_holds_for_every_pair(dtype, offset):
     op = build_operand(x, mean, None, dtype)
     values = op.gram(op.left(0, len(x)), 0, len(x), np.empty((len(x), len(x)), dtype=op.value_dtype))
     exact = cdist(x, x, "sqeuclidean")
-    assert np.all(np.abs(values.astype(np.float64) - exact) <= op.bound[:, None])
+    error = np.abs(values.astype(np.float64) - exact)
+    assert np.all(error <= op.bound[:, None])
+    assert np.all(error <= op.bound[None, :])  # a block's values also serve its columns' rows
     if dtype != "float64":  # and it is not vacuous: within 1% of the spread of the squared distances
         assert op.bound.max() < 0.01 * np.median(exact)
 
@@ -151,3 +154,35 @@ def test_the_bfloat16_self_test_refuses_a_wrong_gemm(monkeypatch):
         assert not bf16_gemm.bf16_available()
     finally:
         bf16_gemm.bf16_available.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_slices_keep_each_rows_smallest_values(force_dtype, dtype):
+    """The small-input search's lists are each row's n_cand smallest values (self excluded), whatever the
+    column count's remainder against the groups, with ties at the threshold (a lattice) and n_cand = n - 1."""
+    force_dtype(dtype)
+    for x, n_cand in (
+        (_rotated_lattice(), 26),
+        (_clusters(1201, 9, seed=4), 32),
+        (_clusters(7, 3, seed=4), 6),
+    ):
+        op = build_operand(x, x.mean(axis=0), None, dtype)
+        n = len(x)
+        with knn._workers() as (pool, _):
+            index, value = knn._row_slice_candidates(op, n_cand, pool, rows=100)
+        full = op.gram(op.left(0, n), 0, n, np.empty((n, n), dtype=op.value_dtype)).astype(np.float64)
+        np.fill_diagonal(full, np.inf)
+        rows = np.arange(n)[:, None]
+        assert np.all(index != rows) and all(len(set(r)) == n_cand for r in index.tolist())
+        # the same products in another GEMM shape may differ by rounding: within each row's bound
+        tol = 2 * op.bound[:, None]
+        assert np.all(np.abs(full[rows, index] - value) <= tol)
+        kth = np.sort(full, axis=1)[:, n_cand - 1 : n_cand]
+        assert np.all(value <= kth + tol)  # nothing smaller was left out
+
+
+def test_points_with_nan_are_refused_by_name():
+    x = _clusters(50, 4, seed=1)
+    x[17, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 row\(s\) hold NaN or inf \(first: row 17\)"):
+        exact_knn(x, 5)

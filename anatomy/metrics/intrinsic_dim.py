@@ -2,7 +2,7 @@
 
 Conventions (spec/metrics.md), chosen to equal scikit-dimension 0.5.0 on the same points:
 - points are deduplicated first (a repeated point has r1 = 0, which breaks both estimators) and handled in
-  float64;
+  float64 (the distances; float32 points are not copied);
 - one exact kNN (k = 20, self excluded) is computed once; TwoNN reads r1, r2 from it, MLE all k distances;
 - TwoNN linear: sort mu = r2/r1, keep the smallest floor(0.9 N), fit -log(1 - i/N) = d log mu through the
   origin; TwoNN closed form: d = (N - 1) / sum log mu over all N;
@@ -29,15 +29,19 @@ DISCARD_FRACTION = 0.1
 
 
 def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows (float64) in first-occurrence order, and the indices they came from.
+    """Distinct rows in first-occurrence order, and the indices they came from.
 
     Rows are equal when their bytes are equal. Found by a 64-bit hash per row (sorting hashes, not rows),
-    with every hash collision checked byte for byte, so memory stays near one copy of the output.
+    with every hash collision checked byte for byte. float32 and float64 points keep their dtype (the kNN
+    takes differences in float64 either way, so every estimate is the same), other numbers become float64;
+    when no row repeats, the points themselves come back (no copy).
     """
     x = np.asarray(points)
     if x.ndim != 2:
         raise ValueError(f"points must be a 2-D array [n, d], got shape {x.shape}")
     first = _first_of_each_distinct(x)
+    if x.dtype in (np.float32, np.float64):
+        return (x if first.size == len(x) else x[first]), first
     unique = np.empty((first.size, x.shape[1]), dtype=np.float64)
     for s in range(0, first.size, _CHUNK):
         unique[s : s + _CHUNK] = x[first[s : s + _CHUNK]]
@@ -45,16 +49,6 @@ def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
-
-
-def _distinct_points(x: np.ndarray) -> np.ndarray:
-    """The distinct rows of x (as dedupe_rows), kept in x's own dtype when it is float32 or float64: no
-    float64 copy of float32 embeddings, and no copy at all when no row repeats (the kNN's differences are
-    taken in float64 either way, so every estimate is the same as on dedupe_rows' float64 copy)."""
-    if x.dtype not in (np.float32, np.float64):
-        return dedupe_rows(x)[0]
-    first = _first_of_each_distinct(x)
-    return x if first.size == len(x) else x[first]
 
 
 def _first_of_each_distinct(x: np.ndarray) -> np.ndarray:
@@ -247,7 +241,7 @@ def intrinsic_dim(
     from anatomy.metrics.points import check_array, check_points
 
     raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
-    x = _distinct_points(raw)
+    x, _ = dedupe_rows(raw)
     check_points(x, k)
     k_used = min(k, len(x) - 1)
     dist, _ = exact_knn(x, k_used, fast=fast)

@@ -54,16 +54,20 @@ class Candidates:
         rows = np.concatenate([np.repeat(touched, self.n_cand), rows])
         cols = np.concatenate([self.index[touched].ravel(), *(p[1] for p in parts)])
         vals = np.concatenate([self.value[touched].ravel(), *(p[2] for p in parts)])
-        order = (
-            np.argsort(row_value_keys(rows, vals)) if vals.dtype == np.float32 else np.lexsort((vals, rows))
-        )
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        rank = np.arange(rows.size) - np.repeat(first, np.diff(np.r_[first, rows.size]))
-        keep = rank < self.n_cand
-        self.index[rows[keep], rank[keep]] = cols[keep]
-        self.value[rows[keep], rank[keep]] = vals[keep]
+        write_smallest_per_row(rows, cols, vals, self.index, self.value)
         self.threshold[touched] = self.value[touched, -1]
+
+
+def write_smallest_per_row(rows, cols, vals, index, value) -> None:
+    """For each row present in `rows`, its index.shape[1] smallest (value, col) entries, ascending, written
+    into index[row] and value[row] (the row must have at least that many entries)."""
+    order = np.argsort(row_value_keys(rows, vals)) if vals.dtype == np.float32 else np.lexsort((vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    rank = np.arange(rows.size) - np.repeat(first, np.diff(np.r_[first, rows.size]))
+    keep = rank < index.shape[1]
+    index[rows[keep], rank[keep]] = cols[keep]
+    value[rows[keep], rank[keep]] = vals[keep]
 
 
 def row_value_keys(rows: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ where e_i = |c_i - h_i| (computed exactly), eps_i = ||c_i|^2 - p_i - q_i|, P_i =
 K u / (1 - K u) bounds summing K = d + 4 exact products in the accumulator (unit roundoff u: 2^-24 for the
 float32 accumulation of bfloat16 and float32, 2^-53 for float64) in any order. `bound[i]` takes the maxima
 over j, plus terms for the float64 centring and the final distances' own rounding, and for AMX's flushing of
-subnormal numbers. Rows are stored in the search order (a permutation of the points).
+subnormal numbers; it bounds value_ji's error too (|h| and |c| both taken at their larger), so a block's
+values serve the rows of its columns as well. Rows are stored in the search order (a permutation of the
+points).
 """
 
 from __future__ import annotations
@@ -114,10 +116,12 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
     u = UNIT_ROUNDOFF[dtype]
     gamma = k_dim * u / (1 - k_dim * u)
     n_max, h_max, p_max = norm.max(), h_norm.max(), pieces.max()
+    # |h_i| e_j + e_i |c_j| <= reach_i e_max + e_i reach_max, and so for value_ji (the bound is symmetric)
+    reach = np.maximum(norm, h_norm)
     bound = (
         eps
         + eps.max()
-        + 2 * (h_norm * err.max() + err * n_max)
+        + 2 * (reach * err.max() + err * reach.max())
         + gamma * (2 * h_norm * h_max + pieces + p_max)
         + (9 * d + 4) * 2.0**-53 * (norm + n_max) ** 2  # float64 centring and the final distances' rounding
         + k_dim * 2.0**-120 * (1 + 2 * h_max + p_max)  # subnormals flushed to zero (AMX)
