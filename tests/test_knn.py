@@ -119,7 +119,7 @@ def test_the_error_bound_holds_for_every_pair(dtype, offset):
     mean = x.mean(axis=0)
     op = build_operand(x, mean, None, dtype)
     values = op.gram(op.left(0, len(x)), 0, len(x), np.empty((len(x), len(x)), dtype=op.value_dtype))
-    exact = cdist(x, x, "sqeuclidean")
+    exact = cdist(x, x, "sqeuclidean") * op.unit  # values are in the scaled points' units
     error = np.abs(values.astype(np.float64) - exact)
     assert np.all(error <= op.bound[:, None])
     assert np.all(error <= op.bound[None, :])  # a block's values also serve its columns' rows
@@ -186,3 +186,22 @@ def test_points_with_nan_are_refused_by_name():
     x[17, 2] = np.nan
     with pytest.raises(ValueError, match=r"1 row\(s\) hold NaN or inf \(first: row 17\)"):
         exact_knn(x, 5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block", [16, 1024])  # pairs of blocks, row slices
+@pytest.mark.parametrize(
+    ("scale", "points_dtype"), [(1e25, np.float64), (1e19, np.float32), (1e-30, np.float64)]
+)
+def test_points_far_outside_unit_scale(force_dtype, dtype, block, scale, points_dtype):
+    # Squares of 1e19 overflow bfloat16 and float32 (the search returned wrong neighbours before the points
+    # were scaled into range); tiny points must not sink into subnormals.
+    force_dtype(dtype)
+    x = (_clusters(300, 6, seed=11) * scale).astype(points_dtype)
+    dist, idx = exact_knn(x, 8, block=block, fast=True)
+    _check_exact(x, 8, dist, idx)
+
+
+def test_points_whose_squared_distances_overflow_are_refused():
+    with pytest.raises(ValueError, match="would overflow float64"):
+        exact_knn(_clusters(100, 4, seed=2) * 1e200, 5)

@@ -82,7 +82,7 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
         # the exact pass at 5,000 points)
         near = x.astype(np.float64, copy=False) if n <= 8 * block and x.size <= 1 << 23 else x
         dist, idx, unverified = _exact_from_candidates(
-            near, cand_i, cand_val, k, m, bound, complete, pool, threads
+            near, cand_i, cand_val, k, m, bound, operand.unit, complete, pool, threads
         )
     if unverified.size:
         log.info("kNN: %d of %d rows searched again against every point", unverified.size, n)
@@ -251,7 +251,7 @@ def _row_slice_candidates(op: SearchOperand, n_cand: int, pool, rows: int = 512)
     return index, value
 
 
-def _exact_from_candidates(x, cand_i, cand_val, k: int, m: int, bound, complete: bool, pool, threads: int):
+def _exact_from_candidates(x, cand_i, cand_val, k, m, bound, unit, complete, pool, threads: int):
     """Float64 distances by direct differences for each row's cheapest candidates (by value); the k smallest
     (ascending) and the rows that cannot be verified. Ranges of rows go to the pool's threads (the rows written
     are disjoint): a few big ones, as numpy holds the GIL between its calls (19 tasks instead of 2 at 5,000
@@ -261,13 +261,13 @@ def _exact_from_candidates(x, cand_i, cand_val, k: int, m: int, bound, complete:
         raise RuntimeError("kNN: a candidate list was left short (a bug)")
     dist = np.empty((n, k))
     idx = np.empty((n, k), dtype=np.int64)
-    args = (x, cand_i, cand_val, k, m, bound, complete, dist, idx)
+    args = (x, cand_i, cand_val, k, m, bound, unit, complete, dist, idx)
     cuts = np.linspace(0, n, max(threads, -(-n // 8192)) + 1).astype(int)
     parts = pool.map(lambda r: _measure_rows(r[0], r[1], *args), zip(cuts[:-1], cuts[1:], strict=True))
     return dist, idx, np.concatenate(list(parts))
 
 
-def _measure_rows(start, stop, x, cand_i, cand_val, k, m, bound, complete, dist, idx, chunk=16):
+def _measure_rows(start, stop, x, cand_i, cand_val, k, m, bound, unit, complete, dist, idx, chunk=16):
     """Rows start:stop of `_exact_from_candidates`. Every point outside a row's m cheapest candidates has a
     value >= the (m+1)-th smallest (points never kept had values >= the largest kept one), hence an exact
     squared distance >= that minus the row's bound: the row is verified when its k-th exact squared distance
@@ -288,13 +288,14 @@ def _measure_rows(start, stop, x, cand_i, cand_val, k, m, bound, complete, dist,
     idx[start:stop] = np.take_along_axis(cols, order, axis=1)
     unverified = []
     if not complete:
-        for row in start + np.flatnonzero(dist[start:stop, -1] ** 2 > beyond - bound[start:stop]):
-            if not _measure_row(row, x, cand_i[row], cand_val[row], k, m, bound[row], dist, idx):
+        far = dist[start:stop, -1] ** 2 * unit > beyond - bound[start:stop]  # in values' units
+        for row in start + np.flatnonzero(far):
+            if not _measure_row(row, x, cand_i[row], cand_val[row], k, m, bound[row], unit, dist, idx):
                 unverified.append(row)
     return np.array(unverified, dtype=np.int64)
 
 
-def _measure_row(row, x, cols, vals, k, m, bound, dist, idx, step=8) -> bool:
+def _measure_row(row, x, cols, vals, k, m, bound, unit, dist, idx, step=8) -> bool:
     """One row's candidates measured 8 more at a time, cheapest first, until verified (or all measured,
     against the largest kept value)."""
     by_value = np.argsort(vals, kind="stable")
@@ -303,9 +304,10 @@ def _measure_row(row, x, cols, vals, k, m, bound, dist, idx, step=8) -> bool:
     while True:
         order = np.argsort(dd, kind="stable")[:k]
         beyond = vals[dd.size] if dd.size < cols.size else vals[-1]
-        if dd[order[-1]] ** 2 <= beyond - bound or dd.size == cols.size:
+        verified = dd[order[-1]] ** 2 * unit <= beyond - bound
+        if verified or dd.size == cols.size:
             dist[row], idx[row] = dd[order], cols[order]
-            return bool(dd[order[-1]] ** 2 <= beyond - bound)
+            return bool(verified)
         more = cols[dd.size : dd.size + step]
         dd = np.concatenate([dd, _distances(x, x[row : row + 1], more[None, :])[0]])
 

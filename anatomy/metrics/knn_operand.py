@@ -1,6 +1,6 @@
 """The kNN's search space: squared distances from one low-precision GEMM, with a rigorous error bound per row.
 
-With c the centred float64 points, h = round(c) in the search dtype (bfloat16, float32 or float64) and
+With c the centred float64 points (scaled by a power of two, see build_operand), h = round(c) in the search dtype (bfloat16, float32 or float64) and
 p + q = round(|c|^2) in two pieces, one GEMM of the augmented rows
 
     left_i = [-2 h_i, p_i, q_i, 1, 1]      right_j = [h_j, 1, 1, p_j, q_j]
@@ -43,8 +43,9 @@ class SearchOperand:
     dtype: str
     right: Any  # torch.Tensor [n, K], search dtype: [h_j, 1, 1, p_j, q_j, 0...], rows in search order
     d: int
-    bound: np.ndarray  # [n] float64: |value_ij - exact squared distance| <= bound[i] for every j
-    norm_max: float  # max_j |c_j|
+    bound: np.ndarray  # [n] float64: |value_ij - unit * exact squared distance| <= bound[i] for every j
+    norm_max: float  # max_j |x_j - mean| (the points' own units)
+    unit: float = 1.0  # a power of two: values are unit x squared distances (the points scaled into range)
 
     @property
     def value_dtype(self):
@@ -86,6 +87,17 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
 
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}[dtype]
     n, d = x.shape
+    # Scaled by a power of two (exact) so that every |c| < 1: bfloat16 and float32 hold the squares of points
+    # up to 1e19 only (beyond, values overflowed and the search went wrong), and tiny points stay normal.
+    reach = float(np.maximum(x.max(axis=0) - mean, mean - x.min(axis=0)).max()) * np.sqrt(d)  # >= every |c|
+    if not reach < 2.0**510:  # |c_i - c_j|^2 <= 4 reach^2 < 2^1022
+        from anatomy.metrics.points import PointsError
+
+        raise PointsError(
+            f"the points spread over {reach:.3g}: their squared distances would overflow float64",
+            "divide the points by a constant first (distances scale with it; intrinsic dimension does not change)",
+        )
+    scale = 2.0 ** -np.frexp(reach)[1]
     # Zero columns pad K to a multiple of 32: MKL's bfloat16 kernels (AMX tiles) run K = 388 at 2/3 the speed.
     right = torch.zeros((n, -(-(d + 4) // 32) * 32), dtype=torch_dtype)
     norm, h_norm, err, eps, pieces = (np.empty(n) for _ in range(5))
@@ -93,6 +105,7 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
     def rows_from(s: int) -> None:
         rows = order[s : s + _CHUNK] if order is not None else slice(s, s + _CHUNK)
         c = x[rows] - mean
+        c *= scale
         e = s + len(c)
         h = torch.from_numpy(c).to(torch_dtype)
         hd = h.double().numpy()
@@ -126,4 +139,4 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
         + (9 * d + 4) * 2.0**-53 * (norm + n_max) ** 2  # float64 centring and the final distances' rounding
         + k_dim * 2.0**-120 * (1 + 2 * h_max + p_max)  # subnormals flushed to zero (AMX)
     ) * (1 + 1e-6)  # the float64 evaluation of the terms above
-    return SearchOperand(dtype, right, d, bound, float(n_max))
+    return SearchOperand(dtype, right, d, bound, float(n_max / scale), scale * scale)
