@@ -27,14 +27,13 @@ points and libraries loaded, and the estimate added 1,062 MiB = 0.91 of a float6
 
 At 5,000 the goal of 10x is not reached. Where the 73 ms go (2 worker threads, each stage using both cores):
 the bfloat16 products and candidate lists 28 ms (the 5,000 x 5,000 float32 products are 100 MB: the GEMM
-writes them at this machine's 8-10 GB/s whatever the thread count, and the threshold, comparison and
-survivor passes read them back), the float64 direct differences of 25 candidates per row 22 ms (125,000 x
-256 values through three numpy passes: gather, subtract, square-sum, at 0.3-0.4 ns per value each), the
-search operand 4-7 ms, dedupe, checks, thread start and estimates the rest. Tried and dropped (measured at
-5,000): tiles kept in cache with the products computed twice (2x slower), a float64 Gram form of the final
-distances per locality group (slower, and not direct differences), per-row measuring counts (fewer pairs
-but more indexing: slower), torch for the differences (slower), a persistent thread pool (3 ms, not worth
-a pool that breaks on fork).
+alone takes 12 ms on both cores, and the threshold, comparison and survivor passes read them back), the
+float64 direct differences of 25 candidates per row 22 ms (125,000 x 256 values through three numpy passes:
+gather, subtract, square-sum, at 0.3-0.4 ns per value each), the search operand 4-7 ms, dedupe, checks,
+thread start and estimates the rest. Tried and dropped (measured at 5,000): tiles kept in cache with the
+products computed twice (2x slower), a float64 Gram form of the final distances per locality group
+(slower, and not direct differences), per-row measuring counts (fewer pairs but more indexing: slower),
+torch for the differences (slower), a persistent thread pool (3 ms, not worth a pool that breaks on fork).
 """
 
 from __future__ import annotations

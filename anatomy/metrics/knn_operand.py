@@ -89,14 +89,8 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
     n, d = x.shape
     # Scaled by a power of two (exact) so that every |c| < 1: bfloat16 and float32 hold the squares of points
     # up to 1e19 only (beyond, values overflowed and the search went wrong), and tiny points stay normal.
+    # (points.check_array refuses spreads whose squared distances overflow float64)
     reach = float(np.maximum(x.max(axis=0) - mean, mean - x.min(axis=0)).max()) * np.sqrt(d)  # >= every |c|
-    if not reach < 2.0**510:  # |c_i - c_j|^2 <= 4 reach^2 < 2^1022
-        from anatomy.metrics.points import PointsError
-
-        raise PointsError(
-            f"the points spread over {reach:.3g}: their squared distances would overflow float64",
-            "divide the points by a constant first (distances scale with it; intrinsic dimension does not change)",
-        )
     scale = 2.0 ** -np.frexp(reach)[1]
     # Zero columns pad K to a multiple of 32: MKL's bfloat16 kernels (AMX tiles) run K = 388 at 2/3 the speed.
     right = torch.zeros((n, -(-(d + 4) // 32) * 32), dtype=torch_dtype)

@@ -73,6 +73,14 @@ def check_array(points, name: str = "points") -> np.ndarray:
                 f"{name}: {len(rows):,} row(s) hold NaN or inf (first: row {int(rows[0])})",
                 "drop or fix those rows first",
             )
+        if x.size:  # every squared distance <= d * (largest coordinate range)^2 must stay finite in float64
+            span = float((x.max(axis=0).astype(np.float64) - x.min(axis=0)).max()) * np.sqrt(x.shape[1])
+            if not span < 2.0**510:  # with room for |a|^2 + |b|^2 + 2|a.b| in float64 Gram values
+                raise PointsError(
+                    f"{name}: the points spread over {span:.3g}: their squared distances overflow float64",
+                    "divide the points by a constant first (distances scale with it, dimension estimates do "
+                    "not)",
+                )
     return x
 
 
