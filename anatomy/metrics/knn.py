@@ -253,9 +253,9 @@ def _row_slice_candidates(op: SearchOperand, n_cand: int, pool, rows: int = 512)
 
 def _exact_from_candidates(x, cand_i, cand_val, k, m, bound, unit, complete, pool, threads: int):
     """Float64 distances by direct differences for each row's cheapest candidates (by value); the k smallest
-    (ascending) and the rows that cannot be verified. Ranges of rows go to the pool's threads (the rows written
-    are disjoint): a few big ones, as numpy holds the GIL between its calls (19 tasks instead of 2 at 5,000
-    points took 1.25x as long)."""
+    (ascending) and the rows that cannot be verified. Ranges of rows go to the pool's threads (the rows
+    written are disjoint): a few big ones, as numpy holds the GIL between its calls (19 tasks instead of 2 at
+    5,000 points took 1.25x as long)."""
     n = len(cand_i)
     if cand_i.min() < 0:  # every row sees every other point, so its list is always full
         raise RuntimeError("kNN: a candidate list was left short (a bug)")

@@ -1,7 +1,7 @@
 """The kNN's search space: squared distances from one low-precision GEMM, with a rigorous error bound per row.
 
-With c the centred float64 points (scaled by a power of two, see build_operand), h = round(c) in the search dtype (bfloat16, float32 or float64) and
-p + q = round(|c|^2) in two pieces, one GEMM of the augmented rows
+With c the centred float64 points (scaled by a power of two, see build_operand), h = round(c) in the search
+dtype (bfloat16, float32 or float64) and p + q = round(|c|^2) in two pieces, one GEMM of the augmented rows
 
     left_i = [-2 h_i, p_i, q_i, 1, 1]      right_j = [h_j, 1, 1, p_j, q_j]
 
@@ -90,8 +90,8 @@ def build_operand(x: np.ndarray, mean: np.ndarray, order: np.ndarray | None, dty
     # Scaled by a power of two (exact) so that every |c| < 1: bfloat16 and float32 hold the squares of points
     # up to 1e19 only (beyond, values overflowed and the search went wrong), and tiny points stay normal.
     # (points.check_array refuses spreads whose squared distances overflow float64)
-    reach = float(np.maximum(x.max(axis=0) - mean, mean - x.min(axis=0)).max()) * np.sqrt(d)  # >= every |c|
-    scale = 2.0 ** -np.frexp(reach)[1]
+    radius = float(np.maximum(x.max(axis=0) - mean, mean - x.min(axis=0)).max()) * np.sqrt(d)  # >= every |c|
+    scale = 2.0 ** -np.frexp(radius)[1]
     # Zero columns pad K to a multiple of 32: MKL's bfloat16 kernels (AMX tiles) run K = 388 at 2/3 the speed.
     right = torch.zeros((n, -(-(d + 4) // 32) * 32), dtype=torch_dtype)
     norm, h_norm, err, eps, pieces = (np.empty(n) for _ in range(5))
