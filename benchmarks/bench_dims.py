@@ -31,9 +31,11 @@ alone takes 12 ms on both cores, and the threshold, comparison and survivor pass
 float64 direct differences of 25 candidates per row 22 ms (125,000 x 256 values through three numpy passes:
 gather, subtract, square-sum, at 0.3-0.4 ns per value each), the search operand 4-7 ms, dedupe, checks,
 thread start and estimates the rest. Tried and dropped (measured at 5,000): tiles kept in cache with the
-products computed twice (2x slower), a float64 Gram form of the final distances per locality group
-(slower, and not direct differences), per-row measuring counts (fewer pairs but more indexing: slower),
-torch for the differences (slower), a persistent thread pool (3 ms, not worth a pool that breaks on fork).
+products computed twice (2x slower), minima taken per column chunk while in cache (no gain), the exact
+pass fused into each slice (no gain), a float64 Gram form of the final distances per locality group (slower,
+and not direct differences), per-row measuring counts (fewer pairs but more indexing: slower), torch for
+the differences (slower), 3 or 4 workers on the 2 cores (12-20% slower), a persistent thread pool (3-4 ms,
+not worth a pool that breaks after fork).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def main() -> None:
 
     print(
         f"(candidate search in {search_dtype(True)}; each side run once untimed, then the best of 3 runs of "
-        "scikit-dimension and of 7 of ours; scikit-dimension's first runs are up to 2x slower than its later ones)"
+        "scikit-dimension and of 7 of ours; scikit-dimension's first runs are up to 2.4x slower than later ones)"
     )
     print(
         f"{'points':>12} {'skdim s':>9} {'1st run':>8} {'ours s':>8} {'1st run':>8} {'speed-up':>9}  "

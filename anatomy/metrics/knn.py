@@ -61,12 +61,13 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
     dtype = search_dtype(fast)
     n_cand, m = _candidate_counts(n, k, dtype)
     mean = x.mean(axis=0, dtype=np.float64)
+    small = n <= 8 * block  # whole rows per task (see _row_slice_candidates); pairs of blocks beyond
     with _workers() as (pool, threads):
         # Search in an order where nearby points share a block (the result does not depend on the order): the
         # diagonal blocks then give tight first thresholds, and far fewer off-diagonal entries survive.
-        order = _locality_order(x, mean, block, pool) if fast and n > 8 * block else None
+        order = _locality_order(x, mean, block, pool) if fast and not small else None
         operand = build_operand(x, mean, order, dtype, pool)
-        if n <= 8 * block:  # small: whole rows (see _row_slice_candidates)
+        if small:
             cand_i, cand_val = _row_slice_candidates(operand, n_cand, pool)
         else:
             cand_i, cand_val = _gram_candidates(operand, n_cand, block, pool)
@@ -80,7 +81,7 @@ def exact_knn(points: np.ndarray, k: int, block: int = 1024, fast: bool | None =
         complete = n_cand == n - 1  # every other point was a candidate: nothing can be missing
         # Small inputs (up to 64 MB in float64): a float64 copy saves casting every gathered row (a tenth of
         # the exact pass at 5,000 points)
-        near = x.astype(np.float64, copy=False) if n <= 8 * block and x.size <= 1 << 23 else x
+        near = x.astype(np.float64, copy=False) if small and x.size <= 1 << 23 else x
         dist, idx, unverified = _exact_from_candidates(
             near, cand_i, cand_val, k, m, bound, operand.unit, complete, pool, threads
         )

@@ -45,7 +45,7 @@ class SearchOperand:
     d: int
     bound: np.ndarray  # [n] float64: |value_ij - unit * exact squared distance| <= bound[i] for every j
     norm_max: float  # max_j |x_j - mean| (the points' own units)
-    unit: float = 1.0  # a power of two: values are unit x squared distances (the points scaled into range)
+    unit: float  # a power of two: values are unit x squared distances (the points scaled into range)
 
     @property
     def value_dtype(self):
