@@ -19,7 +19,8 @@ scikit-dimension's first runs in a process are up to 2.4x slower than its later 
 | 100,000 x 384, full run (200 draws)   |                                 | 13.8 s              |                          |
 | 400,000 x 384, study size (200 draws) |                                 | 128.6 s             |                          |
 
-An earlier quiet run the same day: 5,000 0.665 s / 0.077 s (8.6x), 20,000 19.4x, 100,000 14.3 s, 400,000 130.3 s.
+An earlier quiet run the same day: 5,000 0.665 s / 0.077 s (8.6x), 20,000 19.4x, 100,000 14.3 s,
+400,000 130.3 s.
 Last round (no warm-up): 5,000 0.119 s, 20,000 0.804 s, 100,000 14.9 s, 400,000 131.8 s.
 
 At 400,000 the peak was 2,160 MiB = 3.7x the float32 points (586 MiB): the process held 1,099 MiB with the
