@@ -25,7 +25,16 @@ from anatomy.errors import AnatomyError, InputError
 from anatomy.findings import Finding
 from anatomy.layout import ENCODERS, PAIR, slug
 from anatomy.report.collect import display
-from anatomy.report.record import AuditRecord, CorpusStage, FolderRecord, GroupStage, InputFailure, StageError
+from anatomy.report.record import (
+    COMPLETE,
+    RUNNING,
+    AuditRecord,
+    CorpusStage,
+    FolderRecord,
+    GroupStage,
+    InputFailure,
+    StageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,16 @@ class AuditConfig:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     device: str | None = None
     against: str | None = None  # a deployment to check the corpus against (anatomy.monitor) into DIR/check
+
+    def check(self) -> None:
+        """Options that do not go together: a usage error (OptionError, exit 2) before any work."""
+        from anatomy.errors import OptionError
+
+        if bool(self.teacher) != bool(self.student):
+            given, other = ("--teacher", "--student") if self.teacher else ("--student", "--teacher")
+            raise OptionError(given, f"the teacher-student analyses need both --teacher and --student; "
+                              f"{given} was given without {other}",
+                              "give both, or use --encoder/-e to analyse one encoder")  # fmt: skip
 
     def encoder_specs(self) -> list[str]:
         specs = list(self.encoders)
@@ -115,32 +134,22 @@ def _error(err: BaseException) -> StageError:
 
 
 def build_corpus(
-    cfg: AuditConfig, out_dir: Path, say: Callable[[str], None] = lambda _m: None
+    cfg: AuditConfig, out_dir: Path, say: Callable[[str], None] = lambda _m: None, checked: bool = False
 ) -> tuple[Path, list[InputFailure]]:
     """The corpus to audit, and the inputs that could not be read at all.
 
     An audit's corpus is exactly its inputs: raw inputs are ingested into a fresh corpus in a staging folder,
     which then replaces DIR/corpus.parquet and its manifest (a corpus left by an earlier audit is rebuilt,
-    never merged into). Call it holding the folder's lock.
+    never merged into). Call it holding the folder's lock; checked: given_corpus(cfg) has already passed.
     """
     import os
     import shutil
     import tempfile
 
     inputs = list(cfg.inputs) or [DEFAULT_INPUT]
-    parquet = [i for i in inputs if i.endswith(".parquet")]
-    if parquet:
-        if len(inputs) > 1:
-            raise InputError(
-                f"a corpus Parquet file ({parquet[0]}) was given together with other inputs",
-                "give either one corpus .parquet or raw prompt files",
-            )
-        from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
-        from anatomy.corpus.stream import corpus_batches
-
-        for _ in corpus_batches(parquet[0], [*STRING_COLUMNS, COUNT_COLUMN]):
-            pass  # fails early, naming the file, if it is not a corpus (read a batch at a time)
-        return Path(parquet[0]), []
+    given = _parquet_input(cfg) if checked else given_corpus(cfg)  # checked: given_corpus ran already
+    if given is not None:
+        return Path(given), []
 
     from anatomy.corpus import ingest
     from anatomy.corpus.corpus import manifest_path
@@ -185,6 +194,56 @@ def build_corpus(
     return corpus, failed
 
 
+def _recorded_path(corpus: Path, out_dir: Path) -> str:
+    """The corpus as the record names it: by name inside the folder, a given .parquet as the user gave it."""
+    return corpus.name if corpus.parent == out_dir else str(corpus)
+
+
+def _parquet_input(cfg: AuditConfig) -> str | None:
+    return next((i for i in cfg.inputs if i.endswith(".parquet")), None)
+
+
+def given_corpus(cfg: AuditConfig) -> Path | None:
+    """The corpus .parquet the audit was given (checked to be one, a batch at a time), None for raw inputs."""
+    inputs = list(cfg.inputs) or [DEFAULT_INPUT]
+    parquet = [i for i in inputs if i.endswith(".parquet")]
+    if not parquet:
+        return None
+    if len(inputs) > 1:
+        raise InputError(
+            f"a corpus Parquet file ({parquet[0]}) was given together with other inputs",
+            "give either one corpus .parquet or raw prompt files",
+        )
+    from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
+    from anatomy.corpus.stream import corpus_batches
+
+    for _ in corpus_batches(parquet[0], [*STRING_COLUMNS, COUNT_COLUMN]):
+        pass  # fails early, naming the file, if it is not a corpus (read a batch at a time)
+    return Path(parquet[0])
+
+
+# What marks a folder as another command's output: `anatomy specialise` writes its stages and bill there.
+SPECIALISE_MARKS = ("bill.json", "stages")
+
+
+def refuse_other_output(out_dir: Path, kind: str) -> None:
+    """An audit (or its report) and a specialise run never share a folder: both write index.html there. kind is
+    what is about to be written ("audit" or "specialise"); the other kind's output there is refused (exit 1)."""
+    if not out_dir.is_dir():
+        return
+    if kind == "audit":
+        found = [m for m in SPECIALISE_MARKS if (out_dir / m).exists()]
+        other, command = "a `anatomy specialise` output", "specialise"
+    else:
+        found = [m for m in ("results/audit.json",) if (out_dir / m).exists()]
+        other, command = "an `anatomy audit` output", "audit"
+    if found:
+        raise InputError(
+            f"{out_dir}: holds {other} ({', '.join(found)}); its index.html would be overwritten",
+            f"give another folder (or rerun `anatomy {command}` to update that one)",
+        )
+
+
 def _failure(spec: str, err: AnatomyError) -> InputFailure:
     return InputFailure(display(spec), err.message, err.hint)
 
@@ -201,20 +260,55 @@ def run_audit(
     from anatomy.analysis import runner
 
     out_dir = Path(out_dir)
+    cfg.check()
     analyses = cfg.selected()
     params = {a.name: cfg.params_for(a) for a in analyses}  # bad values fail here, before any work
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(
             f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
         )
+    refuse_other_output(out_dir, "audit")
+    given_corpus(cfg)  # a given corpus that is missing or no corpus fails before the folder is made
+    created = _missing_parents(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with runner.folder_lock(out_dir):
-        runner.clean_leftovers(out_dir)
-        return _run_locked(cfg, out_dir, analyses, params, progress or (lambda _msg: None))
+    started = [False]  # set once this run has committed a corpus into the folder
+    try:
+        with runner.folder_lock(out_dir):
+            runner.clean_leftovers(out_dir)
+            return _run_locked(cfg, out_dir, analyses, params, progress or (lambda _msg: None), started)
+    except Exception:
+        if (
+            created and not started[0]
+        ):  # failed before it wrote anything worth keeping: leave no folder behind
+            import shutil
+
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders mkdir(parents=True) would create for path, outermost first."""
+    missing: list[Path] = []
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        missing.insert(0, probe)
+        probe = probe.parent
+    return missing
+
+
+def _start(out_dir: Path, status: AuditRecord) -> None:
+    """Mark the folder as holding an audit in progress: results/audit.json says "running" until the audit
+    writes its complete record last, and the previous report pages go (they described the previous audit), so a
+    killed audit never leaves the old record or report presenting the folder's mixture as current."""
+    from anatomy.io import write_json
+
+    write_json(out_dir / "results" / "audit.json", status.to_json({}, []))
+    for page in ("report.md", "index.html"):
+        (out_dir / page).unlink(missing_ok=True)
 
 
 def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, Any]], params: dict[str, Any],
-                say: Callable[[str], None]) -> AuditResult:  # fmt: skip
+                say: Callable[[str], None], started: list[bool]) -> AuditResult:  # fmt: skip
     from anatomy.analysis import runner
     from anatomy.analysis.base import Inputs
     from anatomy.embed_store import EmbeddingStore, default_cache
@@ -222,7 +316,16 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
     from anatomy.io import file_sha256, write_text
 
     timings: dict[str, float] = {}
-    status = AuditRecord(encoders=[])
+    by_scope = {s: [a for a in analyses if runner.scope(a) == s] for s in ("corpus", "encoder", "pair")}
+    pair = {cfg.teacher, cfg.student} - {None}
+    # encoders are loaded only when an analysis reads them (`audit -a tokens` loads none)
+    specs = cfg.encoder_specs() if by_scope["encoder"] or (by_scope["pair"] and pair) else []
+    encoders: list[GroupStage] = []
+    for spec in specs:
+        encoders.append(GroupStage(spec, _unique_slug(spec, encoders)))
+    status = AuditRecord(config=_config_record(cfg, analyses), encoders=encoders, state=RUNNING)
+    if cfg.teacher and cfg.student and by_scope["pair"]:
+        status.pair = GroupStage(f"{cfg.student} vs {cfg.teacher}")
 
     def timed(stage: str, fn: Callable[[], Any]) -> Any:
         say(f"{stage} ...")
@@ -247,10 +350,12 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
             errors[analysis.name] = _error(err)
             runner.clear(analysis, folder)  # no stale numbers of an earlier run beside the failure
 
-    corpus, failed = timed("ingest", lambda: build_corpus(cfg, out_dir, say))
-    given = corpus.parent != out_dir  # a given .parquet keeps the path as the user gave it
-    status.corpus = CorpusStage(str(corpus) if given else corpus.name, file_sha256(corpus), failed)
-    by_scope = {s: [a for a in analyses if runner.scope(a) == s] for s in ("corpus", "encoder", "pair")}
+    corpus, failed = timed("ingest", lambda: build_corpus(cfg, out_dir, say, checked=True))
+    started[0] = True
+    # From here the folder is a mixture until the complete record is written last. (A kill during the ingest
+    # leaves the previous audit whole; one just after its commit, a record whose corpus hash no longer matches.)
+    status.corpus = CorpusStage(_recorded_path(corpus, out_dir), file_sha256(corpus), failed)
+    _start(out_dir, status)
     for analysis in by_scope["corpus"]:
         inputs = Inputs(corpus=corpus, out_dir=out_dir)
         attempt(analysis, inputs, out_dir, status.corpus_errors, status.corpus_not_applicable, "")
@@ -260,16 +365,10 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
     else:  # no stale verdicts of an earlier run's check
         (out_dir / CHECK / "results" / "check.json").unlink(missing_ok=True)
 
-    pair = {cfg.teacher, cfg.student} - {None}
     loaded: dict[str, tuple[Any, Any]] = {}
     rows_encoded: dict[str, int] = {}
-    encoders: list[GroupStage] = []
-    status.encoders = encoders
-    # encoders are loaded only when an analysis reads them (`audit -a tokens` loads none)
-    specs = cfg.encoder_specs() if by_scope["encoder"] or (by_scope["pair"] and pair) else []
-    for spec in specs:
-        entry = GroupStage(spec, _unique_slug(spec, encoders))
-        encoders.append(entry)
+    for entry in encoders:
+        spec = entry.spec
         enc_dir = out_dir / ENCODERS / str(entry.slug)
         write_text(enc_dir / "spec.txt", spec + "\n")  # the same layout `make reports` writes
         try:
@@ -287,8 +386,7 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
             loaded[spec] = (encoder, store)
         del encoder, store  # free a large model before the next one loads (pair members stay in `loaded`)
 
-    if cfg.teacher and cfg.student and by_scope["pair"]:
-        status.pair = GroupStage(f"{cfg.student} vs {cfg.teacher}")
+    if status.pair is not None and cfg.teacher and cfg.student:
         missing = [s for s in (cfg.teacher, cfg.student) if s not in loaded]
         if missing:
             status.pair.errors["load"] = StageError(f"{' and '.join(missing)} could not be loaded")
@@ -300,14 +398,18 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
                 attempt(analysis, inputs, out_dir / PAIR, status.pair.errors, status.pair.not_applicable, "")
             rows_encoded = {**rows_encoded, cfg.teacher: t_store.rows_encoded,
                             cfg.student: s_store.rows_encoded}  # fmt: skip
-    elif cfg.teacher or cfg.student:
-        status.pair = GroupStage(
-            cfg.teacher or cfg.student or "",
-            errors={"pair": StageError("teacher-student analyses need both --teacher and --student")},
-        )
     loaded.clear()
 
-    status.config = {
+    status.state = COMPLETE
+    start = time.perf_counter()
+    result = finish(out_dir, status)
+    timings["report"] = time.perf_counter() - start
+    result.timings, result.rows_encoded = timings, rows_encoded
+    return result
+
+
+def _config_record(cfg: AuditConfig, analyses: list[Analysis[Any, Any]]) -> dict[str, Any]:
+    return {
         "inputs": [display(i) for i in (cfg.inputs or (DEFAULT_INPUT,))],
         "source": cfg.source,
         "encoders": cfg.encoder_specs(),
@@ -317,11 +419,6 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
         "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.overrides.items())},
         **({"against": cfg.against} if cfg.against else {}),
     }
-    start = time.perf_counter()
-    result = finish(out_dir, status)
-    timings["report"] = time.perf_counter() - start
-    result.timings, result.rows_encoded = timings, rows_encoded
-    return result
 
 
 def _check(cfg: AuditConfig, corpus: Path, out_dir: Path, timed) -> GroupStage:
@@ -348,28 +445,32 @@ def _unique_slug(spec: str, entries: list[GroupStage]) -> str:
 
 
 def finish(out_dir: str | Path, status: AuditRecord | None = None) -> AuditResult:
-    """Collect what is in out_dir, compute findings, write results/audit.json and the report (under the
-    folder's lock)."""
+    """Collect what is in out_dir, compute findings, write the report and, last, results/audit.json (under the
+    folder's lock). status: the record of the audit that is finishing; None: the one the folder holds."""
     from anatomy.analysis import runner
-    from anatomy.findings import as_data, counts
+    from anatomy.findings import as_data, counts, stage_failed
     from anatomy.io import write_json
+    from anatomy.monitor.check import read_findings
     from anatomy.report.collect import CORPUS_RESULT, collect, collect_findings, read_status
     from anatomy.report.render import render
 
     out_dir = Path(out_dir)
-    from anatomy.findings import stage_failed
-    from anatomy.monitor.check import read_findings
-
     with runner.folder_lock(out_dir):
+        fresh = status is not None
         status = status if status is not None else read_status(out_dir)
-        record = collect(out_dir, status)
+        record = collect(out_dir, status, fresh=fresh)
         findings = collect_findings(record)
-        if status.check is not None:  # `--against`: the check's verdicts, or why it could not run
+        if (
+            status.check is not None and not record.problem
+        ):  # `--against`: its verdicts, or why it did not run
             findings += read_findings(out_dir / CHECK)
             for stage, error in status.check.errors.items():
-                findings.append(stage_failed("check", status.check.spec, stage, error.error, error.hint))
-        write_json(out_dir / "results" / "audit.json", status.to_json(counts(findings), as_data(findings)))
+                findings.append(
+                    stage_failed("check", status.check.spec, stage, error.error, error.hint, "check")
+                )
         if record.corpus.get("distinct_prompts") is not None:
             write_json(out_dir / CORPUS_RESULT, record.corpus)
         render(out_dir, record, findings)
+        # last: a record that says "complete" only once everything it describes is written
+        write_json(out_dir / "results" / "audit.json", status.to_json(counts(findings), as_data(findings)))
     return AuditResult(out_dir, findings, record)

@@ -81,14 +81,19 @@ def corpus_findings(corpus: Mapping[str, Any]) -> list[Finding]:
     return found
 
 
-def stage_failed(section: str, what: str, stage: str, error: str, hint: str | None = None) -> Finding:
-    """A stage that failed (an encoder that would not load, an analysis that raised); the rest went on."""
+def stage_failed(section: str, what: str, stage: str, error: str, hint: str | None = None,
+                 command: str | None = None) -> Finding:  # fmt: skip
+    """A stage that failed (an encoder that would not load, an analysis that raised); the rest went on.
+
+    command: the `anatomy` command that runs the stage on its own, where there is one (an analysis, `check`);
+    without it the action names no command (a stage such as "pair" has none)."""
     if stage == "load":
         message = f"encoder {what} could not be loaded ({error}); its sections were skipped"
         action = hint or "check the encoder spec and its weights (`anatomy encoders` lists the kinds)"
     else:
         message = f"{stage} failed for {what} ({error}); its section was skipped"
-        action = hint or f"run `anatomy {stage}` on it with -v for details; the other sections completed"
+        detail = f"run `anatomy -v {command}` on it for details" if command else "rerun with -v for details"
+        action = hint or f"{detail}; the other sections completed"
     return Finding(
         "fail", section, f"{stage}.failed" if stage != "load" else "encoder.load", message, what, action
     )

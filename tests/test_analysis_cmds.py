@@ -83,6 +83,7 @@ def test_dims_fixture_comes_out_through_the_command(tmp_path):
     dims = _read(tmp_path / "o", "dims")
     overall = dims["overall"]
     assert overall["n_points"] == 301 and overall["ambient_dim"] == 10 and dims["sources"] == {}
+    assert overall["n_duplicates"] == 3  # the 4 repeated rows are one point: dropped before the group
     # 300 fixture points + 1 distinct repeated row: check the fixture itself through --sample on its own file
     np.save(path, np.hstack([x, np.zeros_like(x)]))
     result = runner.invoke(
@@ -117,6 +118,11 @@ def test_dims_usage_errors(tmp_path):
     ]
     assert runner.invoke(app, both).exit_code == 2
     assert runner.invoke(app, ["dims", "--out", str(tmp_path)]).exit_code == 2
+    one_draw = runner.invoke(app, [*both[:5], "--n-boot", "1"])  # one draw has no spread
+    assert one_draw.exit_code == 2 and "--n-boot" in one_draw.output
+    (tmp_path / "c.parquet").touch()  # a saved array has no sources: --corpus would be ignored
+    with_corpus = runner.invoke(app, [*both[:5], "--corpus", str(tmp_path / "c.parquet")])
+    assert with_corpus.exit_code == 2 and "--embeddings FILE.npy is read on its own" in with_corpus.output
     np.save(tmp_path / "bad.npy", np.zeros(5))
     bad = runner.invoke(app, ["dims", "--embeddings", str(tmp_path / "bad.npy"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "2-D" in bad.output

@@ -95,6 +95,11 @@ def test_export_refuses_what_the_format_cannot_hold(tmp_path):
     result = CliRunner().invoke(
         app, ["export", str(tmp_path / "nothing"), "--format", "open_clip", "--out", str(tmp_path / "d")]
     )
+    assert result.exit_code == 1 and "nothing: no such directory" in result.output
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "empty"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]
+    )
     assert result.exit_code == 1 and "no 'best' student checkpoint" in result.output
     result = CliRunner().invoke(
         app, ["export", str(custom), "--format", "tflite", "--out", str(tmp_path / "d")]
@@ -111,3 +116,19 @@ def test_s0_cannot_go_to_open_clip(tmp_path):
         app, ["export", str(run), "--format", "open_clip", "--out", str(tmp_path / "d")]
     )
     assert result.exit_code == 1 and "RepMixer" in result.output
+
+
+def test_a_refused_export_hints_only_formats_that_take_the_student():
+    """A minilm-tokenized student is refused by litetext and open_clip alike: the hint names onnx, never the
+    other refusing layout (sweep item 9)."""
+    from types import SimpleNamespace
+
+    from anatomy.distill.export import _other_formats
+
+    minilm = SimpleNamespace(architecture="litetext-s1", tokenizer="minilm", output_dim=384)
+    assert _other_formats(minilm, "litetext") == "onnx or int8"
+    assert _other_formats(minilm, "open_clip") == "onnx or int8"
+    s0 = SimpleNamespace(architecture="litetext-s0", tokenizer="clip", output_dim=256)
+    assert _other_formats(s0, "open_clip") == "litetext or onnx or int8"
+    custom = SimpleNamespace(architecture="custom", tokenizer="clip", output_dim=256)
+    assert _other_formats(custom, "litetext") == "open_clip or onnx or int8"

@@ -294,6 +294,9 @@ def test_spectrum_positions_and_robustness_findings():
     assert rob.message == (
         "noise 0.1: attention shrinks the logit error 0.96 to 0.0034 at the output, a factor of 282 (paper 282)"
     )
+    small = Robustness(0.1, 10, 4, 0.97, 0.005, 0.0034, 1.47, 0.5)  # not rounded to "a factor of 1"
+    (rob,) = ANALYSES["robustness"].findings(RobustnessResult("m", {}, [small]), "encoder:m")
+    assert "a factor of 1.47 (paper" in rob.message
 
 
 def test_recommendation_shape_of_anatomy_context():

@@ -142,3 +142,76 @@ def test_corpus_command_on_a_non_corpus(tmp_path):
     path = tmp_path / "x.parquet"
     path.write_bytes(b"not parquet")
     assert_clean_error(run("corpus", path), "x.parquet: not a readable Parquet file")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "options", "flag"),
+    [
+        ("t.txt", "a dog\n", ["--column", "x"], "--column"),
+        ("t.txt", "a dog\n", ["--field", "x"], "--field"),
+        ("j.jsonl", '{"prompt": "x", "text": "y"}\n', ["--column", "text"], "--column"),  # read prompt anyway
+        ("c.csv", "prompt\nx\n", ["--field", "prompt"], "--field"),
+        ("t.txt", "a dog\n", ["--synonyms"], "--synonyms"),
+    ],
+)
+def test_an_option_no_input_reads_is_a_usage_error(tmp_path, name, content, options, flag):
+    (tmp_path / name).write_text(content)
+    result = run("ingest", "text", tmp_path / name, *options, "--out", tmp_path / "c.parquet")
+    assert result.exit_code == 2 and flag in result.output, result.output
+    assert not (tmp_path / "c.parquet").exists()
+
+
+def test_the_same_bytes_read_another_way_are_refused_not_counted_twice(tmp_path):
+    """Re-reading an ingested file with another encoding, or a default column against a named one, would
+    count its records again; another named column of a table is other prompts, and both are kept."""
+    out = tmp_path / "c.parquet"
+    (tmp_path / "t.txt").write_text("a dog\ncat\n")
+    assert run("ingest", "text", tmp_path / "t.txt", "--out", out).exit_code == 0
+    before = out.read_bytes()
+    again = run("ingest", "text", tmp_path / "t.txt", "--encoding", "latin-1", "--out", out)
+    assert_clean_error(again, "t.txt: its bytes are in", "would count its records twice")
+    assert out.read_bytes() == before
+    (tmp_path / "j.jsonl").write_text('{"prompt": "x"}\n')
+    assert run("ingest", "text", tmp_path / "j.jsonl", "--out", out).exit_code == 0
+    assert_clean_error(run("ingest", "text", tmp_path / "j.jsonl", "--field", "prompt", "--out", out))
+    (tmp_path / "two.csv").write_text("prompt,caption\ndog,a dog\ncat,a cat\n")
+    for column in ("prompt", "caption", "prompt"):  # the third: already in, nothing changes
+        assert run("ingest", "text", tmp_path / "two.csv", "--column", column, "--out", out).exit_code == 0
+    summary = json.loads(run("corpus", out, "--json").output)
+    assert summary["occurrences"] == 2 + 1 + 4
+
+
+def test_a_lone_surrogate_is_a_counted_skip(tmp_path):
+    (tmp_path / "s.json").write_text('["\\ud83d", "ok"]')
+    (tmp_path / "s.jsonl").write_text('{"prompt": "\\udc80x"}\n{"prompt": "ok"}\n')
+    for name in ("s.json", "s.jsonl"):
+        result = run(
+            "ingest", "text", tmp_path / name, "--engine", "python", "--out", tmp_path / f"{name}.parquet"
+        )
+        assert result.exit_code == 0, result.output
+        assert "kept 1" in result.output and "not valid Unicode (lone surrogate)" in result.output
+
+
+def test_out_must_be_a_parquet_name_and_memory_limit_is_checked_for_either_engine(tmp_path):
+    """c.csv and c.parquet would share c.manifest.json (side files are named by the stem): refused. A bad
+    --memory-limit is a usage error even where the Python reader runs."""
+    (tmp_path / "t.txt").write_text("a dog\n")
+    assert_clean_error(
+        run("ingest", "text", tmp_path / "t.txt", "--out", tmp_path / "c.csv"), "must name a corpus .parquet"
+    )
+    assert not (tmp_path / "c.manifest.json").exists()
+    bad = run("ingest", "text", tmp_path / "t.txt", "--memory-limit", "abc", "--out", tmp_path / "c.parquet")
+    assert bad.exit_code == 2 and "is not a size" in bad.output
+
+
+def test_a_parquet_dataset_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    pq.write_table(pa.table({"prompt": ["a dog", "cat"], "count": [3, 4]}), lake / "part-0.parquet")
+    monkeypatch.chdir(lake)
+    assert run("ingest", "text", ".", "--out", tmp_path / "c.parquet").exit_code == 0
+    summary = json.loads(run("corpus", tmp_path / "c.parquet", "--json").output)
+    assert summary["sources"]["text"]["subsets"] == {"lake": 2} and summary["occurrences"] == 7

@@ -61,9 +61,11 @@ def test_merge_across_sources_and_options(tmp_path, prompts_txt):
     lvis.write_text(
         json.dumps([{"name": "white_dog", "synonyms": ["white_dog", "pale_hound"], "frequency": "r"}])
     )
-    ingest("lvis", [str(lvis)], out)
-    report = ingest("lvis", [str(lvis)], out, ReadOptions(synonyms=True))  # other options: read again
-    assert not report.files[0].already_ingested
+    ingest("lvis", [str(lvis)], out, ReadOptions(synonyms=True))
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="would count its records twice"):  # the names counted again
+        ingest("lvis", [str(lvis)], out)
+    assert out.read_bytes() == before
     frame = load_corpus(out)
     rows = {
         (s, sub, p): c
@@ -72,17 +74,13 @@ def test_merge_across_sources_and_options(tmp_path, prompts_txt):
         )
     }
     assert rows[("text", "a", "white dog")] == 3
-    assert (
-        rows[("lvis", "name", "white dog")] == 2
-    )  # once per lvis ingest: name read without and with --synonyms
-    assert rows[("lvis", "synonym", "pale hound")] == 1
+    assert rows[("lvis", "name", "white dog")] == 1 and rows[("lvis", "synonym", "pale hound")] == 1
     summary = corpus_summary(frame)
     assert summary["rows"] == 6 and summary["distinct_prompts"] == 4
     assert summary["sources"]["lvis"] == {"rows": 3, "subsets": {"name": 1, "synonym": 2}}
     manifest = read_manifest(out)
     assert [(m["source"], m["options"].get("synonyms")) for m in manifest] == [
         ("text", None),
-        ("lvis", False),
         ("lvis", True),
     ]
 

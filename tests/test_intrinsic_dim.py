@@ -179,15 +179,60 @@ def test_dedupe_by_hash_equals_sorting_rows(dtype, width, monkeypatch):
     rng = np.random.default_rng(11)
     base = rng.standard_normal((300, width)).astype(dtype)
     x = base[rng.integers(0, 300, 1000)]
-    x[5] = -0.0 * x[5]  # -0.0 and 0.0 differ in bytes: kept apart, as the reference does
-    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * width))).ravel()
+    x[5] = -0.0 * x[5]  # zeros of both signs
+    x[6], x[7] = x[5], 0.0  # equal values (-0.0 == 0.0), different bytes: one point
+    rows = np.ascontiguousarray(x + 0).view(np.dtype((np.void, x.dtype.itemsize * width))).ravel()
     expected = np.sort(np.unique(rows, return_index=True)[1])
     _, first = dedupe_rows(x)
     assert np.array_equal(first, expected)
-    monkeypatch.setattr(module, "_row_hashes", lambda words: np.zeros(len(words), dtype=np.uint64))
+    assert 5 in first and 6 not in first and 7 not in first
+    monkeypatch.setattr(module, "_row_hashes", lambda points: np.zeros(len(points), dtype=np.uint64))
     unique, colliding = dedupe_rows(x)
     kept = dtype if dtype in (np.float32, np.float64) else np.float64  # float16 becomes float64
     assert np.array_equal(colliding, expected) and unique.dtype == kept
     np.testing.assert_array_equal(unique, x[expected].astype(kept))
     if kept == dtype:  # nothing repeats: the points themselves, no copy
         assert dedupe_rows(base)[0] is base
+
+
+def test_a_repeat_with_negative_zeros_is_a_duplicate():
+    """ReLU outputs hold -0.0: a row that repeats another up to the sign of its zeros is the same point (kept
+    apart, it sat at distance 0 and every estimate came out 0)."""
+    x = np.maximum(np.random.default_rng(0).normal(size=(1000, 16)), 0).astype(np.float32)
+    x[1] = x[0]
+    x[1][x[1] == 0] = -0.0
+    got, plain = intrinsic_dim(x, n_boot=0), intrinsic_dim(np.delete(x, 1, axis=0), n_boot=0)
+    assert (got.n_points, got.n_duplicates) == (999, 1)
+    assert got.twonn_linear == plain.twonn_linear and got.mle_harmonic == plain.mle_harmonic > 5
+
+
+def test_tiny_points_are_scaled_not_underflowed():
+    """Squared differences of float64 points near 1e-170 underflow; a power-of-two scaling is exact and every
+    estimate is scale-free, so the results equal those of the unscaled points."""
+    y = _clustered(500, 10, seed=3)
+    ref = intrinsic_dim(y, n_boot=0)
+    for scale in (1e-160, 1e-170, 1e-300):
+        got = intrinsic_dim(y * scale, n_boot=0)
+        assert got.twonn_linear == pytest.approx(ref.twonn_linear, rel=1e-12)
+        assert got.mle_harmonic == pytest.approx(ref.mle_harmonic, rel=1e-12)
+        assert got.erank == pytest.approx(ref.erank, rel=1e-12)
+
+
+def test_tied_neighbour_distances_are_refused_by_name():
+    """A grid or binary points: every ratio r2/r1 is 1 (TwoNN has no slope), or k equidistant neighbours (the
+    MLE divides by 0): an error that says so, not a ZeroDivisionError or an infinite mean."""
+    from anatomy.metrics.points import PointsError
+
+    binary = np.random.default_rng(0).integers(0, 2, (2000, 8)).astype(np.float32)
+    with pytest.raises(PointsError, match="TwoNN is undefined.*one distance"):
+        intrinsic_dim(binary, n_boot=0)
+    corners = np.vstack([np.eye(25), 10 + np.random.default_rng(1).normal(size=(200, 25))])
+    with pytest.raises(PointsError, match="MLE is undefined.*25 of 225 points"):
+        intrinsic_dim(corners, n_boot=0)
+
+
+def test_integers_that_round_to_one_float64_are_one_point():
+    x = np.random.default_rng(2).integers(0, 1000, (300, 6)) + 2**60  # near 2^60: float64 steps of 256
+    x[1] = x[0] + 1  # another integer, the same float64
+    got = intrinsic_dim(x, n_boot=0)
+    assert got.n_points == len(np.unique(x.astype(np.float64), axis=0)) and np.isfinite(got.twonn_linear)

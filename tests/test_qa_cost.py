@@ -84,7 +84,7 @@ def test_specialise_budget_states_its_assumed_rate():
     plan = _training_plan(cfg, 2)
     assert plan == {"steps": 240, "how": "--budget", "budget_minutes": 2.0, "assumed_steps_per_s": 4.0,
                     "candidates": 2}  # fmt: skip
-    line = _training_line(SimpleNamespace(training_plan=plan))
+    line = _training_line(SimpleNamespace(training_plan=plan, config={}, candidates=[]))
     assert "from --budget 2 min at an assumed 4 steps/s (not measured) shared by 2 candidate(s)" in line
 
 

@@ -404,3 +404,44 @@ def test_data_errors_exit_1(tmp_path, corpus):
     result = invoke("export", tmp_path, "--format", "onnx", "--out", tmp_path / "s.onnx")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert json.loads(invoke("corpus", corpus, "--json").stdout)["distinct_prompts"] == 3
+
+
+def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):
+    """SIGTERM (kill, timeout) raises where the command stands, so cleanups run (a spill folder, a lock), and
+    the command exits 143 with one line even when a library turned the interrupt into its own error."""
+    import signal
+    import threading
+
+    import duckdb
+    import typer
+
+    from anatomy.cli.common import guarded
+
+    left = tmp_path / "spill"
+
+    def long_query():
+        left.mkdir()
+        try:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            duckdb.connect().execute("SELECT count(*) FROM range(10000000000) a")  # interrupted
+        finally:
+            left.rmdir()
+
+    with pytest.raises(typer.Exit) as stopped:
+        guarded(long_query)()
+    assert stopped.value.exit_code == 143 and not left.exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_options_that_cannot_hold_together_are_usage_errors(tmp_path):
+    """A rule across values (most repeats below one round's) and a name no analysis has are refused, not
+    silently ignored or answered with an empty list."""
+    few = invoke(
+        "cost-table", "-e", "minilm", "--repeats", "2", "--max-repeats", "1", "--out", tmp_path / "o"
+    )
+    assert few.exit_code == 2 and "--max-repeats" in few.output and not (tmp_path / "o").exists()
+    unknown = invoke("analyses", "--param", "nonexist")
+    assert unknown.exit_code == 2 and "no analysis has a parameter 'nonexist'" in " ".join(
+        unknown.output.split()
+    )
+    assert invoke("analyses", "--param", "n_boot", "--names").output.split() == ["dims", "agreement"]

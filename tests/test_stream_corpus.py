@@ -172,3 +172,21 @@ def test_sorted_distinct_equals_unique_and_index_in() -> None:
     assert distinct.to_pylist() == sorted(set(strings.to_pylist()))
     np.testing.assert_array_equal(position, pc.index_in(strings, value_set=distinct).to_numpy())
     assert sorted_distinct(strings, positions=False)[1] is None
+
+
+def test_counts_are_checked_whichever_columns_are_read(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from anatomy.corpus.schema import CORPUS_COLUMNS
+    from anatomy.corpus.stream import corpus_batches
+
+    columns = {c: ["a", "b"] for c in CORPUS_COLUMNS} | {"count": pa.array([1, 0], pa.int64())}
+    pq.write_table(pa.table(columns), tmp_path / "zero.parquet")
+    for asked in (["prompt"], ["prompt", "source", "subset"], ["count"]):
+        with pytest.raises(InputError, match="column 'count' has values below 1"):
+            list(corpus_batches(tmp_path / "zero.parquet", asked))
+    columns["count"] = pa.array([1, 2], pa.int64())
+    pq.write_table(pa.table(columns), tmp_path / "ok.parquet")
+    (got,) = corpus_batches(tmp_path / "ok.parquet", ["source", "prompt"])
+    assert got.schema.names == ["source", "prompt"]  # only what was asked, in that order

@@ -241,3 +241,23 @@ def test_encoder_tokenizer_minilm(corpus, tmp_path):
     )
     assert result["params"]["tokenizer"] == "minilm"
     assert result["params"]["tokenizer_fingerprint"].startswith("minilm|")
+
+
+def test_a_count_below_one_leaves_nothing_behind(tmp_path):
+    """The counts are checked while tokens.parquet is written, so a bad corpus fails before it is committed."""
+    frame = pd.DataFrame(
+        [(p, p, s, sub, 0 if i == 3 else 1, f"r{i}", "") for i, (p, s, sub) in enumerate(ROWS)],
+        columns=list(CORPUS_COLUMNS),
+    )
+    frame.to_parquet(tmp_path / "zero.parquet", index=False)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        app, ["tokens", "--corpus", str(tmp_path / "zero.parquet"), "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "column 'count' has values below 1" in result.output
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+    out.mkdir()  # an existing folder: left as it was, without tokens.parquet or temporaries
+    result = CliRunner().invoke(
+        app, ["tokens", "--corpus", str(tmp_path / "zero.parquet"), "--out", str(out)]
+    )
+    assert result.exit_code == 1 and list(out.iterdir()) == []

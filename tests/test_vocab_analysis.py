@@ -96,7 +96,8 @@ def test_risks_match_whole_prompt_tokenization(result, held):
     assert by_label["text"].prompts == len(NAMES) and by_label["text"].train_prompts == len(REFS)
     unseen = held.read_text().splitlines()
     imagenet, mine = result.held_out
-    assert imagenet.label == "builtin:imagenet-classes" and imagenet.prompts == 1000
+    assert imagenet.label == "builtin:imagenet-classes"
+    assert imagenet.prompts == 998  # distinct: "missile" and "sunglasses" are each two of the 1,000 classes
     assert mine.label == "unseen.txt" and mine.prompts == 3
     assert mine.changed_share == pytest.approx(_changed_share(sorted(set(REFS + NAMES)), unseen))
     assert mine.changed_share == pytest.approx(2 / 3)  # "quadcopter", "crossing"; "the man" is exact
@@ -299,9 +300,12 @@ def test_imagenet_classes_equal_the_builtin_reader():
     """The import-free read of open_clip's metadata gives open_clip's own class names."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from anatomy.analysis.vocab import read_prompts
+    from anatomy.analysis.vocab import read_prompts, read_raw_prompts
+    from anatomy.corpus.normalize import normalize
 
-    assert read_prompts(IMAGENET) == list(IMAGENET_CLASSNAMES) and len(IMAGENET_CLASSNAMES) == 1000
+    assert read_raw_prompts(IMAGENET) == list(IMAGENET_CLASSNAMES) and len(IMAGENET_CLASSNAMES) == 1000
+    assert read_prompts(IMAGENET) == sorted({normalize(c) for c in IMAGENET_CLASSNAMES})
+    assert len(read_prompts(IMAGENET)) == 998
 
 
 def test_student_bodies_agree_with_the_encoder_registry():
@@ -323,3 +327,73 @@ def test_load_specialised_and_corpus_check(result, corpus, held, tmp_path):
     check_corpus(result.vocabulary, corpus)  # the same corpus: fine
     with pytest.raises(InputError, match="is not the one the vocabulary was built from"):
         check_corpus(result.vocabulary, held)
+
+
+# ------------------------------------------------------------------------------- held-out files, messages
+
+
+def _vocab_cli(corpus, tmp_path, *args):
+    return CliRunner().invoke(
+        app, ["vocab", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--folds", "2", "--curve", "1",
+              "-q", *args],
+    )  # fmt: skip
+
+
+def test_held_out_prompts_are_normalised_distinct_and_never_empty(corpus, tmp_path):
+    """Blank lines are no prompts, and a prompt repeated (in any case or spacing) counts once, as specialise
+    counts its held-out sets: 'quokka' x3, ' Quokka ', 'zebra crossing' and 8 blank lines are 2 prompts."""
+    from anatomy.analysis.vocab import read_prompts
+
+    held = tmp_path / "h.txt"
+    held.write_text("quokka\n\n\n\n\nquokka\n\t\n  \nQuokka \n\n\nzebra crossing\nquokka\n")
+    assert read_prompts(str(held)) == ["quokka", "zebra crossing"]
+    got = _vocab_cli(corpus, tmp_path, "--held-out", str(held), "--json")
+    assert got.exit_code == 0, got.output
+    (risk,) = json.loads(got.output)["held_out"]
+    assert risk["prompts"] == 2 and risk["changed_share"] == 1.0
+
+
+@pytest.mark.parametrize("text", ["  \n \n\t\n", "\n\n\n", ""])
+def test_a_held_out_file_without_prompts_is_refused(corpus, tmp_path, text):
+    held = tmp_path / "blank.txt"
+    held.write_text(text)
+    got = _vocab_cli(corpus, tmp_path, "--held-out", str(held))
+    assert got.exit_code == 1 and "blank.txt: no prompts in this held-out file" in got.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_held_out_file_not_utf8_gets_a_hint_that_works(corpus, tmp_path):
+    held = tmp_path / "latin.txt"
+    held.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    got = _vocab_cli(corpus, tmp_path, "--held-out", str(held))
+    assert got.exit_code == 1 and "latin.txt: bytes at offset 3 are not valid utf-8" in got.output
+    assert "--encoding" not in got.output and "re-encode it as UTF-8" in got.output
+
+
+def test_a_held_out_folder_says_what_is_accepted(corpus, tmp_path):
+    got = _vocab_cli(corpus, tmp_path, "--held-out", str(tmp_path))
+    assert got.exit_code == 1 and "is a folder" in got.output
+    assert "regular file or folder" not in got.output
+    assert ".txt" in got.output and "builtin:imagenet-classes" in got.output
+
+
+def test_an_unknown_tokenizer_is_a_usage_error(corpus, tmp_path):
+    got = _vocab_cli(corpus, tmp_path, "--tokenizer", "bogus")
+    assert got.exit_code == 2, got.output
+    assert "--tokenizer" in got.output and "'bogus'" in got.output
+    assert "clip" in got.output and "minilm" in got.output and "hf:PATH" in got.output
+
+
+def test_more_folds_than_prompts_says_the_k_fold_was_skipped(corpus, tmp_path):
+    got = compute_vocab(corpus, Params(folds=100, held_out=(), curve=(1,)))
+    assert got.k_fold is None and got.corpus_prompts == 12
+    assert got.k_fold_skipped == "the corpus has 12 prompts, fewer than --folds 100"
+    assert VocabResult.from_json(got.to_json()).k_fold_skipped == got.k_fold_skipped
+    (skipped,) = [f for f in ANALYSIS.findings(got, "vocab") if f.key == "vocab.risk.k-fold.skipped"]
+    assert skipped.mark == "warn" and "no k-fold" in skipped.message and "--folds 12" in skipped.action
+    curve = ANALYSIS.tables(got)[-1]
+    assert curve.rows[0][2] == "–"  # not measured, not 0.0%
+    cli = CliRunner().invoke(app, ["vocab", "--corpus", str(corpus), "--out", str(tmp_path / "p"),
+                                   "--folds", "100", "--curve", "1"])  # fmt: skip
+    assert cli.exit_code == 0 and "no k-fold" in cli.output
+    assert compute_vocab(corpus, Params(folds=3, held_out=(), curve=(1,))).k_fold_skipped is None

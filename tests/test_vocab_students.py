@@ -270,3 +270,21 @@ def test_open_clip_export_of_a_specialised_student(tiny, tmp_path):
             rtol=1e-4,
             atol=1e-5,
         )
+
+
+def test_a_vocabulary_left_beside_another_corpus_is_refused(tiny, tmp_path):
+    """`distill --vocab DIR` reads DIR/vocab.json only where it was built from DIR's corpus (an audit into an old
+    folder that did not run vocab leaves the old one; sweep item 3); the file itself may still be given."""
+    from anatomy.distill.vocab_student import load_for_run
+    from anatomy.errors import InputError
+
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    shutil.copy(tiny["vocab"] / "vocab.json", folder / "vocab.json")
+    (tmp_path / "other.txt").write_text("a car\na dog\n")
+    ingest("text", [str(tmp_path / "other.txt")], folder / "corpus.parquet")
+    with pytest.raises(InputError, match="another run left it there"):
+        load_for_run(folder, tiny["teacher"])
+    assert load_for_run(folder / "vocab.json", tiny["teacher"]).size > 0  # given explicitly: used
+    shutil.copy(tiny["corpus"], folder / "corpus.parquet")  # the corpus it was built from: accepted
+    assert load_for_run(folder, tiny["teacher"]).size > 0

@@ -114,6 +114,8 @@ def check_params(params: Any) -> None:
             bad = bad or (hi is not None and v > hi)
             if bad:
                 raise InputError(f"{name}: {v} is outside the allowed range {describe_range(meta)}")
+    if hasattr(params, "check"):  # a rule across values or one a range cannot state (InputError)
+        params.check()
 
 
 def describe_range(meta: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Table, param, sample_param, seed_param
 from anatomy.analysis.base import Result as BaseResult
 from anatomy.cost.compare import MAX_BATCH, RUNTIMES, CostSettings
+from anatomy.errors import InputError
 from anatomy.findings import Finding
 
 # The student's memory or latency is called a saving when it is below this share of the teacher's.
@@ -45,6 +46,12 @@ class MeasureParams:
                                     max=10_000)  # fmt: skip
     threads: int = param(_D.threads, "Intra-op threads of each measuring process (fixed, recorded).", min=1,
                          max=1024)  # fmt: skip
+
+    def check(self) -> None:
+        if self.max_repeats < self.repeats:  # one round is `repeats` calls: the most cannot be fewer
+            raise InputError(
+                f"--max-repeats: {self.max_repeats} is fewer than --repeats {self.repeats} (the calls of one round)"
+            )
 
     def settings(self, device: str = "cpu") -> CostSettings:
         names = {f.name for f in dataclasses.fields(CostSettings)}

@@ -15,6 +15,7 @@ import numpy as np
 from anatomy import paper
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Result, param, sample_param, seed_param
 from anatomy.analysis.sampling import MIN_SOURCE_POINTS, draw_sequences, require_distinct, sample
+from anatomy.errors import InputError
 from anatomy.findings import Finding
 from anatomy.metrics.points import MIN_POINTS
 
@@ -27,7 +28,11 @@ class DimsParams:
     sample: int = sample_param(5000, "Distinct points per group (the paper's 5,000).", min=3)
     all: bool = param(False, "Every distinct point (100k+ is fine), instead of --sample.", excludes="sample")
     seed: int = seed_param()
-    n_boot: int = param(200, "Bootstrap draws for the spread (0: none).", min=0, max=100_000)
+    n_boot: int = param(200, "Bootstrap draws for the spread (0: none; else at least 2).", min=0, max=100_000)
+
+    def check(self) -> None:
+        if self.n_boot == 1:  # one draw has no spread
+            raise InputError(f"--n-boot: {self.n_boot} draw has no spread; give 0 (none) or at least 2")
 
 
 @dataclass
@@ -61,13 +66,14 @@ class DimsEntry:
     spread: dict[str, Spread]
 
     @classmethod
-    def of(cls, points: np.ndarray, seed: int, n_boot: int) -> DimsEntry:
+    def of(cls, points: np.ndarray, seed: int, n_boot: int, duplicates: int = 0) -> DimsEntry:
+        """The estimates of `points`; `duplicates`: identical rows already dropped from them."""
         from anatomy.metrics.intrinsic_dim import intrinsic_dim
 
         d = intrinsic_dim(points, n_boot=n_boot, seed=seed)
         spread = {name: Spread(**s) for name, s in d.spread.items()}
         return cls(
-            d.n_points, d.n_duplicates, d.ambient_dim, TwoNN(d.twonn_linear, d.twonn_closed_form),
+            d.n_points, d.n_duplicates + duplicates, d.ambient_dim, TwoNN(d.twonn_linear, d.twonn_closed_form),
             Mle(d.mle_harmonic, d.mle_mean, d.k), d.erank, spread,
         )  # fmt: skip
 
@@ -118,6 +124,7 @@ class Dims(Analysis[DimsParams, DimsResult]):
             check_points(unique, name=str(inputs.embeddings))
             overall = unique[sample(np.arange(len(unique)), n, params.seed)]
             name, rule, duplicates = Path(inputs.embeddings).name, "identical rows", len(raw) - len(unique)
+            dropped = duplicates  # before sampling: the overall group is what remains of the file
             skipped: list[str] = []
         else:
             store = inputs.store
@@ -129,7 +136,7 @@ class Dims(Analysis[DimsParams, DimsResult]):
             sources = {s: pooled[idx] for s, idx in drawn.groups.items()
                        if s != "overall" and len(idx) >= MIN_SOURCE_POINTS}  # fmt: skip
             name, rule = store.encoder.name, "token-id sequences (truncated to the context)"
-            duplicates = drawn.duplicates
+            duplicates, dropped = drawn.duplicates, 0
             skipped = sorted(set(drawn.groups) - set(sources) - {"overall"})
         method["deduplication"] = f"{rule}; then identical float64 rows"
         method["duplicates_removed_from_sample"] = (
@@ -145,7 +152,7 @@ class Dims(Analysis[DimsParams, DimsResult]):
         entry = DimsEntry.of
         return DimsResult(
             input=name,
-            overall=entry(overall, params.seed, params.n_boot),
+            overall=entry(overall, params.seed, params.n_boot, dropped),
             sources={s: entry(x, params.seed, params.n_boot) for s, x in sources.items()},
             method=method,
         )

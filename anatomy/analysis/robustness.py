@@ -118,6 +118,7 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
         return {"robustness": fig.draw_robustness(fig.prepare_robustness(result))}
 
     def findings(self, result: RobustnessResult, section: str) -> list[Finding]:
+        """One per noise level with a defined factor (see factor_text for its precision)."""
         from anatomy import paper
 
         return [
@@ -126,7 +127,7 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
                 section,
                 "robustness.factor",
                 f"noise {level.noise:g}: attention shrinks the logit error {level.logit_error:.3g} to "
-                f"{level.output_error:.3g} at the output, a factor of {level.reduction_factor:,.0f} "
+                f"{level.output_error:.3g} at the output, a factor of {factor_text(level.reduction_factor)} "
                 f"(paper {paper.ROBUST_FACTOR})",
                 level.reduction_factor,
             )
@@ -159,3 +160,8 @@ class SoftmaxRobustness(Analysis[RobustnessParams, RobustnessResult]):
                 f"(output with noisy values {level.output_error_noisy_values:.4f})"
             )
         return lines
+
+
+def factor_text(factor: float) -> str:
+    """A reduction factor with three significant figures below 100 (1.47, 14.6), whole above (282, 12,345)."""
+    return f"{factor:,.0f}" if abs(factor) >= 99.95 else f"{factor:.3g}"

@@ -20,8 +20,9 @@ import numpy as np
 import anatomy.analysis.base as base
 from anatomy import paper
 from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
+from anatomy.corpus.sources import SourceFile
 from anatomy.corpus.traffic import WEIGHTS
-from anatomy.errors import InputError
+from anatomy.errors import EncoderError, InputError, OptionError
 from anatomy.findings import Finding
 from anatomy.vocab import IMAGENET
 from anatomy.vocab.build import (
@@ -56,7 +57,11 @@ class VocabParams:
     folds: int = param(5, "Folds of the k-fold by prompt.", min=2, max=100)
     seed: int = seed_param("Seed of the k-fold split.")
     width: int = param(256, "A custom student width to report savings for.", min=1)
-    held_out: tuple[str, ...] = param((IMAGENET,), "Held-out prompt files (text source) or builtin:NAME.")
+    held_out: tuple[str, ...] = param(
+        (IMAGENET,),
+        "Held-out prompt files (text source: .txt one per line, .csv, .tsv, .jsonl, .json; UTF-8) or builtin:NAME;"
+        " each counts its distinct prompts after the corpus's normalisation, blank lines dropped.",
+    )
     curve: tuple[int, ...] = param((1, 2, 3, 5, 10), "Min-count values of the trade-off curve.", min=1)
 
 
@@ -106,6 +111,8 @@ class VocabResult(base.Result):
     k_fold_other: Risk | None = field(
         default=None, metadata={"omit_none": True}
     )  # the other weight, on repeats
+    # why there is no k-fold risk (fewer corpus prompts than folds); None when it was measured
+    k_fold_skipped: str | None = field(default=None, metadata={"omit_none": True})
     vocabulary: Vocabulary | None = transient()
 
 
@@ -140,15 +147,78 @@ class ArrowTexts(Sequence[str]):
         yield from self.extra
 
 
-def read_prompts(spec: str) -> list[str]:
-    """Prompts of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set."""
-    from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
+# What --held-out accepts, and what --tokenizer does (the hints of their errors).
+HELD_OUT_ACCEPTS = (
+    "give a prompt file (.txt one prompt per line, .csv, .tsv, .jsonl or .json; UTF-8) "
+    "or builtin:imagenet-classes"
+)
+REENCODE_HINT = (
+    "held-out files are read as UTF-8: re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW.txt`)"
+)
+TOKENIZER_CHOICES = (
+    "use clip (CLIP BPE), minilm or hf:PATH|hf:ORG/NAME of a BERT-style (WordPiece) model, or an encoder "
+    "spec whose tokenizer is CLIP BPE (see `anatomy encoders`)"
+)
 
-    reader = get_reader("builtin" if spec.startswith("builtin:") else "text")
-    texts = [r.raw for r in reader(SourceFile(spec), ReadOptions()) if hasattr(r, "raw")]
-    if not texts:
-        raise InputError(f"{spec}: no prompts in this held-out file", "give a file with one prompt per line")
-    return texts
+
+def read_raw_prompts(spec: str) -> list[str]:
+    """The raw records of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set, as read."""
+    from anatomy.corpus.sources import ReadOptions, get_reader
+    from anatomy.paths import check_path
+
+    builtin = spec.startswith("builtin:")
+    if not builtin and spec != "-":
+        try:
+            check_path(spec, "file")
+        except InputError as err:  # a folder, a pipe, a device: say what is accepted instead
+            raise InputError(err.message.removesuffix("; refusing to open it"), HELD_OUT_ACCEPTS) from None
+    reader = get_reader("builtin" if builtin else "text")
+    return [r.raw for r in reader(_HeldOutFile(spec), ReadOptions()) if hasattr(r, "raw")]
+
+
+def read_prompts(spec: str) -> list[str]:
+    """The distinct prompts of a held-out file or builtin:NAME set, in code-point order: each record in the
+    corpus's normalisation (anatomy.corpus.normalize), empty ones dropped, repeats counted once. `vocab` and
+    `specialise` both measure held-out sets this way. InputError naming the file when none is left."""
+    from anatomy.corpus.normalize import normalize
+
+    raw = read_raw_prompts(spec)
+    prompts = sorted({n for n in map(normalize, raw) if n})
+    if not prompts:
+        what = f"{len(raw):,} record(s), all blank" if raw else "an empty file"
+        raise InputError(
+            f"{spec}: no prompts in this held-out file ({what})", "give a file with one prompt per line"
+        )
+    if len(prompts) < len(raw):
+        log.info("%s: %d records, %d distinct prompts (blank ones and repeats dropped)", spec, len(raw),
+                 len(prompts))  # fmt: skip
+    return prompts
+
+
+class _HeldOutFile(SourceFile):
+    """A held-out file whose decoding error says to re-encode it: vocab reads held-out files as UTF-8 and has
+    no --encoding option (the hint the readers give by default)."""
+
+    def read_text(self, encoding: str = "utf-8", data: bytes | None = None) -> str:
+        data = self.read_bytes() if data is None else data  # a missing file keeps its own message
+        try:
+            return super().read_text(encoding, data)
+        except InputError as err:
+            raise InputError(err.message, REENCODE_HINT) from None
+
+
+def resolve_tokenizer(spec: str):
+    """The full tokenizer of --tokenizer; a spec that names no tokenizer is a usage error (OptionError)."""
+    from anatomy.encoders.registry import parse_spec
+
+    if spec != "clip":
+        try:
+            parse_spec(spec)
+        except EncoderError as err:
+            raise OptionError(
+                "--tokenizer", f"'{spec}' is not a tokenizer: {err.message}", TOKENIZER_CHOICES
+            ) from None
+    return base_tokenizer(spec)
 
 
 def savings(original: int, kept: int, width: int) -> list[Saving]:
@@ -177,9 +247,10 @@ def compute_vocab(
     from anatomy.corpus.stream import corpus_batches, sorted_distinct
     from anatomy.io import file_sha256
 
+    base_tok = resolve_tokenizer(params.tokenizer)  # the options and held-out files first: before any work
+    held = [(spec, read_prompts(spec)) for spec in params.held_out]
     batches = corpus_batches(corpus, ["prompt", "source", "count"], 65_536)  # checked; only these columns
     table = pa.Table.from_batches(list(batches))  # Arrow: no Python strings
-    base_tok = base_tokenizer(params.tokenizer)
     prompt_col = table.column("prompt")
     distinct, position = sorted_distinct(prompt_col)  # code-point order, as sorted() gives; row -> its prompt
     counts = table.column("count").to_numpy().astype(np.float64)
@@ -191,7 +262,6 @@ def compute_vocab(
         names[s]: np.unique(position[codes == s]) for s in sorted(range(len(names)), key=names.__getitem__)
     }
     del table, prompt_col, source, position, codes, counts  # the rows: only the distinct prompts stay
-    held = [(spec, read_prompts(spec)) for spec in params.held_out]
     texts = ArrowTexts(distinct)
     progress(f"indexing {len(texts):,} prompts")
     index = index_texts(base_tok, ArrowTexts(distinct, [t for _, ts in held for t in ts]))
@@ -209,7 +279,7 @@ def compute_vocab(
             loso.append(held_out_risk(base_tok, params.tokenizer, index, train, test, str(source),
                                       "leave-one-source-out", params.min_count))  # fmt: skip
     progress("k-fold")
-    k_fold, k_fold_other = None, None
+    k_fold, k_fold_other, k_fold_skipped = None, None, None
     traffic = np.concatenate([requests, np.ones(len(index.texts) - len(texts))])  # held-out texts count once
     main, other = (traffic, None) if params.weight == "traffic" else (None, traffic)
     if len(texts) >= params.folds:
@@ -218,6 +288,10 @@ def compute_vocab(
             base_tok, params.tokenizer, index, mine, params.folds, params.seed, params.min_count, both
         )
         k_fold_other = rest[0] if rest else None
+    else:  # said in the result and its findings, never dropped silently
+        n = len(texts)
+        k_fold_skipped = f"the corpus has {n:,} prompt{'s' * (n != 1)}, fewer than --folds {params.folds}"
+        log.info("no k-fold risk: %s", k_fold_skipped)
     held_risks, start = [], len(texts)
     for spec, ts in held:
         test = np.arange(start, start + len(ts))
@@ -255,6 +329,7 @@ def compute_vocab(
         curve=curve,
         weight="traffic" if params.weight == "traffic" else None,
         k_fold_other=k_fold_other,
+        k_fold_skipped=k_fold_skipped,
         vocabulary=vocab,
     )
 
@@ -312,6 +387,13 @@ class VocabAnalysis(base.Analysis[VocabParams, VocabResult]):
             [result.k_fold_other] if result.k_fold_other else []
         )
         risks += result.held_out
+        if result.k_fold_skipped:
+            n = result.corpus_prompts
+            found.append(Finding(
+                "warn", section, "vocab.risk.k-fold.skipped",
+                f"no k-fold risk on unseen prompts from the same sources ({result.k_fold_skipped})", n,
+                f"give --folds {n} or fewer" if n >= 2 else "add prompts to the corpus (a k-fold needs 2)",
+            ))  # fmt: skip
         worst = max(result.leave_one_source_out, key=lambda r: r.changed_share, default=None)
         for r in risks + ([worst] if worst else []):
             unseen = "requests of unseen prompts" if r.weight == "traffic" else "unseen prompts"
@@ -355,8 +437,9 @@ class VocabAnalysis(base.Analysis[VocabParams, VocabResult]):
                     f"{r.inflation_mean:.3f}", f"{r.inflation_p99:.2f}", f"{r.fallback_token_share:.1%}"]
                    for r in risks], "Long-tail risk: prompts the vocabulary never saw"),
             Table(["min count", "kept", "changed (k-fold)", "fallback tokens", "mean x"],
-                  [[str(c.min_count), f"{c.kept:,}", f"{c.changed_share:.1%}", f"{c.fallback_token_share:.1%}",
-                    f"{c.inflation_mean:.3f}"] for c in result.curve], "Min-count trade-off"),
+                  [[str(c.min_count), f"{c.kept:,}", *((f"{c.changed_share:.1%}", f"{c.fallback_token_share:.1%}",
+                    f"{c.inflation_mean:.3f}") if result.k_fold else ("–",) * 3)] for c in result.curve],
+                  "Min-count trade-off" + ("" if result.k_fold else " (no k-fold: risk not measured)")),
         ]  # fmt: skip
 
     def summary(self, result: VocabResult) -> list[str]:

@@ -226,6 +226,12 @@ def run_command(analysis, params, *, out_dir, quiet, as_json, corpus=None, encod
         raise typer.BadParameter(
             "give --encoder SPEC --corpus CORPUS, or --embeddings FILE.npy", param_hint="--encoder"
         )
+    if embeddings is not None and corpus is not None and Need.CORPUS not in needs | analysis.optional:
+        raise typer.BadParameter(  # a saved array has no sources: the corpus would be silently ignored
+            "--embeddings FILE.npy is read on its own; for groups per source give --encoder SPEC --corpus "
+            "CORPUS instead",
+            param_hint="--corpus",
+        )
     if Need.EMBEDDINGS in needs and encoder is not None and corpus is None:
         raise typer.BadParameter("--encoder needs --corpus (the prompts to embed)", param_hint="--corpus")
     inputs = Inputs(corpus=corpus, embeddings=embeddings, progress=progress)

@@ -112,6 +112,7 @@ def audit_cmd(
         student=student, analyses=tuple(analysis or ()), overrides=overrides, device=device,
         against=str(against) if against else None,
     )  # fmt: skip
+    cfg.check()  # --teacher without --student (or the reverse): a usage error (OptionError, exit 2)
     try:  # unknown analyses and values outside an analysis's ranges are usage errors, found before any work
         for selected in cfg.selected():
             cfg.params_for(selected)
@@ -138,11 +139,12 @@ def report_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild findings, report.md and index.html from the results in an audit directory."""
-    from anatomy.audit import finish
+    from anatomy.audit import finish, refuse_other_output
     from anatomy.errors import InputError
 
     if not audit_dir.is_dir():
         raise InputError(f"{audit_dir}: not a directory", "give the --out folder of `anatomy audit`")
+    refuse_other_output(audit_dir, "audit")  # a specialise bill is rebuilt by `anatomy specialise`
     result = finish(audit_dir)
     if as_json:
         print_json(_findings_json(result))

@@ -122,7 +122,7 @@ def guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             check_path_params(kwargs)
-            with _notices_silenced(bool(kwargs.get("quiet"))):
+            with _notices_silenced(bool(kwargs.get("quiet"))), _stopped_cleanly():
                 return fn(*args, **kwargs)
         except OptionError as error:  # an option outside its range, found by the library before any work
             detail = one_line(error.detail + (f" ({error.hint})" if error.hint else ""))
@@ -138,6 +138,41 @@ def guarded(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _stopped_cleanly():
+    """Ctrl-C and SIGTERM (`kill`, `timeout`) end a command by an exception raised where it stands, so context
+    managers and finally blocks run and temporary files, spill folders and locks go (SIGTERM's default action
+    kills the process on the spot); the command then exits 130 / 143 with one line, whatever a library made
+    of the exception on its way (DuckDB turns it into "Query interrupted"). Handlers installed by others
+    (torchrun's) are left alone."""
+    import signal
+    import threading
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def stop(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s, default in defaults.items() if signal.getsignal(s) is default}
+    for s in previous:
+        signal.signal(s, stop)
+    try:
+        yield
+    except BaseException:
+        if not caught:
+            raise
+        fail(f"stopped by {signal.Signals(caught[0]).name}")
+        raise typer.Exit(128 + caught[0]) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _drop_notice(record: logging.LogRecord) -> bool:

@@ -180,6 +180,10 @@ def analyses_cmd(
     from anatomy.analysis.runner import reads_corpus
     from anatomy.analysis.runner import scope as scope_of
 
+    known = {f.name for a in ANALYSES.values() for f in dataclasses.fields(a.Params)}
+    if param is not None and param not in known:
+        raise typer.BadParameter(f"no analysis has a parameter {param!r}; known: {', '.join(sorted(known))}",
+                                 param_hint="--param")  # fmt: skip
     rows: list[dict[str, Any]] = [
         {"name": a.name, "scope": scope_of(a), "needs": sorted(n.value for n in a.needs),
          "in_audit": a.in_audit, "description": a.description or a.title}

@@ -135,6 +135,10 @@ def specialise_cmd(
         err.print(f"warning: {rec.reason}", highlight=False)
     for note in bill.cost_notes:  # a busy machine, latencies that did not settle, the teacher's context
         err.print(f"cost: {note}", highlight=False)
+    from anatomy.specialise.render import batch_note
+
+    if batch_note(bill):
+        err.print(f"training: {batch_note(bill)}", highlight=False)
     if as_json:
         print_json(bill.to_json())
         return

@@ -20,11 +20,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from anatomy.corpus.engine import EngineOptions, refuse_unread_options
+from anatomy.corpus.engine import EngineOptions, memory_limit_bytes, refuse_unread_options
 from anatomy.corpus.engine import plan as engine_plan
-from anatomy.corpus.identity import canonical_encoding, manifest_key, refuse_overwriting_inputs
+from anatomy.corpus.identity import (
+    canonical_encoding,
+    manifest_key,
+    read_options,
+    refuse_overwriting_inputs,
+    refuse_rereading,
+)
 from anatomy.corpus.normalize import normalize
-from anatomy.corpus.records import Skipped
+from anatomy.corpus.records import SURROGATE_REASON, Skipped
 from anatomy.corpus.rows import Rows
 from anatomy.corpus.schema import CORPUS_COLUMNS, check_corpus_table
 from anatomy.corpus.sources import ReadOptions, SourceFile, get_reader
@@ -194,7 +200,12 @@ def ingest(
             "--engine", "the DuckDB engine keeps no timestamps: use --engine python with --time-*"
         )
     refuse_unread_options(source, inputs, options, engine)
+    memory_limit_bytes(engine.memory_limit)  # a bad value is refused whichever engine runs
     refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
+    if out.suffix != ".parquet":  # its side files are named by its stem: c.csv would share c.parquet's
+        raise InputError(
+            f"{out}: --out must name a corpus .parquet file", f"e.g. --out {out.with_suffix('.parquet')}"
+        )
     with locked(out):
         for side in (manifest_path(out), traffic_path(out)):  # side files' temporaries of a killed ingest
             clean_temps(side)
@@ -224,13 +235,15 @@ def _ingest_locked(source, reader, inputs, out: Path, options: ReadOptions, pipe
     for spec in inputs:
         src = SpooledFile(spec, pipes[spec]) if spec in pipes else SourceFile(spec)
         data = src.read_bytes() if src.is_stdin else None
-        stats = FileStats(spec, source, _input_sha256(src, data), _options_for(source, options))
+        chosen = read_options(source, spec, _options_for(source, options))
+        stats = FileStats(spec, source, _input_sha256(src, data), chosen)
         key = (source, stats.sha256, json.dumps(stats.options, sort_keys=True))
         if key in seen:
             stats.already_ingested = True
             reports.append(stats)
             log.info("%s: already in %s (same sha256), not counted again", spec, out)
             continue
+        refuse_rereading(manifest, spec, source, stats.sha256, stats.options, out)
         records = reader(src, options) if data is None else reader(_BufferedStdin(data), options)
         _merge(rows, source, records, stats)
         seen.add(key)
@@ -295,7 +308,7 @@ def _manifest_entry(stats: FileStats) -> dict:
 def _merge(rows: Rows, source: str, records, stats: FileStats) -> None:
     """Count every record into `stats` and add the prompts to `rows` (the hot loop of a large ingest).
     A log repeats its lines: each distinct raw text is normalised once (memoised)."""
-    clean = functools.lru_cache(maxsize=1 << 18)(normalize)
+    clean = functools.lru_cache(maxsize=1 << 18)(_normalized)
     for record in records:
         stats.read += 1
         if isinstance(record, Skipped):
@@ -310,6 +323,9 @@ def _merge(rows: Rows, source: str, records, stats: FileStats) -> None:
         if len(raw) > LONG_PROMPT_CHARS:
             stats.long_prompts += 1
         prompt = clean(raw)
+        if prompt is None:
+            stats.skip(Skipped(SURROGATE_REASON, record.ref, repr(raw)[:80]))
+            continue
         if not prompt:
             stats.skip(Skipped("empty prompt", record.ref, repr(raw)[:80]))
             continue
@@ -325,6 +341,15 @@ def _merge(rows: Rows, source: str, records, stats: FileStats) -> None:
             stats.kept += 1
         else:
             stats.merged += 1
+
+
+def _normalized(raw: str) -> str | None:
+    """normalize(raw), or None for text no file can hold: a lone surrogate (JSON's "\\ud83d" alone)."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return normalize(raw)
 
 
 class _BufferedStdin:

@@ -135,7 +135,8 @@ def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], boo
                 f"{spec}: a folder with no .parquet files in it",
                 "the text source reads a folder only as a Parquet dataset; give the files themselves",
             )
-        return [EngineInput(str(p), p, "parquet", False, path.name) for p in files], True
+        subset = path.resolve().name  # "." names the folder it is
+        return [EngineInput(str(p), p, "parquet", False, subset) for p in files], True
     needs = False
     if not path.exists() and _GLOB_CHARS.search(spec):
         found = sorted(glob.glob(spec, recursive=True))
@@ -164,33 +165,61 @@ def _expand(spec: str, copy: Path | None = None) -> tuple[list[EngineInput], boo
     return inputs, needs
 
 
-_KIND_WORDS = {"lines": "one-prompt-per-line", "json": "JSON list"}
-
-
 def refuse_unread_options(source: str, inputs: Sequence[str], read, options: EngineOptions) -> None:
-    """A count or time option given with an input that has no such column (a .txt, a .json list) would be
-    silently ignored (every count 1): a usage error (OptionError), before any work."""
-    count = read.count or options.count_column or options.count_field
-    if source != "text" or (count is None and read.time is None):
+    """An option that no input reads would be silently ignored: a usage error (OptionError), before any work.
+    A count or time option with any .txt or .json list input (its records would count 1, undated); --column
+    when no input is a table, or beside JSON lines without --field (the default field would be read);
+    --field when no input is JSON lines; either with a source other than text; --synonyms but with lvis."""
+    if read.synonyms and source != "lvis":
+        raise OptionError("--synonyms", f"only the lvis source has synonyms, not {source}")
+    if source != "text":
+        for flag, given in (("--column", read.column), ("--field", read.field)):
+            if given is not None:
+                raise OptionError(flag, f"the {source} source has no columns or fields to choose")
         return
+    count = read.count or options.count_column or options.count_field
+    kinds = []
     for spec in inputs:
-        if spec.startswith("builtin:") or Path(spec).is_dir():  # a Parquet dataset may hold counts
-            continue
-        pattern = not Path(spec).exists() and _GLOB_CHARS.search(spec)
-        for name in sorted(glob.glob(spec, recursive=True)) if pattern else [spec]:
-            kind = _text_kind(name, read)
-            if kind not in _KIND_WORDS:
-                continue
-            flag, readers = (
-                ("--count-column/--count-field", "csv/tsv/jsonl/Parquet")
-                if count is not None
-                else ("--time-column/--time-field", "csv/tsv/jsonl")
-            )
+        if spec == "-":
+            if read.column is not None and read.field is not None:
+                raise OptionError(
+                    "--column", "stdin is read as CSV (--column) or JSON lines (--field), not both"
+                )
+            kinds.append((spec, _text_kind(spec, read)))
+        elif Path(spec).is_dir():  # a Parquet dataset
+            kinds.append((spec, "parquet"))
+        elif not spec.startswith("builtin:"):
+            pattern = not Path(spec).exists() and _GLOB_CHARS.search(spec)
+            names = sorted(glob.glob(spec, recursive=True)) if pattern else [spec]
+            kinds += [(name, _text_kind(name, read)) for name in names]
+    for name, kind in kinds:
+        for flag, given, readers in (
+            ("--count-column/--count-field", count, "csv/tsv/jsonl/Parquet"),
+            ("--time-column/--time-field", read.time, "csv/tsv/jsonl"),
+        ):
+            if given is not None and kind in ("lines", "json"):
+                raise OptionError(
+                    flag,
+                    f"{name} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
+                    f"give it with {readers} inputs only; ingest this file in a separate run without it",
+                )
+        if kind == "jsonl" and read.column is not None and read.field is None:
             raise OptionError(
-                flag,
-                f"{name} is a {_KIND_WORDS[kind]} file: it has no column or field to read that from",
-                f"give it with {readers} inputs only; ingest this file in a separate run without it",
+                "--column", f"{name} is a JSON lines file: its prompts are in a field", "name it with --field"
             )
+    found = sorted({_KIND_WORDS[kind] for _, kind in kinds if kind in _KIND_WORDS})
+    for flag, given, tables in (
+        ("--column", read.column, "csv tsv parquet"),
+        ("--field", read.field, "jsonl"),
+    ):
+        if given is not None and kinds and not any(kind in tables.split() for _, kind in kinds):
+            raise OptionError(
+                flag, f"no input has a {flag[2:]} to choose (the inputs: {', '.join(found)} files)"
+            )
+
+
+_KIND_WORDS = {"lines": "one-prompt-per-line", "json": "JSON list", "jsonl": "JSON lines", "csv": "CSV",
+               "tsv": "TSV", "parquet": "Parquet"}  # fmt: skip
 
 
 def _text_kind(spec: str, read) -> str:

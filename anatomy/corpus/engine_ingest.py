@@ -28,10 +28,11 @@ from anatomy.corpus.engine_run import (
     connection,
     count_name,
     engine_error,
+    python_records,
     records_sql,
     scan_file,
 )
-from anatomy.corpus.identity import manifest_key
+from anatomy.corpus.identity import manifest_key, read_options, refuse_rereading
 from anatomy.corpus.schema import REBUILD_HINT
 from anatomy.errors import InputError
 from anatomy.io import atomic_paths, dumps_json
@@ -94,6 +95,7 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
             count = count_name(f, options, eopts)
             if count is not None:
                 chosen["count"] = count  # as the Python reader's manifest says it, so the two keys agree
+            chosen = read_options("text", f.spec, chosen)
             stats = FileStats(f.spec, "text", sha, chosen)
             key = ("text", sha, json.dumps(chosen, sort_keys=True))
             reports.append(stats)
@@ -101,11 +103,13 @@ def ingest_engine(files: Sequence[EngineInput], out: Path, options, eopts: Engin
                 stats.already_ingested = True
                 log.info("%s: already in %s (same sha256), not counted again", f.spec, out)
                 continue
+            refuse_rereading(manifest, f.spec, "text", sha, chosen, out)
             try:
                 if pending is not None:
                     _insert(con, pending)
                     pending, empty = None, False
-                _ingest_file(con, f, records_sql(con, f, new_line, options, eopts), stats, empty)
+                records = records_sql(con, f, new_line, options, eopts)
+                _ingest_file(con, f, records, stats, empty, lambda f=f: python_records(con, f, options))
             except duckdb.Error as err:  # a file the engine cannot parse, memory
                 raise engine_error(f.spec, err) from None
             pending = {"subset": f.subset, "name": f.name}
@@ -159,13 +163,18 @@ def _load_corpus(con, out: Path) -> None:
         raise InputError(f"{out}: column 'prompt' has empty prompts", REBUILD_HINT)
 
 
-def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: bool) -> None:
+def _ingest_file(con, f: EngineInput, records: str, stats: FileStats, empty: bool, fallback) -> None:
     """Count `f`'s records into `stats` and leave its prompts, grouped, in table `agg`; the corpus's counts
-    are updated here, its new rows added by _insert (or written from `agg` by _write)."""
+    are updated here, its new rows added by _insert (or written from `agg` by _write). A record the engine
+    cannot judge alone (engine_sql.FALLBACK) has the Python reader read the file: `fallback()` its records."""
     from anatomy.corpus.normalize import normalize
 
     fast = sql.fast_match("raw")
     con.execute(_DISTINCT.format(fast=fast, records=records))
+    if con.execute("SELECT count(*) FROM r WHERE bad = $b", {"b": sql.FALLBACK}).fetchall()[0][0]:
+        log.info("%s: a record spans lines or is malformed; the Python reader reads the file", f.spec)
+        records = fallback()
+        con.execute(_DISTINCT.format(fast=fast, records=records))
     con.execute("CREATE OR REPLACE TABLE slowmap (raw VARCHAR, prompt VARCHAR)")
     slow = con.cursor()  # Python's normalize() on the distinct raw strings the SQL form does not cover
     slow.execute("SELECT raw FROM r WHERE bad IS NULL AND NOT fast")
@@ -246,15 +255,24 @@ def _skips(con, f: EngineInput, records: str, stats: FileStats, counts: dict[str
             if reason == "empty prompt":
                 example = repr(e["raw"])[:80]
             elif reason.startswith("not a string") and f.kind == "jsonl" and example is not None:
-                example = repr(json.loads(example))[:80]
+                example = _json_repr(example)
             elif reason == sql.COUNT_REASON and f.kind != "parquet":  # the count as Python's reader shows it
-                example = repr(json.loads(example) if f.kind == "jsonl" else example)[:80]
+                example = _json_repr(example) if f.kind == "jsonl" else repr(example)[:80]
             where = f"{f.name}:{e['n']}"
             if reason == "invalid JSON line" and example is not None:  # the full line: say the column
                 where, example = where + _json_column(example), example[:80]
             texts.append(f"{where}: {example}" if example else where)
         stats.skips[reason] = {"count": int(counts[reason]), "examples": texts}
         stats.skipped += int(counts[reason])
+
+
+def _json_repr(text: str) -> str:
+    """A JSON value's text shown as the Python reader shows the value (its repr, cut to 80 characters); the
+    text itself where Python cannot read it back (a 5000-digit number, a deep nesting): never a crash."""
+    try:
+        return repr(json.loads(text))[:80]
+    except (ValueError, RecursionError):
+        return text[:80]
 
 
 def _json_column(line: str) -> str:

@@ -97,7 +97,7 @@ def scan_file(f: EngineInput) -> tuple[str, str | None]:
     a line-based file holds a CR alone or a unit separator (0x1f) and the Python reader must take it. One
     pass; CRs are counted only in the chunks that hold one (memchr first), so a plain log costs its hash."""
     digest = hashlib.sha256()
-    line_based = f.kind in ("lines", "jsonl")
+    line_based = f.kind != "parquet"  # csv/tsv too: the engine reads their lines (engine_sql.csv_records)
     ends = _LineEnds()
     try:
         with open(f.path, "rb") as handle:
@@ -164,25 +164,22 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
         _register_count(con)
     if f.kind == "lines":
         return sql.lines_records(str(f.path), new_line)
+    if f.kind in ("jsonl", "csv", "tsv"):
+        from anatomy.corpus import engine_udf
+
+        engine_udf.register(con)
     if f.kind == "jsonl":
-        field = options.field
-        if field is None:
-            first = con.execute(
-                f"SELECT line FROM ({sql.lines(str(f.path), new_line)}) "
-                "WHERE json_valid(line) AND json_type(line) = 'OBJECT' LIMIT 1"
-            ).fetchall()
-            field = (
-                _pick(src, sorted(map(str, json.loads(first[0][0]))), None, "--field") if first else "prompt"
-            )
+        field = options.field if options.field is not None else _first_fields(con, f, new_line, src)
         return sql.jsonl_records(str(f.path), new_line, field, count)
     if f.kind in ("csv", "tsv"):
         delimiter = "\t" if f.kind == "tsv" else ","
-        scan = sql.csv_scan(str(f.path), delimiter)
-        header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        header = _csv_header(f, new_line, delimiter)
+        if header is None:  # a header the engine cannot read alone: the Python reader words it
+            return python_records(con, f, options)
         column = _pick(src, header, options.column, "--column")
         if count is not None:
             _pick(src, header, count, "--count-column")
-        return sql.csv_records(str(f.path), delimiter, column, count)
+        return sql.csv_records(str(f.path), new_line, delimiter, header, column, count)
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql.quote(str(f.path))})").fetchall()
     types = {row[0]: row[1] for row in described}
     header = list(types)
@@ -200,6 +197,52 @@ def records_sql(con, f: EngineInput, new_line: str | None, options, eopts: Engin
                 "pass --count-column NAME",
             )
     return sql.parquet_records(str(f.path), column, count, types[count] if count else "BIGINT")
+
+
+def _first_fields(con, f: EngineInput, new_line: str, src) -> str:
+    """The field holding the prompts, picked (as the Python reader does) from the keys of the first line that
+    json.loads reads as an object; "prompt" when none does."""
+    cur = con.cursor()
+    cur.execute(
+        f"SELECT line FROM ({sql.lines(str(f.path), new_line)}) WHERE regexp_matches(line, "
+        f"{sql.quote('^' + sql.PY_SPACE + '*{')})"
+    )
+    try:
+        while batch := cur.fetchmany(1000):
+            for (line,) in batch:
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(obj, dict):
+                    from anatomy.corpus.sources.text import _pick
+
+                    return _pick(src, sorted(map(str, obj)), None, "--field")
+    finally:
+        cur.close()
+    return "prompt"
+
+
+def _csv_header(f: EngineInput, new_line: str, delimiter: str) -> list[str] | None:
+    """The header row as the Python reader reads it (fields stripped); None when the engine cannot read it
+    alone (an empty or undecodable first line, a quoted field spanning lines, a stray quote)."""
+    import pyarrow as pa
+
+    from anatomy.corpus.engine_udf import csv_fields
+
+    head = b""
+    with pa.input_stream(str(f.path), compression="detect") as stream:
+        while b"\n" not in head and (chunk := stream.read(1 << 16)):
+            head += chunk
+    try:
+        line = head.split(b"\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    line = line.removeprefix("\ufeff")
+    if new_line == "\r\n":
+        line = line.removesuffix("\r")
+    fields = csv_fields(line, delimiter) if line else None
+    return [h.strip() for h in fields] if fields else None
 
 
 def _register_count(con) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SURROGATE_REASON = "not valid Unicode (lone surrogate)"  # text no file can hold (JSON's "\\udc80" alone)
+
 
 @dataclass(frozen=True, slots=True)
 class PromptRecord:

@@ -19,20 +19,24 @@ BATCH = 8_192  # prompts per batch (a fast tokenizer keeps KBs per prompt of a b
 
 def corpus_batches(corpus: str | Path, columns: list[str], batch: int = BATCH) -> Iterator:
     """Arrow record batches of `columns`, `batch` rows at a time, checked as read_corpus_table checks them
-    (column types once; nulls, counts below 1 and empty prompts per batch; no rows at all)."""
+    (column types once; nulls, counts below 1 and empty prompts per batch; no rows at all).
+
+    The counts are checked whichever columns are asked for (read beside them, 8 bytes a row, then dropped):
+    a writer fed from these batches (tokens.parquet) fails before its commit, never after it."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from anatomy.corpus.corpus import _read_schema_checked
-    from anatomy.corpus.schema import REBUILD_HINT, check_corpus_table
+    from anatomy.corpus.schema import COUNT_COLUMN, REBUILD_HINT, check_corpus_table
 
     schema = _read_schema_checked(Path(corpus))
     check_corpus_table(schema.empty_table(), corpus, allow_empty=True)  # the column types
+    read = list(dict.fromkeys([*columns, COUNT_COLUMN]))
     rows = 0
     try:
         reader = pq.ParquetFile(corpus, page_checksum_verification=True)
-        for record_batch in reader.iter_batches(batch_size=batch, columns=columns):
-            for name in columns:
+        for record_batch in reader.iter_batches(batch_size=batch, columns=read):
+            for name in read:
                 column = record_batch.column(name)
                 if column.null_count:
                     raise InputError(f"{corpus}: column {name!r} has missing (null) values", REBUILD_HINT)
@@ -41,7 +45,7 @@ def corpus_batches(corpus: str | Path, columns: list[str], batch: int = BATCH) -
                 if name == "prompt" and pc.any(pc.equal(column, "")).as_py():
                     raise InputError(f"{corpus}: column 'prompt' has empty prompts", REBUILD_HINT)
             rows += record_batch.num_rows
-            yield record_batch
+            yield record_batch if read == columns else record_batch.select(columns)
     except (OSError, ValueError) as err:  # pyarrow's errors for a damaged file (ArrowInvalid is a ValueError)
         raise InputError(f"{corpus}: not a readable Parquet file or damaged ({err})") from None
     if not rows:

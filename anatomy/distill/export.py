@@ -63,7 +63,10 @@ def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() and (run_dir / "model.safetensors").exists():
         return run_dir
-    if run_dir.exists() and not run_dir.is_dir():
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such directory",
+                         "give a RUN_DIR written by `anatomy distill` (or a student directory)")  # fmt: skip
+    if not run_dir.is_dir():
         raise InputError(f"{run_dir}: a file, not a run directory",
                          "give a RUN_DIR written by `anatomy distill` (or a student directory)")  # fmt: skip
     path = run_dir / "checkpoints" / which
@@ -124,6 +127,21 @@ def _student_export(run_dir: str | Path, fmt: str, out: Path, which: str) -> dic
     return {**summary, "notes": notes} if notes else summary
 
 
+def _other_formats(cfg, refused: str) -> str:
+    """The formats that take this student, other than the one that refused it (for the refusal's hint): the
+    LiteText layout takes s0/s1/l with the CLIP tokenizer and 256-d output, open_clip any non-S0 student with the
+    CLIP tokenizer, ONNX (and int8) every student."""
+    takes = {
+        "litetext": cfg.architecture.startswith("litetext-")
+        and cfg.tokenizer == "clip"
+        and cfg.output_dim == 256,
+        "open_clip": cfg.architecture != "litetext-s0" and cfg.tokenizer == "clip",
+        "onnx": True,
+        "int8": True,
+    }
+    return " or ".join(f for f, ok in takes.items() if ok and f != refused)
+
+
 def _litetext(module, cfg, source: Path, out: Path) -> dict:
     from anatomy.encoders import mobileclip
     from anatomy.encoders.checkpoints import save_state_dict
@@ -132,7 +150,7 @@ def _litetext(module, cfg, source: Path, out: Path) -> dict:
         raise InputError(
             f"{source}: the LiteText layout holds only s0/s1/l students with the CLIP tokenizer and 256-d output "
             f"(this one: {cfg.architecture}, tokenizer {cfg.tokenizer}, output {cfg.output_dim})",
-            "use --format open_clip, or load the student directly as student:PATH",
+            f"use --format {_other_formats(cfg, 'litetext')}, or load the student directly as student:PATH",
         )
     state = mobileclip.litetext_state_dict(module)
     if out.suffix == ".safetensors":
@@ -197,12 +215,12 @@ def _open_clip(module, cfg, source: Path, out: Path) -> dict:
     if cfg.architecture == "litetext-s0":
         raise InputError(
             f"{source}: S0's RepMixer blocks have no open_clip counterpart",
-            "use --format litetext for S0, or load it directly as student:PATH",
+            f"use --format {_other_formats(cfg, 'open_clip')}, or load it directly as student:PATH",
         )
     if cfg.tokenizer != "clip":
         raise InputError(
             f"{source}: open_clip text towers here use the CLIP tokenizer, this student uses {cfg.tokenizer}",
-            "load the student directly as student:PATH",
+            f"use --format {_other_formats(cfg, 'open_clip')}, or load the student directly as student:PATH",
         )
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory", "the open_clip format is a directory")

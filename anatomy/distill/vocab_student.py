@@ -53,6 +53,45 @@ class RunVocabulary:
         return self.tokenizer.vocab_size
 
 
+def folder_corpus(folder: Path) -> tuple[str, str] | None:
+    """(name, sha256) of the corpus an output folder is about: the corpus its audit record names (corpus.parquet
+    by default) as the file is now, else the hash the record holds; None where the folder records no corpus."""
+    import json
+
+    from anatomy.io import file_sha256
+
+    name, recorded = "corpus.parquet", None
+    record = folder / "results" / "audit.json"
+    if record.is_file():
+        try:
+            stage = (json.loads(record.read_text(encoding="utf-8")).get("stages") or {}).get("corpus") or {}
+        except (OSError, ValueError, AttributeError):
+            stage = {}
+        if isinstance(stage, dict):
+            path, sha = stage.get("path"), stage.get("sha256")
+            name = path if isinstance(path, str) else name
+            recorded = sha if isinstance(sha, str) else None
+    for where in (folder / name, Path(name)):
+        if where.is_file():
+            return str(where), file_sha256(where)
+    return (name, recorded) if recorded else None
+
+
+def check_folder_corpus(folder: Path, built_from: dict | None, option: str) -> None:
+    """Refuse folder/vocab.json where it was built from another corpus than the one the folder is about (a
+    vocabulary an earlier run left beside a new audit's corpus); nothing to check where the folder has none."""
+    theirs = folder_corpus(folder)
+    mine = built_from.get("sha256") if isinstance(built_from, dict) else None
+    if theirs is None or not mine or mine == theirs[1]:
+        return
+    raise InputError(
+        f"{option} {folder}: its vocab.json was built from {(built_from or {}).get('name', '?')} (sha256 {mine[:12]}), not "
+        f"from {theirs[0]} (sha256 {theirs[1][:12]}), the corpus of that folder: another run left it there",
+        f"rebuild it (anatomy vocab --corpus {theirs[0]} --out {folder}), or give the file itself "
+        f"({folder / 'vocab.json'}) to use it anyway",
+    )
+
+
 def load_for_run(path: str | Path, teacher: str) -> RunVocabulary:
     """DIR/vocab.json (checked), refused unless it was built from the teacher's own tokenizer."""
     from anatomy.vocab.store import base_fingerprint, base_tokenizer, load, specialise
@@ -64,6 +103,8 @@ def load_for_run(path: str | Path, teacher: str) -> RunVocabulary:
             f"--vocab {path}: no vocab.json there", "build one with `anatomy vocab --corpus C --out DIR`"
         )
     vocab = load(file)
+    if path.is_dir():
+        check_folder_corpus(path, vocab.corpus, "--vocab")
     rebuild = f"build it with the teacher's tokenizer: anatomy vocab --corpus CORPUS --tokenizer {teacher} --out DIR"
     try:
         teacher_base = base_tokenizer(teacher)

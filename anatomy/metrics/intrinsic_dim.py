@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anatomy.metrics.knn import exact_knn
+from anatomy.metrics.points import PointsError
 
 K_NEIGHBOURS = 20
 DISCARD_FRACTION = 0.1
@@ -31,21 +32,19 @@ DISCARD_FRACTION = 0.1
 def dedupe_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows in first-occurrence order, and the indices they came from.
 
-    Rows are equal when their bytes are equal. Found by a 64-bit hash per row (sorting hashes, not rows),
-    with every hash collision checked byte for byte. float32 and float64 points keep their dtype (the kNN
-    takes differences in float64 either way, so every estimate is the same), other numbers become float64;
-    when no row repeats, the points themselves come back (no copy).
+    Rows are equal when their values are: compared by their bytes with -0.0 read as 0.0 (NaN is refused
+    before). Found by a 64-bit hash per row (sorting hashes, not rows), with every hash collision checked
+    byte for byte. float32 and float64 points keep their dtype (the kNN takes differences in float64 either
+    way, so every estimate is the same); other numbers become float64 first (integers past 2^53 that round
+    to one float64 are one point); when no row repeats, the points themselves come back (no copy).
     """
     x = np.asarray(points)
     if x.ndim != 2:
         raise ValueError(f"points must be a 2-D array [n, d], got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     first = _first_of_each_distinct(x)
-    if x.dtype in (np.float32, np.float64):
-        return (x if first.size == len(x) else x[first]), first
-    unique = np.empty((first.size, x.shape[1]), dtype=np.float64)
-    for s in range(0, first.size, _CHUNK):
-        unique[s : s + _CHUNK] = x[first[s : s + _CHUNK]]
-    return unique, first
+    return (x if first.size == len(x) else x[first]), first
 
 
 _CHUNK = 8192  # rows per slice in the row-wise passes (bounded temporaries)
@@ -56,15 +55,14 @@ def _first_of_each_distinct(x: np.ndarray) -> np.ndarray:
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    words = _row_words(np.ascontiguousarray(x))
-    hashes = _row_hashes(words)
+    hashes = _row_hashes(x)
     order = np.argsort(hashes, kind="stable")  # equal hashes keep ascending row order
     sorted_hashes = hashes[order]
     starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
     sizes = np.diff(np.r_[starts, n])
     keep = np.ones(n, dtype=bool)  # per position in `order`
     for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-        rows = np.ascontiguousarray(words[order[start : start + size]])
+        rows = _row_words(x[order[start : start + size]])
         _, first = np.unique(
             rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))), return_index=True
         )
@@ -73,18 +71,23 @@ def _first_of_each_distinct(x: np.ndarray) -> np.ndarray:
     return np.sort(order[keep])
 
 
-def _row_hashes(words: np.ndarray) -> np.ndarray:
-    """A 64-bit linear hash of each row of words (uint64 arithmetic wraps modulo 2**64)."""
-    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64)
-    multipliers |= np.uint64(1)
-    hashes = np.empty(len(words), dtype=np.uint64)
-    for s in range(0, len(words), _CHUNK):
-        hashes[s : s + _CHUNK] = (words[s : s + _CHUNK].astype(np.uint64) * multipliers).sum(axis=1)
+def _row_hashes(x: np.ndarray) -> np.ndarray:
+    """A 64-bit linear hash of each row's words (uint64 arithmetic wraps modulo 2**64), a chunk at a time."""
+    hashes = np.empty(len(x), dtype=np.uint64)
+    multipliers = None
+    for s in range(0, len(x), _CHUNK):
+        words = _row_words(x[s : s + _CHUNK])
+        if multipliers is None:
+            multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64)
+            multipliers |= np.uint64(1)
+        hashes[s : s + _CHUNK] = (words.astype(np.uint64) * multipliers).sum(axis=1)
     return hashes
 
 
 def _row_words(x: np.ndarray) -> np.ndarray:
-    """The rows' bytes as a 2-D array of the widest unsigned words that divide a row."""
+    """The rows' bytes as a 2-D array of the widest unsigned words that divide a row; floats with -0.0 made
+    0.0 first (equal values, different bytes: as two points they would sit at distance 0)."""
+    x = np.ascontiguousarray(x + x.dtype.type(0) if x.dtype.kind == "f" else x)
     row_bytes = x.dtype.itemsize * x.shape[1]
     word = next(w for w in (8, 4, 2, 1) if row_bytes % w == 0)
     return x.reshape(len(x), -1).view(np.dtype(f"u{word}")).reshape(len(x), row_bytes // word)
@@ -104,6 +107,12 @@ def twonn_linear(mu: np.ndarray, discard_fraction: float = DISCARD_FRACTION) -> 
         )
     x = np.log(mu[:n_keep])
     y = -np.log(1 - np.arange(1, n_keep + 1) / n)
+    if not x.any():
+        raise PointsError(
+            f"TwoNN is undefined here: for all {n_keep:,} kept points the two nearest neighbours are at one "
+            "distance (r2 = r1), as on a grid or with binary or quantised values",
+            "intrinsic dimension needs points whose neighbour distances vary (add a little noise?)",
+        )
     return float(_dot(x, y) / _dot(x, x))
 
 
@@ -122,7 +131,8 @@ def mle_local(knn_dist: np.ndarray) -> np.ndarray:
     """Levina-Bickel local estimates from each row's ascending k neighbour distances."""
     r = np.asarray(knn_dist, dtype=np.float64)
     k = r.shape[1]
-    return (k - 1) / np.log(r[:, -1:] / r).sum(1)
+    with np.errstate(divide="ignore"):  # k equidistant neighbours: inf (estimates_from_knn refuses it)
+        return (k - 1) / np.log(r[:, -1:] / r).sum(1)
 
 
 def harmonic_mean(values: np.ndarray) -> float:
@@ -156,15 +166,34 @@ class IntrinsicDim:
 
 
 def estimates_from_knn(knn_dist: np.ndarray) -> dict[str, float]:
-    """TwoNN (both forms) and MLE (both means) from one kNN distance table."""
+    """TwoNN (both forms) and MLE (both means) from one kNN distance table (of distinct points)."""
+    _check_measurable(knn_dist)
     mu = knn_dist[:, 1] / knn_dist[:, 0]
     local = mle_local(knn_dist)
+    tied = np.isinf(local)
+    if tied.any():
+        raise PointsError(
+            f"the MLE is undefined here: the k = {knn_dist.shape[1]} nearest neighbours of {tied.sum():,} of "
+            f"{tied.size:,} points are all at one distance (a grid, or binary or quantised values?)",
+            "intrinsic dimension needs points whose neighbour distances vary (add a little noise?)",
+        )
     return {
         "twonn_linear": twonn_linear(mu),
         "twonn_closed_form": twonn_closed_form(mu),
         "mle_harmonic": harmonic_mean(local),
         "mle_mean": float(np.mean(local)),
     }
+
+
+def _check_measurable(knn_dist: np.ndarray) -> None:
+    """Distinct points at distance 0: their difference squares to below float64's range."""
+    zero = knn_dist[:, 0] == 0
+    if zero.any():
+        raise PointsError(
+            f"{zero.sum():,} distinct point(s) lie closer to a neighbour than float64 can measure (their "
+            "squared distance underflows to 0)",
+            "round the points (e.g. to float32) or scale them up first",
+        )
 
 
 def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
@@ -191,7 +220,7 @@ def bootstrap_spread(knn_dist: np.ndarray, n_boot: int = 200, seed: int = 0, lev
         pick = rng.integers(0, n, n)
         x = np.repeat(log_sorted, np.bincount(place[pick], minlength=n))[:n_keep]
         draws[:, b] = (
-            _dot(x, y) / _dot(x, x),
+            _dot(x, y) / _dot(x, x) if x.any() else np.nan,  # a draw of only tied points: no slope
             (n - 1) / log_mu[pick].sum(),
             1.0 / np.mean(inverse_local[pick]),
             np.mean(local[pick]),
@@ -234,6 +263,15 @@ def centred_erank(x: np.ndarray) -> float:
     return spectrum_stats(np.sqrt(np.clip(eig, 0.0, None))).erank
 
 
+def _scaled_up(x: np.ndarray) -> np.ndarray:
+    """Points spread over less than 2^-64 times a power of two that brings the spread near 1 (exact; every
+    estimate is scale-free): tiny float64 points would otherwise square to below float64's range."""
+    span = float(np.max(x.max(axis=0) - x.min(axis=0)))
+    if not 0 < span < 2.0**-64:
+        return x
+    return x * x.dtype.type(2.0 ** -np.frexp(span)[1])
+
+
 def intrinsic_dim(
     points: np.ndarray, k: int = K_NEIGHBOURS, n_boot: int = 200, seed: int = 0, fast: bool | None = None
 ) -> IntrinsicDim:
@@ -243,6 +281,7 @@ def intrinsic_dim(
     raw = check_array(points)  # finite real [n, d]: InputError (a ValueError too) otherwise
     x, _ = dedupe_rows(raw)
     check_points(x, k)
+    x = _scaled_up(x)
     k_used = min(k, len(x) - 1)
     dist, _ = exact_knn(x, k_used, fast=fast)
     values = estimates_from_knn(dist)

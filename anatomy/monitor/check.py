@@ -78,6 +78,24 @@ class CheckResult:
         return any(f.mark == "fail" for f in self.findings)
 
 
+def _ingest_into(out_dir: Path, ingest: Callable[[], Path]) -> Path:
+    """Make out_dir and ingest the log into it; a log that cannot be read (a missing file, an option that does
+    not fit it) leaves no folder behind where this run made it."""
+    import shutil
+
+    created = out_dir.absolute()
+    while not created.parent.exists() and created.parent != created.parent.parent:
+        created = created.parent  # the outermost folder this run makes
+    made = not created.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return ingest()
+    except Exception:
+        if made:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, options: ReadOptions = ReadOptions(),
               cfg: CheckConfig = CheckConfig(), progress: Callable[[str], None] = lambda _m: None) -> CheckResult:  # fmt: skip
     """Every check of the log against the deployment in `against`; writes OUT and returns the result."""
@@ -89,9 +107,8 @@ def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, opt
 
     out_dir = Path(out_dir)
     dep = read_deployment(against)  # a wrong folder fails before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
     progress(f"deployment: {dep.kind} {dep.folder} (context {dep.context}, tokenizer {dep.tokenizer})")
-    data = read_log(ingest_log(logs, out_dir, options))
+    data = read_log(_ingest_into(out_dir, lambda: ingest_log(logs, out_dir, options)))
     progress(f"log: {len(data.prompts):,} distinct prompts, {data.n_requests:,} requests")
     skipped: dict[str, str] = {}
     teacher = functools.cache(lambda: load(str(dep.teacher), device=cfg.device, context_length=dep.context))

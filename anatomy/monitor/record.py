@@ -112,6 +112,9 @@ def _is_audit(folder: Path) -> bool:
 
 def _read_audit(folder: Path) -> Deployment:
     audit = _json(folder / "results" / "audit.json")
+    if audit.get("state") == "running":  # anatomy.report.record.RUNNING: a mixture of two audits
+        raise InputError(f"{folder}: the audit into this folder did not finish (it was killed or failed)",
+                         f"rerun `anatomy audit` into {folder} first")  # fmt: skip
     config = audit.get("config", {})
     corpus_path = audit.get("stages", {}).get("corpus", {}).get("path") or "corpus.parquet"
     tokens_path = folder / "results" / "tokens.json"
@@ -125,6 +128,11 @@ def _read_audit(folder: Path) -> Deployment:
     if agreement.exists():  # the student against the teacher on the audited (training) corpus
         eval_figures = _agreement_figures(_json(agreement))
     vocab = folder / "vocab.json"
+    if vocab.exists():  # a vocabulary an earlier run left beside this audit's corpus is not what it deployed
+        from anatomy.distill.vocab_student import check_folder_corpus
+
+        built = _json(vocab)
+        check_folder_corpus(folder, built.get("corpus") if isinstance(built, dict) else None, "--against")
     encoders = config.get("encoders") or []
     return Deployment(
         kind="audit", folder=folder, tokenizer=tokenizer, context=int(context),

@@ -4,10 +4,17 @@ Works on a folder built by `anatomy audit` or step by step (`make reports`, or t
 --out): results are found through the registry and the layout (anatomy.layout); failures come from what
 the audit recorded in results/audit.json.
 
-Only this audit's results are reported: after an audit, a result of an analysis it did not run, of an encoder
-it did not load, or computed on another corpus (by the sha256 its provenance records) is left out with an
-"info" finding naming the file (another run left it in the folder). A folder built step by step is checked
-against the corpus it holds (corpus.parquet), when it holds one.
+Every result shown is checked against the corpus the report is about: the corpus file the folder holds
+(corpus.parquet, or the .parquet the audit was given), hashed when the report is built; only where that file is
+gone (the committed reports/) the hash the audit recorded. A result computed on another corpus (by the sha256
+its provenance records), of an analysis the audit did not run or of an encoder it did not load is left out with
+an "info" finding naming the file and what it wrote beside it (figures, artefacts such as vocab.json).
+
+The audit's record (results/audit.json) is trusted only where it describes that corpus and is complete: an
+audit writes a "running" record before it starts and the complete one last, so a killed audit leaves a record
+that says so; a corpus that changed after the audit (a given .parquet ingested into again) no longer has the
+recorded hash. Either way the report says so in a warning, shows only the results computed on the corpus now
+there, and leaves out the record's failures (they were about another corpus, or never completed).
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ def read_status(out_dir: Path) -> AuditRecord:
 
 
 class _Filter:
-    """Which stored results belong to this report: the audit's analyses, on the audit's corpus."""
+    """Which stored results belong to this report: the audit's analyses, on the corpus the report is about."""
 
-    def __init__(self, out_dir: Path, audit: AuditRecord, corpus_sha256: str | None):
-        self.root, self.audit, self.sha256 = out_dir, audit, corpus_sha256
+    def __init__(self, out_dir: Path, audit: AuditRecord, corpus_sha256: str | None, changed: bool = False):
+        self.root, self.audit, self.sha256, self.changed = out_dir, audit, corpus_sha256, changed
         self.ignored: list[Leftover] = []
 
     def group(self, folder: Path, scope: str, stage: GroupStage | None, spec: str) -> GroupRecord:
@@ -51,7 +58,7 @@ class _Filter:
             sha256 = stored.input_hash("corpus") if runner.reads_corpus(analysis) else self.sha256
             reason = self._reason(name, sha256, ran, record)
             if reason:
-                self.ignored.append(Leftover(where, reason))
+                self.ignored.append(Leftover(where, reason, _beside(self.root, folder, name, stored)))
                 continue
             record.results[name] = stored.result
             record.figures[name] = [p.relative_to(self.root).as_posix() for p in stored.figures(folder)]
@@ -63,17 +70,38 @@ class _Filter:
         if name in record.errors or name in record.not_applicable:
             return "this audit's run of it failed or did not apply"
         if self.sha256 and sha256 != self.sha256:
-            return "computed on another corpus" if sha256 else "computed without this audit's corpus"
+            if not sha256:
+                return "computed without this audit's corpus"
+            recorded = self.audit.corpus.sha256 if self.audit.corpus is not None else None
+            if self.changed and sha256 == recorded:
+                return "computed on another corpus: the audit's, which has changed since"
+            return "computed on another corpus"
         return ""
 
 
-def collect(out_dir: str | Path, status: AuditRecord | None = None) -> FolderRecord:
+def _beside(root: Path, folder: Path, name: str, stored) -> list[str]:
+    """What a left-out result wrote beside it: its figures, and its artefacts at the top of its folder (NAME.*,
+    e.g. vocab.json, tokens.parquet), so a reader of the report knows those files are not this audit's either."""
+    figures = [p for p in stored.figures(folder) if p.is_file()]
+    artefacts = sorted(p for p in folder.glob(f"{name}.*") if p.is_file() and not p.name.startswith("."))
+    return [p.relative_to(root).as_posix() for p in artefacts + figures]
+
+
+def collect(out_dir: str | Path, status: AuditRecord | None = None, fresh: bool = False) -> FolderRecord:
+    """What out_dir holds for the report. fresh: `status` was just recorded by the audit that is finishing (its
+    corpus hash is current; the file is not hashed again)."""
     from anatomy.errors import InputError
 
     out_dir = Path(out_dir)
     audit = read_status(out_dir) if status is None else status
+    sha256 = _corpus_sha256(out_dir, audit, fresh)
+    recorded = audit.corpus.sha256 if audit.corpus is not None else None
+    changed = bool(recorded and sha256 and recorded != sha256)
+    problem = _record_problem(out_dir, audit, changed)
+    if problem:  # the record's failures are about another corpus, or an audit that never completed
+        audit = _without_stages(audit)
     corpus = _corpus_record(out_dir, audit)
-    keep = _Filter(out_dir, audit, _corpus_sha256(out_dir, audit, corpus))
+    keep = _Filter(out_dir, audit, sha256, changed)
     analyses = keep.group(out_dir, "corpus", None, "the corpus")
     analyses.errors, analyses.not_applicable = dict(audit.corpus_errors), dict(audit.corpus_not_applicable)
     # After an audit, only the encoders it ran; a folder built step by step: every encoder folder in it.
@@ -102,7 +130,7 @@ def collect(out_dir: str | Path, status: AuditRecord | None = None) -> FolderRec
                 f"{getattr(first, 'student', 'student')} vs {getattr(first, 'teacher', 'teacher')}"
             )
         pair = pair_group
-    record = FolderRecord(corpus, analyses, encoders, pair, ignored=keep.ignored)
+    record = FolderRecord(corpus, analyses, encoders, pair, ignored=keep.ignored, problem=problem)
     found = analyses.results or encoders or pair or "distinct_prompts" in corpus
     if not found and not audit.audited and audit.corpus is None:
         raise InputError(
@@ -113,14 +141,41 @@ def collect(out_dir: str | Path, status: AuditRecord | None = None) -> FolderRec
     return record
 
 
-def _corpus_sha256(out_dir: Path, audit: AuditRecord, corpus: dict[str, Any]) -> str | None:
-    """The hash of the corpus this report is about: as the audit recorded it, else of the corpus file here."""
+def _corpus_sha256(out_dir: Path, audit: AuditRecord, fresh: bool = False) -> str | None:
+    """The hash of the corpus this report is about: of the corpus file as it is now (what every result is
+    checked against); where the file is gone, as the audit recorded it."""
     from anatomy.io import file_sha256
 
-    if audit.corpus is not None and audit.corpus.sha256:
-        return audit.corpus.sha256
+    recorded = audit.corpus.sha256 if audit.corpus is not None else None
+    if fresh and recorded:
+        return recorded
     path = _corpus_path(out_dir, audit)
-    return file_sha256(path) if path.is_file() else None
+    return file_sha256(path) if path.is_file() else recorded
+
+
+def _record_problem(out_dir: Path, audit: AuditRecord, changed: bool) -> str | None:
+    """Why the audit's record does not describe the folder as it is (None: it does)."""
+    record = "results/audit.json"
+    if not audit.finished:
+        return (f"{record} records an audit into this folder that did not finish (it was killed or failed): "
+                "only results computed on the corpus now here are shown")  # fmt: skip
+    if changed:
+        path = audit.corpus.path if audit.corpus is not None else "corpus.parquet"
+        return (f"the corpus {path} has changed since the audit recorded in {record} (sha256 "
+                f"{audit.corpus.sha256[:12] if audit.corpus and audit.corpus.sha256 else '?'}): only results "
+                "computed on the corpus as it is now are shown")  # fmt: skip
+    return None
+
+
+def _without_stages(audit: AuditRecord) -> AuditRecord:
+    """The record's plan (what it meant to run, on which encoders) without what its stages gave."""
+    import dataclasses
+
+    encoders = None if audit.encoders is None else [GroupStage(e.spec, e.slug) for e in audit.encoders]
+    corpus = None if audit.corpus is None else dataclasses.replace(audit.corpus, failed=[])
+    pair = None if audit.pair is None else GroupStage(audit.pair.spec)
+    return dataclasses.replace(audit, corpus=corpus, corpus_errors={}, corpus_not_applicable={},
+                               encoders=encoders, pair=pair, check=None)  # fmt: skip
 
 
 def _corpus_path(out_dir: Path, audit: AuditRecord) -> Path:
@@ -183,15 +238,21 @@ def collect_findings(record: FolderRecord) -> list[Finding]:
         groups.append((PAIR, record.pair.spec, record.pair))
     for section, what, group in groups:
         for stage, error in group.errors.items():
-            found.append(stage_failed(section or stage, what, stage, error.error, error.hint))
+            command = stage if stage in ANALYSES else None  # each analysis is a command of its name
+            found.append(stage_failed(section or stage, what, stage, error.error, error.hint, command))
         for name, reason in group.not_applicable.items():
             found.append(Finding("info", section or name, f"{name}.not_applicable",
                                  f"{name} does not apply to {what}: {reason}", name))  # fmt: skip
         for name, result in group.results.items():
             found += ANALYSES[name].findings(result, section or name)
+    if record.problem:
+        found.append(Finding("warn", "report", "report.stale_record", record.problem, "results/audit.json",
+                             "rerun `anatomy audit` into this folder"))  # fmt: skip
     for left in record.ignored:
+        beside = f" (nor is what it wrote beside it: {', '.join(left.beside)})" if left.beside else ""
         found.append(Finding(
-            "info", "report", "report.leftover", f"{left.path} is not in this report ({left.reason})", left.path,
+            "info", "report", "report.leftover",
+            f"{left.path} is not in this report ({left.reason}){beside}", left.path,
             "another run left it in this folder; remove it, or audit into an empty folder",
         ))  # fmt: skip
     return found

@@ -16,6 +16,7 @@ from anatomy.analysis.base import Result
 from anatomy.errors import InputError
 
 AUDIT_SCHEMA_VERSION = 2
+COMPLETE, RUNNING = "complete", "running"  # AuditRecord.state
 
 
 class RecordError(InputError):
@@ -142,6 +143,13 @@ class AuditRecord:
     encoders: list[GroupStage] | None = None
     pair: GroupStage | None = None
     check: GroupStage | None = None  # `audit --against DIR`: spec is DIR (anatomy.monitor)
+    # "running": written when an audit starts, replaced by the complete record when it finishes; read back it
+    # means that audit never finished (killed, or failed before its report), so the folder is a mixture
+    state: str = COMPLETE
+
+    @property
+    def finished(self) -> bool:
+        return self.state == COMPLETE
 
     @property
     def audited(self) -> bool:
@@ -170,8 +178,9 @@ class AuditRecord:
         return stages
 
     def to_json(self, counts: Mapping[str, int], findings: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"schema_version": AUDIT_SCHEMA_VERSION, "config": self.config, "stages": self.stages_json(),
-                "counts": dict(counts), "findings": findings}  # fmt: skip
+        state = {} if self.finished else {"state": self.state}  # a finished record reads as before
+        return {"schema_version": AUDIT_SCHEMA_VERSION, **state, "config": self.config,
+                "stages": self.stages_json(), "counts": dict(counts), "findings": findings}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Any, path: Path | str) -> AuditRecord:
@@ -183,6 +192,8 @@ class AuditRecord:
         corpus = stages.get("corpus")
         pair = stages.get("pair")
         check = stages.get("check")
+        state = data.get("state", COMPLETE)
+        _check(state in (COMPLETE, RUNNING), path, f"state must be {COMPLETE} or {RUNNING}")
         return cls(
             config=dict(data.get("config", {})),
             corpus=CorpusStage.from_json(corpus, path) if corpus is not None else None,
@@ -191,6 +202,7 @@ class AuditRecord:
             encoders=None if encoders is None else [GroupStage.from_json(e, path, True) for e in encoders],
             pair=GroupStage.from_json(pair, path, False) if pair is not None else None,
             check=GroupStage.from_json(check, path, False) if check is not None else None,
+            state=state,
         )
 
     @classmethod
@@ -223,6 +235,9 @@ class Leftover:
 
     path: str  # relative to the folder
     reason: str
+    beside: list[str] = field(
+        default_factory=list
+    )  # what it wrote beside it: figures, artefacts (vocab.json)
 
 
 @dataclass
@@ -236,3 +251,4 @@ class FolderRecord:
     versions: dict[str, str] = field(default_factory=dict)
     ignored: list[Leftover] = field(default_factory=list)
     title: str | None = None
+    problem: str | None = None  # why the audit's record does not describe the folder (killed, corpus changed)

@@ -151,14 +151,13 @@ def prompt_sets(
 ) -> dict[str, tuple[list[str], list[list[str]]]]:
     """{set label: (prompts, sources of each)}: the test split, then each held-out file (distinct prompts)."""
     from anatomy.analysis.vocab import read_prompts
-    from anatomy.corpus.normalize import normalize
     from anatomy.io import read_json
 
     split = read_json(run_or_split / SPLIT_JSON)
     sets = {TEST_SET: ([t["prompt"] for t in split["test"]], [t["sources"] for t in split["test"]])}
     for spec in held_out:
         label = Path(spec).name
-        prompts = sorted({n for n in (normalize(t) for t in read_prompts(spec)) if n})
+        prompts = read_prompts(spec)  # distinct, normalised, none empty: as `anatomy vocab` measures them
         sets[label] = (prompts, [[label]] * len(prompts))
     return sets
 

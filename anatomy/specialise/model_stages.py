@@ -42,7 +42,7 @@ def distill_stage(run: StageRun, cfg: SpecialiseConfig, cand: Candidate) -> dict
     use_vocab = run.summaries["vocab"]["use"]
     dcfg = DistillConfig(
         teacher=cfg.teacher, student=student or "", corpus=str(run.inputs["split"] / TRAIN_CORPUS),
-        context=run.params["context"], steps=steps, batch_size=cfg.batch_size,
+        context=run.params["context"], steps=steps, batch_size=run.params["batch_size"],
         eval_every=max(1, steps // EVAL_EVERY_SHARE), seed=cfg.seed,
         vocab=str(run.inputs["vocab"]) if use_vocab else None,
     )  # fmt: skip

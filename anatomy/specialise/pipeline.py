@@ -25,6 +25,7 @@ from anatomy.specialise import model_stages as ms
 from anatomy.specialise.plan import (
     Candidate,
     SpecialiseConfig,
+    batch_for,
     candidates,
     check_inputs,
     check_teacher,
@@ -109,7 +110,8 @@ def build_stages(cfg: SpecialiseConfig, inputs: list[str], cands: list[Candidate
 def _candidate_stages(cfg: SpecialiseConfig, cand: Candidate, context, steps: int, held: dict) -> list[Stage]:
     def params(s: dict) -> dict:
         return {"candidate": cand.as_param(), "teacher": cfg.teacher, "context": context(s), "steps": steps,
-                "batch_size": cfg.batch_size, "seed": cfg.seed, "device": cfg.device or "auto"}  # fmt: skip
+                "batch_size": batch_for(cfg, s["split"]["n_train"]), "seed": cfg.seed,
+                "device": cfg.device or "auto"}  # fmt: skip
 
     return [
         Stage(f"distill-{cand.name}", "distill", ("tokens", "split", "vocab", "teacher"), params,
@@ -193,6 +195,9 @@ def run_specialise(
         raise InputError(
             f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
         )
+    from anatomy.audit import refuse_other_output
+
+    refuse_other_output(out_dir, "specialise")  # both write index.html: never into an audit's folder
     stages = build_stages(cfg, inputs, cands)
     if cfg.threads:
         import torch

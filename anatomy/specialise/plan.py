@@ -128,8 +128,11 @@ def candidates(cfg: SpecialiseConfig) -> list[Candidate]:
             out.append(Candidate(spec, spec, None))
             continue
         path = Path(spec)
-        if path.suffix != ".json" or not path.is_file():
-            raise InputError(f"--student {spec}: neither s0, s1, l nor an existing JSON config")
+        if path.suffix != ".json":  # a usage error (exit 2), naming the choices
+            raise OptionError("--student", f"{spec!r} is none of {', '.join(BODIES)} nor a CONFIG.json file",
+                              f"choose {', '.join(BODIES)}, or give a JSON student config (layers, width, heads)")  # fmt: skip
+        if not path.is_file():
+            raise InputError(f"--student {spec}: no such JSON config file", "check the path")
         try:
             arch = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -182,6 +185,16 @@ def check_teacher(spec: str) -> None:
     given = spec.partition(":")[2]
     if path is not None and given and Path(given) == Path(path) and not Path(path).exists():
         raise InputError(f"teacher {spec}: {path} not found", "check the checkpoint path")
+
+
+def batch_for(cfg: SpecialiseConfig, n_split_train: int) -> int:
+    """The distillation batch: --batch-size, clamped to the prompts the distillation trains on (the train split
+    less the validation it holds out, as anatomy.distill.train does), which are known only once the corpus is
+    split; the bill notes a clamped batch. (`anatomy distill`, given its corpus directly, refuses instead.)"""
+    from anatomy.distill.config import DistillConfig
+
+    held = min(DistillConfig.eval_size, max(1, n_split_train // 10))
+    return max(1, min(cfg.batch_size, n_split_train - held))
 
 
 def steps_for(cfg: SpecialiseConfig, n_candidates: int) -> int:

@@ -27,8 +27,12 @@ def _mib(n) -> str:
 
 def summary_table(bill) -> Table:
     """One row per candidate and runtime plus the teacher: the bill at a glance."""
+    shown = sorted(
+        {max(c.texts_per_s, key=int) for row in [bill.teacher, *bill.candidates] for c in row.cost}, key=int
+    )  # the largest batch each row measured: the one its throughput cell shows
+    at = f"@{shown[0]}" if len(shown) == 1 else "@largest batch"
     cols = ["encoder", "runtime", "context", "vocab", "params", "MiB shipped", f"{TEST_SET} pooled cos",
-            f"{TEST_SET} token cos", "kNN@10", "p50 ms (x teacher)", "p95 ms", "texts/s @64 (x)", "peak MiB (x)"]  # fmt: skip
+            f"{TEST_SET} token cos", "kNN@10", "p50 ms (x teacher)", "p95 ms", f"texts/s {at} (x)", "peak MiB (x)"]  # fmt: skip
     rows = []
     for row in [bill.teacher, *bill.candidates]:
         test = row.quality.get(TEST_SET)
@@ -48,7 +52,8 @@ def summary_table(bill) -> Table:
                 row.name, c.runtime, str(c.context or row.context), _f(row.vocab_size, ","), _f(row.parameters, ","),
                 _mib(shipped), _f(pooled, ".4f"), _f(token, ".4f"), _f(knn),
                 f"{c.latency_ms_p50:.2f} ({_x(c.ratios.get('latency_p50'))}){flag}", f"{c.latency_ms_p95:.2f}",
-                f"{c.texts_per_s[big]:,.0f} ({_x(c.ratios['texts_per_s'].get(big))})",
+                f"{c.texts_per_s[big]:,.0f} ({_x(c.ratios['texts_per_s'].get(big))})"
+                + ("" if len(shown) == 1 else f" @{big}"),
                 f"{c.peak_batch_mib:.0f} ({_x(c.ratios.get('peak_batch_mib'))})",
             ])  # fmt: skip
     return Table(
@@ -148,15 +153,29 @@ def _teacher_contexts(bill, students: int) -> str:
             "include the context's saving (see the cost notes).")  # fmt: skip
 
 
+def batch_note(bill) -> str | None:
+    """A note when --batch-size was larger than the prompts the distillation trains on and was clamped."""
+    asked = bill.config.get("batch_size")
+    used = sorted({r.training.get("batch_size") for r in bill.candidates} - {None})
+    if asked is None or not used or max(used) >= asked:
+        return None
+    return (
+        f"batch size {'/'.join(map(str, used))}: --batch-size {asked} was clamped to the "
+        f"{max(used)} prompts the distillation trains on (the train split less its validation)"
+    )
+
+
 def _training_line(bill) -> str:
     plan = bill.training_plan
+    note = batch_note(bill)
+    tail = f" Note: {note}." if note else ""
     if plan.get("how") == "--budget":
         return (f"Training: {plan['steps']:,} steps per candidate from --budget {plan['budget_minutes']:g} min at an "
                 f"assumed {plan['assumed_steps_per_s']:g} steps/s (not measured) shared by {plan['candidates']} "
-                "candidate(s); the measured wall time of each is in the training table.")  # fmt: skip
+                f"candidate(s); the measured wall time of each is in the training table.{tail}")  # fmt: skip
     if plan:
-        return f"Training: {plan['steps']:,} steps per candidate ({plan['how']})."
-    return "Training: see the training table."
+        return f"Training: {plan['steps']:,} steps per candidate ({plan['how']}).{tail}"
+    return f"Training: see the training table.{tail}"
 
 
 def _threads(bill) -> str:
