@@ -215,3 +215,27 @@ def test_a_parquet_dataset_given_as_dot_is_named_after_its_folder(tmp_path, monk
     assert run("ingest", "text", ".", "--out", tmp_path / "c.parquet").exit_code == 0
     summary = json.loads(run("corpus", tmp_path / "c.parquet", "--json").output)
     assert summary["sources"]["text"]["subsets"] == {"lake": 2} and summary["occurrences"] == 7
+
+
+def test_messages_name_the_way_through(tmp_path):
+    """Each refusal's hint names something that works for that input."""
+    import gzip
+
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b"prompt,t\ndog,2026-01-01\n"))
+    timed = run(
+        "ingest", "text", tmp_path / "t.csv.gz", "--time-column", "t", "--out", tmp_path / "a.parquet"
+    )
+    assert timed.exit_code == 2 and "timestamps are read by the Python reader" in " ".join(
+        timed.output.split()
+    )
+    (tmp_path / "u.txt").write_bytes("a dog\n".encode("utf-16"))
+    assert_clean_error(
+        run("ingest", "text", tmp_path / "u.txt", "--out", tmp_path / "b.parquet"), "--encoding utf-16"
+    )
+    builtin = run("ingest", "text", "builtin:imagenet-classes", "--out", tmp_path / "c.parquet")
+    assert_clean_error(
+        builtin, "a built-in set, not a file", "anatomy ingest builtin builtin:imagenet-classes"
+    )
+    (tmp_path / "long.txt.gz").write_bytes(gzip.compress(b"a" * 3_000_000 + b"\nshort\n"))
+    long = run("ingest", "text", tmp_path / "long.txt.gz", "--out", tmp_path / "d.parquet")
+    assert_clean_error(long, "Maximum line size", "decompress it", "--engine python")

@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from anatomy.corpus.engine import EngineOptions, memory_limit_bytes, refuse_unread_options
+from anatomy.corpus.engine import (
+    EngineOptions,
+    memory_limit_bytes,
+    refuse_unread_options,
+    refuse_untimed_inputs,
+)
 from anatomy.corpus.engine import plan as engine_plan
 from anatomy.corpus.identity import (
     canonical_encoding,
@@ -200,6 +205,8 @@ def ingest(
             "--engine", "the DuckDB engine keeps no timestamps: use --engine python with --time-*"
         )
     refuse_unread_options(source, inputs, options, engine)
+    if options.time:
+        refuse_untimed_inputs(inputs)
     memory_limit_bytes(engine.memory_limit)  # a bad value is refused whichever engine runs
     refuse_overwriting_inputs(inputs, out, [out, manifest_path(out), traffic_path(out), lock_path(out)])
     if out.suffix != ".parquet":  # its side files are named by its stem: c.csv would share c.parquet's

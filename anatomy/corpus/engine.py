@@ -218,6 +218,26 @@ def refuse_unread_options(source: str, inputs: Sequence[str], read, options: Eng
             )
 
 
+def refuse_untimed_inputs(inputs: Sequence[str]) -> None:
+    """Timestamps are read by the Python readers only, which take no compressed, Parquet or globbed input: a
+    usage error naming the input, before any work."""
+    for spec in inputs:
+        path = Path(spec)
+        kind, compressed = _kind_of(path) if spec != "-" else (None, False)
+        if (
+            compressed
+            or kind == "parquet"
+            or path.is_dir()
+            or (not path.exists() and _GLOB_CHARS.search(spec))
+        ):
+            raise OptionError(
+                "--time-column/--time-field",
+                f"{spec}: timestamps are read by the Python reader, which takes no compressed, Parquet or "
+                "globbed input",
+                "decompress the file (or name the files) first",
+            )
+
+
 _KIND_WORDS = {"lines": "one-prompt-per-line", "json": "JSON list", "jsonl": "JSON lines", "csv": "CSV",
                "tsv": "TSV", "parquet": "Parquet"}  # fmt: skip
 

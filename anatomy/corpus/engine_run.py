@@ -87,6 +87,11 @@ def engine_error(spec: str, err: Exception) -> InputError:
         reason = next((x for x in lines[1:] if not x.startswith(("Original Line", "Possible", "*"))), "")
         message = f"line {at[1]}: {reason}" if reason else message
     hint = "raise --memory-limit" if "memory" in message.lower() else "check the file, or use --engine python"
+    if "Maximum line size" in text:  # DuckDB's scanner stops at 2 MB lines; the Python reader has no limit
+        hint = (
+            "a line that long is hardly a prompt: check the file; to read it anyway, decompress it (if it is "
+        )
+        hint += "compressed) and use --engine python"
     if any(word in message.lower() for word in ("compressed", "gzip", "zstd", "zlib", "inflate")):
         hint = "the compressed file is damaged or incomplete: check it with `gzip -t` or `zstd -t`"
     return InputError(f"{spec}: the engine cannot read it ({message})", hint)

@@ -65,6 +65,11 @@ class SourceFile:
             with open_regular(self.path) as handle:  # a FIFO or device is refused, never read
                 return handle.read()
         except FileNotFoundError:
+            if self.spec.startswith("builtin:"):
+                raise InputError(
+                    f"{self.spec}: a built-in set, not a file",
+                    f"ingest it with `anatomy ingest builtin {self.spec}`",
+                ) from None
             raise InputError(f"{self.spec}: no such file", "check the path") from None
         except IsADirectoryError:
             raise InputError(f"{self.spec}: is a directory, expected a file") from None
@@ -79,9 +84,12 @@ class SourceFile:
         try:
             return data.decode(encoding)
         except UnicodeDecodeError as err:
+            utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # a UTF-16 byte-order mark
             raise InputError(
                 f"{self.spec}: bytes at offset {err.start} are not valid {err.encoding} ({err.reason})",
-                "give the file's encoding with --encoding (e.g. --encoding latin-1)",
+                "the file starts with a UTF-16 byte-order mark: give --encoding utf-16"
+                if utf16
+                else "give the file's encoding with --encoding (e.g. --encoding latin-1)",
             ) from None
         except LookupError:
             raise InputError(
