@@ -67,6 +67,14 @@ class AuditConfig:
             raise OptionError(given, f"the teacher-student analyses need both --teacher and --student; "
                               f"{given} was given without {other}",
                               "give both, or use --encoder/-e to analyse one encoder")  # fmt: skip
+        if not self.teacher:  # an analysis asked for by name that would be skipped without a word
+            from anatomy.analysis import ANALYSES
+            from anatomy.analysis.runner import scope
+
+            pair = [n for n in self.analyses if n in ANALYSES and scope(ANALYSES[n]) == "pair"]
+            if pair:
+                raise OptionError("--analysis", f"{', '.join(pair)} compares a student with its teacher",
+                                  "give --teacher SPEC --student SPEC too")  # fmt: skip
 
     def encoder_specs(self) -> list[str]:
         specs = list(self.encoders)

@@ -28,8 +28,31 @@ TOKENS_FORMAT = 1  # bump when tokens.parquet's layout changes, so old files are
 FIGURES = ("tokens_lengths", "tokens_context", "tokens_vocab")
 
 
+TOKENIZER_CHOICES = (
+    "use clip (CLIP BPE), minilm or hf:PATH|hf:ORG/NAME of a BERT-style (WordPiece) model, or an encoder "
+    "spec whose tokenizer is CLIP BPE (see `anatomy encoders`)"
+)
+
+
+def check_tokenizer_spec(spec: str) -> None:
+    """A --tokenizer value that names no tokenizer at all is a usage error (OptionError, exit 2); one that
+    names a tokenizer that then cannot be loaded (a missing path) is a data error, found when loading."""
+    from anatomy.encoders.registry import parse_spec
+    from anatomy.errors import EncoderError, OptionError
+
+    if spec == "clip":
+        return
+    try:
+        parse_spec(spec)
+    except EncoderError as err:
+        raise OptionError(
+            "--tokenizer", f"'{spec}' is not a tokenizer: {err.message}", TOKENIZER_CHOICES
+        ) from None
+
+
 def resolve_tokenizer(spec: str):
     """(tokenizer, fingerprint): "clip" is the built-in CLIP BPE; anything else is an encoder spec."""
+    check_tokenizer_spec(spec)
     if spec == "clip":
         from anatomy.tokenizer import clip_tokenizer
 

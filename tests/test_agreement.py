@@ -74,7 +74,7 @@ def test_different_widths_compare_neighbourhoods_only():
 # student compared with its untrained self (step 0 of its run's metrics.jsonl).
 
 
-def _result(token, pooled, knn, student="s", baseline=None, note="no record"):
+def _result(token, pooled, knn, student="s", baseline=None, note="no record", teacher="minilm"):
     from anatomy.analysis.agreement import AgreementResult, PairDims
     from anatomy.analysis.dims import DimsEntry
     from anatomy.metrics.similarity import Distribution
@@ -84,7 +84,7 @@ def _result(token, pooled, knn, student="s", baseline=None, note="no record"):
 
     entry = DimsEntry.of(np.random.default_rng(0).standard_normal((60, 6)), 0, 0)
     return AgreementResult(
-        "t",
+        teacher,
         student,
         100,
         10,
@@ -277,3 +277,74 @@ def test_a_corpus_smaller_than_k_uses_every_other_prompt_or_is_one_line(tmp_path
         assert result["k"] == 4 and result["knn_overlap"]["mean"] == 1.0  # every other prompt is a neighbour
     bad = CliRunner().invoke(app, [*args, "--sample", "11", "--k", "20"])
     assert bad.exit_code == 2 and "must be smaller than --sample" in bad.output
+
+
+# ------------------------------------------------------------------------------------------- another teacher
+# Sweep 2 item 2: a run's step 0 is a baseline only for the teacher the run trained against.
+
+
+@pytest.mark.parametrize(
+    ("recorded", "used", "same"),
+    [("minilm", "minilm", True), ("minilm", "open_clip:RN50:x.pt", False),
+     ("open_clip:RN50:t.pt", "open_clip:RN50:/data/t.pt", True), ("open_clip:RN50:t.pt", "open_clip:RN101:t.pt", False),
+     ("student:runA/checkpoints/best", "student:runB/checkpoints/best", False)],
+)  # fmt: skip
+def test_same_teacher_compares_family_model_and_file(recorded, used, same):
+    from anatomy.analysis.agreement import same_teacher
+
+    assert same_teacher(recorded, used) is same
+
+
+def test_a_baseline_measured_against_another_teacher_is_left_out_of_the_comparison(tmp_path):
+    """A stored result whose run baseline names another teacher (as written before this was checked): the
+    summary the command prints and the finding leave it out and say why."""
+    from anatomy.analysis import ANALYSES
+    from anatomy.analysis.agreement import run_baseline
+
+    run = _run_folder(tmp_path, 0.05, 0.41)
+    baseline, _ = run_baseline(f"student:{run / 'checkpoints' / 'best'}")
+    result = _result(None, None, 0.7, baseline=baseline, note="", teacher="open_clip:RN50:rn50_text.pt")
+    lines = ANALYSES["agreement"].summary(result)
+    (line,) = [x for x in lines if "baseline" in x]
+    assert "->" not in line and "unavailable" in line and "against teacher minilm, not open_clip:RN50" in line
+    found = _by_key(ANALYSES["agreement"].findings(result, "pair"), "agreement.baseline")
+    assert found.mark == "info" and "minilm" in found.message and found.value is None
+    # its own teacher: the comparison, naming the teacher
+    same = ANALYSES["agreement"].summary(_result(None, None, 0.7, baseline=baseline, note=""))
+    assert any("step 0 of" in x and "teacher minilm" in x and "->" in x for x in same)
+
+
+def test_agreement_with_another_teacher_than_the_runs_records_no_baseline(tmp_path):
+    """`anatomy agreement --teacher T --student student:RUN/checkpoints/best` where RUN trained against another
+    teacher: no "->" comparison printed, no baseline in the JSON, and a note saying why."""
+    import torch
+    from typer.testing import CliRunner
+
+    from anatomy.cli import app
+    from anatomy.corpus import ingest
+    from anatomy.encoders.student import StudentConfig, build_student, save_student
+
+    teacher, _ = _two_random_students(tmp_path)
+    run = _run_folder(tmp_path, 0.05, 0.41)  # its config.json: teacher minilm
+    cfg = StudentConfig("custom", layers=1, width=32, heads=2, output_dim=24, context_length=16)
+    torch.manual_seed(3)
+    save_student(build_student(cfg), cfg, run / "checkpoints" / "best", provenance={"step": 30})
+    (tmp_path / "p.txt").write_text(
+        "\n".join(f"a photo of a {w}" for w in "dog cat car bowl cup hat".split()) + "\n"
+    )
+    ingest("text", [str(tmp_path / "p.txt")], tmp_path / "c.parquet")
+    student = f"student:{run / 'checkpoints' / 'best'}"
+    args = ["agreement", "--teacher", teacher, "--student", student, "--corpus", str(tmp_path / "c.parquet"),
+            "--out", str(tmp_path / "out"), "--n-boot", "0"]  # fmt: skip
+    got = CliRunner().invoke(app, args)
+    assert got.exit_code == 0, got.output
+    text = " ".join(got.output.split())
+    assert "untrained baseline unavailable" in text and "against teacher minilm" in text
+    assert "step 0 of" not in text
+    data = json.loads((tmp_path / "out" / "results" / "agreement.json").read_text())
+    assert data["baseline"] is None and "not " in data["baseline_note"] and "minilm" in data["baseline_note"]
+    # the run's own teacher: the baseline is measured and printed
+    (run / "config.json").write_text(json.dumps({"teacher": teacher}))
+    again = CliRunner().invoke(app, [*args[:-4], "--out", str(tmp_path / "out2"), "--n-boot", "0"])
+    assert again.exit_code == 0, again.output
+    assert "step 0 of" in " ".join(again.output.split())

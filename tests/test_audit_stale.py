@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from anatomy.analysis import ANALYSES, register
-from anatomy.analysis.base import Analysis, Inputs, Need, Result
+from anatomy.analysis.base import Analysis, Inputs, Need, Result, param, sample_param, seed_param
 from anatomy.audit import AuditConfig, finish, run_audit
 from anatomy.cli import app
 from anatomy.corpus import ingest
@@ -234,3 +234,64 @@ def test_check_refuses_an_audit_folder_that_is_a_mixture(tmp_path):
     ours = {"corpus": {"name": "corpus.parquet", "sha256": file_sha256(folder / "corpus.parquet")}}
     (folder / "vocab.json").write_text(json.dumps(ours))
     assert read_deployment(folder).vocab == folder / "vocab.json"
+
+
+# Sweep 2 item 3: a killed rerun with other options (--sample/--seed) on the same corpus: the first audit's
+# results are not shown as the rerun's, and the reason says which parameters differ.
+
+
+@dataclass(frozen=True)
+class SampledParams:
+    sample: int = sample_param(100, "Prompts.")
+    seed: int = seed_param()
+    k: int = param(3, "Neighbours.")
+
+
+class _Sampled(_Rows):
+    Params = SampledParams  # type: ignore[assignment]
+
+
+@pytest.fixture()
+def sampled():
+    made = {}
+    for name in ("sampleda", "sampledb"):
+        made[name] = register(type(name.title(), (_Sampled,), {"name": name, "title": name})())
+    try:
+        yield made
+    finally:
+        for name in made:
+            ANALYSES.pop(name, None)
+
+
+def test_a_killed_rerun_with_other_parameters_does_not_show_the_old_results_as_its_own(sampled, tmp_path):
+    out = tmp_path / "out"
+    a = _prompts(tmp_path / "a.txt", ["dog", "cat", "car"])
+    names = ("sampleda", "sampledb")
+    first = run_audit(AuditConfig(inputs=(str(a),), analyses=names, overrides={"sample": 50, "seed": 1}), out)
+    assert _values(first)["sampledb.rows"] == 3
+    assert "report.leftover" not in _values(first)  # its own results match what it asked for
+
+    sampled["sampledb"].interrupt = True  # the rerun dies after sampleda
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(AuditConfig(inputs=(str(a),), analyses=names, overrides={"sample": 60, "seed": 2}), out)
+    sampled["sampledb"].interrupt = False
+
+    rebuilt = finish(out)  # `anatomy report`: the same corpus, so only the parameters tell them apart
+    got = _values(rebuilt)
+    assert got["sampleda.rows"] == 3  # the rerun's
+    assert "sampledb.rows" not in got  # the first audit's (sample 50, seed 1)
+    reason = _leftovers(rebuilt)["results/sampledb.json"]
+    assert (
+        "other parameters" in reason
+        and "sample 50, the audit's 60" in reason
+        and "seed 1, the audit's 2" in reason
+    )
+    assert "k " not in reason.split("parameters:")[1]  # only what differs
+    assert "report.stale_record" in got
+
+    # a rerun without options asks for the defaults: sample 60 / seed 2 results are not those either
+    sampled["sampledb"].interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(AuditConfig(inputs=(str(a),), analyses=names), out)
+    sampled["sampledb"].interrupt = False
+    assert "sample 50, the audit's 100" in _leftovers(finish(out))["results/sampledb.json"]

@@ -242,3 +242,35 @@ def test_modules_import_in_a_fresh_interpreter():
     for module in modules:
         run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
         assert run.returncode == 0, f"{module}: {run.stderr.strip().splitlines()[-1:]}"
+
+
+def test_an_onnx_file_refuses_a_context_or_runtime_it_cannot_honour(tmp_path, monkeypatch):
+    """`cost-table -e FILE.onnx --context 16` used to measure the graph at its own context 8 without a word
+    (likewise --runtime int8 on an fp32 graph): an ONNX graph has one context and one format, so another is a
+    usage error naming the graph's; its own (or none) is measured as before."""
+    from anatomy.cost import compare
+    from anatomy.distill import onnx_sidecar
+
+    graph = tmp_path / "student.onnx"
+    graph.write_bytes(b"not read: the sidecar and the measuring process are faked")
+    monkeypatch.setattr(onnx_sidecar, "read_sidecar", lambda path: {"context_length": 8, "format": "onnx"})
+    sent = []
+
+    def fake_child(config, timeout):
+        sent.append(config)
+        return {"context_length": 8, "rss_runtime_mib": 1.0, "rss_loaded_mib": 2.0, "peak_batch_mib": 2.0,
+                "latency_ms_p50": 1.0, "latency_ms_p95": 1.0, "texts_per_s": {"1": 1.0}}  # fmt: skip
+
+    monkeypatch.setattr(compare, "run_child", fake_child)
+    base = ["cost-table", "-e", str(graph), "--batch", "1", "--out", str(tmp_path / "o"), "-q"]
+    for extra, words in ((["--context", "16"], "fixed context of 8: it cannot be measured at 16"),
+                         (["--context", "8", "--context", "16"], "at 8, 16"),
+                         (["--runtime", "int8"], "onnx format, measured as it is: --runtime int8 does not")):  # fmt: skip
+        result = CliRunner().invoke(app, [*base, *extra], env={"COLUMNS": "300"})
+        assert result.exit_code == 2, result.output
+        assert words in " ".join(result.output.split()) and not sent
+    for extra in ([], ["--context", "8"], ["--runtime", "onnx"], ["--runtime", "torch,onnx"]):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        assert [(c["context"], c["runtime"]) for c in sent] == [(8, "onnx")]
+        sent.clear()

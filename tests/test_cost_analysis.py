@@ -112,3 +112,66 @@ def test_a_busy_machine_warning_says_what_to_do_once():
     (_, busy) = CostAnalysis().findings(result, "pair")
     text = f"{busy.message}: {busy.action}"
     assert text.count("measure again on a quiet machine") == 1, text
+
+
+def _fake_pair(monkeypatch, fail_at: int | None = None):
+    """Inputs for a teacher at context 32 and a student at 8; the measuring process faked (latency grows with
+    the context: 0.1 ms a token for the teacher, 0.05 for the student), the quality columns fixed."""
+    from types import SimpleNamespace
+
+    import anatomy.analysis.cost as cost
+    from anatomy.cost import compare
+    from anatomy.errors import EncoderError
+
+    def fake_child(config, timeout):
+        own = 32 if config["spec"] == "litetext-s0" else 8
+        context = config["context"] or own
+        if context == fail_at and config["spec"] == "litetext-s0":
+            raise EncoderError(f"context {context} is longer than the model's")
+        per = 0.1 if config["spec"] == "litetext-s0" else 0.05
+        return {"context_length": context, "parameters": 10 if own == 32 else 5, "rss_runtime_mib": 1.0,
+                "rss_loaded_mib": 3.0 if own == 32 else 2.0, "peak_batch_mib": 2.0,
+                "latency_ms_p50": per * context, "latency_ms_p95": per * context, "texts_per_s": {"1": 1.0}}  # fmt: skip
+
+    monkeypatch.setattr(compare, "run_child", fake_child)
+    monkeypatch.setattr(cost, "quality", lambda inputs, params: (0.95, 0.5, 100, []))
+    return SimpleNamespace(teacher=SimpleNamespace(name="litetext-s0", context_length=32),
+                           student=SimpleNamespace(name="litetext-s1", context_length=8),
+                           progress=lambda _m: None)  # fmt: skip
+
+
+def test_the_audit_compares_the_student_with_the_teacher_at_the_students_context(monkeypatch):
+    """The finding used to compare the teacher at its own context (256 for minilm) with the student at 8
+    without saying so; as specialise does, the teacher is now also measured at the student's context, that
+    row is the baseline, and the finding and cost.json's notes name the contexts."""
+    analysis = CostAnalysis()
+    params = analysis.params_from({"batches": (1,)})
+    result = analysis.compute(_fake_pair(monkeypatch), params)
+    assert [(r["encoder"], r["context"]) for r in result.rows] == [
+        ("litetext-s0", 8), ("litetext-s0", 32), ("litetext-s1", 8)]  # fmt: skip
+    assert result.rows[2]["ratios"]["latency_p50"] == pytest.approx(0.5)  # 0.4 ms against 0.8 ms, both at 8
+    finding = analysis.findings(result, "pair")[0]
+    assert "takes 50% of its batch-1 latency (both at context 8)" in finding.message
+    assert any("at the student's context 8" in n and "its own 32" in n for n in result.notes)
+    assert any("at the student's context 8" in n for n in Result.from_json(result.to_json()).notes)
+    assert result.pair() == (result.rows[0], result.rows[2])
+
+
+def test_a_teacher_that_cannot_run_at_the_students_context_is_named_in_the_finding(monkeypatch):
+    analysis = CostAnalysis()
+    result = analysis.compute(_fake_pair(monkeypatch, fail_at=8), analysis.params_from({"batches": (1,)}))
+    assert [(r["encoder"], r["context"]) for r in result.rows] == [("litetext-s0", 32), ("litetext-s1", 8)]
+    finding = analysis.findings(result, "pair")[0]
+    assert "(the teacher at context 32, the student at 8: the ratios include" in finding.message
+    assert any(
+        "could not be measured at the student's context 8 (context 8 is longer" in n for n in result.notes
+    )
+
+
+def test_given_contexts_measure_both_at_each_and_compare_like_with_like(monkeypatch):
+    analysis = CostAnalysis()
+    result = analysis.compute(
+        _fake_pair(monkeypatch), analysis.params_from({"batches": (1,), "contexts": (16,)})
+    )
+    assert [(r["encoder"], r["context"]) for r in result.rows] == [("litetext-s0", 16), ("litetext-s1", 16)]
+    assert "(both at context 16)" in analysis.findings(result, "pair")[0].message and result.notes == []

@@ -258,3 +258,48 @@ def test_a_student_config_that_overrides_what_follows_the_teacher_is_one_line(
         result.output
     )
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _student_json(tiny, tmp_path, extra: dict) -> list[str]:
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"layers": 1, "width": 32, "heads": 2, **extra}), encoding="utf-8")
+    return _cli_args({**tiny, "student": str(student)}, tmp_path / "run", tmp_path / "cache", 1)
+
+
+def test_a_student_config_context_length_other_than_context_is_a_usage_error(tiny, tmp_path):
+    """Never silently dropped: the run would record 8 and train 16."""
+    result = _invoke(_student_json(tiny, tmp_path, {"context_length": 8}))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "--context" in flat and "is 16" in flat and "context_length 8" in flat
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_vocab_key_in_the_student_config_is_refused_before_any_work(tiny, tmp_path):
+    result = _invoke(_student_json(tiny, tmp_path, {"vocab": "voc"}))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    first = result.output.strip().splitlines()[0]
+    assert first.startswith("error:") and "vocab" in first and "--vocab DIR" in result.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_other_known_student_config_keys_are_honoured(tiny, tmp_path):
+    """architecture, recipe, mlp_ratio and a context_length equal to --context reach the checkpoint."""
+    extra = {"architecture": "custom", "recipe": "custom", "mlp_ratio": 2, "context_length": 16}
+    result = _invoke(_student_json(tiny, tmp_path, extra))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "latest" / "config.json").read_text())
+    assert saved["mlp_ratio"] == 2 and saved["context_length"] == 16 and saved["architecture"] == "custom"
+
+
+def test_resume_accepts_the_same_files_by_another_path(tiny, tmp_path, monkeypatch):
+    """--resume compares the corpus and student JSON by identity, not by how their paths are spelled."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    assert _invoke(_cli_args(tiny, run, cache, 1)).exit_code == 0
+    corpus, student = Path(tiny["corpus"]), Path(tiny["student"])
+    monkeypatch.chdir(corpus.parent)
+    other = {**tiny, "corpus": corpus.name, "student": f"../{corpus.parent.name}/{student.name}"}
+    result = _invoke([*_cli_args(other, run, cache, 1), "--resume"])
+    assert result.exit_code == 0 and "different settings" not in result.output, result.output
+    result = _invoke([*_cli_args(other, run, cache, 1, w_cos=3.0), "--resume"])
+    assert result.exit_code == 1  # a real change is still refused

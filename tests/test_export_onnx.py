@@ -89,6 +89,11 @@ def test_custom_student_with_minilm_tokenizer_carries_its_tokenizer(tmp_path):
     ids = saved(PROMPTS, 24)
     np.testing.assert_array_equal(ids, encoder.tokenize(PROMPTS)[0])
     assert run_session(session(tmp_path / "c.onnx"), ids, encoder.tokenize(PROMPTS)[1])[1].shape == (6, 384)
+    # another export (CLIP BPE: no tokenizer folder) to the same path leaves no folder of the previous one
+    _export(_run_dir(tmp_path / "clip", StudentConfig("custom", layers=1, width=32, heads=2)), "onnx",
+            tmp_path / "c.onnx")  # fmt: skip
+    assert not (tmp_path / "c.onnx.tokenizer").exists()
+    assert json.loads((tmp_path / "c.onnx.json").read_text())["tokenizer"]["kind"] == "clip-bpe"
 
 
 def test_int8_export_records_its_quality_against_fp32(tmp_path):

@@ -178,3 +178,27 @@ def test_a_sam3_base_gets_our_text_encoder_instead_of_clip(tmp_path):
     with torch.no_grad():
         features = model.eval().get_text_features(input_ids=torch.as_tensor(ids)).pooler_output
     assert float((features - student.encode_ids(ids, valid).tokens).abs().max()) < 1e-5
+
+
+BANG_PROMPTS = ["a dog!", "a dog!!", "?!", "hey!you", "!", "!!!", "wow! a cat?! no!!", "a <|endoftext|> b",
+                "<|startoftext|>x", "Hello World", "don't!"]  # fmt: skip
+
+
+def test_tokenizer_files_give_open_clips_ids_with_bang_and_pad_with_zero(tmp_path):
+    """The pad token "!" (id 0, as SAM3 pads) must not become an added token transformers splits prompts on."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from anatomy.distill.hf_export import write_tokenizer
+
+    write_tokenizer(tmp_path, 16)
+    reference = SimpleTokenizer()
+    expected = [[reference.sot_token_id, *reference.encode(p), reference.eot_token_id] for p in BANG_PROMPTS]
+    classes = [transformers.CLIPTokenizer, transformers.AutoTokenizer]
+    classes += [c for c in [getattr(transformers, "CLIPTokenizerFast", None)] if c is not None]
+    for cls in classes:
+        for kwargs in ({}, {"use_fast": False}) if cls is transformers.AutoTokenizer else ({},):
+            tok = cls.from_pretrained(tmp_path, **kwargs)
+            assert tok(BANG_PROMPTS)["input_ids"] == expected, (cls, kwargs)
+            assert tok.pad_token_id == 0
+            padded = tok(["a dog!", "x"], padding="max_length", max_length=8)["input_ids"]
+            assert padded == [[49406, 320, 1929, 256, 49407, 0, 0, 0], [49406, 343, 49407, 0, 0, 0, 0, 0]]

@@ -123,11 +123,15 @@ def test_periods_and_drift_known_answers():
     assert [(p.start, p.requests, p.prompts) for p in weeks] == [("2024-05-06", 10, 2), ("2024-05-13", 10, 2)]
     assert [p.beyond for p in weeks] == [pytest.approx(0.2), pytest.approx(0.5)]
     assert weeks[0].truncated == pytest.approx(0.8) and weeks[0].distance_mean == pytest.approx(0.26)
-    drift = periods.drift(weeks)
+    drift = periods.drift(weeks, min_requests=10)  # 10 requests a week: judged only at this floor
+    assert periods.drift(weeks) is None and periods.too_small(weeks) == weeks  # below MIN_PERIOD_REQUESTS
     assert drift.beyond_change == pytest.approx(0.3) and drift.distance_change == pytest.approx(0.24)
     assert verdicts.drift_findings(drift, "week")[0].mark == "fail"
     assert len(periods.by_period(days, ["a", "b"], flags, distance, "day")) == 4
-    assert periods.by_period(None, ["a"], flags, distance) == [] and periods.drift(weeks[:1]) is None
+    assert (
+        periods.by_period(None, ["a"], flags, distance) == []
+        and periods.drift(weeks[:1], min_requests=1) is None
+    )
 
 
 def test_marks_at_the_named_thresholds():

@@ -445,3 +445,18 @@ def test_options_that_cannot_hold_together_are_usage_errors(tmp_path):
         unknown.output.split()
     )
     assert invoke("analyses", "--param", "n_boot", "--names").output.split() == ["dims", "agreement"]
+
+
+def test_a_missing_corpus_is_a_data_error_and_pair_analyses_need_their_pair(tmp_path):
+    """A missing file is exit 1 with one line naming it (not a usage box), whatever command reads it, and no
+    output folder is left; an analysis asked for by name that needs --teacher/--student is exit 2, not skipped."""
+    for argv in (["tokens", "-c", tmp_path / "none.parquet", "--out", tmp_path / "a"],
+                 ["vocab", "-c", tmp_path / "none.parquet", "--out", tmp_path / "b"],
+                 ["dims", "--embeddings", tmp_path / "none.npy", "--out", tmp_path / "c"]):  # fmt: skip
+        result = invoke(*argv)
+        assert result.exit_code == 1 and result.output.startswith("error:") and "none." in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "p.txt").write_text("a dog\n")
+    pair = invoke("audit", tmp_path / "p.txt", "-a", "agreement", "--out", tmp_path / "au")
+    assert pair.exit_code == 2 and "--teacher" in pair.output and not (tmp_path / "au").exists()
+    assert "-c" in invoke("distill", "--help").output  # every command that reads a corpus takes -c

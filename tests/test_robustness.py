@@ -55,3 +55,10 @@ def test_seeded_and_stated():
     assert "Q = X" in CONSTRUCTION["queries"] and "unperturbed" in CONSTRUCTION["values"]
     with pytest.raises(ValueError, match="noise"):
         softmax_robustness(x, noise=0)
+
+
+def test_noise_too_small_to_move_the_output_has_no_factor():
+    """0 / 0 is undefined: the factor is None (the JSON's null, the summary's "undefined"), never inf."""
+    x = np.random.default_rng(0).standard_normal((20, 8))
+    got = softmax_robustness(x, noise=1e-320)
+    assert got.output_error == 0 and got.reduction_factor is None

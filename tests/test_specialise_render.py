@@ -63,3 +63,65 @@ def test_an_unknown_student_is_a_usage_error_naming_the_choices(tmp_path):
     assert result.exit_code == 2, result.output
     assert all(choice in result.output for choice in ("s0", "s1", "l", "CONFIG.json"))
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("n", [4, 17, 20])
+def test_knn_at_10_is_left_out_below_21_prompts_never_shrunk(n):
+    """kNN@10 used to shrink k to (n - 1) // 2 (1 on 4 prompts, 8 on 17) under the kNN@10 label; like check and
+    distill, a set too small for k = 10 now has no figure, and the bill says why."""
+    import numpy as np
+
+    from anatomy.specialise.bill import quality
+    from anatomy.specialise.render import knn_notes, quality_tables, summary_table
+
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(n, 8)).astype(np.float32)
+    q = quality({"pooled": pooled}, pooled, np.arange(n))
+    assert q.prompts == n and q.knn_overlap10 is None and q.pooled_cosine == pytest.approx(1.0)
+    bill = _bill((1,))
+    from anatomy.specialise.bill import Risk
+
+    bill.candidates[0].quality[TEST_SET] = q
+    bill.candidates[0].risk[TEST_SET] = Risk(n, 0.0, 0.0)
+    summary = summary_table(bill)
+    assert summary.rows[1][summary.columns.index("kNN@10")] == "–"
+    by_set = quality_tables(bill)[0]
+    assert by_set.rows[0][by_set.columns.index("kNN@10")] == "–"
+    assert knn_notes(bill) == [f"kNN@10 not measured on {TEST_SET}: {n} prompts, it needs at least 21 (on fewer "
+                               "the overlap is high whatever the student does)."]  # fmt: skip
+
+
+def test_knn_at_10_on_21_prompts_is_k_10():
+    import numpy as np
+
+    from anatomy.metrics.similarity import knn_overlap
+    from anatomy.specialise.bill import quality
+    from anatomy.specialise.render import knn_notes
+
+    rng = np.random.default_rng(1)
+    ref, stu = rng.normal(size=(21, 8)), rng.normal(size=(21, 8))
+    q = quality({"pooled": ref}, stu, np.arange(21))
+    assert q.knn_overlap10 == pytest.approx(float(knn_overlap(ref, stu, 10).mean()))
+    bill = _bill((1,))
+    bill.candidates[0].quality[TEST_SET] = q
+    assert knn_notes(bill) == []
+
+
+def test_the_least_limit_accepted_is_the_least_that_splits(tmp_path):
+    """--limit 20 passed the option check and then failed with "give at least 40 distinct prompts": the check
+    now asks for what the split needs (20 train prompts after the test share), the split names the same."""
+    from anatomy.cli import app
+    from anatomy.errors import OptionError
+    from anatomy.specialise.plan import MIN_TRAIN_PROMPTS, SpecialiseConfig, check, min_prompts, n_test_for
+
+    for share in (0.01, 0.1, 0.25, 0.49):
+        least = min_prompts(share)
+        assert least - n_test_for(least, share) >= MIN_TRAIN_PROMPTS
+        assert (least - 1) - n_test_for(least - 1, share) < MIN_TRAIN_PROMPTS
+    assert min_prompts(0.1) == 22
+    check(SpecialiseConfig(limit=22))
+    with pytest.raises(OptionError, match=">= 22, got 21"):
+        check(SpecialiseConfig(limit=21))
+    result = CliRunner().invoke(app, ["specialise", "--limit", "20", "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 2 and "--limit" in result.output and ">= 22" in result.output
+    assert not (tmp_path / "o").exists()

@@ -89,3 +89,20 @@ def test_empty_spectrum_is_refused():
         spectrum_stats(np.zeros(4))
     with pytest.raises(ValueError, match="2-D"):
         matrix_spectrum(np.ones(5))
+
+
+def test_a_short_used_subset_is_judged_against_its_own_rank_bound():
+    """46 used ids of a 384-wide table can have rank 46 at most: an effective rank of ~43 is nearly full, not a
+    compressible table (the warning fired on every small corpus); the text says what the rank is out of."""
+    from anatomy.analysis.spectrum import MatrixEntry, Spectrum, SpectrumResult
+
+    rng = np.random.default_rng(0)
+    full = MatrixEntry.of(rng.standard_normal((1000, 384)))
+    used = MatrixEntry.of(rng.standard_normal((46, 384)), n_ids=46, rule="ids the corpus uses")
+    result = SpectrumResult(encoder="x", vocab_size=1000, full=full, used=used)
+    found = {f.key: f for f in Spectrum().findings(result, "encoder:x")}
+    assert found["spectrum.used"].mark == "info"
+    assert "of 46 (its rows; width 384)" in found["spectrum.used"].message
+    low_rank = MatrixEntry.of(rng.standard_normal((1000, 8)) @ rng.standard_normal((8, 384)))
+    result = SpectrumResult(encoder="x", vocab_size=1000, full=low_rank)
+    assert Spectrum().findings(result, "encoder:x")[0].mark == "warn"  # 8 of 384: compressible

@@ -201,6 +201,28 @@ def test_parse_day():
     assert parse_day("01/05/2024") is None and parse_day(None) is None
 
 
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("2024-05-05T23:30:00-05:00", "2024-05-06"),  # the UTC day of the instant, not the local date
+        ("2024-05-06T01:00:00+09:00", "2024-05-05"),
+        ("2024-05-06T01:00:00+0900", "2024-05-05"),
+        ("2024-05-06T23:59:59Z", "2024-05-06"),
+        ("2024-05-06 23:59:59", "2024-05-06"),  # naive is UTC
+        ("20240506", "2024-05-06"), (20240506, "2024-05-06"),  # compact ISO date, not 1970-08-23 in seconds
+        ("20240231", None), ("2024-05-06 not a time at all", None), ("2024-05-06T25:00", None),
+        (86400000, None), (-86400000, None), ("86400000", None),  # seconds or milliseconds: unit unknowable
+        (0, "1970-01-01"), (-86400, "1969-12-31"),  # the same day in either unit
+        (100_000_000, "1973-03-03"), (99_999_999_999, "5138-11-16"), (100_000_000_000, "1973-03-03"),
+        ("0001-01-01T00:00:00+01:00", None), ("9999-12-31T23:00:00-05:00", None), (10**400, None),
+    ],
+)  # fmt: skip
+def test_parse_day_utc_compact_and_units(value, want):
+    """Offsets move the day to UTC; YYYYMMDD is a date; trailing junk and epochs of unknowable unit are skips."""
+    day = parse_day(value)
+    assert (None if day is None else str(pd.Timestamp(day, unit="D").date())) == want
+
+
 def test_hostile_counts_and_timestamps_are_counted_skips(tmp_path):
     """Negative, NaN, infinite, fractional and absurdly large counts, and timestamps beyond any calendar, are
     skips with their reason: the good rows keep their exact counts and days, nothing overflows."""

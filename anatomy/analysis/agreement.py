@@ -69,6 +69,42 @@ def run_baseline(student_name: str) -> tuple[RunBaseline | None, str]:
         return None, f"the run record in {run} is unreadable ({type(error).__name__}: {error})"
 
 
+def same_teacher(recorded: str, used: str) -> bool:
+    """Whether the teacher a run recorded (its config's spec) is the teacher of this comparison: the same spec,
+    or the same family and model with paths to one file (relative to another folder, or shortened)."""
+    from pathlib import Path
+
+    if recorded == used:
+        return True
+    head_r, _, path_r = recorded.rpartition(":")
+    head_u, _, path_u = used.rpartition(":")
+    if not head_r or head_r != head_u or not path_r or not path_u:
+        return False
+    a, b = Path(path_r), Path(path_u)
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        return False
+    n = min(len(a.parts), len(b.parts))  # one is the other's tail ("x/t.pt" and "/data/x/t.pt")
+    return a.parts[-n:] == b.parts[-n:]
+
+
+def other_teacher_note(baseline: RunBaseline, teacher: str) -> str:
+    return (f"the run {baseline.run_dir} trained this student against teacher {baseline.teacher}, not {teacher}: "
+            "its step-0 and checkpoint kNN@10 / token cosine measure agreement with that other teacher, so "
+            "they are no baseline for this pair")  # fmt: skip
+
+
+def applicable_baseline(result: AgreementResult) -> tuple[RunBaseline | None, str]:
+    """The run baseline where it is about this pair's teacher (results written before that was checked may
+    hold one measured against another teacher), else None and why."""
+    b = result.baseline
+    if b is not None and not same_teacher(b.teacher, result.teacher):
+        return None, other_teacher_note(b, result.teacher)
+    return b, result.baseline_note
+
+
 @dataclass(frozen=True)
 class AgreementParams:
     sample: int = sample_param(2000, "Distinct prompts compared.", min=11, max=1_000_000)
@@ -154,6 +190,11 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
             "knn_overlap": f"share of the {k} exact Euclidean nearest neighbours common to both spaces",
         }
         baseline, why = run_baseline(student.name)
+        if baseline is not None and not same_teacher(
+            baseline.teacher, teacher.name
+        ):  # another teacher's numbers
+            why = other_teacher_note(baseline, teacher.name)
+            baseline = None
         return AgreementResult(
             teacher.name, student.name, len(picked), k, got.token_cosine, got.pooled_cosine,
             got.knn_overlap, dims, got.notes, method, baseline, why,
@@ -222,26 +263,27 @@ class StudentTeacherAgreement(Analysis[AgreementParams, AgreementResult]):
                 f"{role} intrinsic dimension: TwoNN {e.twonn.linear:.2f}, MLE {e.mle.harmonic:.2f}, "
                 f"erank {e.erank:.1f} ({e.ambient_dim} dims)"
             )
-        b = result.baseline
+        b, why = applicable_baseline(result)
         if b is not None:
             lines.append(
-                f"untrained baseline (step 0 of {b.run_dir}): kNN@10 {b.knn_overlap_step0:.4f} -> "
+                f"untrained baseline (step 0 of {b.run_dir}, teacher {b.teacher}): kNN@10 {b.knn_overlap_step0:.4f} -> "
                 f"{b.knn_overlap:.4f} at step {b.step}, token cosine {b.token_cosine_step0:.4f} -> {b.token_cosine:.4f}"
             )
         else:
-            lines.append(f"untrained baseline unavailable: {result.baseline_note}")
+            lines.append(f"untrained baseline unavailable: {why}")
         lines += [f"note: {note}" for note in result.notes]
         return lines
 
 
 def _baseline_finding(result: AgreementResult, section: str) -> Finding:
     """A trained student against its untrained self (step 0 of its run), or why that cannot be said."""
-    b = result.baseline
+    b, why = applicable_baseline(result)
     if b is None:
         return Finding(
             "info", section, "agreement.baseline",
-            f"untrained baseline unavailable: {result.baseline_note or 'no run record'}", None,
-            "audit the run's checkpoint (student:RUN/checkpoints/best) to compare with step 0",
+            f"untrained baseline unavailable: {why or 'no run record'}", None,
+            "audit the run's checkpoint (student:RUN/checkpoints/best) with the run's own teacher to compare "
+            "with step 0",
         )  # fmt: skip
     gain = b.knn_overlap - b.knn_overlap_step0
     where = f"on the held-out prompts of {b.run_dir} (teacher {b.teacher})"

@@ -1,7 +1,9 @@
 """The cost analysis: what the student buys against the teacher (memory, latency, throughput; measured by
 anatomy.cost.compare.measure_costs, each configuration in a fresh process) beside how close it stays (pooled
 cosine and kNN overlap, as the agreement analysis computes them), and a figure of quality against memory and
-latency: the frontier a user picks from. `anatomy cost --teacher T --student S --corpus C --out D` is
+latency: the frontier a user picks from. As `anatomy specialise` does, the teacher is also measured at the
+student's context (the first row, the baseline of every ratio), so the finding compares like with like; the
+notes say which contexts were measured. `anatomy cost --teacher T --student S --corpus C --out D` is
 generated from CostParams like every analysis; `anatomy cost-table -e A -e B ...` (anatomy/cli/cost.py)
 measures any list of encoders with the same function and the same MeasureParams.
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from anatomy.analysis.base import Analysis, Inputs, Need, PaperRow, Table, param, sample_param, seed_param
 from anatomy.analysis.base import Result as BaseResult
-from anatomy.cost.compare import MAX_BATCH, RUNTIMES, CostSettings
+from anatomy.cost.compare import MAX_BATCH, RUNTIMES, CostSettings, SpecItem
 from anatomy.errors import InputError
 from anatomy.findings import Finding
 
@@ -86,8 +88,16 @@ class CostResult(BaseResult):
     warnings: list[str] = field(default_factory=list)
 
     def row(self, encoder: str) -> dict[str, Any] | None:
-        """The first torch row of an encoder (None when it could not be measured)."""
+        """The first row of an encoder (None when it could not be measured)."""
         return next((r for r in self.rows if r["encoder"] == encoder), None)
+
+    def pair(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(teacher row, student row) the finding and the figure compare: the student's first row and the
+        teacher's row at the same context and runtime (like with like), else the teacher's first row."""
+        student = self.row(self.student)
+        same = [r for r in self.rows if r["encoder"] == self.teacher and student is not None
+                and (r["context"], r["runtime"]) == (student["context"], student["runtime"])]  # fmt: skip
+        return (same[0] if same else self.row(self.teacher)), student
 
 
 def quality(inputs: Inputs, params: CostParams) -> tuple[float | None, float, int, list[str]]:
@@ -142,24 +152,31 @@ class CostAnalysis(Analysis):
 
         inputs.progress("cost: quality of the student against the teacher")
         cosine, overlap, n, notes = quality(inputs, params)
-        specs = [inputs.teacher.name, inputs.student.name]
+        teacher, student = inputs.teacher.name, inputs.student.name
+        specs: list[SpecItem] = [teacher, student]
+        # as specialise does: the teacher also at the student's context, first (the baseline of every ratio)
+        at = getattr(inputs.student, "context_length", None)
+        if not params.contexts and at and at != getattr(inputs.teacher, "context_length", None):
+            specs = [(teacher, at), teacher, student]
         device = getattr(getattr(inputs.teacher, "device", None), "type", "cpu")
         table = measure_costs(specs, params.contexts, params.settings(device), progress=inputs.progress)
-        return CostResult(
-            teacher=specs[0], student=specs[1], pooled_cosine=cosine, knn_overlap=overlap, k=knn_k(params.k, n), n=n,
+        result = CostResult(
+            teacher=teacher, student=student, pooled_cosine=cosine, knn_overlap=overlap, k=knn_k(params.k, n), n=n,
             notes=notes, **table.to_json(),
         )  # fmt: skip
+        result.notes += context_notes(result)
+        return result
 
     def figures(self, result: CostResult) -> dict[str, Any]:
         from anatomy.cost.figure import draw_frontier
 
-        if result.row(result.teacher) is None or result.row(result.student) is None:
+        if None in result.pair():
             return {}
         return {"cost_frontier": draw_frontier(result)}
 
     def findings(self, result: CostResult, section: str) -> list[Finding]:
         out = []
-        teacher, student = result.row(result.teacher), result.row(result.student)
+        teacher, student = result.pair()
         if teacher is None or student is None:
             missing = result.teacher if teacher is None else result.student
             out.append(Finding("warn", section, "cost.student_vs_teacher", f"{missing} could not be measured",
@@ -197,6 +214,35 @@ class CostAnalysis(Analysis):
                 *(f"warning: {w}" for w in result.warnings)]  # fmt: skip
 
 
+def context_notes(result: CostResult) -> list[str]:
+    """Which contexts the teacher and the student were measured at, and what the finding compares."""
+    teacher, student = result.pair()
+    if teacher is None or student is None:
+        return []
+    own = [r for r in result.rows if r["encoder"] == result.teacher and r["context"] != student["context"]
+           and r["runtime"] == student["runtime"]]  # fmt: skip
+    failed = [
+        f for f in result.failures if f["encoder"] == result.teacher and f["context"] == student["context"]
+    ]
+    if teacher["context"] == student["context"] and own:
+        return [f"the teacher is measured at the student's context {student['context']} (the baseline of the "
+                f"finding: like with like) and at its own {own[0]['context']} (p50 {own[0]['latency_ms_p50']:.2f} "
+                f"ms against {teacher['latency_ms_p50']:.2f} ms: what the context alone changes)"]  # fmt: skip
+    if teacher["context"] == student["context"]:
+        return []
+    why = f" ({failed[0]['error']})" if failed else ""
+    return [f"the teacher could not be measured at the student's context {student['context']}{why}: the finding "
+            f"compares the teacher at context {teacher['context']} with the student at {student['context']}, "
+            "so its ratios include what the context alone changes"]  # fmt: skip
+
+
+def _contexts(teacher: dict, student: dict) -> str:
+    if teacher["context"] == student["context"]:
+        return f"both at context {student['context']}"
+    return (f"the teacher at context {teacher['context']}, the student at {student['context']}: the ratios include "
+            "what the context alone changes")  # fmt: skip
+
+
 def _pair_finding(result: CostResult, section: str, teacher: dict, student: dict) -> Finding:
     from anatomy.cost.compare import model_mib
 
@@ -205,7 +251,8 @@ def _pair_finding(result: CostResult, section: str, teacher: dict, student: dict
     quality_ok = result.pooled_cosine is None or result.pooled_cosine >= QUALITY_FLOOR
     text = (
         f"The student holds {memory or float('nan'):.0%} of the teacher's model memory and takes {latency:.0%} "
-        f"of its batch-1 latency on {result.machine['device_name']} ({result.settings['threads']} thread(s)), "
+        f"of its batch-1 latency ({_contexts(teacher, student)}) on {result.machine['device_name']} "
+        f"({result.settings['threads']} thread(s)), "
         f"at pooled cosine {'n/a' if result.pooled_cosine is None else f'{result.pooled_cosine:.3f}'} and "
         f"kNN@{result.k} overlap {result.knn_overlap:.2f}."
     )

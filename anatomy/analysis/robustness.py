@@ -33,7 +33,7 @@ class Robustness:
     input_error: float
     logit_error: float
     output_error: float
-    reduction_factor: float
+    reduction_factor: float | None  # None: no measurable output error (noise too small to move it)
     output_error_noisy_values: float  # for contrast: V = X' as well
 
 
@@ -68,7 +68,7 @@ def softmax_robustness(points: np.ndarray, noise: float = 0.1, seed: int = 0) ->
         input_error=_relative(noisy, x),
         logit_error=logit_error,
         output_error=output_error,
-        reduction_factor=logit_error / output_error if output_error > 0 else float("inf"),
+        reduction_factor=logit_error / output_error if output_error > 0 else None,
         output_error_noisy_values=_relative(weights_noisy @ noisy, output),
     )
 

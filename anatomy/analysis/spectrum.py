@@ -61,6 +61,17 @@ class SpectrumResult(Result):
     used: MatrixEntry | None = None
 
 
+def _rank_bound(entry: MatrixEntry) -> int:
+    """The largest rank the matrix can have: its width, or its row count when it has fewer rows."""
+    return min(entry.rows, entry.dim)
+
+
+def _of(entry: MatrixEntry) -> str:
+    """What an effective rank is out of: '384', or '46 (its rows; width 384)' for a short matrix."""
+    bound = _rank_bound(entry)
+    return f"{bound}" if bound == entry.dim else f"{bound} (its rows; width {entry.dim})"
+
+
 @dataclass(frozen=True)
 class SpectrumParams:
     pass
@@ -103,13 +114,13 @@ class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
             if entry is None:
                 continue
             erank, n90 = entry.uncentred.erank, entry.uncentred.n90
-            low = erank / entry.dim < LOW_ERANK_RATIO
+            low = erank / _rank_bound(entry) < LOW_ERANK_RATIO  # 43 of 46 rows is full rank, not compressible
             found.append(
                 Finding(
                     "warn" if low else "info",
                     section,
                     f"spectrum.{subset}",
-                    f"token embeddings ({label}) have effective rank {erank:.0f} of {entry.dim}; "
+                    f"token embeddings ({label}) have effective rank {erank:.0f} of {_of(entry)}; "
                     f"90% of energy in {n90} dimensions",
                     erank,
                     "the embedding table is compressible: a narrower width loses little" if low else "",
@@ -123,7 +134,7 @@ class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
         rows = [
             PaperRow.of(
                 "token embeddings effective rank (full)",
-                f"{result.full.uncentred.erank:.1f} of {result.full.dim}",
+                f"{result.full.uncentred.erank:.1f} of {_of(result.full)}",
                 paper.EMBED_ERANK_FULL,
             )
         ]
@@ -131,7 +142,7 @@ class Spectrum(Analysis[SpectrumParams, SpectrumResult]):
             rows.append(
                 PaperRow.of(
                     "token embeddings effective rank (used)",
-                    f"{result.used.uncentred.erank:.1f} of {result.used.dim}",
+                    f"{result.used.uncentred.erank:.1f} of {_of(result.used)}",
                     paper.EMBED_ERANK_USED,
                 )
             )

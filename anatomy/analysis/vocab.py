@@ -22,7 +22,7 @@ from anatomy import paper
 from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
 from anatomy.corpus.sources import SourceFile
 from anatomy.corpus.traffic import WEIGHTS
-from anatomy.errors import EncoderError, InputError, OptionError
+from anatomy.errors import InputError
 from anatomy.findings import Finding
 from anatomy.vocab import IMAGENET
 from anatomy.vocab.build import (
@@ -155,10 +155,6 @@ HELD_OUT_ACCEPTS = (
 REENCODE_HINT = (
     "held-out files are read as UTF-8: re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW.txt`)"
 )
-TOKENIZER_CHOICES = (
-    "use clip (CLIP BPE), minilm or hf:PATH|hf:ORG/NAME of a BERT-style (WordPiece) model, or an encoder "
-    "spec whose tokenizer is CLIP BPE (see `anatomy encoders`)"
-)
 
 
 def read_raw_prompts(spec: str) -> list[str]:
@@ -209,15 +205,9 @@ class _HeldOutFile(SourceFile):
 
 def resolve_tokenizer(spec: str):
     """The full tokenizer of --tokenizer; a spec that names no tokenizer is a usage error (OptionError)."""
-    from anatomy.encoders.registry import parse_spec
+    from anatomy.tokens import check_tokenizer_spec
 
-    if spec != "clip":
-        try:
-            parse_spec(spec)
-        except EncoderError as err:
-            raise OptionError(
-                "--tokenizer", f"'{spec}' is not a tokenizer: {err.message}", TOKENIZER_CHOICES
-            ) from None
+    check_tokenizer_spec(spec)
     return base_tokenizer(spec)
 
 

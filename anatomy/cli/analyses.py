@@ -130,7 +130,7 @@ def _input_options(analysis) -> list[inspect.Parameter]:
     if Need.EMBEDDINGS in needs:
         params.append(inspect.Parameter(
             "embeddings", kw, default=None,
-            annotation=Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+            annotation=Annotated[Path | None, typer.Option(dir_okay=False,
                                                            help="A saved [N, D] .npy array instead of an encoder.")],
         ))  # fmt: skip
     corpus_required = Need.CORPUS in needs or (Need.PAIR in needs)

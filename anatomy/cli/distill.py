@@ -29,7 +29,7 @@ EXPORT_FORMATS = tuple(FORMATS)  # the formats the CLI accepts: anatomy.distill.
 
 
 def distill_cmd(
-    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
+    corpus: Annotated[Path, typer.Option("--corpus", "-c", help="Corpus Parquet file (anatomy ingest).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (refused if it holds a run).")],
     teacher: Annotated[
         str, typer.Option(help="Teacher encoder spec (sam3:PATH, minilm, hf:PATH, ...).")
@@ -200,7 +200,7 @@ def export_cmd(
 
 
 def ablate_cmd(
-    corpus: Annotated[Path, typer.Option(help="Corpus Parquet file (anatomy ingest).")],
+    corpus: Annotated[Path, typer.Option("--corpus", "-c", help="Corpus Parquet file (anatomy ingest).")],
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: runs/, cache/, results/, figures/.")
     ],

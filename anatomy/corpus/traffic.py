@@ -3,16 +3,18 @@
 A corpus has one row per distinct (source, subset, prompt); its `count` column is the row's requests (every
 occurrence in a text log, or the sum of a `--count-column` in a CSV/JSONL export). Timestamps do not fit that
 schema, so they live in a side table beside the corpus, CORPUS.traffic.parquet: one row per (source, subset,
-prompt, day) with the requests of that day (`day` a date, UTC as written: an ISO timestamp's date part, an
-epoch number's UTC day). It is written under the corpus's lock in the same atomic commit as the corpus, and
-only inputs with `--time-column` add to it, so a row's days sum to at most its count (exactly its count when
-every input was timed). Weeks and other periods are cut from days when read (`periods`).
+prompt, day) with the requests of that day (`day` a date: the UTC day of the instant, an offset moving it
+across midnight, a timestamp without one taken as UTC; `parse_day` gives the rules, epoch units included).
+It is written under the corpus's lock in the same atomic commit as the corpus, and only inputs with
+`--time-column` add to it, so a row's days sum to at most its count (exactly its count when every input was
+timed). Weeks and other periods are cut from days when read (`periods`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
 TRAFFIC_COLUMNS = ("source", "subset", "prompt", "day", "count")
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
-_MS_EPOCH_ABOVE = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
+_MS_EPOCH_ABOVE = 1e11  # epoch numbers from this on are milliseconds (1e11 s is the year 5138)
+_AMBIGUOUS_BELOW = 1e8  # below this an epoch's unit cannot be told (1e8 s is 1973-03-03, 1e8 ms 1970-01-02)
 WEIGHTS = ("distinct", "traffic")
 # The largest count one record may claim: a trillion requests. Larger is a hostile or broken export (and sums
 # of such counts would overflow the corpus's int64 column), so it is a counted skip like any unreadable count.
@@ -61,25 +64,82 @@ def parse_count(value: object) -> int | None:
 
 
 def parse_day(value: object) -> int | None:
-    """Days since 1970-01-01 of an ISO date/timestamp ("2024-05-01", "2024-05-01T12:30:00Z") or an epoch
-    number in seconds (milliseconds above 1e11); None when it is neither."""
+    """The UTC day (days since 1970-01-01) of a timestamp, or None when it cannot be read unambiguously.
+
+    - An ISO 8601 date or date-time ("2024-05-01", "2024-05-01T12:30:00Z", "2024-05-01 12:30:00-05:00"): the
+      UTC day of that instant (an offset moves it across midnight); a date-time without an offset is UTC.
+      Anything after the date that is not a time and offset ("2024-05-01 not a time") is unreadable.
+    - A compact ISO date YYYYMMDD, as 8 digits or an integer from 19000101 to 21001231 that is a valid
+      calendar date ("20240506"): that date. As an epoch it would be a day in 1970 in either unit.
+    - An epoch number, by magnitude: milliseconds when |v| >= 1e11 (after 1973-03-03 or before
+      1966-10-31), seconds when 1e8 <= |v| < 1e11 (1973-03-03 to the year 5138, or years 1 to 1966). Below 1e8
+      the unit cannot be told (seconds would put it within about three years of 1970, milliseconds within a
+      day) and both readings are implausible for a prompt log: it is read only when both give the same day
+      (0 is 1970-01-01, -86400 is 1969-12-31), and is unreadable otherwise (86400000 is 1972-09-27 in
+      seconds but 1970-01-02 in milliseconds).
+    Days outside 0001-01-01..9999-12-31 are unreadable.
+    """
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if len(text) >= 10 and text[4] == "-":
-            try:
-                return _dt.date.fromisoformat(text[:10]).toordinal() - _EPOCH_ORDINAL
-            except ValueError:
-                return None
+        if _COMPACT_DATE.fullmatch(text):
+            return _compact_day(int(text))
+        if len(text) >= 10 and text[:4].isdecimal() and text[4] == "-":
+            return _iso_day(text)
         try:
             value = float(text)
         except ValueError:
             return None
-    if isinstance(value, int | float) and math.isfinite(value):
-        seconds = value / 1000 if abs(value) > _MS_EPOCH_ABOVE else value
-        day = int(seconds // 86400)
-        return day if _DAY_MIN <= day <= _DAY_MAX else None
+    if isinstance(value, int):
+        compact = _compact_day(value)
+        if compact is not None:
+            return compact
+        return _epoch_day(value, value // 86_400, value // 86_400_000)
+    if isinstance(value, float) and math.isfinite(value):
+        return _epoch_day(value, math.floor(value / 86_400), math.floor(value / 86_400_000))
+    return None
+
+
+_COMPACT_DATE = re.compile(r"[0-9]{8}")
+_COMPACT_MIN, _COMPACT_MAX = 19000101, 21001231
+
+
+def _in_range(day: int) -> int | None:
+    return day if _DAY_MIN <= day <= _DAY_MAX else None
+
+
+def _compact_day(number: int) -> int | None:
+    """The day of a compact ISO date YYYYMMDD (19000101..21001231, a valid calendar date), else None."""
+    if not _COMPACT_MIN <= number <= _COMPACT_MAX:
+        return None
+    try:
+        date = _dt.date(number // 10_000, number // 100 % 100, number % 100)
+    except ValueError:
+        return None
+    return date.toordinal() - _EPOCH_ORDINAL
+
+
+def _iso_day(text: str) -> int | None:
+    """The UTC day of an ISO 8601 date or date-time (naive is UTC), None when unreadable."""
+    try:
+        stamp = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    day = stamp.toordinal() - _EPOCH_ORDINAL
+    offset = stamp.utcoffset()
+    if offset:  # shift by the offset without datetime arithmetic (which overflows at the calendar's ends)
+        seconds = stamp.hour * 3600 + stamp.minute * 60 + stamp.second - offset.total_seconds()
+        day += math.floor(seconds / 86_400)
+    return _in_range(day)
+
+
+def _epoch_day(value: float, day_seconds: int, day_millis: int) -> int | None:
+    """The day of an epoch number read by magnitude (parse_day), given its day in seconds and in milliseconds."""
+    if abs(value) >= _MS_EPOCH_ABOVE:
+        return _in_range(day_millis)
+    if abs(value) >= _AMBIGUOUS_BELOW or day_seconds == day_millis:
+        return _in_range(day_seconds)
     return None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from anatomy import paper
-from anatomy.errors import EncoderError, InputError
+from anatomy.errors import EncoderError, InputError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,17 @@ def run_child(config: dict, timeout: float) -> dict[str, Any]:
     return answer
 
 
-def check_specs(specs: Sequence[str]) -> None:
-    """Refuse unknown specs and ONNX files without their sidecar before any measurement."""
+def check_specs(
+    specs: Sequence[SpecItem], contexts: Sequence[int] = (), runtimes: Sequence[str] = ("torch",)
+) -> None:
+    """Refuse unknown specs and ONNX files without their sidecar before any measurement, and options an ONNX
+    file cannot honour (usage errors): its graph has one fixed context and one format, measured as they are,
+    so a --context other than the graph's, or an ONNX --runtime other than its format, is refused rather than
+    ignored (torch, the default runtime, means "as it is" for a file)."""
     from anatomy.encoders.registry import parse_spec
 
-    for spec in specs:
+    for item in specs:
+        spec = _spec(item)
         if spec.endswith(".onnx"):
             from anatomy.distill.onnx_sidecar import read_sidecar
 
@@ -177,7 +183,20 @@ def check_specs(specs: Sequence[str]) -> None:
             if not path.is_file():
                 raise InputError(f"{path}: {'not a file' if path.exists() else 'no such file'}",
                                  "give an ONNX file `anatomy export` wrote (with its FILE.onnx.json)")  # fmt: skip
-            read_sidecar(path)
+            sidecar = read_sidecar(path)
+            own, fmt = sidecar["context_length"], sidecar["format"]
+            asked = sorted({c for c in (contexts if isinstance(item, str) else [item[1]]) if c is not None})
+            if asked and asked != [own]:
+                raise OptionError("--context", f"{path} is an ONNX graph with a fixed context of {own}: it cannot "
+                                  f"be measured at {', '.join(map(str, asked))}",
+                                  f"leave --context out or give --context {own}; to measure another context, "
+                                  "give the encoder it was exported from (e.g. student:RUN_DIR) instead")  # fmt: skip
+            other = [r for r in runtimes if r not in ("torch", fmt)]
+            if other and not set(runtimes) & {"torch", fmt}:  # no runtime given applies to the file
+                raise OptionError("--runtime", f"{path} is an ONNX graph in the {fmt} format, measured as it is: "
+                                  f"--runtime {', '.join(other)} does not apply to it",
+                                  f"leave --runtime out or give --runtime {fmt}; for {other[0]}, give an {other[0]} "
+                                  f"export (anatomy export --format {other[0]}) or the encoder it came from")  # fmt: skip
         else:
             parse_spec(spec)
 
@@ -248,7 +267,7 @@ def measure_costs(
     settings = dataclasses.replace(settings or CostSettings(), **overrides)
     if not specs:
         raise InputError("no encoders given", "name at least one with -e SPEC (the first is the baseline)")
-    check_specs([_spec(item) for item in specs])
+    check_specs(specs, list(contexts), settings.runtimes)
     if settings.device != "cpu" and any(r != "torch" for r in settings.runtimes):
         raise InputError(
             "ONNX Runtime rows are measured on the CPU", "use --device cpu with --runtime onnx/int8"

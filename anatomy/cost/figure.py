@@ -11,7 +11,7 @@ def draw_frontier(result: Any):
 
     fig, grid = new_figure(1, 2, size=(9.0, 3.6))
     axes = grid[0]
-    teacher, student = result.row(result.teacher), result.row(result.student)
+    teacher, student = result.pair()  # the teacher at the student's context where it was measured there
     quality = {f"kNN@{result.k} overlap": result.knn_overlap}
     if result.pooled_cosine is not None:
         quality["pooled cosine"] = result.pooled_cosine

@@ -97,6 +97,11 @@ def student_arch(student: str, vocab_size: int, output_dim: int, tokenizer: str)
     missing = [k for k in ("layers", "width", "heads") if k not in arch]
     if missing:
         raise InputError(f"{path}: student config lacks {', '.join(missing)}", example)
+    if "vocab" in arch:  # set by resolve from --vocab's fingerprint; a path here would reach the checkpoint
+        raise InputError(
+            f"{path}: a student config does not take vocab",
+            "remove vocab from the student config and give the vocabulary with --vocab DIR",
+        )
     arch = {"architecture": "custom", **shared, **arch}
     recipe = arch.pop("recipe", "custom")
     if recipe != "custom" and (not isinstance(recipe, str) or recipe not in RECIPES):
@@ -108,8 +113,15 @@ def student_arch(student: str, vocab_size: int, output_dim: int, tokenizer: str)
 
 
 def student_config(arch: dict, context: int):
+    """The StudentConfig of a run: `arch` at the run's --context (a config's own context_length must agree)."""
     from anatomy.encoders.student import StudentConfig
 
+    if "context_length" in arch and arch["context_length"] != context:
+        raise OptionError(
+            "--context",
+            f"is {context}, but the student config sets context_length {arch['context_length']!r}",
+            f"give --context {arch['context_length']!r} or leave context_length out of the student config",
+        )
     return StudentConfig.from_dict({**arch, "context_length": context}, "student config")
 
 

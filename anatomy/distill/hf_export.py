@@ -44,7 +44,11 @@ BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "!"  # PAD: id 0, as SAM3 pa
 def write_tokenizer(out: Path, context_length: int = 32) -> None:
     """CLIP tokenizer files for transformers from open_clip's bundled BPE merges (no download).
 
-    Padding is id 0 ("!"), as SAM3's own tokenizer pads: a LiteText student attends to padding positions."""
+    Padding is id 0 ("!"), as SAM3's own tokenizer pads: a LiteText student attends to padding positions.
+    transformers registers every named special token (pad included) as an added token and splits text on it,
+    which would turn each "!" of a prompt into id 0; `split_special_tokens` makes it tokenize special-token
+    text as plain text, as open_clip's SimpleTokenizer does (a literal "<|endoftext|>" in a prompt too), so the
+    ids are open_clip's for every prompt while padding stays id 0."""
     from anatomy.io import write_json, write_text
     from anatomy.tokenizer import CLIP_SPECIALS, ClipBPE
 
@@ -59,7 +63,12 @@ def write_tokenizer(out: Path, context_length: int = 32) -> None:
     write_json(out / "special_tokens_map.json", specials)
     write_json(
         out / "tokenizer_config.json",
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, **specials},
+        {
+            "tokenizer_class": "CLIPTokenizer",
+            "model_max_length": context_length,
+            "split_special_tokens": True,
+            **specials,
+        },
     )
 
 

@@ -278,6 +278,12 @@ def _export_locked(encoder, out: Path, fmt: str, source: str, source_files: list
             with writing(out.parent / name):
                 shutil.rmtree(out.parent / name, ignore_errors=True)
                 os.replace(work / name, out.parent / name)
+        for name in {out.name + ".vocab.json", out.name + ".tokenizer"} - set(extra):
+            stale = out.parent / name  # a previous export's companion the new sidecar does not name
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         return sidecar
     finally:
         shutil.rmtree(work, ignore_errors=True)

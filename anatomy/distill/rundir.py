@@ -171,8 +171,33 @@ def clean_run_dir(run_dir: Path) -> list[Path]:
     return removed
 
 
+# Settings that name a file whose content the run records by identity: the corpus's prompts are in the
+# teacher cache's key, a student JSON's content is student_arch. The same file given by another path (another
+# relative spelling, another working directory) is the same run.
+PATH_SETTINGS = {"corpus": "teacher_cache", "student": "student_arch"}
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _same_setting(key: str, stored: dict, resolved: dict) -> bool:
+    old, new = stored.get(key), resolved[key]
+    if old == new:
+        return True
+    identity = PATH_SETTINGS.get(key)
+    if identity is None or not isinstance(old, str) or not isinstance(new, str):
+        return False
+    if identity in resolved and stored.get(identity) == resolved[identity]:
+        return True  # the content that matters is the same (checked under its own key too)
+    return _same_file(old, new)
+
+
 def compare_settings(stored: dict, resolved: dict, run_dir: Path) -> None:
-    changed = sorted(k for k in resolved if k not in RUNTIME_ONLY and stored.get(k) != resolved[k])
+    changed = sorted(k for k in resolved if k not in RUNTIME_ONLY and not _same_setting(k, stored, resolved))
     if changed:
         detail = ", ".join(f"{k}: {stored.get(k)!r} -> {resolved[k]!r}" for k in changed[:5])
         raise InputError(

@@ -1,6 +1,8 @@
 """`anatomy check`: a prompt log against a deployment, into OUT.
 
 OUT/log.parquet (+ .manifest.json, .traffic.parquet)  the log as a corpus (anatomy ingest's format)
+OUT/.staging/                                          the above while a check runs; moved into place
+                                                       together (check.json last) only when it succeeds
 OUT/cache/pooled-*.npy + .json                         the teacher's pooled outputs (log; training corpus
                                                        when the run has no teacher cache), verified on reuse
 OUT/results/check.json                                 every figure, the verdicts (findings) and the settings
@@ -33,6 +35,7 @@ from anatomy.monitor.verdicts import MIN_COSINE_PROMPTS
 log = logging.getLogger(__name__)
 
 RESULT = "results/check.json"
+STAGING = ".staging"  # a check's outputs until they replace the previous ones together
 ADD_FILE = "add_to_training.csv"
 DEFAULT_SAMPLE = 1000  # quality sample when the deployment records no held-out size
 
@@ -70,6 +73,7 @@ class CheckResult:
     drift: Drift | None
     findings: list[Finding]
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why it did not run
+    periods_too_small: list[str] = field(default_factory=list)  # periods left out of drift (too few requests)
     add_file: str | None = None  # the prompts to add, and how many
     added: int = 0
 
@@ -78,37 +82,81 @@ class CheckResult:
         return any(f.mark == "fail" for f in self.findings)
 
 
-def _ingest_into(out_dir: Path, ingest: Callable[[], Path]) -> Path:
-    """Make out_dir and ingest the log into it; a log that cannot be read (a missing file, an option that does
-    not fit it) leaves no folder behind where this run made it."""
-    import shutil
-
+def _made_by_us(out_dir: Path) -> Path | None:
+    """The outermost folder of out_dir that does not exist yet (this run makes it), or None."""
     created = out_dir.absolute()
+    if created.exists():
+        return None
     while not created.parent.exists() and created.parent != created.parent.parent:
-        created = created.parent  # the outermost folder this run makes
-    made = not created.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return ingest()
-    except Exception:
-        if made:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+        created = created.parent
+    return created
 
 
 def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, options: ReadOptions = ReadOptions(),
               cfg: CheckConfig = CheckConfig(), progress: Callable[[str], None] = lambda _m: None) -> CheckResult:  # fmt: skip
-    """Every check of the log against the deployment in `against`; writes OUT and returns the result."""
-    from anatomy.encoders.registry import load, load_tokenizer
-    from anatomy.io import to_jsonable, write_json
-    from anatomy.monitor import coverage, periods, quality, tokenization
-    from anatomy.monitor.logdata import ingest_log, read_log
+    """Every check of the log against the deployment in `against`; writes OUT and returns the result.
+
+    The log, check.json and add_to_training.csv are written into OUT/.staging first and replace the previous
+    ones together once every check has run: a check that fails (an unreadable log, a teacher that does not
+    load) leaves OUT as it was, and a folder it made is removed."""
+    import shutil
+
+    from anatomy.monitor.logdata import check_logs
     from anatomy.monitor.record import read_deployment
 
     out_dir = Path(out_dir)
+    check_logs(logs)  # usage errors (exit 2) before any work
     dep = read_deployment(against)  # a wrong folder fails before any work
+    made = _made_by_us(out_dir)
+    staging = out_dir / STAGING
+    try:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed check
+        staging.mkdir(parents=True)
+        result, files = _check(logs, dep, out_dir, staging, options, cfg, progress)
+        _commit(out_dir, files)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _commit(out_dir: Path, files: dict[str, Path]) -> None:
+    """Move the staged files (OUT-relative name -> staged path) into OUT together, check.json last (the commit
+    point: it names the log); an earlier log's side table that the new log has none of goes with it."""
+    import os
+
+    from anatomy.corpus.traffic import traffic_path
+    from anatomy.io import atomic_paths
+    from anatomy.monitor.logdata import LOG_NAME
+
+    names = sorted(files, key=lambda name: name == RESULT)
+    (out_dir / RESULT).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_paths(*(out_dir / name for name in names)) as temps:
+        for name, tmp in zip(names, temps, strict=True):
+            os.replace(files[name], tmp)
+    traffic = traffic_path(out_dir / LOG_NAME)
+    if LOG_NAME in files and traffic.name not in files:
+        traffic.unlink(missing_ok=True)
+
+
+def _check(logs: Sequence[str], dep, out_dir: Path, staging: Path, options: ReadOptions, cfg: CheckConfig,
+           progress: Callable[[str], None]) -> tuple[CheckResult, dict[str, Path]]:  # fmt: skip
+    """The checks, with every output staged: (the result, OUT-relative name -> staged file)."""
+    from anatomy.encoders.registry import load, load_tokenizer
+    from anatomy.io import to_jsonable, write_json
+    from anatomy.monitor import coverage, periods, quality, tokenization
+    from anatomy.monitor.logdata import LOG_NAME, ingest_log, log_files, read_log
+
     progress(f"deployment: {dep.kind} {dep.folder} (context {dep.context}, tokenizer {dep.tokenizer})")
-    data = read_log(_ingest_into(out_dir, lambda: ingest_log(logs, out_dir, options)))
+    corpus = ingest_log(logs, staging, options)
+    data = read_log(corpus)
+    files: dict[str, Path] = {}
+    if corpus.parent == staging:  # an ingested log: it moves into OUT with the results
+        files = {path.name: path for path in log_files(corpus) if path.exists()}
+        data.corpus = out_dir / LOG_NAME
     progress(f"log: {len(data.prompts):,} distinct prompts, {data.n_requests:,} requests")
     skipped: dict[str, str] = {}
     teacher = functools.cache(lambda: load(str(dep.teacher), device=cfg.device, context_length=dep.context))
@@ -123,14 +171,17 @@ def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, opt
 
         train = load_prompts(dep.corpus)[0]
     progress("tokenization")
-    specialised = None
+    specialised, vocab = None, None
     if dep.vocab is not None:
-        from anatomy.vocab.store import load_specialised
+        from anatomy.vocab.store import load as load_vocab
+        from anatomy.vocab.store import specialise
 
-        specialised = load_specialised(dep.vocab)
+        vocab = load_vocab(dep.vocab)
+        specialised = specialise(vocab)
+    base = load_tokenizer(dep.tokenizer)
     tok_check, flags = tokenization.check_tokenization(
-        data.prompts, data.requests, load_tokenizer(dep.tokenizer), dep.context, train, specialised,
-        str(dep.vocab) if dep.vocab else "full",
+        data.prompts, data.requests, base, dep.context, train, specialised,
+        str(dep.vocab) if dep.vocab else "full", known=tokenization.known_ids(base, train, vocab),
     )  # fmt: skip
 
     cov_check, distance = None, None
@@ -158,30 +209,40 @@ def run_check(logs: Sequence[str], against: str | Path, out_dir: str | Path, opt
     else:
         skipped["quality"] = "the deployment names no student and teacher pair"
 
-    found = verdicts.tokenization_findings(tok_check)
+    found = [Finding("info", verdicts.SECTION, "check.deployment", note) for note in dep.notes]
+    found += verdicts.tokenization_findings(tok_check)
     found += verdicts.coverage_findings(cov_check) if cov_check else []
     found += verdicts.quality_findings(q_check) if q_check else []
     by_period = periods.by_period(data.days, data.prompts, flags, distance, cfg.period)
     drift = periods.drift(by_period)
-    found += verdicts.drift_findings(drift, cfg.period)
+    small = periods.too_small(by_period)
+    found += verdicts.drift_findings(drift, cfg.period, small)
+    undated = data.undated_requests
     if data.days is None:
         skipped["periods"] = "the log has no timestamps (--time-column / --time-field)"
+    elif undated:
+        found.append(Finding("info", verdicts.SECTION, "check.periods.undated",
+            f"{undated:,} of {data.n_requests:,} requests have no timestamp: outside the per-{cfg.period} and "
+            "drift figures", undated))  # fmt: skip
     for name, why in skipped.items():
         found.append(Finding("info", verdicts.SECTION, f"check.{name}.skipped", f"{name} not checked: {why}"))
 
     uncovered = flags["changed"] | flags.get("beyond", np.zeros(len(data.prompts), dtype=bool))
-    added = _write_additions(out_dir / ADD_FILE, data.prompts, data.requests, uncovered, cfg.top)
+    files[ADD_FILE] = staging / ADD_FILE
+    added = _write_additions(files[ADD_FILE], data.prompts, data.requests, uncovered, cfg.top)
     result = CheckResult(
         deployment=dep.describe(),
         log={"corpus": str(data.corpus), "prompts": len(data.prompts), "requests": data.n_requests,
-             "timestamps": data.days is not None},
+             "timestamps": data.days is not None, "undated_requests": undated},
         tokenization=tok_check, coverage=cov_check, quality=q_check, period=cfg.period, periods=by_period,
         drift=drift, findings=found, skipped=skipped, add_file=ADD_FILE, added=added,
+        periods_too_small=[p.start for p in small],
     )  # fmt: skip
     settings = {"sample": cfg.sample, "seed": cfg.seed, "period": cfg.period, "backend": cfg.backend,
                 "top": cfg.top}  # fmt: skip
-    write_json(out_dir / RESULT, {"schema_version": 1, "settings": settings, **to_jsonable(result)})
-    return result
+    files[RESULT] = staging / "check.json"
+    write_json(files[RESULT], {"schema_version": 1, "settings": settings, **to_jsonable(result)})
+    return result, files
 
 
 def _write_additions(

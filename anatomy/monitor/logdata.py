@@ -1,6 +1,7 @@
 """A prompt log as traffic: its distinct prompts, the requests of each, and (with timestamps) its days.
 
-The log files are ingested with the text reader into OUT/log.parquet (a corpus like any other: one row per
+The log files are ingested with the text reader into a fresh OUT/.staging/log.parquet, moved to OUT/log.parquet
+with the results once the check succeeds (a corpus like any other: one row per
 distinct prompt and file, `count` its requests, CORPUS.traffic.parquet its days), or a corpus .parquet is
 read in place. Everything after ingest is vectorised over distinct prompts (pandas group-bys), never a
 Python loop over requests.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anatomy.errors import InputError
+LOG_NAME = "log.parquet"  # the ingested log inside OUT
 
 
 @dataclass
@@ -28,29 +29,48 @@ class LogData:
     def n_requests(self) -> int:
         return int(self.requests.sum())
 
+    @property
+    def undated_requests(self) -> int:
+        """Requests without a timestamp (none when the log has no timestamps at all: then nothing is dated)."""
+        if self.days is None:
+            return 0
+        return self.n_requests - int(self.days["count"].sum())  # type: ignore[index]
 
-def ingest_log(logs: Sequence[str], out_dir: Path, options) -> Path:
-    """The log files as a corpus in OUT/log.parquet (rebuilt on every check), or a given corpus .parquet."""
+
+def check_logs(logs: Sequence[str]) -> None:
+    """Usage errors of the LOG arguments (OptionError, exit 2), before any work."""
+    from anatomy.errors import OptionError
+
     if not logs:
-        raise InputError(
-            "no log given", "name at least one prompt log (txt, csv, jsonl) or a corpus .parquet"
+        raise OptionError(
+            "LOG", "no log given", "name at least one prompt log (txt, csv, jsonl) or a corpus .parquet"
         )
     parquet = [p for p in logs if str(p).endswith(".parquet")]
-    if parquet:
-        if len(logs) > 1:
-            raise InputError(
-                f"a corpus ({parquet[0]}) was given together with other logs", "give one or the other"
-            )
-        return Path(parquet[0])
+    if parquet and len(logs) > 1:
+        raise OptionError(
+            "LOG", f"a corpus ({parquet[0]}) was given together with other logs", "give one or the other"
+        )
+
+
+def ingest_log(logs: Sequence[str], staging: Path, options) -> Path:
+    """The log files as a corpus in STAGING/log.parquet (a fresh folder: never merged into an earlier log), or
+    a given corpus .parquet, read in place."""
+    check_logs(logs)
+    if str(logs[0]).endswith(".parquet"):
+        return Path(logs[0])
     from anatomy.corpus import ingest
+
+    corpus = staging / LOG_NAME
+    ingest("text", list(logs), corpus, options)
+    return corpus
+
+
+def log_files(corpus: Path) -> list[Path]:
+    """The files of a log corpus: the corpus, its manifest and (with timestamps) its traffic side table."""
     from anatomy.corpus.corpus import manifest_path
     from anatomy.corpus.traffic import traffic_path
 
-    corpus = out_dir / "log.parquet"
-    for stale in (corpus, manifest_path(corpus), traffic_path(corpus)):
-        stale.unlink(missing_ok=True)
-    ingest("text", list(logs), corpus, options)
-    return corpus
+    return [corpus, manifest_path(corpus), traffic_path(corpus)]
 
 
 def read_log(corpus: Path) -> LogData:

@@ -3,7 +3,9 @@
 Needs a log with timestamps (CORPUS.traffic.parquet, anatomy.corpus.traffic). Each distinct prompt carries
 its flags from the checks (tokenizes differently, truncated, uses a new token, beyond the coverage threshold)
 and its distance; a period's figures are request-weighted shares over the prompts sent in it (a pandas
-group-by over (prompt, day) rows, never a loop over requests). Weeks start on Monday.
+group-by over (prompt, day) rows, never a loop over requests). Weeks start on Monday. Drift compares the first
+and the last period with at least MIN_PERIOD_REQUESTS requests (anatomy.monitor.verdicts); smaller periods are
+listed, never judged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from anatomy.monitor.verdicts import MIN_PERIOD_REQUESTS
 
 PERIODS = ("day", "week")
 FLAGS = ("changed", "truncated", "new_token", "beyond")
@@ -70,10 +74,17 @@ def by_period(days, prompts: Sequence[str], flags: dict[str, np.ndarray], distan
     return out
 
 
-def drift(periods: list[Period]) -> Drift | None:
-    if len(periods) < 2:
+def too_small(periods: list[Period], min_requests: int = MIN_PERIOD_REQUESTS) -> list[Period]:
+    """The periods with too few requests for their shares to be judged."""
+    return [p for p in periods if p.requests < min_requests]
+
+
+def drift(periods: list[Period], min_requests: int = MIN_PERIOD_REQUESTS) -> Drift | None:
+    """From the first to the last period with at least `min_requests` requests; None with fewer than two."""
+    judged = [p for p in periods if p.requests >= min_requests]
+    if len(judged) < 2:
         return None
-    first, last = periods[0], periods[-1]
+    first, last = judged[0], judged[-1]
     return Drift(
         first.start, last.start, last.beyond - first.beyond, last.distance_mean - first.distance_mean
     )

@@ -4,8 +4,10 @@ vocabulary, the run's own held-out figures), read through one function whatever 
 Layouts (LAYOUTS, tried in order; each is a `detect(folder) -> bool` and a `read(folder) -> Deployment`):
 - "run": an `anatomy distill` run directory (config.json with student_arch, metrics.jsonl, checkpoints/best,
   teacher_cache/, vocab.json for a specialised run);
-- "audit": an `anatomy audit` folder (results/audit.json, corpus.parquet, results/tokens.json, vocab.json,
-  pair/results/agreement.json when it had a teacher and a student).
+- "audit": an `anatomy audit` folder (results/audit.json, corpus.parquet, pair/results/agreement.json when it
+  had a teacher and a student). With a student, the tokenizer, context and vocabulary are the student's own (its
+  checkpoint's config.json and vocab.json; an unreadable one is refused); without one, the audit's
+  recommendation (results/tokens.json's tokenizer and context, vocab.json), said so in a note.
 - "specialise": an `anatomy specialise` output (bill.json): the recommended candidate's distill run, read as a
   run (its context, vocabulary, teacher cache and held-out figures).
 """
@@ -35,12 +37,13 @@ class Deployment:
     teacher_cache: tuple[Path, Path] | None = None  # (arrays, sidecar) of the run's teacher cache
     eval: dict[str, float] = field(default_factory=dict)  # the run's own held-out figures (eval_*)
     eval_size: int | None = None  # how many held-out prompts those figures are over
+    notes: list[str] = field(default_factory=list)  # how a figure above was chosen, where it was not recorded
 
     def describe(self) -> dict:
         return {
             "kind": self.kind, "folder": str(self.folder), "tokenizer": self.tokenizer, "context": self.context,
             "teacher": self.teacher, "student": self.student, "corpus": str(self.corpus) if self.corpus else None,
-            "vocab": str(self.vocab) if self.vocab else None, "eval": self.eval, "eval_size": self.eval_size,
+            "vocab": str(self.vocab) if self.vocab else None, "eval": self.eval, "eval_size": self.eval_size, "notes": self.notes,
         }  # fmt: skip
 
 
@@ -118,27 +121,75 @@ def _read_audit(folder: Path) -> Deployment:
     config = audit.get("config", {})
     corpus_path = audit.get("stages", {}).get("corpus", {}).get("path") or "corpus.parquet"
     tokens_path = folder / "results" / "tokens.json"
-    tokenizer, context = "clip", DEFAULT_CONTEXT
+    measured: str | None = None  # the tokenizer the audit's tokens analysis measured, and its recommendation
+    recommended: int | None = None
     if tokens_path.exists():
         tokens = _json(tokens_path)
-        tokenizer = tokens.get("params", {}).get("tokenizer", "clip")
-        context = tokens.get("recommended_context", {}).get("pooled", {}).get("L") or DEFAULT_CONTEXT
+        measured = tokens.get("params", {}).get("tokenizer", "clip")
+        recommended = tokens.get("recommended_context", {}).get("pooled", {}).get("L")
     eval_figures = {}
     agreement = folder / "pair" / "results" / "agreement.json"
     if agreement.exists():  # the student against the teacher on the audited (training) corpus
         eval_figures = _agreement_figures(_json(agreement))
-    vocab = folder / "vocab.json"
-    if vocab.exists():  # a vocabulary an earlier run left beside this audit's corpus is not what it deployed
-        from anatomy.distill.vocab_student import check_folder_corpus
-
-        built = _json(vocab)
-        check_folder_corpus(folder, built.get("corpus") if isinstance(built, dict) else None, "--against")
     encoders = config.get("encoders") or []
+    student = config.get("student")
+    notes: list[str] = []
+    if student:  # what is deployed is the student: its own tokenizer, context and vocabulary
+        student, tokenizer, context, vocab = _audit_student(folder, str(student), measured, recommended)
+    else:  # no student: the audit's recommendation (its tokens analysis's tokenizer, context and vocab.json)
+        tokenizer = measured or "clip"
+        context = recommended or DEFAULT_CONTEXT
+        vocab = folder / "vocab.json"
+        notes.append(
+            f"the audit names no student: judged as its recommendation, tokenizer {tokenizer} at context "
+            f"{context}{'' if recommended else ' (no recommended context: the default)'}"
+        )
+        # a vocabulary an earlier run left beside this audit's corpus is not what it deployed
+        if vocab.exists():
+            from anatomy.distill.vocab_student import check_folder_corpus
+
+            built = _json(vocab)
+            check_folder_corpus(folder, built.get("corpus") if isinstance(built, dict) else None, "--against")
+        else:
+            vocab = None
     return Deployment(
         kind="audit", folder=folder, tokenizer=tokenizer, context=int(context),
-        teacher=config.get("teacher") or (encoders[0] if encoders else None), student=config.get("student"),
-        corpus=_existing(corpus_path, folder), vocab=vocab if vocab.exists() else None, eval=eval_figures,
+        teacher=config.get("teacher") or (encoders[0] if encoders else None), student=student,
+        corpus=_existing(corpus_path, folder), vocab=vocab, eval=eval_figures, notes=notes,
     )  # fmt: skip
+
+
+def _audit_student(
+    folder: Path, spec: str, measured: str | None, recommended: int | None
+) -> tuple[str, str, int, Path | None]:
+    """(student spec, tokenizer, context, vocab.json or None) of the student an audit was given, from its own
+    checkpoint; InputError where they cannot be read (never the audit's CLIP defaults in their place)."""
+    from anatomy.errors import AnatomyError
+
+    hint = "give --against the student's run folder (`anatomy distill --out`) or audit again with the student"
+    if not spec.startswith("student:"):  # another family: its context is only known from a tokens analysis
+        if measured == spec and recommended:
+            return spec, spec, int(recommended), None
+        raise InputError(
+            f"{folder}: the audit's student {spec} records no context here (its tokens analysis measured "
+            f"{measured or 'nothing'}), so the deployed tokenization cannot be judged",
+            f"{hint}, or audit with `-a tokens --tokenizer {spec}`",
+        )
+    from anatomy.encoders.student import VOCAB_FILE, read_student_config, student_dir
+
+    path = _existing(spec.removeprefix("student:"), folder.parent, folder)
+    if path is None:
+        raise InputError(f"{folder}: the audit's student {spec} cannot be found", hint)
+    try:
+        cfg, _ = read_student_config(path)
+    except AnatomyError as error:
+        raise InputError(
+            f"{folder}: the audit's student {spec} is unreadable ({error.message})", hint
+        ) from None
+    vocab = student_dir(path) / VOCAB_FILE if cfg.vocab else None
+    if vocab is not None and not vocab.exists():
+        raise InputError(f"{vocab}: not found; the audit's student {spec} has a specialised vocabulary", hint)
+    return f"student:{path}", cfg.tokenizer, int(cfg.context_length), vocab
 
 
 def _agreement_figures(data: dict) -> dict[str, float]:

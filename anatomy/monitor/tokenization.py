@@ -3,8 +3,11 @@ which are cut at its context, and which tokens the training corpus never had, ra
 
 "Differently" compares the deployed tokenizer's ids (mapped back to the full tokenizer's) with the full
 tokenizer's: with no specialised vocabulary nothing differs. A prompt is truncated when its tokens plus
-start and end exceed the context. A token is new when the deployed vocabulary does not keep it (specialised
-runs) or, with the full vocabulary, when no training prompt uses it.
+start and end exceed the context. A token is new when the training data never had it: no training prompt's
+(full) tokenization uses it (`known_ids`; where the training prompts are not at hand, the deployed vocabulary's
+own per-token corpus counts). Keeping a token is not having it: a specialised WordPiece vocabulary keeps every
+single character and the special tokens whatever the corpus held. The unknown token ([UNK]) and the other
+special tokens are never known: where a request's text tokenizes to one, the tokenizer had no piece for it.
 """
 
 from __future__ import annotations
@@ -56,9 +59,35 @@ def top_by_traffic(
     return [Ranked(prompts[i], int(requests[i])) for i in order]
 
 
+def special_ids(base) -> list[int]:
+    """The base tokenizer's special ids ([UNK], [CLS], ... for WordPiece; start and end for CLIP)."""
+    ids = set(getattr(getattr(base, "_tok", None), "all_special_ids", None) or [])  # a Hugging Face tokenizer
+    ids |= {getattr(base, name, None) for name in ("sot_id", "eot_id", "unk_id")}
+    return sorted(int(i) for i in ids if isinstance(i, int | np.integer) and 0 <= i < base.vocab_size)
+
+
+def known_ids(base, train: Sequence[str], vocab=None) -> np.ndarray | None:
+    """Per base id, whether the training data had it: used by a training prompt's tokenization, or, with no
+    training prompts, counted by the deployed vocabulary (anatomy.vocab.store.Vocabulary: kept ids with a
+    corpus count above 0). Special ids are never known. None: neither is at hand."""
+    if len(train):
+        train_flat, _ = _flat(base.encode(list(train)))
+        known = np.bincount(train_flat, minlength=base.vocab_size)[: base.vocab_size] > 0
+    elif vocab is not None:
+        known = np.zeros(base.vocab_size, dtype=bool)
+        kept, counts = np.asarray(vocab.kept, dtype=np.int64), np.asarray(vocab.counts, dtype=np.int64)
+        known[kept[counts > 0]] = True
+    else:
+        return None
+    known[special_ids(base)] = False
+    return known
+
+
 def check_tokenization(prompts: Sequence[str], requests: np.ndarray, base, context: int, train: Sequence[str],
-                       specialised=None, vocabulary: str = "full") -> tuple[TokenizationCheck, dict]:  # fmt: skip
-    """The check, and per-prompt flags (changed, truncated, new) for the per-period figures."""
+                       specialised=None, vocabulary: str = "full",
+                       known: np.ndarray | None = None) -> tuple[TokenizationCheck, dict]:  # fmt: skip
+    """The check, and per-prompt flags (changed, truncated, new) for the per-period figures. `known`: per base
+    id, whether the training data had it (default: `known_ids(base, train)`)."""
     flat, lengths = _flat(base.encode(list(prompts)))
     owner = np.repeat(np.arange(len(prompts)), lengths)
     changed = np.zeros(len(prompts), dtype=bool)
@@ -73,11 +102,10 @@ def check_tokenization(prompts: Sequence[str], requests: np.ndarray, base, conte
         spec_at = np.repeat((np.cumsum(spec_lengths) - spec_lengths)[same], n) + within
         differ = flat[full_at] != mapped[spec_at]
         changed[same[np.repeat(np.arange(len(same)), n)[differ]]] = True
+    if known is None:
+        known = known_ids(base, train)
+    if known is None:  # no training prompts: every token is one the training data never had
         known = np.zeros(base.vocab_size, dtype=bool)
-        known[np.asarray(specialised.original_ids, dtype=np.int64)] = True
-    else:
-        train_flat, _ = _flat(base.encode(list(train)))
-        known = np.bincount(train_flat, minlength=base.vocab_size) > 0
     truncated = lengths + 2 > context
     is_new = ~known[flat]
     pairs = np.unique(owner[is_new] * base.vocab_size + flat[is_new])  # (prompt, token) once each

@@ -21,6 +21,10 @@ KNN_DROP_WARN, KNN_DROP_FAIL = 0.05, 0.15  # kNN@10 overlap below the run's held
 # COSINE_DROP_WARN. On fewer the figure is shown as information, with the sample size a verdict needs.
 MIN_COSINE_PROMPTS = 30
 DRIFT_WARN, DRIFT_FAIL = 0.05, 0.15  # growth of the beyond-threshold share from the first period to the last
+# A period's shares are judged (drift) only over at least this many requests: at the in-distribution beyond share
+# of about 5% the standard error over 100 requests is about 0.02, under half DRIFT_WARN; one out-of-distribution
+# request alone in a period would otherwise read as a 100-point drift. Smaller periods are listed, not judged.
+MIN_PERIOD_REQUESTS = 100
 
 
 def mark(value: float, warn: float, fail: float) -> str:
@@ -105,11 +109,19 @@ def quality_findings(q) -> list[Finding]:
     return found
 
 
-def drift_findings(d, period: str) -> list[Finding]:
+def drift_findings(d, period: str, too_small=()) -> list[Finding]:
+    """The drift verdict (d: periods.Drift or None), and an info line naming the periods too small to judge."""
+    found = []
+    if too_small:
+        listed = ", ".join(f"{p.start} ({p.requests:,})" for p in too_small[:5])
+        more = f" and {len(too_small) - 5} more" if len(too_small) > 5 else ""
+        found.append(Finding("info", SECTION, "check.drift.too_small",
+            f"{len(too_small)} {period}(s) with fewer than {MIN_PERIOD_REQUESTS} requests left out of the drift "
+            f"verdict (too few to judge a share): {listed}{more}", len(too_small)))  # fmt: skip
     if d is None:
-        return []
+        return found
     m = mark(d.beyond_change, DRIFT_WARN, DRIFT_FAIL)
-    return [Finding(m, SECTION, "check.drift",
+    return found + [Finding(m, SECTION, "check.drift",
         f"the share of requests beyond the coverage threshold changed by {100 * d.beyond_change:+.1f} points from "
         f"the {period} of {d.first} to the {period} of {d.last}", d.beyond_change,
         "traffic is drifting away from the training corpus" if m != "ok" else "")]  # fmt: skip

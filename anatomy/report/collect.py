@@ -2,13 +2,18 @@
 
 Works on a folder built by `anatomy audit` or step by step (`make reports`, or the analysis commands with
 --out): results are found through the registry and the layout (anatomy.layout); failures come from what
-the audit recorded in results/audit.json.
+the audit recorded in results/audit.json. An encoder or pair analysis command (`anatomy positions -e SPEC --out
+DIR`, `anatomy agreement ... --out DIR`) writes DIR/results/NAME.json: in a folder no audit wrote, those are
+reported under the encoder each result records; in an audit's folder they are listed as left out.
 
 Every result shown is checked against the corpus the report is about: the corpus file the folder holds
 (corpus.parquet, or the .parquet the audit was given), hashed when the report is built; only where that file is
 gone (the committed reports/) the hash the audit recorded. A result computed on another corpus (by the sha256
 its provenance records), of an analysis the audit did not run or of an encoder it did not load is left out with
-an "info" finding naming the file and what it wrote beside it (figures, artefacts such as vocab.json).
+an "info" finding naming the file and what it wrote beside it (figures, artefacts such as vocab.json). So is
+a result whose recorded parameters are not those the audit's options asked for (its --sample, --seed and
+NAME.FIELD overrides over the analysis's defaults): on the same corpus, a killed rerun with other options
+leaves the first audit's results beside its own, and only the parameters tell them apart.
 
 The audit's record (results/audit.json) is trusted only where it describes that corpus and is complete: an
 audit writes a "running" record before it starts and the complete one last, so a killed audit leaves a record
@@ -20,11 +25,16 @@ there, and leaves out the record's failures (they were about another corpus, or 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from anatomy.errors import InputError
 from anatomy.findings import Finding, corpus_findings, stage_failed
 from anatomy.layout import ENCODERS, PAIR
 from anatomy.report.record import AuditRecord, FolderRecord, GroupRecord, GroupStage, Leftover
+
+if TYPE_CHECKING:
+    from anatomy.analysis.base import Analysis
+    from anatomy.analysis.runner import Stored
 
 CORPUS_RESULT = "results/corpus.json"  # the corpus summary, kept beside the other results
 
@@ -56,7 +66,7 @@ class _Filter:
                 continue
             where = stored.path.relative_to(self.root).as_posix()
             sha256 = stored.input_hash("corpus") if runner.reads_corpus(analysis) else self.sha256
-            reason = self._reason(name, sha256, ran, record)
+            reason = self._reason(name, sha256, ran, record) or self._params_reason(analysis, stored)
             if reason:
                 self.ignored.append(Leftover(where, reason, _beside(self.root, folder, name, stored)))
                 continue
@@ -78,6 +88,102 @@ class _Filter:
             return "computed on another corpus"
         return ""
 
+    def _params_reason(self, analysis: Analysis[Any, Any], stored: Stored) -> str:
+        """Why a result's recorded parameters are not those the audit asked for ("" where they are, or where
+        there is no audit to ask: a folder built step by step, a record without its options)."""
+        asked = _asked_params(analysis, self.audit)
+        if asked is None:
+            return ""
+        differ = [f"{k} {_show(stored.params[k])}, the audit's {_show(v)}" for k, v in asked.items()
+                  if k in stored.params and not _same_value(stored.params[k], v)]  # fmt: skip
+        return f"computed with other parameters: {'; '.join(differ)}" if differ else ""
+
+
+def _standalone_encoders(keep: _Filter, out_dir: Path, taken: set[str | None]) -> list[GroupRecord]:
+    """The encoder analyses a command wrote at the top of the folder (DIR/results/NAME.json), one group per
+    encoder as each result records it (`encoder`); a result that records none joins the only encoder named, or
+    stands as "the encoder" (not recorded)."""
+    from anatomy.layout import slug as slug_of
+
+    found = keep.group(out_dir, "encoder", None, "")
+    specs = {n: getattr(r, "encoder", None) for n, r in found.results.items()}
+    named = sorted({s for s in specs.values() if isinstance(s, str) and s})
+    groups: dict[str, GroupRecord] = {}
+    for name, result in found.results.items():
+        spec = specs[name] if isinstance(specs[name], str) and specs[name] else None
+        spec = spec or (named[0] if len(named) == 1 else "the encoder (not recorded in its results)")
+        if spec not in groups:
+            base = slug_of(spec) if spec in named else "encoder"
+            slug, i = base, 2
+            while slug in taken:
+                slug, i = f"{base}-{i}", i + 1
+            taken.add(slug)
+            groups[spec] = GroupRecord(spec, slug)
+        groups[spec].results[name] = result
+        groups[spec].figures[name] = found.figures.get(name, [])
+    return list(groups.values())
+
+
+def _standalone_leftovers(out_dir: Path) -> list[Leftover]:
+    """Encoder and pair results at the top of an audit's folder: an analysis command's (--out DIR), never the
+    audit's (it writes them under encoders/ and pair/)."""
+    from anatomy.analysis import ANALYSES, runner
+    from anatomy.layout import figure_paths, result_path
+
+    found = []
+    for name, analysis in ANALYSES.items():
+        path = result_path(out_dir, name)
+        if runner.scope(analysis) != "corpus" and path.is_file():
+            beside = [p.relative_to(out_dir).as_posix() for p in figure_paths(out_dir, name)]
+            found.append(Leftover(path.relative_to(out_dir).as_posix(),
+                                  f"written by `anatomy {name} --out`, not by this audit", beside))  # fmt: skip
+    return found
+
+
+def _asked_params(analysis: Analysis[Any, Any], audit: AuditRecord) -> dict[str, Any] | None:
+    """The parameters the audit ran an analysis with, as JSON: its defaults with the audit's options applied
+    (as anatomy.audit.AuditConfig.params_for applies them: NAME.FIELD, then --sample/--seed on the fields
+    marked with them). None where the record does not say (no audit, or one recorded without its options)."""
+    import dataclasses
+    import json
+
+    from anatomy.analysis.base import audit_fields
+    from anatomy.io import to_jsonable
+
+    overrides = audit.config.get("overrides")
+    if not audit.audited or not isinstance(overrides, dict):
+        return None
+    names = {f.name for f in dataclasses.fields(analysis.Params)}
+    values = {k.rpartition(".")[2]: v for k, v in overrides.items()
+              if k.rpartition(".")[0] == analysis.name and k.rpartition(".")[2] in names}  # fmt: skip
+    for name, marker in audit_fields(analysis.Params).items():
+        if marker in overrides and name not in values:
+            values[name] = overrides[marker]
+    try:
+        params = analysis.params_from({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except (InputError, TypeError, ValueError):  # options this version does not take: nothing to compare
+        return None
+    asked = json.loads(json.dumps(to_jsonable(dataclasses.asdict(params))))
+    return asked if isinstance(asked, dict) else None
+
+
+def _same_value(recorded: Any, asked: Any) -> bool:
+    """Equal as JSON; a list an analysis records sorted and without repeats (tokens' contexts) also matches."""
+    if recorded == asked:
+        return True
+    if isinstance(recorded, list) and isinstance(asked, list):
+        try:
+            return sorted(set(recorded)) == sorted(set(asked))
+        except TypeError:  # unhashable or unorderable items: only equality counts
+            return False
+    return False
+
+
+def _show(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
 
 def _beside(root: Path, folder: Path, name: str, stored) -> list[str]:
     """What a left-out result wrote beside it: its figures, and its artefacts at the top of its folder (NAME.*,
@@ -90,8 +196,6 @@ def _beside(root: Path, folder: Path, name: str, stored) -> list[str]:
 def collect(out_dir: str | Path, status: AuditRecord | None = None, fresh: bool = False) -> FolderRecord:
     """What out_dir holds for the report. fresh: `status` was just recorded by the audit that is finishing (its
     corpus hash is current; the file is not hashed again)."""
-    from anatomy.errors import InputError
-
     out_dir = Path(out_dir)
     audit = read_status(out_dir) if status is None else status
     sha256 = _corpus_sha256(out_dir, audit, fresh)
@@ -121,8 +225,13 @@ def collect(out_dir: str | Path, status: AuditRecord | None = None, fresh: bool 
         for slug in folders:
             if slug not in known and (out_dir / ENCODERS / slug / "results").is_dir():
                 keep.ignored.append(Leftover(f"{ENCODERS}/{slug}/", "an encoder this audit did not load"))
+        keep.ignored += _standalone_leftovers(out_dir)
+    else:  # `anatomy positions -e SPEC --out DIR` and the like write DIR/results/NAME.json
+        encoders += _standalone_encoders(keep, out_dir, {e.slug for e in encoders})
     pair = None
     pair_group = keep.group(out_dir / PAIR, "pair", audit.pair, audit.pair.spec if audit.pair else "")
+    if not audit.audited and not pair_group.results:  # `anatomy agreement --out DIR`: DIR/results/NAME.json
+        pair_group = keep.group(out_dir, "pair", None, "")
     if audit.pair is not None or (pair_group.results and not audit.audited):
         if not pair_group.spec:
             first = next(iter(pair_group.results.values()))
@@ -134,7 +243,8 @@ def collect(out_dir: str | Path, status: AuditRecord | None = None, fresh: bool 
     found = analyses.results or encoders or pair or "distinct_prompts" in corpus
     if not found and not audit.audited and audit.corpus is None:
         raise InputError(
-            f"{out_dir}: nothing to report (no corpus, no results/*.json, no encoders/*/results)",
+            f"{out_dir}: nothing to report (no corpus, no results/NAME.json of a registered analysis, "
+            "no encoders/*/results, no pair/results)",
             "give the --out folder of `anatomy audit` or of the analysis commands",
         )
     record.versions = _versions(out_dir)

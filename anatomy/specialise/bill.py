@@ -21,7 +21,7 @@ from anatomy.specialise.plan import SpecialiseConfig
 from anatomy.specialise.stages import Outcome, Store
 
 SCHEMA_VERSION = 1
-KNN_K = 10
+KNN_K = 10  # the k of every knn_overlap10 figure, as anatomy.distill.evaluate.KNN_K (never shrunk)
 # Bill fields that are measured wall-clock timings or memory (they differ between runs of the same inputs).
 MEASURED = ("timings", "cost", "machine", "train_seconds", "cost_notes")
 
@@ -31,7 +31,7 @@ class Quality:
     prompts: int
     pooled_cosine: float
     token_cosine: float | None  # over prompts tokenized as the teacher does (positions valid in both)
-    knn_overlap10: float | None  # k = min(10, (n - 1) // 2); None below 3 prompts
+    knn_overlap10: float | None  # kNN@10 (k never shrunk); None below knn_min_points(10) = 21 prompts
 
 
 @dataclass
@@ -135,6 +135,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quality(ref: dict, stu_pooled: np.ndarray, rows: np.ndarray, stu: dict | None = None) -> Quality:
     """Agreement with the teacher on the prompts `rows` (token cosine needs the student's per-token outputs)."""
+    from anatomy.distill.evaluate import knn_min_points
     from anatomy.metrics.similarity import knn_overlap
 
     pooled = float(_cosines(ref["pooled"][rows], stu_pooled[rows]).mean())
@@ -144,8 +145,9 @@ def quality(ref: dict, stu_pooled: np.ndarray, rows: np.ndarray, stu: dict | Non
         both = ref["mask"][ok] & stu["mask"][ok]
         if both.any():
             token = float(_cosines(ref["tokens"][ok][both], stu["tokens"][ok][both]).mean())
-    k = min(KNN_K, (len(rows) - 1) // 2)  # k = n - 1 would share every neighbour trivially
-    knn = float(knn_overlap(ref["pooled"][rows], stu_pooled[rows], k).mean()) if k >= 1 else None
+    knn = None  # as check and distill: k is never shrunk, a set too small for kNN@10 is not measured
+    if len(rows) >= knn_min_points(KNN_K):
+        knn = float(knn_overlap(ref["pooled"][rows], stu_pooled[rows], KNN_K).mean())
     return Quality(len(rows), pooled, token, knn)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from anatomy.errors import InputError
-from anatomy.specialise.plan import SpecialiseConfig
+from anatomy.specialise.plan import MIN_TRAIN_PROMPTS, SpecialiseConfig, min_prompts, n_test_for
 from anatomy.specialise.stages import StageRun
 
 if TYPE_CHECKING:
@@ -77,11 +77,11 @@ def split_stage(run: StageRun, cfg: SpecialiseConfig) -> dict:
     if cfg.limit is not None and cfg.limit < len(prompts):
         keep = np.sort(np.random.default_rng([cfg.seed, 11]).choice(len(prompts), cfg.limit, replace=False))
         prompts = [prompts[i] for i in keep]
-    n_test = max(1, round(len(prompts) * cfg.test_share))
-    if len(prompts) - n_test < 20:
+    n_test = n_test_for(len(prompts), cfg.test_share)
+    if len(prompts) - n_test < MIN_TRAIN_PROMPTS:
         raise InputError(
             f"the corpus has {len(prompts)} distinct prompts: too few to train and test a student",
-            "give at least 40 distinct prompts",
+            f"give at least {min_prompts(cfg.test_share)} distinct prompts",
         )
     order = np.random.default_rng([cfg.seed, 13]).permutation(len(prompts))
     test = sorted(prompts[i] for i in order[:n_test])

@@ -22,6 +22,8 @@ DEFAULT_STEPS = 400
 # context, or a faster machine, trains at another rate; the bill states the rate and the measured wall time.
 ASSUMED_STEPS_PER_S = 4.0
 MIN_BUDGET_STEPS = 10
+# Distinct prompts the train split needs (the distillation holds out its own validation from them).
+MIN_TRAIN_PROMPTS = 20
 DEFAULT_EXPORTS = ("onnx", "int8")
 BODIES = ("s0", "s1", "l")
 # The default ladder when the teacher is minilm: two custom students (what `anatomy distill` takes as JSON).
@@ -74,6 +76,20 @@ class SpecialiseConfig:
         return None if self.context == "auto" else int(self.context)
 
 
+def n_test_for(n: int, test_share: float) -> int:
+    """Prompts the split puts in the test set out of n distinct prompts (at least one)."""
+    return max(1, round(n * test_share))
+
+
+def min_prompts(test_share: float) -> int:
+    """The fewest distinct prompts that leave MIN_TRAIN_PROMPTS for training after the test split: the least
+    --limit that works (22 at the default test share of 0.1)."""
+    n = MIN_TRAIN_PROMPTS + 1
+    while n - n_test_for(n, test_share) < MIN_TRAIN_PROMPTS:
+        n += 1
+    return n
+
+
 def _positive(option: str, value, integer: bool, low: float = 0.0, inclusive: bool = False) -> None:
     if value is None:
         return
@@ -101,12 +117,12 @@ def check(cfg: SpecialiseConfig) -> None:
     _positive("--max-quality-drop", cfg.max_quality_drop, False, 0.0, inclusive=True)
     _positive("--max-params", cfg.max_params, True)
     _positive("--max-latency-ms", cfg.max_latency_ms, False)
-    _positive("--limit", cfg.limit, True, 20, inclusive=True)
     _positive("--seed", cfg.seed, True, 0, inclusive=True)
     _positive("--cost-repeats", cfg.cost_repeats, True, 2, inclusive=True)
     _positive("--threads", cfg.threads, True)
     if not 0.0 < cfg.test_share < 0.5:
         raise OptionError("--test-share", f"must be in (0, 0.5), got {cfg.test_share!r}")
+    _positive("--limit", cfg.limit, True, min_prompts(cfg.test_share), inclusive=True)
     unknown = [f for f in cfg.exports if f not in FORMATS]
     if unknown:
         raise OptionError(

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from anatomy.analysis.base import Table
+from anatomy.distill.evaluate import knn_min_points
 from anatomy.report.render import Section, to_html, to_markdown
+from anatomy.specialise.bill import KNN_K
 from anatomy.specialise.data_stages import TEST_SET
 
 FIGURE = "figures/pareto.png"
@@ -122,10 +124,12 @@ def sections(bill) -> list[Section]:
         f"Split by prompt (seed {bill.split['seed']}): {bill.split['n_train']:,} train (the distillation holds "
         f"out its own validation from them), {bill.split['n_test']:,} test.",
         "Quality is agreement with the teacher at the chosen context: pooled cosine over every prompt, per-token "
-        "cosine over prompts the student tokenizes as the teacher does, kNN@10 overlap of pooled outputs. Latency, "
+        "cosine over prompts the student tokenizes as the teacher does, kNN@10 overlap of pooled outputs (k "
+        f"never shrunk: a set of fewer than {knn_min_points(KNN_K)} prompts has none, '–'). Latency, "
         "throughput, memory and wall times are measured on "
         f"{bill.machine.get('device_name', '?')} ({bill.machine.get('cores_available', '?')} cores, "
         f"{_threads(bill)}) and differ between runs; everything else is recomputed identically.",
+        *knn_notes(bill),
         *[f"Cost: {note}" for note in bill.cost_notes],
     ]
     return [
@@ -134,6 +138,14 @@ def sections(bill) -> list[Section]:
         Section("Quality and risk", [], quality_tables(bill)),
         Section("Details", [], detail_tables(bill)),
     ]
+
+
+def knn_notes(bill) -> list[str]:
+    """A line per prompt set too small for kNN@10 (its figure left out, as check and distill leave it out)."""
+    need = knn_min_points(KNN_K)
+    small = {s: q.prompts for r in bill.candidates for s, q in r.quality.items() if q.prompts < need}
+    return [f"kNN@{KNN_K} not measured on {s}: {n:,} prompts, it needs at least {need} (on fewer the overlap is "
+            "high whatever the student does)." for s, n in small.items()]  # fmt: skip
 
 
 def _teacher_contexts(bill, students: int) -> str:
