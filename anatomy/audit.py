@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from anatomy.analysis.base import Analysis, NotApplicable
+from anatomy.audit_corpus import DEFAULT_INPUT, build_corpus, given_corpus, recorded_path
 from anatomy.errors import AnatomyError, InputError
 from anatomy.findings import Finding
 from anatomy.layout import ENCODERS, PAIR, slug
@@ -32,13 +33,11 @@ from anatomy.report.record import (
     CorpusStage,
     FolderRecord,
     GroupStage,
-    InputFailure,
     StageError,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INPUT = "builtin:imagenet-prompts"
 DEFAULT_ENCODER = "minilm"
 
 
@@ -141,95 +140,6 @@ def _error(err: BaseException) -> StageError:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def build_corpus(
-    cfg: AuditConfig, out_dir: Path, say: Callable[[str], None] = lambda _m: None, checked: bool = False
-) -> tuple[Path, list[InputFailure]]:
-    """The corpus to audit, and the inputs that could not be read at all.
-
-    An audit's corpus is exactly its inputs: raw inputs are ingested into a fresh corpus in a staging folder,
-    which then replaces DIR/corpus.parquet and its manifest (a corpus left by an earlier audit is rebuilt,
-    never merged into). Call it holding the folder's lock; checked: given_corpus(cfg) has already passed.
-    """
-    import os
-    import shutil
-    import tempfile
-
-    inputs = list(cfg.inputs) or [DEFAULT_INPUT]
-    given = _parquet_input(cfg) if checked else given_corpus(cfg)  # checked: given_corpus ran already
-    if given is not None:
-        return Path(given), []
-
-    from anatomy.corpus import ingest
-    from anatomy.corpus.corpus import manifest_path
-    from anatomy.corpus.sources import ReadOptions, detect_source
-
-    corpus = out_dir / "corpus.parquet"
-    if corpus.exists():
-        say(
-            f"ingest: {corpus.name} is rebuilt from this audit's inputs (the corpus left in the folder is replaced)"
-        )
-    staging = Path(tempfile.mkdtemp(prefix=".corpus.staging.", dir=out_dir))
-    try:
-        staged = staging / corpus.name
-        failed: list[InputFailure] = []
-        groups: dict[str, list[str]] = {}  # source -> inputs, in the order given
-        for spec in inputs:
-            try:
-                groups.setdefault(cfg.source or detect_source(spec), []).append(spec)
-            except AnatomyError as err:
-                failed.append(_failure(spec, err))
-        for source, specs in groups.items():
-            try:  # one call per source; if a file in it cannot be read, retry one by one to isolate it
-                ingest(source, specs, staged, ReadOptions())
-            except AnatomyError:
-                for spec in specs:
-                    try:
-                        ingest(source, [spec], staged, ReadOptions())
-                    except AnatomyError as err:
-                        failed.append(_failure(spec, err))
-        if not staged.exists():
-            reasons = "; ".join(f"{f.input}: {f.error}" for f in failed)
-            raise InputError(
-                f"no prompts could be read from the inputs ({reasons})", "check the inputs and --source"
-            )
-        if manifest_path(staged).exists():
-            os.replace(manifest_path(staged), manifest_path(corpus))
-        else:
-            manifest_path(corpus).unlink(missing_ok=True)
-        os.replace(staged, corpus)  # the commit point
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return corpus, failed
-
-
-def _recorded_path(corpus: Path, out_dir: Path) -> str:
-    """The corpus as the record names it: by name inside the folder, a given .parquet as the user gave it."""
-    return corpus.name if corpus.parent == out_dir else str(corpus)
-
-
-def _parquet_input(cfg: AuditConfig) -> str | None:
-    return next((i for i in cfg.inputs if i.endswith(".parquet")), None)
-
-
-def given_corpus(cfg: AuditConfig) -> Path | None:
-    """The corpus .parquet the audit was given (checked to be one, a batch at a time), None for raw inputs."""
-    inputs = list(cfg.inputs) or [DEFAULT_INPUT]
-    parquet = [i for i in inputs if i.endswith(".parquet")]
-    if not parquet:
-        return None
-    if len(inputs) > 1:
-        raise InputError(
-            f"a corpus Parquet file ({parquet[0]}) was given together with other inputs",
-            "give either one corpus .parquet or raw prompt files",
-        )
-    from anatomy.corpus.schema import COUNT_COLUMN, STRING_COLUMNS
-    from anatomy.corpus.stream import corpus_batches
-
-    for _ in corpus_batches(parquet[0], [*STRING_COLUMNS, COUNT_COLUMN]):
-        pass  # fails early, naming the file, if it is not a corpus (read a batch at a time)
-    return Path(parquet[0])
-
-
 # What marks a folder as another command's output: `anatomy specialise` writes its stages and bill there.
 SPECIALISE_MARKS = ("bill.json", "stages")
 
@@ -252,10 +162,6 @@ def refuse_other_output(out_dir: Path, kind: str) -> None:
         )
 
 
-def _failure(spec: str, err: AnatomyError) -> InputFailure:
-    return InputFailure(display(spec), err.message, err.hint)
-
-
 # ------------------------------------------------------------------------------------------- orchestration
 
 
@@ -276,7 +182,7 @@ def run_audit(
             f"{out_dir}: exists and is not a directory", "give --out a folder (created if missing)"
         )
     refuse_other_output(out_dir, "audit")
-    given_corpus(cfg)  # a given corpus that is missing or no corpus fails before the folder is made
+    given_corpus(cfg.inputs)  # a given corpus that is missing or no corpus fails before the folder is made
     created = _missing_parents(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = [False]  # set once this run has committed a corpus into the folder
@@ -358,11 +264,11 @@ def _run_locked(cfg: AuditConfig, out_dir: Path, analyses: list[Analysis[Any, An
             errors[analysis.name] = _error(err)
             runner.clear(analysis, folder)  # no stale numbers of an earlier run beside the failure
 
-    corpus, failed = timed("ingest", lambda: build_corpus(cfg, out_dir, say, checked=True))
+    corpus, failed = timed("ingest", lambda: build_corpus(cfg.inputs, cfg.source, out_dir, say, checked=True))
     started[0] = True
     # From here the folder is a mixture until the complete record is written last. (A kill during the ingest
     # leaves the previous audit whole; one just after its commit, a record whose corpus hash no longer matches.)
-    status.corpus = CorpusStage(_recorded_path(corpus, out_dir), file_sha256(corpus), failed)
+    status.corpus = CorpusStage(recorded_path(corpus, out_dir), file_sha256(corpus), failed)
     _start(out_dir, status)
     for analysis in by_scope["corpus"]:
         inputs = Inputs(corpus=corpus, out_dir=out_dir)

@@ -52,6 +52,7 @@ FLOORS: list[list[str]] = [
     ["anatomy.analysis"],  # the analyses
     ["anatomy.analysis="],  # the registry
     ["anatomy.report"],
+    ["anatomy.audit_corpus"],  # what an audit reads
     ["anatomy.audit"],
     ["anatomy.specialise"],  # the pipeline: stages over everything below
     ["anatomy.cli"],

@@ -300,8 +300,8 @@ def test_imagenet_classes_equal_the_builtin_reader():
     """The import-free read of open_clip's metadata gives open_clip's own class names."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from anatomy.analysis.vocab import read_prompts, read_raw_prompts
     from anatomy.corpus.normalize import normalize
+    from anatomy.vocab.held_out import read_prompts, read_raw_prompts
 
     assert read_raw_prompts(IMAGENET) == list(IMAGENET_CLASSNAMES) and len(IMAGENET_CLASSNAMES) == 1000
     assert read_prompts(IMAGENET) == sorted({normalize(c) for c in IMAGENET_CLASSNAMES})
@@ -342,7 +342,7 @@ def _vocab_cli(corpus, tmp_path, *args):
 def test_held_out_prompts_are_normalised_distinct_and_never_empty(corpus, tmp_path):
     """Blank lines are no prompts, and a prompt repeated (in any case or spacing) counts once, as specialise
     counts its held-out sets: 'quokka' x3, ' Quokka ', 'zebra crossing' and 8 blank lines are 2 prompts."""
-    from anatomy.analysis.vocab import read_prompts
+    from anatomy.vocab.held_out import read_prompts
 
     held = tmp_path / "h.txt"
     held.write_text("quokka\n\n\n\n\nquokka\n\t\n  \nQuokka \n\n\nzebra crossing\nquokka\n")

@@ -20,7 +20,6 @@ import numpy as np
 import anatomy.analysis.base as base
 from anatomy import paper
 from anatomy.analysis.base import Need, PaperRow, Table, param, seed_param, transient
-from anatomy.corpus.sources import SourceFile
 from anatomy.corpus.traffic import WEIGHTS
 from anatomy.errors import InputError
 from anatomy.findings import Finding
@@ -34,6 +33,7 @@ from anatomy.vocab.build import (
     measure,
     summarise,
 )
+from anatomy.vocab.held_out import read_prompts
 from anatomy.vocab.store import Vocabulary, base_tokenizer
 
 log = logging.getLogger(__name__)
@@ -145,62 +145,6 @@ class ArrowTexts(Sequence[str]):
         for start in range(0, len(self.strings), self.BATCH):
             yield from self.strings.slice(start, self.BATCH).to_pylist()
         yield from self.extra
-
-
-# What --held-out accepts, and what --tokenizer does (the hints of their errors).
-HELD_OUT_ACCEPTS = (
-    "give a prompt file (.txt one prompt per line, .csv, .tsv, .jsonl or .json; UTF-8) "
-    "or builtin:imagenet-classes"
-)
-REENCODE_HINT = (
-    "held-out files are read as UTF-8: re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW.txt`)"
-)
-
-
-def read_raw_prompts(spec: str) -> list[str]:
-    """The raw records of a held-out file (text reader: txt/csv/jsonl/json) or a builtin:NAME set, as read."""
-    from anatomy.corpus.sources import ReadOptions, get_reader
-    from anatomy.paths import check_path
-
-    builtin = spec.startswith("builtin:")
-    if not builtin and spec != "-":
-        try:
-            check_path(spec, "file")
-        except InputError as err:  # a folder, a pipe, a device: say what is accepted instead
-            raise InputError(err.message.removesuffix("; refusing to open it"), HELD_OUT_ACCEPTS) from None
-    reader = get_reader("builtin" if builtin else "text")
-    return [r.raw for r in reader(_HeldOutFile(spec), ReadOptions()) if hasattr(r, "raw")]
-
-
-def read_prompts(spec: str) -> list[str]:
-    """The distinct prompts of a held-out file or builtin:NAME set, in code-point order: each record in the
-    corpus's normalisation (anatomy.corpus.normalize), empty ones dropped, repeats counted once. `vocab` and
-    `specialise` both measure held-out sets this way. InputError naming the file when none is left."""
-    from anatomy.corpus.normalize import normalize
-
-    raw = read_raw_prompts(spec)
-    prompts = sorted({n for n in map(normalize, raw) if n})
-    if not prompts:
-        what = f"{len(raw):,} record(s), all blank" if raw else "an empty file"
-        raise InputError(
-            f"{spec}: no prompts in this held-out file ({what})", "give a file with one prompt per line"
-        )
-    if len(prompts) < len(raw):
-        log.info("%s: %d records, %d distinct prompts (blank ones and repeats dropped)", spec, len(raw),
-                 len(prompts))  # fmt: skip
-    return prompts
-
-
-class _HeldOutFile(SourceFile):
-    """A held-out file whose decoding error says to re-encode it: vocab reads held-out files as UTF-8 and has
-    no --encoding option (the hint the readers give by default)."""
-
-    def read_text(self, encoding: str = "utf-8", data: bytes | None = None) -> str:
-        data = self.read_bytes() if data is None else data  # a missing file keeps its own message
-        try:
-            return super().read_text(encoding, data)
-        except InputError as err:
-            raise InputError(err.message, REENCODE_HINT) from None
 
 
 def resolve_tokenizer(spec: str):

@@ -34,10 +34,10 @@ ENCODE_BATCH = 256
 def corpus_stage(run: StageRun, cfg: SpecialiseConfig, inputs: list[str]) -> dict:
     import shutil
 
-    from anatomy.audit import AuditConfig, build_corpus
+    from anatomy.audit_corpus import build_corpus
     from anatomy.corpus import load_corpus
 
-    corpus, failed = build_corpus(AuditConfig(inputs=tuple(inputs), source=cfg.source), run.folder)
+    corpus, failed = build_corpus(tuple(inputs), cfg.source, run.folder)
     if failed:
         first = failed[0]
         raise InputError(f"{first.input}: {first.error}", first.hint)
@@ -150,8 +150,8 @@ def prompt_sets(
     run_or_split: Path, held_out: tuple[str, ...]
 ) -> dict[str, tuple[list[str], list[list[str]]]]:
     """{set label: (prompts, sources of each)}: the test split, then each held-out file (distinct prompts)."""
-    from anatomy.analysis.vocab import read_prompts
     from anatomy.io import read_json
+    from anatomy.vocab.held_out import read_prompts
 
     split = read_json(run_or_split / SPLIT_JSON)
     sets = {TEST_SET: ([t["prompt"] for t in split["test"]], [t["sources"] for t in split["test"]])}
