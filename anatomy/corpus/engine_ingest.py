@@ -19,7 +19,6 @@ from anatomy.corpus.corpus import (
     _options_for,
     manifest_path,
     read_manifest,
-    refuse_empty,
 )
 from anatomy.corpus.engine import EngineInput, EngineOptions
 from anatomy.corpus.engine_run import (
@@ -33,6 +32,7 @@ from anatomy.corpus.engine_run import (
     scan_file,
 )
 from anatomy.corpus.identity import manifest_key, read_options, refuse_rereading
+from anatomy.corpus.no_prompts import refuse_empty
 from anatomy.corpus.schema import REBUILD_HINT
 from anatomy.errors import InputError
 from anatomy.io import atomic_paths, dumps_json
